@@ -1,0 +1,51 @@
+"""The composition root: ``create_app(settings)`` wires topics, tables, agents and views."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from leadstream.settings import Settings
+from leadstream.state.rocksdb import TableStore
+from leadstream.streams.ingest import register_ingest
+from leadstream.web.views import register_views
+
+__all__ = ["LEADS_TABLE", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+LEADS_TABLE = "leads"
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the faust application for ``settings``; nothing runs until a worker starts it."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        store="rocksdb://",
+        datadir=str(settings.data_dir / "worker"),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        autodiscover=False,
+        # Every topic and the table carry bytes we encode ourselves (codec.py, state/keys.py).
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    table = app.Table(
+        LEADS_TABLE,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        options={"driver": "rocksdict"},
+    )
+    ingest = register_ingest(app, settings, table, TableStore(table))
+    register_views(app, settings, ingest)
+    return app

@@ -1,0 +1,3 @@
+"""The ``leadstream`` command line."""
+
+__all__: list[str] = []

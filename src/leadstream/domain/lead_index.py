@@ -1,0 +1,182 @@
+"""The per-lead event index: dedupe on apply, and the questions filters ask of it.
+
+Stored form (see :mod:`leadstream.state.keys`): one key per distinct event
+``(org, phone, eventType, occurredAt)``, so that
+
+* "has the lead an event of type X" is one seek under ``E org phone X``;
+* "how many distinct X in [a, b]" is one bounded range scan;
+* "latest opt event" is one reverse seek per opt event type.
+
+Compaction folds events older than the retention horizon into one ``C`` record per
+(lead, eventType) holding their count and latest time, so sticky filters (any minCount)
+and opt-out answers never change, and windows up to the retention still see every event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from leadstream.domain.ingest import LeadEvent
+from leadstream.state import keys
+from leadstream.state.port import PartitionStore, iter_prefix
+
+__all__ = [
+    "PRESENT",
+    "ApplyResult",
+    "OptState",
+    "apply_events",
+    "compact_partition",
+    "count_events",
+    "latest_opt",
+    "lead_events",
+]
+
+logger = logging.getLogger(__name__)
+
+PRESENT = b"\x01"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    inserted: int
+    duplicates: int
+
+
+def apply_events(
+    store: PartitionStore, partition: int, events: Iterable[LeadEvent], *, horizon_ms: int
+) -> ApplyResult:
+    """Insert events not seen before; a duplicate changes nothing but the count.
+
+    A duplicate's key is written again (same value, idempotent). After a crash the local
+    RocksDB can hold a write whose changelog record never left the process; the source
+    message is then processed again, and re-writing makes the changelog whole again.
+
+    ``horizon_ms`` is the current compaction horizon: an event older than the newest event
+    already folded for its (lead, eventType) cannot be told apart from a replay, so it
+    counts as a duplicate (retries stay safe; counts never double).
+    """
+    inserted = duplicates = 0
+    for ev in events:
+        key = keys.event_key(ev.organization_id, ev.phone, ev.event_type, ev.occurred_at)
+        if ev.occurred_at < horizon_ms:
+            folded = store.get(
+                partition, keys.compacted_key(ev.organization_id, ev.phone, ev.event_type)
+            )
+            if folded is not None and ev.occurred_at <= keys.decode_compacted(folded)[1]:
+                duplicates += 1
+                continue
+        if store.get(partition, key) is None:
+            inserted += 1
+        else:
+            duplicates += 1
+        store.put(partition, key, PRESENT)
+    return ApplyResult(inserted, duplicates)
+
+
+def count_events(
+    store: PartitionStore,
+    partition: int,
+    org: str,
+    phone: str,
+    event_type: str,
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int | None = None,
+) -> int:
+    """Distinct events of ``event_type`` with ``since_ms <= occurredAt <= until_ms``.
+
+    Without bounds (sticky) the folded count is included. ``limit`` stops the scan early
+    once that many are found (a ``minCount`` question needs no more).
+    """
+    prefix = keys.event_type_prefix(org, phone, event_type)
+    count = 0
+    if since_ms is None:
+        folded = store.get(partition, keys.compacted_key(org, phone, event_type))
+        if folded is not None:
+            count_folded, max_folded = keys.decode_compacted(folded)
+            if until_ms is None or max_folded <= until_ms:
+                count += count_folded
+    lower = prefix + keys.ts_bytes(since_ms) if since_ms is not None else prefix
+    upper = (
+        prefix + keys.ts_bytes(until_ms + 1)
+        if until_ms is not None
+        else keys.prefix_upper_bound(prefix)
+    )
+    if limit is not None and count >= limit:
+        return count
+    for _ in store.iter_range(partition, lower, upper):
+        count += 1
+        if limit is not None and count >= limit:
+            break
+    return count
+
+
+def _latest_ts(store: PartitionStore, partition: int, org: str, phone: str, event_type: str) -> int | None:
+    latest: int | None = None
+    for key, _ in iter_prefix(store, partition, keys.event_type_prefix(org, phone, event_type), reverse=True):
+        latest = keys.decode_event_key(key)[3]
+        break
+    folded = store.get(partition, keys.compacted_key(org, phone, event_type))
+    if folded is not None:
+        max_folded = keys.decode_compacted(folded)[1]
+        latest = max_folded if latest is None else max(latest, max_folded)
+    return latest
+
+
+@dataclass(frozen=True, slots=True)
+class OptState:
+    opted_out: bool
+    latest_type: str | None
+    latest_at: int | None
+
+
+def latest_opt(
+    store: PartitionStore, partition: int, org: str, phone: str, *, opt_out_type: str, opt_in_type: str
+) -> OptState:
+    """The lead's latest opt event by occurredAt; on the same instant opt-out wins."""
+    out_at = _latest_ts(store, partition, org, phone, opt_out_type)
+    in_at = _latest_ts(store, partition, org, phone, opt_in_type)
+    if out_at is None and in_at is None:
+        return OptState(False, None, None)
+    if in_at is None or (out_at is not None and out_at >= in_at):
+        return OptState(True, opt_out_type, out_at)
+    return OptState(False, opt_in_type, in_at)
+
+
+def lead_events(store: PartitionStore, partition: int, org: str, phone: str) -> list[tuple[str, int]]:
+    """Every stored (eventType, occurredAt) of a lead in key order (for inspection)."""
+    return [keys.decode_event_key(k)[2:] for k, _ in iter_prefix(store, partition, keys.lead_events_prefix(org, phone))]
+
+
+def compact_partition(store: PartitionStore, partition: int, *, horizon_ms: int) -> int:
+    """Fold every event older than ``horizon_ms`` into its (lead, eventType) record.
+
+    Safe to repeat or to interrupt: an event key at or below the folded maximum is already
+    counted and is only deleted. Returns how many event keys were removed.
+    """
+    removed = 0
+    stale: list[tuple[bytes, str, str, str, int]] = []
+    for key, _ in iter_prefix(store, partition, keys.events_kind_prefix()):
+        org, phone, event_type, ts = keys.decode_event_key(key)
+        if ts < horizon_ms:
+            stale.append((key, org, phone, event_type, ts))
+    folded: dict[bytes, tuple[int, int]] = {}
+    for key, org, phone, event_type, ts in stale:
+        ckey = keys.compacted_key(org, phone, event_type)
+        if ckey not in folded:
+            value = store.get(partition, ckey)
+            folded[ckey] = keys.decode_compacted(value) if value is not None else (0, -1)
+        count, max_ts = folded[ckey]
+        if ts > max_ts:
+            # Keys come in time order per (lead, type), so max_ts only grows here.
+            folded[ckey] = (count + 1, ts)
+    for ckey, (count, max_ts) in folded.items():
+        if count > 0:
+            store.put(partition, ckey, keys.compacted_value(count, max_ts))
+    for key, *_ in stale:
+        store.delete(partition, key)
+        removed += 1
+    return removed

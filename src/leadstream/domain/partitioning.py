@@ -1,0 +1,15 @@
+"""Which partition a lead's state lives in. Changing this function orphans existing state."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+__all__ = ["lead_partition"]
+
+logger = logging.getLogger(__name__)
+
+
+def lead_partition(organization_id: str, phone: str, partitions: int) -> int:
+    """Stable partition of the lead (organization_id, phone): CRC-32 of both, mod N."""
+    return zlib.crc32(f"{organization_id}\x00{phone}".encode()) % partitions

@@ -1,0 +1,33 @@
+"""Reject reason codes (SPEC section 3) and the error raised by row validators."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+__all__ = ["Reason", "RowError"]
+
+logger = logging.getLogger(__name__)
+
+
+class Reason(StrEnum):
+    """Why a row or a message was rejected; the values are the contract's codes."""
+
+    INVALID_PHONE = "invalid_phone"
+    INVALID_OCCURRED_AT = "invalid_occurred_at"
+    OCCURRED_AT_OUT_OF_RANGE = "occurred_at_out_of_range"
+    INVALID_EVENT_TYPE = "invalid_event_type"
+    MISSING_FIELD = "missing_field"
+    INVALID_ORGANIZATION_ID = "invalid_organization_id"
+    METADATA_TOO_LARGE = "metadata_too_large"
+    INVALID_JSON = "invalid_json"
+    BATCH_TOO_LARGE = "batch_too_large"
+
+
+class RowError(ValueError):
+    """A value failed validation; carries the reason code and a human-readable detail."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,76 @@
+"""Small confluent-kafka helpers: create the external topics, wait for a broker."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from leadstream.settings import Settings
+
+__all__ = ["LARGE_MESSAGE_BYTES", "ensure_topics", "external_topics", "wait_for_broker"]
+
+logger = logging.getLogger(__name__)
+
+# A 50,000-event batch is several MB of JSON; the broker's 1 MB default would refuse it.
+LARGE_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def external_topics(settings: Settings) -> list[str]:
+    t = settings.topics
+    return [
+        t.lead_events,
+        t.audience_members,
+        t.audience_filters,
+        t.send_triggers,
+        t.send_recipients,
+        t.rejects,
+    ]
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
+    """Return once the cluster answers a metadata request, or raise ``TimeoutError``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=5)
+            return
+        except KafkaException as exc:
+            last = exc
+            time.sleep(0.5)
+    raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f} s: {last}")
+
+
+def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Create the missing topics (partitions and replication from settings); return those created."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    wanted = names if names is not None else external_topics(settings)
+    existing = set(admin.list_topics(timeout=30).topics)
+    missing = [n for n in wanted if n not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                name,
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                config={"max.message.bytes": str(LARGE_MESSAGE_BYTES)},
+            )
+            for name in missing
+        ]
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    logger.info("created topics %s", ", ".join(created) or "(none)")
+    return created

@@ -1,0 +1,574 @@
+"""Pydantic models of every topic value (SPEC section 5), the source of ``schemas/*.json``.
+
+These models are the documented contract, not the hot path: ingest and materialization
+validate with the plain functions of :mod:`leadstream.domain`. The models describe exactly
+what those functions accept (inputs) and what leadstream emits (outputs), and where a rule
+cannot be written in JSON Schema (control characters, the 4 KiB metadata limit, date
+validity) the model checks it by calling the same domain function, and the schema states
+it in a ``description``.
+
+Inputs allow any extra key (SPEC section 5: "Inputs may have any key"); outputs forbid
+keys that are not listed, so a consumer can rely on the schema as the whole record.
+Optional input keys that the domain treats as absent when ``null`` accept ``null``;
+the others (e.g. a row's own ``eventType``) do not, because ``null`` there is rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+from typing_extensions import TypeAliasType
+
+from leadstream.domain.ingest import MAX_BATCH_EVENTS
+from leadstream.domain.normalize import (
+    MAX_METADATA_BYTES,
+    normalize_event_type,
+    normalize_metadata,
+    parse_rfc3339_ms,
+)
+from leadstream.domain.rejects import Reason
+
+__all__ = [
+    "TOPIC_SCHEMAS",
+    "AudienceFilter",
+    "AudienceFilterLead",
+    "AudienceFilterSwitch",
+    "AudienceMember",
+    "EventFilter",
+    "LeadByExternalId",
+    "LeadByPhone",
+    "LeadEventBatch",
+    "LeadEventBatchRow",
+    "LeadEventSingle",
+    "LeadEventsValue",
+    "Recipient",
+    "RecipientsChunk",
+    "Reject",
+    "SendCounts",
+    "SendRecipientsValue",
+    "SendSummary",
+    "SendTrigger",
+    "Within",
+]
+
+logger = logging.getLogger(__name__)
+
+# Kept in step with normalize._SAFE_ID and normalize_id's 64-digit limit on integers.
+_SAFE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_MAX_INT_ID_EXCLUSIVE = 10**64
+# The shape normalize._RFC3339 accepts; [0-9] rather than \d, which is Unicode-wide in
+# some regex dialects. Date validity and the offset range are checked by parse_rfc3339_ms.
+_RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_UTC_MILLIS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
+# libphonenumber's E.164: '+', a 1-3 digit country code not starting with 0, and a national
+# number of up to 17 digits (its MAX_LENGTH_FOR_NSN), so longer than ITU's 15 digits.
+_E164_PATTERN = r"^\+[1-9][0-9]{1,19}$"
+# codec._raw_phone keeps at most this many characters of the raw phone of a reject.
+_MAX_REJECT_PHONE_CHARS = 64
+_MAX_REJECT_RAW_CHARS = 4096
+_MAX_CHUNK_RECIPIENTS = 50_000
+
+_OUTPUT = ConfigDict(extra="forbid")
+
+
+def _check_event_type(value: str) -> str:
+    return normalize_event_type(value)
+
+
+def _check_rfc3339(value: str) -> str:
+    parse_rfc3339_ms(value)
+    return value
+
+
+def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    return normalize_metadata(value)
+
+
+Id = TypeAliasType(
+    "Id",
+    Annotated[
+        Annotated[StrictInt, Field(gt=0, lt=_MAX_INT_ID_EXCLUSIVE)]
+        | Annotated[str, StringConstraints(pattern=_SAFE_ID_PATTERN)],
+        Field(
+            description=(
+                "A positive integer (at most 64 digits) or a string matching "
+                f'{_SAFE_ID_PATTERN}. 42 and "42" are the same id; leadstream emits the '
+                "string form. Integers written with a fraction (42.0) are rejected."
+            ),
+        ),
+    ],
+)
+
+CanonicalId = TypeAliasType(
+    "CanonicalId",
+    Annotated[
+        str,
+        StringConstraints(pattern=_SAFE_ID_PATTERN),
+        Field(description='An id in its canonical form: always a string (42 is emitted as "42").'),
+    ],
+)
+
+EventType = TypeAliasType(
+    "EventType",
+    Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=100),
+        AfterValidator(_check_event_type),
+        Field(
+            description=(
+                "Free, case-sensitive string of 1 to 100 characters, with no control "
+                "characters (Unicode category Cc) and no leading or trailing whitespace. "
+                "Such values are rejected (invalid_event_type), never trimmed."
+            ),
+        ),
+    ],
+)
+
+Rfc3339Timestamp = TypeAliasType(
+    "Rfc3339Timestamp",
+    Annotated[
+        str,
+        StringConstraints(pattern=_RFC3339_PATTERN),
+        AfterValidator(_check_rfc3339),
+        Field(
+            description=(
+                "RFC 3339 date-time with an explicit offset ('Z' or '+hh:mm'/'-hh:mm'); a "
+                "timestamp without an offset is rejected. The date and time must exist. "
+                "Normalized to UTC at millisecond precision (finer digits are truncated)."
+            ),
+        ),
+    ],
+)
+
+UtcMillisTimestamp = TypeAliasType(
+    "UtcMillisTimestamp",
+    Annotated[
+        str,
+        StringConstraints(pattern=_UTC_MILLIS_PATTERN),
+        Field(
+            description="A UTC instant as YYYY-MM-DDTHH:MM:SS.sssZ (always milliseconds, always Z)."
+        ),
+    ],
+)
+
+PhoneInput = TypeAliasType(
+    "PhoneInput",
+    Annotated[
+        str,
+        Field(
+            description=(
+                "A phone number as the source wrote it ('+15551234567', '15551234567', "
+                "'(555) 123-4567'). Parsed with libphonenumber in the default region "
+                "(LEADSTREAM_DEFAULT_REGION, default US); accepted when it is a possible "
+                "number, not necessarily an assigned one (invalid_phone otherwise)."
+            ),
+        ),
+    ],
+)
+
+E164 = TypeAliasType(
+    "E164",
+    Annotated[
+        str,
+        StringConstraints(pattern=_E164_PATTERN),
+        Field(description="A phone number in canonical E.164 form, as libphonenumber formats it."),
+    ],
+)
+
+Metadata = TypeAliasType(
+    "Metadata",
+    Annotated[
+        dict[str, Any] | None,
+        AfterValidator(_check_metadata),
+        Field(
+            description=(
+                "Optional JSON object kept on the event, at most "
+                f"{MAX_METADATA_BYTES} bytes (4 KiB) once serialized as compact UTF-8 JSON "
+                "(metadata_too_large otherwise). null is the same as absent."
+            ),
+        ),
+    ],
+)
+
+
+class _Input(BaseModel):
+    """Base of input values: any extra key is allowed and ignored.
+
+    Keys named in ``_NOT_NULL`` are optional but, when present, must not be ``null``: the
+    domain rejects an explicit ``null`` there instead of reading it as absent. Their
+    schemas omit ``null`` (``SkipJsonSchema``); this validator makes the model agree.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    _NOT_NULL: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_explicit_null(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in cls._NOT_NULL:
+                if key in data and data[key] is None:
+                    raise ValueError(f"{key} must not be null (leave it out instead)")
+        return data
+
+
+# --- lead-events ----------------------------------------------------------------------------
+
+
+class LeadEventSingle(_Input):
+    """One real-time lead event. A value with an "events" key is a batch instead."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"not": {"required": ["events"]}})
+
+    organizationId: Id = Field(description="The tenant the lead belongs to.")
+    eventType: EventType = Field(description="What the lead did, e.g. 'mastery_purchase'.")
+    phoneE164: PhoneInput = Field(description="The lead's phone.")
+    occurredAt: Rfc3339Timestamp = Field(
+        description=(
+            "When it happened. Also rejected (occurred_at_out_of_range) before 2000-01-01 or "
+            "more than LEADSTREAM_MAX_FUTURE_SKEW_SECONDS (default 900) after ingestion."
+        ),
+    )
+    metadata: Metadata = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_batch(cls, data: Any) -> Any:
+        # The ingest path tells the shapes apart by the presence of "events" alone.
+        if isinstance(data, dict) and "events" in data:
+            raise ValueError("a value with an 'events' key is a batch, not a single event")
+        return data
+
+
+class LeadEventBatchRow(_Input):
+    """One row of a batch; its own "eventType" overrides the batch's."""
+
+    _NOT_NULL = ("eventType",)
+
+    phoneE164: PhoneInput = Field(description="The lead's phone.")
+    occurredAt: Rfc3339Timestamp = Field(
+        description=(
+            "When it happened. Also rejected (occurred_at_out_of_range) before 2000-01-01 or "
+            "more than LEADSTREAM_MAX_FUTURE_SKEW_SECONDS (default 900) after ingestion."
+        ),
+    )
+    metadata: Metadata = None
+    eventType: EventType | SkipJsonSchema[None] = Field(
+        default=None,
+        description=(
+            "Overrides the batch's eventType for this row; required when the batch has none. "
+            "null is rejected (missing_field), not taken as absent."
+        ),
+    )
+
+
+_BATCH_EVENT_TYPE_RULE: dict[str, Any] = {
+    # Without a batch-level eventType every row must carry its own.
+    "if": {"properties": {"eventType": {"type": "string"}}, "required": ["eventType"]},
+    "else": {"properties": {"events": {"items": {"required": ["eventType"]}}}},
+}
+
+
+class LeadEventBatch(_Input):
+    """A bulk batch of lead events of one organization.
+
+    Each row is validated on its own: a bad row is rejected alone (with its index) and the
+    rest are kept. A batch of more than 50,000 rows is rejected whole (batch_too_large).
+    """
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_BATCH_EVENT_TYPE_RULE)
+
+    organizationId: Id = Field(description="The tenant of every row of the batch.")
+    eventType: EventType | None = Field(
+        default=None,
+        description="The eventType of rows that carry none. null is the same as absent.",
+    )
+    events: list[LeadEventBatchRow] = Field(
+        max_length=MAX_BATCH_EVENTS,
+        description=f"The rows, at most {MAX_BATCH_EVENTS}.",
+    )
+
+    @model_validator(mode="after")
+    def _every_row_has_a_type(self) -> Self:
+        if self.eventType is None:
+            missing = [i for i, row in enumerate(self.events) if row.eventType is None]
+            if missing:
+                raise ValueError(
+                    f"the batch has no eventType and rows {missing[:10]} have none either"
+                )
+        return self
+
+
+class LeadEventsValue(RootModel[LeadEventSingle | LeadEventBatch]):
+    """A "lead-events" value: a single event, or a batch (told apart by "events")."""
+
+    model_config = ConfigDict(title="LeadEventsValue")
+
+
+# --- audience-members -----------------------------------------------------------------------
+
+
+class AudienceMember(_Input):
+    """Adds a lead to (or removes it from) a campaign's audience."""
+
+    _NOT_NULL = ("externalId", "op")
+
+    organizationId: Id = Field(description="The tenant.")
+    campaignId: Id = Field(description="The campaign whose audience changes.")
+    phoneE164: PhoneInput = Field(description="The member's phone.")
+    externalId: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="The source system's id of the member; audience filters may match on it "
+        "(case-sensitive).",
+    )
+    op: Literal["add", "remove"] = Field(default="add", description="Add or remove the member.")
+
+
+# --- audience-filters -----------------------------------------------------------------------
+
+
+class LeadByExternalId(_Input):
+    """A lead named by the audience member's externalId (case-sensitive)."""
+
+    externalId: str = Field(description="Compared exactly with the audience member's externalId.")
+
+
+class LeadByPhone(_Input):
+    """A lead named by its phone, compared after normalization."""
+
+    phoneE164: PhoneInput = Field(description="Normalized like every phone before matching.")
+
+
+AudienceFilterLead = LeadByExternalId | LeadByPhone
+
+
+class AudienceFilter(_Input):
+    """The include or exclude list of one send; the most recent one received wins.
+
+    It is ignored (and counted) when received later than 5 minutes before the send's
+    "scheduledFor", and applies only when the trigger enables it.
+    """
+
+    organizationId: Id = Field(description="The tenant.")
+    campaignId: Id = Field(description="The campaign of the send.")
+    sendId: Id = Field(description="The send this filter narrows.")
+    mode: Literal["include", "exclude"] = Field(
+        description="include keeps only the listed leads; exclude drops them."
+    )
+    leads: list[AudienceFilterLead] = Field(
+        description="The leads, each by externalId or by phoneE164. An include list that names "
+        "nobody keeps nobody.",
+    )
+
+
+# --- send-triggers --------------------------------------------------------------------------
+
+
+class Within(_Input):
+    """A look-back window ending at the send's scheduledFor."""
+
+    minutes: StrictInt = Field(
+        ge=1,
+        description="Only events with occurredAt in [scheduledFor - minutes, scheduledFor] "
+        "(both ends inclusive) match.",
+    )
+
+
+class EventFilter(_Input):
+    """Keeps or drops a lead by whether it has an event of a given type."""
+
+    _NOT_NULL = ("within", "minCount")
+
+    mode: Literal["include", "exclude"] = Field(
+        description="include keeps the lead iff it has the event; exclude iff it does not."
+    )
+    eventType: EventType = Field(description="The exact (case-sensitive) event type to look for.")
+    within: Within | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Absent: sticky, every event of the lead counts, however old.",
+    )
+    minCount: StrictInt = Field(
+        default=1,
+        ge=1,
+        description="The lead has the event when it has at least this many matching events.",
+    )
+
+
+class AudienceFilterSwitch(_Input):
+    """Whether the send's audience filter applies."""
+
+    enabled: StrictBool = Field(
+        description="true: apply the send's latest audience filter, if one arrived in time."
+    )
+
+
+class SendTrigger(_Input):
+    """Asks for a send's recipient list; the first trigger per (organizationId, sendId) wins."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"not": {"required": ["eventFilter", "eventFilters"]}},
+    )
+
+    _NOT_NULL = ("eventFilter", "eventFilters", "audienceFilter")
+
+    organizationId: Id = Field(description="The tenant.")
+    campaignId: Id = Field(description="The campaign whose audience is materialized.")
+    sendId: Id = Field(description="The send; triggers after the first for it are ignored.")
+    scheduledFor: Rfc3339Timestamp = Field(
+        description="When the send fires (T of the event filters' windows). Materialized "
+        "LEADSTREAM_MATERIALIZE_LEAD_SECONDS (default 60) before; at once, and marked late, "
+        "when it arrives after this instant.",
+    )
+    eventFilter: EventFilter | SkipJsonSchema[None] = Field(
+        default=None, description="One event filter. Never together with eventFilters."
+    )
+    eventFilters: list[EventFilter] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Event filters, all ANDed. Never together with eventFilter.",
+    )
+    audienceFilter: AudienceFilterSwitch | SkipJsonSchema[None] = Field(
+        default=None, description="Absent: the send's audience filter does not apply."
+    )
+
+    @model_validator(mode="after")
+    def _one_filter_form(self) -> Self:
+        fields = self.model_fields_set
+        if "eventFilter" in fields and "eventFilters" in fields:
+            raise ValueError("a trigger carries eventFilter or eventFilters, never both")
+        return self
+
+
+# --- send-recipients ------------------------------------------------------------------------
+
+
+class Recipient(BaseModel):
+    """One lead the dispatcher should message."""
+
+    model_config = _OUTPUT
+
+    phoneE164: E164 = Field(description="The recipient's canonical phone.")
+    externalId: str | None = Field(
+        description="The audience member's externalId, null when it has none."
+    )
+
+
+class RecipientsChunk(BaseModel):
+    """A slice of a send's recipients; every recipient is in exactly one chunk."""
+
+    model_config = _OUTPUT
+
+    type: Literal["recipients"] = Field(description="Tells a chunk from the summary.")
+    organizationId: CanonicalId = Field(description="The tenant.")
+    campaignId: CanonicalId = Field(description="The campaign.")
+    sendId: CanonicalId = Field(description="The send.")
+    scheduledFor: UtcMillisTimestamp = Field(description="The trigger's scheduledFor, normalized.")
+    partition: StrictInt = Field(ge=0, description="The lead-state partition that produced it.")
+    chunk: StrictInt = Field(ge=0, description="The chunk's number within its partition.")
+    recipients: list[Recipient] = Field(
+        max_length=_MAX_CHUNK_RECIPIENTS,
+        description="At most LEADSTREAM_CHUNK_SIZE (default 5,000) recipients.",
+    )
+
+
+class SendCounts(BaseModel):
+    """Where the audience went: audience = recipientCount + optedOut + droppedBy*."""
+
+    model_config = _OUTPUT
+
+    audience: StrictInt = Field(ge=0, description="The campaign's audience members.")
+    optedOut: StrictInt = Field(ge=0, description="Dropped because they are opted out.")
+    droppedByAudienceFilter: StrictInt = Field(ge=0, description="Dropped by the audience filter.")
+    droppedByEventFilter: StrictInt = Field(ge=0, description="Dropped by the event filters.")
+    lateAudienceFilters: StrictInt = Field(
+        ge=0, description="Audience filters ignored because they arrived after the deadline."
+    )
+
+
+class SendSummary(BaseModel):
+    """The single last record of a send, after all of its chunks."""
+
+    model_config = _OUTPUT
+
+    type: Literal["summary"] = Field(description="Tells the summary from a chunk.")
+    organizationId: CanonicalId = Field(description="The tenant.")
+    campaignId: CanonicalId = Field(description="The campaign.")
+    sendId: CanonicalId = Field(description="The send.")
+    scheduledFor: UtcMillisTimestamp = Field(description="The trigger's scheduledFor, normalized.")
+    materializedAt: UtcMillisTimestamp = Field(description="When the list was materialized.")
+    late: StrictBool = Field(description="true when the trigger arrived after scheduledFor.")
+    recipientCount: StrictInt = Field(ge=0, description="Recipients over all chunks.")
+    chunkCount: StrictInt = Field(ge=0, description="Chunks emitted for the send.")
+    partitions: StrictInt = Field(
+        ge=0, description="The number of lead-state partitions the send was materialized over."
+    )
+    counts: SendCounts = Field(description="Where each audience member went.")
+
+
+class SendRecipientsValue(
+    RootModel[Annotated[RecipientsChunk | SendSummary, Field(discriminator="type")]]
+):
+    """A "send-recipients" value; its Kafka key is "{organizationId}:{sendId}"."""
+
+    model_config = ConfigDict(title="SendRecipientsValue")
+
+
+# --- rejects --------------------------------------------------------------------------------
+
+
+_RejectPhone = Annotated[str, Field(max_length=_MAX_REJECT_PHONE_CHARS)]
+
+
+class Reject(BaseModel):
+    """An input row or message that was not accepted, with why."""
+
+    model_config = _OUTPUT
+
+    source: str = Field(description="The topic (or entry point) the input came from.")
+    partition: StrictInt = Field(ge=0, description="The input's partition.")
+    offset: StrictInt = Field(ge=0, description="The input's offset.")
+    index: Annotated[StrictInt, Field(ge=0)] | SkipJsonSchema[None] = Field(
+        default=None, description="The row's index in its batch; absent for a whole message."
+    )
+    reason: Reason = Field(description="The reason code (SPEC section 3).")
+    detail: str = Field(description="Human-readable explanation.")
+    raw: str = Field(
+        max_length=_MAX_REJECT_RAW_CHARS,
+        description="The rejected input as text, cut to 4 KiB: the row or message re-encoded "
+        "as compact JSON, or the received bytes (invalid UTF-8 replaced) when they were not JSON.",
+    )
+    phoneE164: _RejectPhone | SkipJsonSchema[None] = Field(
+        default=None,
+        description="The row's phone as written (not normalized), where present.",
+    )
+    organizationId: CanonicalId | SkipJsonSchema[None] = Field(
+        default=None, description="The canonical organizationId, where it was valid."
+    )
+
+
+TOPIC_SCHEMAS: dict[str, type[BaseModel]] = {
+    "lead-events": LeadEventsValue,
+    "audience-members": AudienceMember,
+    "audience-filters": AudienceFilter,
+    "send-triggers": SendTrigger,
+    "send-recipients": SendRecipientsValue,
+    "rejects": Reject,
+}
+"""Topic name (without LEADSTREAM_TOPIC_PREFIX) -> the model of its values."""

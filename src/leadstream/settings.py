@@ -1,0 +1,62 @@
+"""The one configuration object, read once from ``LEADSTREAM_*`` environment variables."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "Topics"]
+
+logger = logging.getLogger(__name__)
+
+
+class Topics:
+    """Topic names derived from the settings (SPEC section 5).
+
+    External topics carry ``topic_prefix``; internal ones are named after ``app_id`` so
+    that two applications (or two test runs) never share state.
+    """
+
+    def __init__(self, prefix: str, app_id: str) -> None:
+        self.lead_events = f"{prefix}lead-events"
+        self.audience_members = f"{prefix}audience-members"
+        self.audience_filters = f"{prefix}audience-filters"
+        self.send_triggers = f"{prefix}send-triggers"
+        self.send_recipients = f"{prefix}send-recipients"
+        self.rejects = f"{prefix}rejects"
+        self.events_by_lead = f"{app_id}-lead-events-by-lead"
+
+
+class Settings(BaseSettings):
+    """Every knob of the product; the field name is the env var without ``LEADSTREAM_``."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADSTREAM_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers.")
+    app_id: str = Field(
+        "leadstream",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Consumer group and prefix of internal topics.",
+    )
+    data_dir: Path = Field(Path(".leadstream"), description="Where RocksDB and the local broker live.")
+    partitions: int = Field(8, ge=1, le=1024, description="Partitions of the lead-keyed state.")
+    replication_factor: int = Field(1, ge=1, description="Replication of topics leadstream creates.")
+    web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's HTTP API.")
+    web_host: str = Field("127.0.0.1", description="Interface the worker's HTTP API binds to.")
+    topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,100}$")
+    default_region: str = Field("US", min_length=2, max_length=2)
+    max_future_skew_seconds: int = Field(900, ge=0)
+    event_retention_days: int = Field(400, ge=1)
+    compaction_interval_seconds: float = Field(3600.0, gt=0)
+    materialize_lead_seconds: int = Field(60, ge=0)
+    chunk_size: int = Field(5000, ge=1, le=50_000)
+    opt_out_event_type: str = Field("opted_out", min_length=1, max_length=100)
+    opt_in_event_type: str = Field("opted_in", min_length=1, max_length=100)
+    log_level: str = Field("info")
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix, self.app_id)

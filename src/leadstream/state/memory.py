@@ -1,0 +1,46 @@
+"""An in-memory :class:`PartitionStore` for unit tests and reference evaluations."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Iterator
+
+__all__ = ["MemoryStore"]
+
+logger = logging.getLogger(__name__)
+
+
+class MemoryStore:
+    """Sorted keys per partition; the same semantics as the RocksDB adapter."""
+
+    def __init__(self) -> None:
+        self._data: dict[int, dict[bytes, bytes]] = {}
+        self._sorted: dict[int, list[bytes]] = {}
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self._data.get(partition, {}).get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        data = self._data.setdefault(partition, {})
+        if key not in data:
+            bisect.insort(self._sorted.setdefault(partition, []), key)
+        data[key] = value
+
+    def delete(self, partition: int, key: bytes) -> None:
+        data = self._data.get(partition, {})
+        if data.pop(key, None) is not None:
+            keys = self._sorted[partition]
+            del keys[bisect.bisect_left(keys, key)]
+
+    def iter_range(
+        self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        keys = self._sorted.get(partition, [])
+        data = self._data.get(partition, {})
+        selected = keys[bisect.bisect_left(keys, lower) : bisect.bisect_left(keys, upper)]
+        for key in reversed(selected) if reverse else selected:
+            yield key, data[key]
+
+    def partitions(self) -> list[int]:
+        return sorted(self._data)

@@ -1,0 +1,39 @@
+"""The store port: what the domain needs from per-partition key/value state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Protocol
+
+from leadstream.state.keys import prefix_upper_bound
+
+__all__ = ["PartitionStore", "iter_prefix"]
+
+logger = logging.getLogger(__name__)
+
+
+class PartitionStore(Protocol):
+    """Byte keys and values, per partition; the partition is always passed explicitly.
+
+    Writes are visible to reads at once (read-your-writes inside one partition).
+    """
+
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, partition: int, key: bytes) -> None: ...
+
+    def iter_range(
+        self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Items with ``lower <= key < upper`` in key order (or reversed)."""
+        ...
+
+
+def iter_prefix(
+    store: PartitionStore, partition: int, prefix: bytes, *, reverse: bool = False
+) -> Iterator[tuple[bytes, bytes]]:
+    """Items whose key starts with ``prefix``: one bounded range scan."""
+    return store.iter_range(partition, prefix, prefix_upper_bound(prefix), reverse=reverse)

@@ -1,0 +1,3 @@
+"""HTTP views served by the worker."""
+
+__all__: list[str] = []

@@ -1,0 +1,89 @@
+"""Worker HTTP views: health, readiness and a read-only look at one lead's stored events."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from leadstream.domain.lead_index import latest_opt, lead_events
+from leadstream.domain.normalize import format_ms, normalize_organization_id, normalize_phone
+from leadstream.domain.partitioning import lead_partition
+from leadstream.domain.rejects import RowError
+from leadstream.settings import Settings
+from leadstream.streams.ingest import IngestTopology
+
+__all__ = ["register_views"]
+
+logger = logging.getLogger(__name__)
+
+
+def register_views(app: faust.App, settings: Settings, ingest: IngestTopology) -> None:
+    """Attach the worker's read-only views to ``app``."""
+
+    def is_ready() -> bool:
+        return bool(
+            app.tables.recovery.completed.is_set() and not app.rebalancing and app.consumer is not None
+        )
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/readyz")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            if is_ready():
+                return self.json({"status": "ready", "partitions": ingest.active_partitions(app)})
+            return self.json({"status": "starting"}, status=503)
+
+    @app.page("/api/v1/leads/{organization_id}/{phone}")
+    class Lead(View):
+        async def get(self, request: Request, organization_id: str, phone: str) -> Response:
+            try:
+                org = normalize_organization_id(organization_id)
+                e164 = normalize_phone(phone, settings.default_region)
+            except RowError as err:
+                return self.json(
+                    {"error": {"code": err.reason.value, "message": err.detail}}, status=400
+                )
+            partition = lead_partition(org, e164, settings.partitions)
+            if partition not in ingest.active_partitions(app) or not is_ready():
+                return self.json(
+                    {
+                        "error": {
+                            "code": "not_here",
+                            "message": f"partition {partition} is not active on this worker",
+                        },
+                        "owner": _owner_url(app, ingest, partition),
+                    },
+                    status=503 if not is_ready() else 421,
+                )
+            opt = latest_opt(
+                ingest.store,
+                partition,
+                org,
+                e164,
+                opt_out_type=settings.opt_out_event_type,
+                opt_in_type=settings.opt_in_event_type,
+            )
+            events = lead_events(ingest.store, partition, org, e164)
+            body: dict[str, Any] = {
+                "organizationId": org,
+                "phoneE164": e164,
+                "partition": partition,
+                "optedOut": opt.opted_out,
+                "events": [{"eventType": t, "occurredAt": format_ms(ts)} for t, ts in events],
+            }
+            return self.json(body)
+
+
+def _owner_url(app: faust.App, ingest: IngestTopology, partition: int) -> str | None:
+    name = ingest.by_lead.get_topic_name()
+    for host, topics in app.assignor.external_topics_metadata().items():
+        if partition in topics.get(name, ()):
+            return str(host)
+    return None

@@ -1,0 +1,135 @@
+"""Test-side Kafka helpers: the broker choice, producing and reading topics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+KAFKA_IMAGE = "apache/kafka:4.4.0"
+LOCAL_TEST_BOOTSTRAP = "127.0.0.1:39092"
+
+
+def docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@contextmanager
+def broker() -> Iterator[str]:
+    """``LEADSTREAM_KAFKA_BOOTSTRAP`` if set, else a testcontainers broker where Docker
+    answers, else the project's local broker (started here, stopped at the end if we
+    started it)."""
+    env = os.environ.get("LEADSTREAM_KAFKA_BOOTSTRAP")
+    if env:
+        yield env
+        return
+    if docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    from leadstream.localkafka import LocalKafka
+
+    home = Path(os.environ.get("LEADSTREAM_TEST_KAFKA_HOME", Path.cwd() / ".leadstream" / "test-kafka"))
+    local = LocalKafka(home, LOCAL_TEST_BOOTSTRAP)
+    was_running = local.status().running
+    local.start(timeout=300)
+    try:
+        yield LOCAL_TEST_BOOTSTRAP
+    finally:
+        if not was_running:
+            local.stop()
+
+
+def producer(bootstrap: str) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "message.max.bytes": 16 * 1024 * 1024,
+            "compression.type": "zstd",
+        }
+    )
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes | None = None) -> None:
+    p = producer(bootstrap)
+    errors: list[Any] = []
+    for value in values:
+        while True:
+            try:
+                p.produce(topic, value=value, key=key, on_delivery=lambda e, m: e and errors.append(e))
+                break
+            except BufferError:
+                p.poll(0.2)
+        p.poll(0)
+    assert p.flush(60) == 0
+    assert not errors, errors
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "leadstream-tests-probe"})
+    try:
+        meta = c.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            return {}
+        return {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        }
+    finally:
+        c.close()
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, timeout: float = 30.0, expect: int | None = None
+) -> list[Any]:
+    """Every message of ``topic`` from the start: until ``expect`` messages were read, or
+    (without ``expect``) until the end offsets seen at the start are reached."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"leadstream-tests-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    ends = end_offsets(bootstrap, topic) if expect is None else {}
+    c.subscribe([topic])
+    out: list[Any] = []
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if expect is not None and len(out) >= expect:
+                break
+            if expect is None and all(seen.get(p, 0) >= e for p, e in ends.items()):
+                break
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    continue
+                raise RuntimeError(msg.error())
+            out.append(msg)
+            seen[msg.partition()] = msg.offset() + 1
+    finally:
+        c.close()
+    return out

@@ -1,0 +1,95 @@
+"""A test's own leadstream deployment: settings, topics, worker processes, checks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from confluent_kafka import Consumer, TopicPartition
+
+from leadstream.kafka_admin import ensure_topics
+from leadstream.settings import Settings
+from tests.support.kafka import end_offsets, produce, read_topic
+from tests.support.worker import WorkerProcess
+
+
+class Stack:
+    def __init__(self, bootstrap: str, *, app_id: str, topic_prefix: str, root: Path, partitions: int = 4) -> None:
+        self.bootstrap = bootstrap
+        self.root = root
+        self.settings = Settings(
+            kafka_bootstrap=bootstrap,
+            app_id=app_id,
+            topic_prefix=topic_prefix,
+            partitions=partitions,
+            data_dir=root / "data",
+        )
+        self.topics = self.settings.topics
+        self.workers: list[WorkerProcess] = []
+        ensure_topics(self.settings)
+
+    def env(self, data_dir: Path | None = None) -> dict[str, str]:
+        s = self.settings
+        return {
+            "LEADSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "LEADSTREAM_APP_ID": s.app_id,
+            "LEADSTREAM_TOPIC_PREFIX": s.topic_prefix,
+            "LEADSTREAM_PARTITIONS": str(s.partitions),
+            "LEADSTREAM_DATA_DIR": str(data_dir or s.data_dir),
+        }
+
+    def worker(self, *, name: str = "w", data_dir: Path | None = None, wait: bool = True) -> WorkerProcess:
+        w = WorkerProcess(self.env(data_dir), self.root / f"{name}.log")
+        self.workers.append(w)
+        return w.start(wait=wait)
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+    # -- input ---------------------------------------------------------------------------
+    def send_events(self, values: list[Any]) -> None:
+        produce(
+            self.bootstrap,
+            self.topics.lead_events,
+            [v if isinstance(v, bytes) else msgspec.json.encode(v) for v in values],
+        )
+
+    # -- observation ---------------------------------------------------------------------
+    def rejects(self, expect: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        msgs = read_topic(self.bootstrap, self.topics.rejects, expect=expect, timeout=timeout)
+        return [msgspec.json.decode(m.value()) for m in msgs]
+
+    def committed_lag(self) -> int:
+        """Messages of the input and lead-keyed topics not yet committed by the worker group."""
+        total = 0
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.settings.app_id})
+        try:
+            for topic in (self.topics.lead_events, self.topics.events_by_lead):
+                ends = end_offsets(self.bootstrap, topic)
+                if not ends:
+                    continue
+                committed = c.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+                for tp in committed:
+                    done = tp.offset if tp.offset >= 0 else 0
+                    total += ends[tp.partition] - done
+        finally:
+            c.close()
+        return total
+
+    def wait_caught_up(self, timeout: float = 180.0) -> None:
+        """Until the worker group has committed everything produced so far (twice in a row,
+        since applying the lead-keyed topic produces more of it)."""
+        deadline = time.monotonic() + timeout
+        zero_seen = 0
+        while time.monotonic() < deadline:
+            if self.committed_lag() == 0:
+                zero_seen += 1
+                if zero_seen >= 2:
+                    return
+            else:
+                zero_seen = 0
+            time.sleep(1.0)
+        raise TimeoutError(f"worker group still lags by {self.committed_lag()} messages")

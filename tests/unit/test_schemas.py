@@ -1,0 +1,394 @@
+"""The checked-in JSON Schemas match the models, and describe the contract's values."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pydantic
+import pytest
+
+from leadstream import codec
+from leadstream.domain.ingest import IngestRules, parse_lead_events
+from leadstream.models import TOPIC_SCHEMAS, SendTrigger
+from leadstream.schemas import check_schemas, render_schemas, write_schemas
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+NOW_MS = 1_778_610_000_000  # 2026-05-12T18:20:00Z
+
+
+def _validator(topic: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads(render_schemas()[f"{topic}.schema.json"])
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _model_accepts(topic: str, value: Any) -> bool:
+    try:
+        TOPIC_SCHEMAS[topic].model_validate(value)
+    except pydantic.ValidationError:
+        return False
+    return True
+
+
+# --- the checked-in files ------------------------------------------------------------------
+
+
+def test_checked_in_schemas_match_the_models() -> None:
+    stale = check_schemas(SCHEMA_DIR)
+    assert stale == [], (
+        f"schemas/ is out of date with leadstream.models ({', '.join(stale)}); "
+        "run `leadstream schemas` and commit the result"
+    )
+
+
+def test_one_schema_per_topic_each_a_valid_2020_12_document() -> None:
+    rendered = render_schemas()
+    assert sorted(rendered) == sorted(f"{t}.schema.json" for t in TOPIC_SCHEMAS)
+    assert set(TOPIC_SCHEMAS) == {
+        "lead-events",
+        "audience-members",
+        "audience-filters",
+        "send-triggers",
+        "send-recipients",
+        "rejects",
+    }
+    for name, text in rendered.items():
+        assert text.endswith("}\n"), name
+        schema = json.loads(text)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert schema["$id"] == f"urn:leadstream:schema:{name.removesuffix('.schema.json')}"
+        assert schema["title"]
+        jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_rendering_is_deterministic() -> None:
+    assert render_schemas() == render_schemas()
+
+
+def test_check_schemas_names_missing_different_and_extra_files(tmp_path: Path) -> None:
+    written = write_schemas(tmp_path)
+    assert {p.name for p in written} == set(render_schemas())
+    assert check_schemas(tmp_path) == []
+
+    (tmp_path / "rejects.schema.json").unlink()
+    (tmp_path / "send-triggers.schema.json").write_text("{}\n", encoding="utf-8")
+    (tmp_path / "old-topic.schema.json").write_text("{}\n", encoding="utf-8")
+    assert sorted(check_schemas(tmp_path)) == [
+        "old-topic.schema.json",
+        "rejects.schema.json",
+        "send-triggers.schema.json",
+    ]
+
+    write_schemas(tmp_path)
+    assert check_schemas(tmp_path) == []
+    assert not (tmp_path / "old-topic.schema.json").exists()
+
+
+def test_check_schemas_of_a_missing_directory_names_every_file(tmp_path: Path) -> None:
+    assert sorted(check_schemas(tmp_path / "nope")) == sorted(render_schemas())
+
+
+# --- examples of the contract (SPEC sections 2-5) -----------------------------------------
+
+SINGLE_EVENT = {
+    "organizationId": 42,
+    "eventType": "mastery_purchase",
+    "phoneE164": "+15551234567",
+    "occurredAt": "2026-05-12T18:34:00Z",
+    "metadata": {"orderId": "A-1001", "amount": 497},
+}
+
+BATCH_WITH_OVERRIDE = {
+    "organizationId": "42",
+    "eventType": "webinar_attended",
+    "events": [
+        {"phoneE164": "15551234567", "occurredAt": "2026-05-12T20:34:00.000+02:00"},
+        {
+            "phoneE164": "(555) 123-4567",
+            "occurredAt": "2026-05-12T18:00:00Z",
+            "eventType": "opted_out",
+            "metadata": None,
+        },
+    ],
+    "source": "crm-export",  # inputs may have any key
+}
+
+BATCH_EVERY_ROW_TYPED = {
+    "organizationId": "acme_co-1",
+    "events": [
+        {"phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z", "eventType": "a"},
+    ],
+}
+
+TRIGGER_ONE_FILTER = {
+    "organizationId": 42,
+    "campaignId": 7,
+    "sendId": "send-2026-05-12-intro",
+    "scheduledFor": "2026-05-12T20:00:00-04:00",
+    "eventFilter": {"mode": "exclude", "eventType": "mastery_purchase"},
+}
+
+TRIGGER_FILTER_LIST = {
+    "organizationId": 42,
+    "campaignId": 7,
+    "sendId": 1001,
+    "scheduledFor": "2026-05-12T22:00:00Z",
+    "eventFilters": [
+        {"mode": "exclude", "eventType": "webinar_attended", "within": {"minutes": 120}},
+        {"mode": "include", "eventType": "double_opt_in_confirmed", "minCount": 1},
+    ],
+    "audienceFilter": {"enabled": True},
+}
+
+CHUNK = {
+    "type": "recipients",
+    "organizationId": "42",
+    "campaignId": "7",
+    "sendId": "1001",
+    "scheduledFor": "2026-05-12T22:00:00.000Z",
+    "partition": 3,
+    "chunk": 0,
+    "recipients": [
+        {"phoneE164": "+15551234567", "externalId": "crm-981"},
+        {"phoneE164": "+447911123456", "externalId": None},
+    ],
+}
+
+SUMMARY = {
+    "type": "summary",
+    "organizationId": "42",
+    "campaignId": "7",
+    "sendId": "1001",
+    "scheduledFor": "2026-05-12T22:00:00.000Z",
+    "materializedAt": "2026-05-12T21:59:00.012Z",
+    "late": False,
+    "recipientCount": 2,
+    "chunkCount": 1,
+    "partitions": 8,
+    "counts": {
+        "audience": 5,
+        "optedOut": 1,
+        "droppedByAudienceFilter": 1,
+        "droppedByEventFilter": 1,
+        "lateAudienceFilters": 0,
+    },
+}
+
+REJECT = {
+    "source": "lead-events",
+    "partition": 0,
+    "offset": 12,
+    "index": 3,
+    "reason": "invalid_phone",
+    "detail": "'12' is not a possible phone number",
+    "raw": '{"phoneE164":"12","occurredAt":"2026-05-12T18:34:00Z"}',
+    "phoneE164": "12",
+    "organizationId": "42",
+}
+
+AUDIENCE_MEMBER = {"organizationId": 42, "campaignId": 7, "phoneE164": "+15551234567"}
+AUDIENCE_FILTER = {
+    "organizationId": 42,
+    "campaignId": 7,
+    "sendId": 1001,
+    "mode": "include",
+    "leads": [{"externalId": "crm-981"}, {"phoneE164": "(555) 123-4567"}],
+}
+
+VALID = [
+    pytest.param("lead-events", SINGLE_EVENT, id="single-event"),
+    pytest.param("lead-events", BATCH_WITH_OVERRIDE, id="batch-with-row-eventType"),
+    pytest.param("lead-events", BATCH_EVERY_ROW_TYPED, id="batch-without-batch-eventType"),
+    pytest.param("send-triggers", TRIGGER_ONE_FILTER, id="trigger-eventFilter"),
+    pytest.param("send-triggers", TRIGGER_FILTER_LIST, id="trigger-eventFilters"),
+    pytest.param("send-recipients", CHUNK, id="chunk"),
+    pytest.param("send-recipients", SUMMARY, id="summary"),
+    pytest.param("rejects", REJECT, id="reject"),
+    pytest.param("audience-members", AUDIENCE_MEMBER, id="audience-member"),
+    pytest.param(
+        "audience-members",
+        {**AUDIENCE_MEMBER, "externalId": "crm-981", "op": "remove"},
+        id="audience-member-remove",
+    ),
+    pytest.param("audience-filters", AUDIENCE_FILTER, id="audience-filter"),
+]
+
+
+def _with(base: dict[str, Any], path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(base)
+    target: Any = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return doc
+
+
+def _without(base: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in base.items() if k != key}
+
+
+INVALID = [
+    pytest.param(
+        "send-triggers",
+        {**TRIGGER_ONE_FILTER, "eventFilters": TRIGGER_FILTER_LIST["eventFilters"]},
+        id="trigger-with-eventFilter-and-eventFilters",
+    ),
+    pytest.param("lead-events", {**SINGLE_EVENT, "organizationId": 0}, id="organizationId-0"),
+    pytest.param(
+        "lead-events", {**SINGLE_EVENT, "organizationId": -5}, id="organizationId-negative"
+    ),
+    pytest.param("lead-events", {**SINGLE_EVENT, "organizationId": True}, id="organizationId-bool"),
+    pytest.param(
+        "lead-events", {**SINGLE_EVENT, "organizationId": "acme corp"}, id="organizationId-space"
+    ),
+    pytest.param(
+        "lead-events", {**SINGLE_EVENT, "organizationId": "x" * 65}, id="organizationId-65-chars"
+    ),
+    pytest.param("lead-events", {**SINGLE_EVENT, "eventType": "e" * 101}, id="eventType-101-chars"),
+    pytest.param("lead-events", {**SINGLE_EVENT, "eventType": ""}, id="eventType-empty"),
+    pytest.param(
+        "lead-events",
+        {**SINGLE_EVENT, "occurredAt": "2026-05-12T18:34:00"},
+        id="occurredAt-no-offset",
+    ),
+    pytest.param("lead-events", _without(SINGLE_EVENT, "phoneE164"), id="single-without-phone"),
+    pytest.param("lead-events", {**SINGLE_EVENT, "metadata": [1, 2]}, id="metadata-not-object"),
+    pytest.param(
+        "lead-events", {**SINGLE_EVENT, "events": "x"}, id="single-with-events-key-is-a-bad-batch"
+    ),
+    pytest.param(
+        "lead-events",
+        _without(BATCH_WITH_OVERRIDE, "eventType"),
+        id="batch-row-without-any-eventType",
+    ),
+    pytest.param(
+        "lead-events",
+        _with(BATCH_WITH_OVERRIDE, ("events", 0, "eventType"), None),
+        id="batch-row-eventType-null",
+    ),
+    pytest.param(
+        "send-triggers",
+        _with(TRIGGER_FILTER_LIST, ("eventFilters", 0, "within", "minutes"), 0),
+        id="within-minutes-0",
+    ),
+    pytest.param(
+        "send-triggers",
+        _with(TRIGGER_ONE_FILTER, ("eventFilter", "minCount"), 0),
+        id="minCount-0",
+    ),
+    pytest.param(
+        "send-triggers",
+        _with(TRIGGER_ONE_FILTER, ("eventFilter", "mode"), "only"),
+        id="eventFilter-bad-mode",
+    ),
+    pytest.param(
+        "send-triggers",
+        _with(TRIGGER_FILTER_LIST, ("audienceFilter", "enabled"), "yes"),
+        id="audienceFilter-enabled-not-bool",
+    ),
+    pytest.param("send-recipients", {**CHUNK, "organizationId": 42}, id="chunk-int-id"),
+    pytest.param(
+        "send-recipients",
+        {**CHUNK, "scheduledFor": "2026-05-12T22:00:00Z"},
+        id="chunk-timestamp-without-millis",
+    ),
+    pytest.param(
+        "send-recipients",
+        _with(CHUNK, ("recipients", 0, "phoneE164"), "(555) 123-4567"),
+        id="chunk-phone-not-e164",
+    ),
+    pytest.param("send-recipients", {**SUMMARY, "extra": 1}, id="summary-extra-key"),
+    pytest.param("send-recipients", {**SUMMARY, "type": "other"}, id="unknown-type"),
+    pytest.param(
+        "send-recipients", _with(SUMMARY, ("counts",), {"audience": 5}), id="summary-missing-counts"
+    ),
+    pytest.param("rejects", {**REJECT, "reason": "too_ugly"}, id="reject-unknown-reason"),
+    pytest.param("rejects", {**REJECT, "raw": "x" * 4097}, id="reject-raw-over-4KiB"),
+    pytest.param("audience-members", {**AUDIENCE_MEMBER, "op": "delete"}, id="audience-bad-op"),
+    pytest.param(
+        "audience-filters", {**AUDIENCE_FILTER, "leads": [{"name": "x"}]}, id="audience-filter-lead"
+    ),
+]
+
+
+@pytest.mark.parametrize(("topic", "value"), VALID)
+def test_contract_examples_validate(topic: str, value: dict[str, Any]) -> None:
+    errors = [e.message for e in _validator(topic).iter_errors(value)]
+    assert errors == []
+    assert _model_accepts(topic, value)
+
+
+@pytest.mark.parametrize(("topic", "value"), INVALID)
+def test_invalid_values_do_not_validate(topic: str, value: dict[str, Any]) -> None:
+    assert not _validator(topic).is_valid(value)
+    # The models say the same as the schemas rendered from them.
+    assert not _model_accepts(topic, value)
+
+
+def test_model_enforces_one_filter_form() -> None:
+    both = {**TRIGGER_ONE_FILTER, "eventFilters": []}
+    with pytest.raises(pydantic.ValidationError, match="never both"):
+        SendTrigger.model_validate(both)
+
+
+@pytest.mark.parametrize(
+    "event_type",
+    ["bad\ttype", " padded", "padded ", "nl\n"],
+    ids=["control-char", "leading-space", "trailing-space", "newline"],
+)
+def test_model_rejects_event_types_the_domain_rejects(event_type: str) -> None:
+    # JSON Schema cannot say this cleanly; the schema documents it, the model checks it.
+    assert not _model_accepts("lead-events", {**SINGLE_EVENT, "eventType": event_type})
+
+
+def test_model_rejects_metadata_over_4_kib() -> None:
+    assert not _model_accepts("lead-events", {**SINGLE_EVENT, "metadata": {"k": "x" * 4096}})
+    assert _model_accepts("lead-events", {**SINGLE_EVENT, "metadata": {"k": "x" * 4000}})
+
+
+def test_model_rejects_impossible_dates() -> None:
+    assert not _model_accepts("lead-events", {**SINGLE_EVENT, "occurredAt": "2026-02-30T00:00:00Z"})
+
+
+def test_domain_accepts_the_event_examples() -> None:
+    # The schema examples are not only schema-valid: ingest keeps every row of them.
+    rules = IngestRules()
+    for doc in (SINGLE_EVENT, BATCH_WITH_OVERRIDE, BATCH_EVERY_ROW_TYPED):
+        parsed = parse_lead_events(doc, now_ms=NOW_MS, rules=rules)
+        assert parsed.rejects == []
+        assert len(parsed.events) == parsed.received
+
+
+def test_emitted_rejects_validate() -> None:
+    # Records built by the real encoder, from the real row validator.
+    batch = {
+        "organizationId": 42,
+        "eventType": "webinar_attended",
+        "events": [
+            {"phoneE164": "12", "occurredAt": "2026-05-12T18:00:00Z"},
+            {"phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:00:00"},
+            {"phoneE164": "+15551234567", "occurredAt": "1999-12-31T23:59:59Z"},
+            {"phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:00:00Z", "eventType": " x"},
+            {"occurredAt": "2026-05-12T18:00:00Z"},
+            {
+                "phoneE164": "+15551234567",
+                "occurredAt": "2026-05-12T18:00:00Z",
+                "metadata": {"blob": "y" * 5000},
+            },
+            "not an object",
+        ],
+    }
+    parsed = parse_lead_events(batch, now_ms=NOW_MS, rules=IngestRules())
+    whole = parse_lead_events(
+        {"organizationId": 0, "events": []}, now_ms=NOW_MS, rules=IngestRules()
+    )
+    rejected = parsed.rejects + whole.rejects
+    assert len(rejected) == 8
+    validator = _validator("rejects")
+    for item in rejected:
+        record = codec.reject_record(item, source="lead-events", partition=1, offset=99)
+        assert [e.message for e in validator.iter_errors(record)] == []
+        assert _model_accepts("rejects", record)
