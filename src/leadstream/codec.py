@@ -23,7 +23,7 @@ MAX_REJECT_RAW_BYTES = 4096
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
-_batch_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, str, int, dict[str, Any] | None]])
+_batch_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, str, int, bytes | None]])
 
 
 def encode_json(value: Any) -> bytes:
@@ -49,7 +49,8 @@ def _raw_text(raw: Any) -> str:
             text = _json.encode(raw)[:MAX_REJECT_RAW_BYTES].decode("utf-8", errors="ignore")
         except (TypeError, msgspec.EncodeError):
             text = repr(raw)
-    return text[:MAX_REJECT_RAW_BYTES]
+    # Replacement characters take 3 bytes each: cut again, on a character boundary.
+    return text.encode()[:MAX_REJECT_RAW_BYTES].decode("utf-8", errors="ignore")
 
 
 def reject_record(rejected: Rejected, *, source: str, partition: int, offset: int) -> dict[str, Any]:

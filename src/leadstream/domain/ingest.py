@@ -56,7 +56,7 @@ class LeadEvent:
     phone: str
     event_type: str
     occurred_at: int
-    metadata: dict[str, Any] | None = None
+    metadata: bytes | None = None  # compact JSON of the metadata object
 
     @property
     def dedupe_key(self) -> tuple[str, str, str, int]:

@@ -93,13 +93,14 @@ def count_events(
     """
     prefix = keys.event_type_prefix(org, phone, event_type)
     count = 0
+    lower = prefix + keys.ts_bytes(since_ms) if since_ms is not None else prefix
     if since_ms is None:
         folded = store.get(partition, keys.compacted_key(org, phone, event_type))
         if folded is not None:
-            count_folded, max_folded = keys.decode_compacted(folded)
-            if until_ms is None or max_folded <= until_ms:
-                count += count_folded
-    lower = prefix + keys.ts_bytes(since_ms) if since_ms is not None else prefix
+            count, max_folded = keys.decode_compacted(folded)
+            # Keys at or below the folded maximum are already in its count; they exist
+            # only while a compaction is between its summary write and its deletes.
+            lower = prefix + keys.ts_bytes(max_folded + 1)
     upper = (
         prefix + keys.ts_bytes(until_ms + 1)
         if until_ms is not None

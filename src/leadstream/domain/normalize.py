@@ -40,7 +40,8 @@ MIN_OCCURRED_AT_MS = 946_684_800_000
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
 )
 
 
@@ -84,7 +85,11 @@ def normalize_phone(value: Any, region: str) -> str:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as exc:
         raise RowError(Reason.INVALID_PHONE, f"cannot parse {value[:40]!r}: {exc}") from None
-    if not phonenumbers.is_possible_number(number):
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible == phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
+        # Dialable only inside its area ("555-1234"): no E.164 number a dispatcher can use.
+        raise RowError(Reason.INVALID_PHONE, f"{value[:40]!r} lacks an area code")
+    if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
         raise RowError(Reason.INVALID_PHONE, f"{value[:40]!r} is not a possible phone number")
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
@@ -121,7 +126,7 @@ def parse_rfc3339_ms(value: str) -> int:
         )
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
     fraction, zulu, sign, off_h, off_m = match.group(7, 8, 9, 10, 11)
-    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
+    if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
         raise RowError(Reason.INVALID_OCCURRED_AT, f"occurredAt has no such date: {value[:40]!r}")
     if hour > 23 or minute > 59 or second > 59:
         raise RowError(Reason.INVALID_OCCURRED_AT, f"occurredAt has no such time: {value[:40]!r}")
@@ -169,15 +174,20 @@ def format_ms(ms: int) -> str:
     )
 
 
-def normalize_metadata(value: Any) -> dict[str, Any] | None:
-    """Optional metadata: a JSON object of at most 4 KiB once serialized compactly."""
+def normalize_metadata(value: Any) -> bytes | None:
+    """Optional metadata: a JSON object of at most 4 KiB, returned serialized compactly.
+
+    Kept as JSON bytes from here on: that is its size, and JSON carries any integer
+    (msgpack would refuse one beyond 64 bits).
+    """
     if value is None:
         return None
     if not isinstance(value, dict):
         raise RowError(Reason.INVALID_JSON, "metadata must be a JSON object")
-    size = len(msgspec.json.encode(value))
-    if size > MAX_METADATA_BYTES:
+    encoded = msgspec.json.encode(value)
+    if len(encoded) > MAX_METADATA_BYTES:
         raise RowError(
-            Reason.METADATA_TOO_LARGE, f"metadata is {size} bytes, the limit is {MAX_METADATA_BYTES}"
+            Reason.METADATA_TOO_LARGE,
+            f"metadata is {len(encoded)} bytes, the limit is {MAX_METADATA_BYTES}",
         )
-    return value
+    return encoded

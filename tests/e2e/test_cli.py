@@ -1,0 +1,117 @@
+"""The ``leadstream`` command as a user runs it, against a real broker and worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def leadstream(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "leadstream.cli", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr + result.stdout
+    return result
+
+
+def test_publish_jsonl_and_csv_then_inspect_a_lead(stack: Stack, tmp_path: Path) -> None:
+    worker = stack.worker()
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text(
+        "\n".join(
+            [
+                json.dumps({"organizationId": 42, "eventType": "mastery_purchase",
+                            "phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"}),
+                "{this is not json",
+                json.dumps({"organizationId": 42, "eventType": "mastery_purchase",
+                            "phoneE164": "(555) 123-4567", "occurredAt": "2026-05-12T20:34:00.000+02:00"}),
+                json.dumps({"organizationId": 0, "eventType": "x", "phoneE164": "+15551234567",
+                            "occurredAt": "2026-05-12T18:34:00Z"}),
+            ]
+        )
+        + "\n"
+    )
+    csv = tmp_path / "events.csv"
+    csv.write_text(
+        "organizationId,eventType,phoneE164,occurredAt,metadata\n"
+        '42,opted_out,15551234567,2026-05-13T09:00:00Z,"{""source"": ""sms""}"\n'
+    )
+    env = stack.env()
+    out = leadstream("publish", "events", str(jsonl), env=env)
+    assert out.stdout.strip().splitlines()[-1] == (
+        f"published 2 events in 1 messages to {stack.topics.lead_events}; "
+        "2 lines skipped; 0 messages failed"
+    )
+    assert "line 2: invalid JSON" in out.stderr
+    assert "line 4: organizationId must be a positive integer" in out.stderr
+    out = leadstream("publish", "events", str(csv), env=env)
+    assert out.stdout.strip().endswith("published 1 events in 1 messages to "
+                                       f"{stack.topics.lead_events}; 0 lines skipped; 0 messages failed")
+
+    deadline = time.monotonic() + 60
+    while True:
+        shown = leadstream("lead", "42", "(555) 123-4567", "--url", worker.url, env=env)
+        lead = json.loads(shown.stdout)
+        if len(lead["events"]) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert lead["phoneE164"] == "+15551234567"
+    assert lead["optedOut"] is True
+    assert lead["events"] == [
+        {"eventType": "mastery_purchase", "occurredAt": "2026-05-12T18:34:00.000Z"},
+        {"eventType": "opted_out", "occurredAt": "2026-05-13T09:00:00.000Z"},
+    ]
+    bad = leadstream("lead", "42", "not-a-phone", "--url", worker.url, env=env, check=False)
+    assert bad.returncode == 1
+    assert "invalid_phone" in bad.stderr
+
+
+def test_checked_in_schemas_match_the_models() -> None:
+    leadstream("schemas", "--check", "--out", str(REPO / "schemas"))
+
+
+def test_kafka_start_status_stop_lifecycle(tmp_path: Path) -> None:
+    from leadstream.localkafka import KAFKA_VERSION
+    from tests.support.worker import free_port
+
+    port = free_port()
+    while True:  # the controller listens on port + 1
+        try:
+            with socket.create_server(("127.0.0.1", port + 1)):
+                break
+        except OSError:
+            port = free_port()
+    args = ["--bootstrap", f"127.0.0.1:{port}", "--data-dir", str(tmp_path)]
+    stopped = leadstream("kafka", "status", *args, check=False)
+    assert stopped.returncode == 1
+    assert f"Kafka {KAFKA_VERSION} at 127.0.0.1:{port}: stopped" in stopped.stdout
+    try:
+        first = leadstream("kafka", "start", *args)
+        assert f"Kafka {KAFKA_VERSION} running at 127.0.0.1:{port}" in first.stdout
+        again = leadstream("kafka", "start", *args)  # idempotent: same broker
+        assert again.stdout.split("(pid ")[1].split(")")[0] == first.stdout.split("(pid ")[1].split(")")[0]
+        running = leadstream("kafka", "status", *args)
+        assert "running (pid" in running.stdout
+        assert (tmp_path / "kafka" / "logs" / "server.log").exists()
+    finally:
+        leadstream("kafka", "stop", *args)
+    assert leadstream("kafka", "status", *args, check=False).returncode == 1

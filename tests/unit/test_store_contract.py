@@ -1,0 +1,355 @@
+"""The store port's contract (state/port.py), run against every implementation.
+
+TableStore runs over a stand-in for a faust table whose per-partition DBs are REAL rocksdict
+Rdicts on tmp_path (raw mode, as faust's rocksdict driver opens them); only the changelog
+producer is recorded instead of sent. rocksdict itself is never mocked.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rocksdict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from leadstream.domain.ingest import LeadEvent
+from leadstream.domain.lead_index import apply_events, count_events, latest_opt, lead_events
+from leadstream.state.memory import MemoryStore
+from leadstream.state.port import iter_prefix
+from leadstream.state.rocksdb import TableStore
+
+
+@dataclass
+class ChangelogRecord:
+    partition: int
+    key: bytes
+    value: bytes | None
+    key_serializer: Any
+    value_serializer: Any
+
+
+class RdictPerPartition:
+    """What TableStore reaches through ``table.data``: one real raw-mode Rdict per partition."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dbs: dict[int, rocksdict.Rdict] = {}
+
+    def _db_for_partition(self, partition: int) -> rocksdict.Rdict:
+        if partition not in self.dbs:
+            self.dbs[partition] = rocksdict.Rdict(
+                str(self.root / f"p{partition}"), rocksdict.Options(raw_mode=True)
+            )
+        return self.dbs[partition]
+
+    def close(self) -> None:
+        for db in self.dbs.values():
+            db.close()
+
+
+@dataclass
+class FakeTable:
+    data: RdictPerPartition
+    changelog: list[ChangelogRecord] = field(default_factory=list)
+
+    def send_changelog(self, partition, key, value, key_serializer=None, value_serializer=None):
+        record = ChangelogRecord(partition, key, value, key_serializer, value_serializer)
+        self.changelog.append(record)
+
+
+@dataclass
+class Subject:
+    store: Any
+    table: FakeTable | None = None
+
+    @property
+    def changelog(self) -> list[ChangelogRecord] | None:
+        return None if self.table is None else self.table.changelog
+
+
+@pytest.fixture(params=["memory", "rocksdb"])
+def subject(request, tmp_path):
+    if request.param == "memory":
+        yield Subject(MemoryStore())
+        return
+    table = FakeTable(RdictPerPartition(tmp_path))
+    try:
+        yield Subject(TableStore(table), table)
+    finally:
+        table.data.close()
+
+
+def items(it) -> list[tuple[bytes, bytes]]:
+    return [(bytes(k), bytes(v)) for k, v in it]
+
+
+KEYS = [b"a", b"a\x00", b"a\x00b", b"a\x01", b"ab", b"b", b"b\xff", b"c", b"\x00", b"\xff\xfe"]
+
+
+def fill(store, partition=0, keys=KEYS):
+    for k in keys:
+        store.put(partition, k, b"v:" + k)
+
+
+# --- point operations ------------------------------------------------------------------------
+
+
+def test_get_missing_is_none(subject):
+    assert subject.store.get(0, b"nope") is None
+    assert subject.store.get(7, b"nope") is None
+
+
+def test_put_then_get(subject):
+    s = subject.store
+    s.put(0, b"k", b"v")
+    got = s.get(0, b"k")
+    assert got == b"v"
+    assert type(got) is bytes
+
+
+def test_overwrite(subject):
+    s = subject.store
+    s.put(0, b"k", b"one")
+    s.put(0, b"k", b"two")
+    assert s.get(0, b"k") == b"two"
+    assert items(s.iter_range(0, b"", b"\xff")) == [(b"k", b"two")]
+
+
+def test_empty_value_is_not_missing(subject):
+    s = subject.store
+    s.put(0, b"k", b"")
+    assert s.get(0, b"k") == b""
+    assert items(s.iter_range(0, b"k", b"l")) == [(b"k", b"")]
+    s.delete(0, b"k")
+    assert s.get(0, b"k") is None
+
+
+def test_binary_keys_and_values(subject):
+    s = subject.store
+    key, value = b"E\x00\xff\x00" + bytes(range(256)), bytes(range(256))[::-1]
+    s.put(0, key, value)
+    assert s.get(0, key) == value
+
+
+def test_delete(subject):
+    s = subject.store
+    s.put(0, b"k", b"v")
+    s.put(0, b"k2", b"v2")
+    s.delete(0, b"k")
+    assert s.get(0, b"k") is None
+    assert s.get(0, b"k2") == b"v2"
+    assert items(s.iter_range(0, b"", b"\xff")) == [(b"k2", b"v2")]
+    s.put(0, b"k", b"again")
+    assert s.get(0, b"k") == b"again"
+
+
+def test_delete_missing_is_fine(subject):
+    s = subject.store
+    s.delete(0, b"never")
+    s.delete(5, b"never")
+    s.put(0, b"k", b"v")
+    s.delete(0, b"k")
+    s.delete(0, b"k")
+    assert s.get(0, b"k") is None
+
+
+def test_partitions_are_isolated(subject):
+    s = subject.store
+    s.put(0, b"k", b"zero")
+    s.put(1, b"k", b"one")
+    s.put(1, b"only1", b"x")
+    assert s.get(0, b"k") == b"zero"
+    assert s.get(1, b"k") == b"one"
+    assert s.get(0, b"only1") is None
+    assert s.get(2, b"k") is None
+    s.delete(1, b"k")
+    assert s.get(0, b"k") == b"zero"
+    assert items(s.iter_range(0, b"", b"\xff")) == [(b"k", b"zero")]
+    assert items(s.iter_range(1, b"", b"\xff")) == [(b"only1", b"x")]
+    assert items(s.iter_range(2, b"", b"\xff")) == []
+
+
+# --- range scans ------------------------------------------------------------------------------
+
+
+def test_iter_range_bounds(subject):
+    s = subject.store
+    fill(s)
+    got = [k for k, _ in s.iter_range(0, b"a\x00", b"b")]
+    assert got == [b"a\x00", b"a\x00b", b"a\x01", b"ab"]  # lower inclusive, upper exclusive
+
+
+def test_iter_range_lower_bound_is_honoured(subject):
+    s = subject.store
+    fill(s)
+    assert [k for k, _ in s.iter_range(0, b"b", b"c")] == [b"b", b"b\xff"]
+    assert [k for k, _ in s.iter_range(0, b"b", b"\xff\xff")] == [b"b", b"b\xff", b"c", b"\xff\xfe"]
+
+
+def test_iter_range_values(subject):
+    s = subject.store
+    fill(s)
+    assert items(s.iter_range(0, b"ab", b"b\x00")) == [(b"ab", b"v:ab"), (b"b", b"v:b")]
+
+
+def test_iter_range_reverse(subject):
+    s = subject.store
+    fill(s)
+    forward = items(s.iter_range(0, b"a\x00", b"c"))
+    assert items(s.iter_range(0, b"a\x00", b"c", reverse=True)) == forward[::-1]
+    # reverse, lower bound honoured: the first item of a reverse scan is the greatest key < upper
+    first = next(iter(s.iter_range(0, b"b", b"c", reverse=True)))
+    assert first[0] == b"b\xff"
+    assert [k for k, _ in s.iter_range(0, b"b", b"c", reverse=True)] == [b"b\xff", b"b"]
+
+
+def test_iter_range_empty_ranges(subject):
+    s = subject.store
+    fill(s)
+    assert items(s.iter_range(0, b"b", b"b")) == []
+    assert items(s.iter_range(0, b"c", b"b")) == []
+    assert items(s.iter_range(0, b"b\x00", b"b\x01")) == []
+    assert items(s.iter_range(0, b"b", b"b", reverse=True)) == []
+    assert items(s.iter_range(3, b"", b"\xff")) == []
+
+
+def test_iter_prefix(subject):
+    s = subject.store
+    fill(s)
+    assert [k for k, _ in iter_prefix(s, 0, b"a\x00")] == [b"a\x00", b"a\x00b"]
+    assert [k for k, _ in iter_prefix(s, 0, b"a")] == [b"a", b"a\x00", b"a\x00b", b"a\x01", b"ab"]
+    assert [k for k, _ in iter_prefix(s, 0, b"b")] == [b"b", b"b\xff"]
+    assert [k for k, _ in iter_prefix(s, 0, b"b", reverse=True)] == [b"b\xff", b"b"]
+    assert [k for k, _ in iter_prefix(s, 0, b"zz")] == []
+    # a prefix ending in 0xff: its bound is the next prefix up, b"c"
+    assert [k for k, _ in iter_prefix(s, 0, b"b\xff")] == [b"b\xff"]
+    assert [k for k, _ in iter_prefix(s, 0, b"\xff\xfe")] == [b"\xff\xfe"]
+
+
+def test_iter_sees_writes_and_deletes(subject):
+    s = subject.store
+    fill(s)
+    s.delete(0, b"ab")
+    s.put(0, b"aa", b"new")
+    assert [k for k, _ in iter_prefix(s, 0, b"a")] == [b"a", b"a\x00", b"a\x00b", b"a\x01", b"aa"]
+
+
+_partition_counter = itertools.count(100)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.sets(st.binary(min_size=0, max_size=4), max_size=25),
+    st.binary(max_size=3),
+    st.binary(max_size=3),
+    st.booleans(),
+)
+def test_iter_range_matches_sorted_reference(subject, keys_, lower, upper, reverse):
+    s = subject.store
+    partition = next(_partition_counter)  # a fresh partition per example
+    keys_ = {k for k in keys_ if k}  # the port never writes an empty key
+    for k in keys_:
+        s.put(partition, k, k[::-1])
+    expected = [(k, k[::-1]) for k in sorted(keys_) if lower <= k < upper]
+    if reverse:
+        expected.reverse()
+    assert items(s.iter_range(partition, lower, upper, reverse=reverse)) == expected
+
+
+# --- changelog (TableStore only) ------------------------------------------------------------
+
+
+def test_each_write_is_one_changelog_record(subject):
+    if subject.table is None:
+        pytest.skip("only TableStore has a changelog")
+    s = subject.store
+    s.put(0, b"k", b"v1")
+    s.put(3, b"k", b"other partition")
+    s.put(0, b"k", b"v2")
+    s.delete(0, b"k")
+    s.delete(0, b"missing")
+    s.put(0, b"", b"")  # odd but legal
+    log = subject.changelog
+    assert [(r.partition, r.key, r.value) for r in log] == [
+        (0, b"k", b"v1"),
+        (3, b"k", b"other partition"),
+        (0, b"k", b"v2"),
+        (0, b"k", None),
+        (0, b"missing", None),
+        (0, b"", b""),
+    ]
+    # bytes go to the changelog as they are, not through faust's default (json) serializer
+    assert {(r.key_serializer, r.value_serializer) for r in log} == {("raw", "raw")}
+
+
+def test_reads_do_not_write_the_changelog(subject):
+    if subject.table is None:
+        pytest.skip("only TableStore has a changelog")
+    s = subject.store
+    s.put(0, b"k", b"v")
+    n = len(subject.changelog)
+    s.get(0, b"k")
+    s.get(0, b"missing")
+    list(s.iter_range(0, b"", b"\xff"))
+    list(iter_prefix(s, 0, b"k", reverse=True))
+    assert len(subject.changelog) == n
+
+
+def test_changelog_replays_to_the_same_state(subject, tmp_path):
+    """Restoring a partition from its changelog gives the same DB (what faust does on recovery)."""
+    if subject.table is None:
+        pytest.skip("only TableStore has a changelog")
+    s = subject.store
+    fill(s, 2)
+    s.delete(2, b"ab")
+    s.put(2, b"a", b"changed")
+    restored = MemoryStore()
+    for r in subject.changelog:
+        if r.value is None:
+            restored.delete(r.partition, r.key)
+        else:
+            restored.put(r.partition, r.key, r.value)
+    everything = (b"", b"\xff\xff")
+    assert items(restored.iter_range(2, *everything)) == items(s.iter_range(2, *everything))
+
+
+# --- the domain over each store --------------------------------------------------------------
+
+
+def test_lead_index_answers_agree_across_stores(subject):
+    """The index's questions get the same answers whichever store holds the state.
+
+    Two leads share a partition; "+15551234568" sorts after "+15551234567" and its events
+    must not leak into the other lead's window counts or opt state.
+    """
+    s = subject.store
+    base = 1_700_000_000_000
+    a = ("1", "+15551234567")
+    b = ("1", "+15551234568")
+    apply_events(
+        s,
+        0,
+        [
+            LeadEvent(*a, "buy", base + 10),
+            LeadEvent(*a, "opted_in", base + 20),
+            LeadEvent(*b, "buy", base + 5),
+            LeadEvent(*b, "buy", base + 15),
+            LeadEvent(*b, "opted_out", base + 30),
+            LeadEvent("0", a[1], "buy", base + 12),
+        ],
+        horizon_ms=0,
+    )
+    assert count_events(s, 0, *a, "buy") == 1
+    assert count_events(s, 0, *a, "buy", since_ms=base, until_ms=base + 100) == 1
+    assert count_events(s, 0, *b, "buy", since_ms=base + 6, until_ms=base + 100) == 1
+    assert count_events(s, 0, *a, "opted_out", since_ms=base, until_ms=base + 100) == 0
+    assert not latest_opt(s, 0, *a, opt_out_type="opted_out", opt_in_type="opted_in").opted_out
+    assert latest_opt(s, 0, *b, opt_out_type="opted_out", opt_in_type="opted_in").opted_out
+    assert lead_events(s, 0, *a) == [("buy", base + 10), ("opted_in", base + 20)]
