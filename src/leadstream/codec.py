@@ -53,7 +53,9 @@ def _raw_text(raw: Any) -> str:
     return text.encode()[:MAX_REJECT_RAW_BYTES].decode("utf-8", errors="ignore")
 
 
-def reject_record(rejected: Rejected, *, source: str, partition: int, offset: int) -> dict[str, Any]:
+def reject_record(
+    rejected: Rejected, *, source: str, partition: int, offset: int
+) -> dict[str, Any]:
     """The ``rejects`` topic value (SPEC section 5); ``raw`` is the input cut to 4 KiB."""
     record: dict[str, Any] = {
         "source": source,

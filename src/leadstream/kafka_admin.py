@@ -6,7 +6,9 @@ import logging
 import time
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+
+# confluent_kafka.admin imports NewTopic from cimpl without re-exporting it (no __all__).
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from leadstream.settings import Settings
 
@@ -46,7 +48,7 @@ def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
 
 
 def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
-    """Create the missing topics (partitions and replication from settings); return those created."""
+    """Create the missing topics (partitions, replication from settings); return those created."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     wanted = names if names is not None else external_topics(settings)
     existing = set(admin.list_topics(timeout=30).topics)

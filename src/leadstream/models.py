@@ -97,7 +97,8 @@ def _check_rfc3339(value: str) -> str:
 
 
 def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    return normalize_metadata(value)
+    normalize_metadata(value)  # raises on size; the model keeps the object itself
+    return value
 
 
 Id = TypeAliasType(

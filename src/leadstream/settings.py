@@ -41,9 +41,13 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9._-]{1,100}$",
         description="Consumer group and prefix of internal topics.",
     )
-    data_dir: Path = Field(Path(".leadstream"), description="Where RocksDB and the local broker live.")
+    data_dir: Path = Field(
+        Path(".leadstream"), description="Where RocksDB and the local broker live."
+    )
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of the lead-keyed state.")
-    replication_factor: int = Field(1, ge=1, description="Replication of topics leadstream creates.")
+    replication_factor: int = Field(
+        1, ge=1, description="Replication of topics leadstream creates."
+    )
     web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's HTTP API.")
     web_host: str = Field("127.0.0.1", description="Interface the worker's HTTP API binds to.")
     topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,100}$")

@@ -24,7 +24,12 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
         from leadstream.localkafka import LocalKafka
 
         status = LocalKafka(settings.data_dir / "kafka", settings.kafka_bootstrap).start()
-        logger.info("local Kafka %s running at %s (log %s)", status.version, status.bootstrap, status.log_path)
+        logger.info(
+            "local Kafka %s running at %s (log %s)",
+            status.version,
+            status.bootstrap,
+            status.log_path,
+        )
     wait_for_broker(settings.kafka_bootstrap)
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-def leadstream(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def leadstream(
+    *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "leadstream.cli", *args],
         env={**os.environ, **(env or {})},
@@ -39,13 +41,31 @@ def test_publish_jsonl_and_csv_then_inspect_a_lead(stack: Stack, tmp_path: Path)
     jsonl.write_text(
         "\n".join(
             [
-                json.dumps({"organizationId": 42, "eventType": "mastery_purchase",
-                            "phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"}),
+                json.dumps(
+                    {
+                        "organizationId": 42,
+                        "eventType": "mastery_purchase",
+                        "phoneE164": "+15551234567",
+                        "occurredAt": "2026-05-12T18:34:00Z",
+                    }
+                ),
                 "{this is not json",
-                json.dumps({"organizationId": 42, "eventType": "mastery_purchase",
-                            "phoneE164": "(555) 123-4567", "occurredAt": "2026-05-12T20:34:00.000+02:00"}),
-                json.dumps({"organizationId": 0, "eventType": "x", "phoneE164": "+15551234567",
-                            "occurredAt": "2026-05-12T18:34:00Z"}),
+                json.dumps(
+                    {
+                        "organizationId": 42,
+                        "eventType": "mastery_purchase",
+                        "phoneE164": "(555) 123-4567",
+                        "occurredAt": "2026-05-12T20:34:00.000+02:00",
+                    }
+                ),
+                json.dumps(
+                    {
+                        "organizationId": 0,
+                        "eventType": "x",
+                        "phoneE164": "+15551234567",
+                        "occurredAt": "2026-05-12T18:34:00Z",
+                    }
+                ),
             ]
         )
         + "\n"
@@ -64,8 +84,10 @@ def test_publish_jsonl_and_csv_then_inspect_a_lead(stack: Stack, tmp_path: Path)
     assert "line 2: invalid JSON" in out.stderr
     assert "line 4: organizationId must be a positive integer" in out.stderr
     out = leadstream("publish", "events", str(csv), env=env)
-    assert out.stdout.strip().endswith("published 1 events in 1 messages to "
-                                       f"{stack.topics.lead_events}; 0 lines skipped; 0 messages failed")
+    assert out.stdout.strip().endswith(
+        "published 1 events in 1 messages to "
+        f"{stack.topics.lead_events}; 0 lines skipped; 0 messages failed"
+    )
 
     deadline = time.monotonic() + 60
     while True:
@@ -108,7 +130,10 @@ def test_kafka_start_status_stop_lifecycle(tmp_path: Path) -> None:
         first = leadstream("kafka", "start", *args)
         assert f"Kafka {KAFKA_VERSION} running at 127.0.0.1:{port}" in first.stdout
         again = leadstream("kafka", "start", *args)  # idempotent: same broker
-        assert again.stdout.split("(pid ")[1].split(")")[0] == first.stdout.split("(pid ")[1].split(")")[0]
+        assert (
+            again.stdout.split("(pid ")[1].split(")")[0]
+            == first.stdout.split("(pid ")[1].split(")")[0]
+        )
         running = leadstream("kafka", "status", *args)
         assert "running (pid" in running.stdout
         assert (tmp_path / "kafka" / "logs" / "server.log").exists()

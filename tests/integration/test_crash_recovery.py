@@ -27,9 +27,15 @@ def changelog_state(stack: Stack) -> set[tuple[str, str, str, int]]:
     }
 
 
-def test_sigkill_mid_ingest_then_restart_ends_with_exactly_the_reference_state(stack: Stack) -> None:
+def test_sigkill_mid_ingest_then_restart_ends_with_exactly_the_reference_state(
+    stack: Stack,
+) -> None:
     batches, ref = synthetic_batches(
-        org="crash", leads=5_000, events=91_000, batch_size=5_000, seed=7,
+        org="crash",
+        leads=5_000,
+        events=91_000,
+        batch_size=5_000,
+        seed=7,
         types=("purchase", "webinar_attended", "opted_out", "opted_in"),
     )
     rows = sum(len(b["events"]) for b in batches)

@@ -35,11 +35,17 @@ def test_batch_keeps_good_rows_and_rejects_bad_ones_with_their_index(stack: Stac
             {"phoneE164": "(555) 123-4568", "occurredAt": "2026-05-12T18:34:00"},
             {"phoneE164": "15551234569", "occurredAt": "2026-05-12T18:34:00Z", "eventType": " bad"},
             {"phoneE164": "15551234570", "occurredAt": "1999-12-31T23:59:59Z"},
-            {"phoneE164": "15551234571", "occurredAt": "2026-05-12T20:34:00.000+02:00",
-             "eventType": "webinar_attended"},
+            {
+                "phoneE164": "15551234571",
+                "occurredAt": "2026-05-12T20:34:00.000+02:00",
+                "eventType": "webinar_attended",
+            },
             {"occurredAt": "2026-05-12T18:34:00Z"},
-            {"phoneE164": "15551234572", "occurredAt": "2026-05-12T18:34:00Z",
-             "metadata": {"blob": "x" * 5000}},
+            {
+                "phoneE164": "15551234572",
+                "occurredAt": "2026-05-12T18:34:00Z",
+                "metadata": {"blob": "x" * 5000},
+            },
         ],
     }
     stack.send_events([batch])
@@ -74,8 +80,12 @@ def test_undecodable_bytes_are_rejected_and_the_worker_keeps_going(stack: Stack)
             b'{"organizationId": 1, "events": [',
             b"[1, 2, 3]",
             b"",
-            {"organizationId": 1, "eventType": "signup", "phoneE164": "+15550000001",
-             "occurredAt": "2026-05-12T18:34:00Z"},
+            {
+                "organizationId": 1,
+                "eventType": "signup",
+                "phoneE164": "+15550000001",
+                "occurredAt": "2026-05-12T18:34:00Z",
+            },
         ]
     )
     rejects = stack.rejects(expect=4)
@@ -89,23 +99,46 @@ def test_two_organizations_with_the_same_phone_never_share_state(stack: Stack) -
     worker = stack.worker()
     stack.send_events(
         [
-            {"organizationId": "acme", "eventType": "purchase", "phoneE164": "+15551110000",
-             "occurredAt": "2026-05-12T18:34:00Z"},
-            {"organizationId": "globex", "eventType": "opted_out", "phoneE164": "+15551110000",
-             "occurredAt": "2026-05-12T18:35:00Z"},
+            {
+                "organizationId": "acme",
+                "eventType": "purchase",
+                "phoneE164": "+15551110000",
+                "occurredAt": "2026-05-12T18:34:00Z",
+            },
+            {
+                "organizationId": "globex",
+                "eventType": "opted_out",
+                "phoneE164": "+15551110000",
+                "occurredAt": "2026-05-12T18:35:00Z",
+            },
         ]
     )
-    acme = wait_until(lambda: worker.lead("acme", "+15551110000")["events"] and worker.lead("acme", "+15551110000"))
-    globex = wait_until(lambda: worker.lead("globex", "+15551110000")["events"] and worker.lead("globex", "+15551110000"))
+    acme = wait_until(
+        lambda: (
+            worker.lead("acme", "+15551110000")["events"] and worker.lead("acme", "+15551110000")
+        )
+    )
+    globex = wait_until(
+        lambda: (
+            worker.lead("globex", "+15551110000")["events"]
+            and worker.lead("globex", "+15551110000")
+        )
+    )
     assert [e["eventType"] for e in acme["events"]] == ["purchase"]
     assert acme["optedOut"] is False
     assert [e["eventType"] for e in globex["events"]] == ["opted_out"]
     assert globex["optedOut"] is True
 
 
-def test_replaying_10000_events_changes_nothing_and_state_rebuilds_from_the_changelog(stack: Stack) -> None:
+def test_replaying_10000_events_changes_nothing_and_state_rebuilds_from_the_changelog(
+    stack: Stack,
+) -> None:
     batches, ref = synthetic_batches(
-        org="7", leads=800, events=10_000, batch_size=2_500, seed=11,
+        org="7",
+        leads=800,
+        events=10_000,
+        batch_size=2_500,
+        seed=11,
         types=("purchase", "webinar_attended", "opted_out", "opted_in"),
     )
     worker = stack.worker()

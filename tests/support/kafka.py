@@ -43,7 +43,9 @@ def broker() -> Iterator[str]:
         return
     from leadstream.localkafka import LocalKafka
 
-    home = Path(os.environ.get("LEADSTREAM_TEST_KAFKA_HOME", Path.cwd() / ".leadstream" / "test-kafka"))
+    home = Path(
+        os.environ.get("LEADSTREAM_TEST_KAFKA_HOME", Path.cwd() / ".leadstream" / "test-kafka")
+    )
     local = LocalKafka(home, LOCAL_TEST_BOOTSTRAP)
     was_running = local.status().running
     local.start(timeout=300)
@@ -73,7 +75,9 @@ def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes | None =
     for value in values:
         while True:
             try:
-                p.produce(topic, value=value, key=key, on_delivery=lambda e, m: e and errors.append(e))
+                p.produce(
+                    topic, value=value, key=key, on_delivery=lambda e, m: e and errors.append(e)
+                )
                 break
             except BufferError:
                 p.poll(0.2)
@@ -125,7 +129,10 @@ def read_topic(
             if msg is None:
                 continue
             if msg.error() is not None:
-                if msg.error().code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                if msg.error().code() in (
+                    KafkaError._PARTITION_EOF,
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                ):
                     continue
                 raise RuntimeError(msg.error())
             out.append(msg)

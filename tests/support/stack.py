@@ -16,7 +16,9 @@ from tests.support.worker import WorkerProcess
 
 
 class Stack:
-    def __init__(self, bootstrap: str, *, app_id: str, topic_prefix: str, root: Path, partitions: int = 4) -> None:
+    def __init__(
+        self, bootstrap: str, *, app_id: str, topic_prefix: str, root: Path, partitions: int = 4
+    ) -> None:
         self.bootstrap = bootstrap
         self.root = root
         self.settings = Settings(
@@ -40,7 +42,9 @@ class Stack:
             "LEADSTREAM_DATA_DIR": str(data_dir or s.data_dir),
         }
 
-    def worker(self, *, name: str = "w", data_dir: Path | None = None, wait: bool = True) -> WorkerProcess:
+    def worker(
+        self, *, name: str = "w", data_dir: Path | None = None, wait: bool = True
+    ) -> WorkerProcess:
         w = WorkerProcess(self.env(data_dir), self.root / f"{name}.log")
         self.workers.append(w)
         return w.start(wait=wait)

@@ -449,8 +449,14 @@ def test_big_integer_metadata_survives_the_pipeline():
 
 
 def test_reject_record_fields():
-    rej = Rejected(Reason.INVALID_PHONE, "bad", index=3, raw={"phoneE164": "abc"}, phone="abc",
-                   organization_id="42")
+    rej = Rejected(
+        Reason.INVALID_PHONE,
+        "bad",
+        index=3,
+        raw={"phoneE164": "abc"},
+        phone="abc",
+        organization_id="42",
+    )
     rec = codec.reject_record(rej, source="lead-events", partition=2, offset=17)
     assert rec == {
         "source": "lead-events",
@@ -505,6 +511,7 @@ def test_reject_raw_cut_to_4_kib(raw):
 
 def test_reject_raw_small_values_kept_whole():
     for raw, text in [(b'{"a":1}', '{"a":1}'), ({"a": 1}, '{"a":1}'), ("x", '"x"'), (None, "null")]:
-        rec = codec.reject_record(Rejected(Reason.INVALID_JSON, "d", raw=raw), source="s",
-                                  partition=0, offset=0)
+        rec = codec.reject_record(
+            Rejected(Reason.INVALID_JSON, "d", raw=raw), source="s", partition=0, offset=0
+        )
         assert rec["raw"] == text

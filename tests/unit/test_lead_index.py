@@ -102,9 +102,7 @@ class Reference:
         return False, in_type, latest
 
     def lead_events(self, org, phone) -> list[tuple[str, int]]:
-        return sorted(
-            (t, ts) for o, p, t, ts in self.live if (o, p) == (org, phone)
-        )
+        return sorted((t, ts) for o, p, t, ts in self.live if (o, p) == (org, phone))
 
 
 def apply_all(store, events, horizon) -> tuple[int, int]:
@@ -135,11 +133,17 @@ def events_strategy(types=TYPES + ["opted_out", "opted_in"], ts_span=30, max_siz
         st.integers(BASE, BASE + ts_span),
     )
     # Draw some events, then replay a random sample of them to force duplicates.
-    return st.lists(one, max_size=max_size).flatmap(
-        lambda evs: st.lists(st.sampled_from(evs), max_size=len(evs)).map(lambda dups: evs + dups)
-        if evs
-        else st.just(evs)
-    ).flatmap(st.permutations)
+    return (
+        st.lists(one, max_size=max_size)
+        .flatmap(
+            lambda evs: (
+                st.lists(st.sampled_from(evs), max_size=len(evs)).map(lambda dups: evs + dups)
+                if evs
+                else st.just(evs)
+            )
+        )
+        .flatmap(st.permutations)
+    )
 
 
 def assert_same_answers(store, ref, *, names=OPT_NAMES[0], window_from=None):
@@ -469,16 +473,18 @@ class LeadIndexMachine(RuleBasedStateMachine):
         self.horizon = BASE - 1  # where "now" puts the retention horizon
         self.compacted = BASE - 1  # the horizon of the last compaction
 
-    @rule(events=st.lists(
-        st.builds(
-            ev,
-            st.sampled_from(ORGS),
-            st.sampled_from(PHONES),
-            st.sampled_from(TYPES[:2] + [n for pair in OPT_NAMES for n in pair]),
-            st.integers(BASE, BASE + 30),
-        ),
-        max_size=10,
-    ))
+    @rule(
+        events=st.lists(
+            st.builds(
+                ev,
+                st.sampled_from(ORGS),
+                st.sampled_from(PHONES),
+                st.sampled_from(TYPES[:2] + [n for pair in OPT_NAMES for n in pair]),
+                st.integers(BASE, BASE + 30),
+            ),
+            max_size=10,
+        )
+    )
     def apply(self, events):
         assert apply_all(self.store, events, self.horizon) == self.ref.apply(events, self.horizon)
 

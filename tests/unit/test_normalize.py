@@ -400,9 +400,7 @@ def test_parse_agrees_with_datetime(naive, offset_minutes, sep):
     assert parse_rfc3339_ms(text) == expected
     assert parse_rfc3339_ms(dt.isoformat(timespec="milliseconds")) == expected
     # the normalized form is UTC and names the same instant
-    assert format_ms(expected) == (
-        dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    )
+    assert format_ms(expected) == (dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z")
 
 
 # --- organizationId --------------------------------------------------------------------------
@@ -412,17 +410,31 @@ def test_int_and_string_org_are_the_same():
     assert normalize_organization_id(42) == normalize_organization_id("42") == "42"
 
 
-@pytest.mark.parametrize(
-    "value", ["org_1", "A-b_9", "x" * 64, "0", "-", 1, 10**63]
-)
+@pytest.mark.parametrize("value", ["org_1", "A-b_9", "x" * 64, "0", "-", 1, 10**63])
 def test_valid_org_ids(value):
     assert normalize_organization_id(value) == str(value)
 
 
 @pytest.mark.parametrize(
     "value",
-    [0, -1, True, False, 1.5, 42.0, "a b", "x" * 65, "", "org/1", "org.1", "ü", "42\n", 10**64,
-     [42], {"id": 42}],
+    [
+        0,
+        -1,
+        True,
+        False,
+        1.5,
+        42.0,
+        "a b",
+        "x" * 65,
+        "",
+        "org/1",
+        "org.1",
+        "ü",
+        "42\n",
+        10**64,
+        [42],
+        {"id": 42},
+    ],
 )
 def test_invalid_org_ids(value):
     assert reason_of(normalize_organization_id, value) == Reason.INVALID_ORGANIZATION_ID

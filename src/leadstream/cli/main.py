@@ -8,8 +8,9 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -19,8 +20,11 @@ __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
+# What a click decorator accepts and returns (click.decorators.FC).
+_FC = TypeVar("_FC", bound=Callable[..., Any] | click.Command)
 
-def _env_option(name: str, env: str, **kwargs: Any) -> Any:
+
+def _env_option(name: str, env: str, **kwargs: Any) -> Callable[[_FC], _FC]:
     return click.option(name, envvar=env, show_envvar=True, default=None, **kwargs)
 
 
@@ -29,7 +33,9 @@ def _settings(**overrides: Any) -> Settings:
 
 
 bootstrap_option = _env_option(
-    "--bootstrap", "LEADSTREAM_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers [default: localhost:9092]."
+    "--bootstrap",
+    "LEADSTREAM_KAFKA_BOOTSTRAP",
+    help="Kafka bootstrap servers [default: localhost:9092].",
 )
 data_dir_option = _env_option(
     "--data-dir",
@@ -37,21 +43,27 @@ data_dir_option = _env_option(
     type=click.Path(path_type=Path),
     help="Directory for RocksDB state and the local broker [default: .leadstream].",
 )
-prefix_option = _env_option("--topic-prefix", "LEADSTREAM_TOPIC_PREFIX", help="Prefix of topic names.")
+prefix_option = _env_option(
+    "--topic-prefix", "LEADSTREAM_TOPIC_PREFIX", help="Prefix of topic names."
+)
 
 
 @click.group()
 @click.version_option(package_name="leadstream")
 def main() -> None:
     """leadstream: lead-event filtering for messaging campaigns, on Kafka."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
 @bootstrap_option
 @data_dir_option
 @_env_option("--app-id", "LEADSTREAM_APP_ID", help="Consumer group and internal topic prefix.")
-@_env_option("--partitions", "LEADSTREAM_PARTITIONS", type=int, help="Partitions of lead state [default: 8].")
+@_env_option(
+    "--partitions", "LEADSTREAM_PARTITIONS", type=int, help="Partitions of lead state [default: 8]."
+)
 @_env_option("--web-port", "LEADSTREAM_WEB_PORT", type=int, help="HTTP API port [default: 6066].")
 @prefix_option
 @click.option(
@@ -97,7 +109,10 @@ def _local_kafka(bootstrap: str | None, data_dir: Path | None) -> Any:
 def kafka_start(bootstrap: str | None, data_dir: Path | None, timeout: float) -> None:
     """Start the broker (no-op when it already runs) and wait until it serves clients."""
     status = _local_kafka(bootstrap, data_dir).start(timeout=timeout)
-    click.echo(f"Kafka {status.version} running at {status.bootstrap} (pid {status.pid}); log: {status.log_path}")
+    click.echo(
+        f"Kafka {status.version} running at {status.bootstrap} (pid {status.pid}); "
+        f"log: {status.log_path}"
+    )
 
 
 @kafka.command("stop")
@@ -127,7 +142,9 @@ def publish() -> None:
 
 @publish.command("events")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), help="Default: from the file name.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), help="Default: from the file name."
+)
 @click.option("--batch-size", default=50_000, show_default=True, type=click.IntRange(1, 50_000))
 @bootstrap_option
 @prefix_option
@@ -145,7 +162,9 @@ def publish_events(
     topic = settings.topics.lead_events
     ensure_topics(settings, [topic])
     producer = make_producer(settings.kafka_bootstrap)
-    with tqdm(total=file.stat().st_size, unit="B", unit_scale=True, desc=file.name, file=sys.stderr) as bar:
+    with tqdm(
+        total=file.stat().st_size, unit="B", unit_scale=True, desc=file.name, file=sys.stderr
+    ) as bar:
 
         def rows() -> Any:
             last = 0
@@ -166,7 +185,9 @@ def publish_events(
 @main.command()
 @click.argument("organization_id")
 @click.argument("phone")
-@click.option("--url", default=None, help="Worker base URL [default: http://127.0.0.1:$LEADSTREAM_WEB_PORT].")
+@click.option(
+    "--url", default=None, help="Worker base URL [default: http://127.0.0.1:$LEADSTREAM_WEB_PORT]."
+)
 def lead(organization_id: str, phone: str, url: str | None) -> None:
     """Show one lead's stored events (read-only, from a running worker)."""
     base = url or f"http://127.0.0.1:{Settings().web_port}"
@@ -180,8 +201,15 @@ def lead(organization_id: str, phone: str, url: str | None) -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("schemas"), show_default=True)
-@click.option("--check", is_flag=True, help="Exit 1 if the files differ from the models instead of writing.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("schemas"),
+    show_default=True,
+)
+@click.option(
+    "--check", is_flag=True, help="Exit 1 if the files differ from the models instead of writing."
+)
 def schemas(out: Path, check: bool) -> None:
     """Write the JSON Schema of every topic value (generated from the pydantic models)."""
     from leadstream.schemas import check_schemas, write_schemas

@@ -115,9 +115,13 @@ def count_events(
     return count
 
 
-def _latest_ts(store: PartitionStore, partition: int, org: str, phone: str, event_type: str) -> int | None:
+def _latest_ts(
+    store: PartitionStore, partition: int, org: str, phone: str, event_type: str
+) -> int | None:
     latest: int | None = None
-    for key, _ in iter_prefix(store, partition, keys.event_type_prefix(org, phone, event_type), reverse=True):
+    for key, _ in iter_prefix(
+        store, partition, keys.event_type_prefix(org, phone, event_type), reverse=True
+    ):
         latest = keys.decode_event_key(key)[3]
         break
     folded = store.get(partition, keys.compacted_key(org, phone, event_type))
@@ -135,7 +139,13 @@ class OptState:
 
 
 def latest_opt(
-    store: PartitionStore, partition: int, org: str, phone: str, *, opt_out_type: str, opt_in_type: str
+    store: PartitionStore,
+    partition: int,
+    org: str,
+    phone: str,
+    *,
+    opt_out_type: str,
+    opt_in_type: str,
 ) -> OptState:
     """The lead's latest opt event by occurredAt; on the same instant opt-out wins."""
     out_at = _latest_ts(store, partition, org, phone, opt_out_type)
@@ -147,9 +157,14 @@ def latest_opt(
     return OptState(False, opt_in_type, in_at)
 
 
-def lead_events(store: PartitionStore, partition: int, org: str, phone: str) -> list[tuple[str, int]]:
+def lead_events(
+    store: PartitionStore, partition: int, org: str, phone: str
+) -> list[tuple[str, int]]:
     """Every stored (eventType, occurredAt) of a lead in key order (for inspection)."""
-    return [keys.decode_event_key(k)[2:] for k, _ in iter_prefix(store, partition, keys.lead_events_prefix(org, phone))]
+    return [
+        keys.decode_event_key(k)[2:]
+        for k, _ in iter_prefix(store, partition, keys.lead_events_prefix(org, phone))
+    ]
 
 
 def compact_partition(store: PartitionStore, partition: int, *, horizon_ms: int) -> int:
@@ -165,7 +180,7 @@ def compact_partition(store: PartitionStore, partition: int, *, horizon_ms: int)
         if ts < horizon_ms:
             stale.append((key, org, phone, event_type, ts))
     folded: dict[bytes, tuple[int, int]] = {}
-    for key, org, phone, event_type, ts in stale:
+    for _key, org, phone, event_type, ts in stale:
         ckey = keys.compacted_key(org, phone, event_type)
         if ckey not in folded:
             value = store.get(partition, ckey)

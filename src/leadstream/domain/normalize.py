@@ -40,7 +40,8 @@ MIN_OCCURRED_AT_MS = 946_684_800_000
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
     re.ASCII,
 )
 
@@ -134,7 +135,9 @@ def parse_rfc3339_ms(value: str) -> int:
     if zulu is None:
         oh, om = int(off_h), int(off_m)
         if oh > 23 or om > 59:
-            raise RowError(Reason.INVALID_OCCURRED_AT, f"occurredAt has a bad offset: {value[:40]!r}")
+            raise RowError(
+                Reason.INVALID_OCCURRED_AT, f"occurredAt has a bad offset: {value[:40]!r}"
+            )
         offset_minutes = (oh * 60 + om) * (1 if sign == "+" else -1)
     days = _days_from_civil(year, month, day)
     seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60
@@ -155,7 +158,9 @@ def normalize_occurred_at(value: Any, *, now_ms: int, max_future_skew_ms: int) -
         raise RowError(Reason.INVALID_OCCURRED_AT, "occurredAt must be an RFC 3339 string")
     ms = parse_rfc3339_ms(value)
     if ms < MIN_OCCURRED_AT_MS:
-        raise RowError(Reason.OCCURRED_AT_OUT_OF_RANGE, f"occurredAt {value[:40]!r} is before 2000-01-01")
+        raise RowError(
+            Reason.OCCURRED_AT_OUT_OF_RANGE, f"occurredAt {value[:40]!r} is before 2000-01-01"
+        )
     if ms > now_ms + max_future_skew_ms:
         raise RowError(
             Reason.OCCURRED_AT_OUT_OF_RANGE,

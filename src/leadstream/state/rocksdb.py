@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from rocksdict import ReadOptions, Rdict
+from rocksdict import Rdict, ReadOptions
 
 __all__ = ["TableStore"]
 
@@ -25,13 +25,14 @@ logger = logging.getLogger(__name__)
 
 
 class TableStore:
-    """A :class:`~leadstream.state.port.PartitionStore` over a faust ``Table`` (rocksdict driver)."""
+    """A :class:`~leadstream.state.port.PartitionStore` over a rocksdict-driver faust ``Table``."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
 
     def _db(self, partition: int) -> Rdict:
-        return self._table.data._db_for_partition(partition)  # noqa: SLF001 - the one adapter
+        db: Rdict = self._table.data._db_for_partition(partition)  # noqa: SLF001 - the one adapter
+        return db
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         value = self._db(partition).get(key)
@@ -39,11 +40,15 @@ class TableStore:
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self._db(partition).put(key, value)
-        self._table.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
+        self._table.send_changelog(
+            partition, key, value, key_serializer="raw", value_serializer="raw"
+        )
 
     def delete(self, partition: int, key: bytes) -> None:
         self._db(partition).delete(key)
-        self._table.send_changelog(partition, key, None, key_serializer="raw", value_serializer="raw")
+        self._table.send_changelog(
+            partition, key, None, key_serializer="raw", value_serializer="raw"
+        )
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 
@@ -23,6 +23,9 @@ from leadstream.domain.lead_index import apply_events, compact_partition
 from leadstream.domain.rejects import RowError
 from leadstream.settings import Settings
 from leadstream.state.port import PartitionStore
+
+if TYPE_CHECKING:
+    from faust.tables import TableManager
 
 __all__ = ["IngestTopology", "register_ingest"]
 
@@ -52,11 +55,14 @@ def register_ingest(
     """Declare the ingest topics and agents on ``app``."""
     topics = settings.topics
     rules = IngestRules(settings.default_region, settings.max_future_skew_seconds * 1000)
-    raw = {"key_type": bytes, "value_type": bytes}
-    lead_events = app.topic(topics.lead_events, **raw)
-    rejects = app.topic(topics.rejects, **raw)
+    lead_events = app.topic(topics.lead_events, key_type=bytes, value_type=bytes)
+    rejects = app.topic(topics.rejects, key_type=bytes, value_type=bytes)
     by_lead = app.topic(
-        topics.events_by_lead, partitions=settings.partitions, internal=True, **raw
+        topics.events_by_lead,
+        partitions=settings.partitions,
+        internal=True,
+        key_type=bytes,
+        value_type=bytes,
     )
 
     @app.agent(lead_events, name="normalize-lead-events")
@@ -64,7 +70,9 @@ def register_ingest(
         async for event in stream.events():
             msg = event.message
             try:
-                parsed = parse_lead_events(decode_json(msg.value or b""), now_ms=_now_ms(), rules=rules)
+                parsed = parse_lead_events(
+                    decode_json(msg.value or b""), now_ms=_now_ms(), rules=rules
+                )
             except RowError as err:
                 parsed = ParsedMessage(received=1)
                 parsed.rejects.append(Rejected(err.reason, err.detail, raw=msg.value))
@@ -80,7 +88,11 @@ def register_ingest(
             if parsed.rejects:
                 logger.info(
                     "lead-events %s[%s]@%s: %d of %d rows rejected",
-                    msg.topic, msg.partition, msg.offset, len(parsed.rejects), parsed.received,
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    len(parsed.rejects),
+                    parsed.received,
                 )
 
     @app.agent(by_lead, name="apply-lead-events")
@@ -96,9 +108,11 @@ def register_ingest(
 
     topology = IngestTopology(table, store, by_lead)
 
-    @app.timer(interval=settings.compaction_interval_seconds)
+    # faust declares App.timer as returning a bare ``Callable``.
+    @app.timer(interval=settings.compaction_interval_seconds)  # type: ignore[untyped-decorator]
     async def compact() -> None:
-        if app.rebalancing or not app.tables.recovery.completed.is_set():
+        # ``recovery`` is on faust's TableManager, not on the TableManagerT of App.tables.
+        if app.rebalancing or not cast("TableManager", app.tables).recovery.completed.is_set():
             return
         horizon = retention_horizon(_now_ms(), settings.event_retention_days)
         for partition in topology.active_partitions(app):
@@ -108,4 +122,3 @@ def register_ingest(
             await asyncio.sleep(0)
 
     return topology
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 from faust.web import Request, Response, View
@@ -15,6 +15,10 @@ from leadstream.domain.rejects import RowError
 from leadstream.settings import Settings
 from leadstream.streams.ingest import IngestTopology
 
+if TYPE_CHECKING:
+    from faust.assignor import PartitionAssignor
+    from faust.tables import TableManager
+
 __all__ = ["register_views"]
 
 logger = logging.getLogger(__name__)
@@ -25,7 +29,11 @@ def register_views(app: faust.App, settings: Settings, ingest: IngestTopology) -
 
     def is_ready() -> bool:
         return bool(
-            app.tables.recovery.completed.is_set() and not app.rebalancing and app.consumer is not None
+            # App.tables/App.assignor are declared as faust's interfaces (TableManagerT,
+            # PartitionAssignorT), which lack ``recovery`` / ``external_topics_metadata``.
+            cast("TableManager", app.tables).recovery.completed.is_set()
+            and not app.rebalancing
+            and app.consumer is not None
         )
 
     @app.page("/healthz")
@@ -83,7 +91,8 @@ def register_views(app: faust.App, settings: Settings, ingest: IngestTopology) -
 
 def _owner_url(app: faust.App, ingest: IngestTopology, partition: int) -> str | None:
     name = ingest.by_lead.get_topic_name()
-    for host, topics in app.assignor.external_topics_metadata().items():
+    assignor = cast("PartitionAssignor", app.assignor)
+    for host, topics in assignor.external_topics_metadata().items():
         if partition in topics.get(name, ()):
             return str(host)
     return None
