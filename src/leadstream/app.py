@@ -8,7 +8,10 @@ import faust
 
 from leadstream.settings import Settings
 from leadstream.state.rocksdb import TableStore
-from leadstream.streams.ingest import register_ingest
+from leadstream.streams.apply import register_apply
+from leadstream.streams.materialize import Materializer
+from leadstream.streams.routing import register_routers
+from leadstream.streams.topology import Topology
 from leadstream.web.views import register_views
 
 __all__ = ["LEADS_TABLE", "create_app"]
@@ -35,7 +38,7 @@ def create_app(settings: Settings) -> faust.App:
         web_bind=settings.web_host,
         web_host=settings.web_host,
         autodiscover=False,
-        # Every topic and the table carry bytes we encode ourselves (codec.py, state/keys.py).
+        # Every topic and the table carry bytes we encode ourselves (commands.py, state/keys.py).
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -46,6 +49,14 @@ def create_app(settings: Settings) -> faust.App:
         value_type=bytes,
         options={"driver": "rocksdict"},
     )
-    ingest = register_ingest(app, settings, table, TableStore(table))
-    register_views(app, settings, ingest)
+    topo = Topology(app, settings, table, TableStore(table))
+    materializer = Materializer(topo)
+    register_routers(topo)
+    register_apply(topo, on_pending=materializer.wake)
+    register_views(topo)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def materialize() -> None:
+        await materializer.run()
+
     return app

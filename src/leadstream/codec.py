@@ -1,4 +1,4 @@
-"""Byte encodings of what leadstream writes: internal batches and ``rejects`` records."""
+"""JSON encodings of what leadstream writes to external topics (``rejects`` records)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from typing import Any
 
 import msgspec
 
-from leadstream.domain.ingest import LeadEvent, Rejected
+from leadstream.domain.ingest import Rejected
 
 __all__ = [
     "MAX_REJECT_RAW_BYTES",
-    "decode_event_batch",
-    "encode_event_batch",
     "encode_json",
     "reject_record",
 ]
@@ -22,23 +20,10 @@ logger = logging.getLogger(__name__)
 MAX_REJECT_RAW_BYTES = 4096
 
 _json = msgspec.json.Encoder()
-_msgpack = msgspec.msgpack.Encoder()
-_batch_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, str, int, bytes | None]])
 
 
 def encode_json(value: Any) -> bytes:
     return _json.encode(value)
-
-
-def encode_event_batch(events: list[LeadEvent]) -> bytes:
-    """Compact msgpack of events bound for one partition of the lead-keyed topic."""
-    return _msgpack.encode(
-        [(e.organization_id, e.phone, e.event_type, e.occurred_at, e.metadata) for e in events]
-    )
-
-
-def decode_event_batch(data: bytes) -> list[LeadEvent]:
-    return [LeadEvent(*row) for row in _batch_decoder.decode(data)]
 
 
 def _raw_text(raw: Any) -> str:

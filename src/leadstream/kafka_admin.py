@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from leadstream.settings import Settings
 
-__all__ = ["LARGE_MESSAGE_BYTES", "ensure_topics", "external_topics", "wait_for_broker"]
+__all__ = ["LARGE_MESSAGE_BYTES", "ensure_topics", "required_topics", "wait_for_broker"]
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 LARGE_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-def external_topics(settings: Settings) -> list[str]:
+def required_topics(settings: Settings) -> list[str]:
     t = settings.topics
     return [
         t.lead_events,
@@ -29,7 +29,17 @@ def external_topics(settings: Settings) -> list[str]:
         t.send_triggers,
         t.send_recipients,
         t.rejects,
+        t.send_progress,
     ]
+
+
+def _topic_config(settings: Settings, name: str) -> dict[str, str]:
+    t = settings.topics
+    config = {"max.message.bytes": str(LARGE_MESSAGE_BYTES)}
+    if name in (t.send_triggers, t.audience_filters):
+        # Receive time decides lateness and which filter is latest: let the broker set it.
+        config["message.timestamp.type"] = "LogAppendTime"
+    return config
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
@@ -50,7 +60,7 @@ def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
 def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
     """Create the missing topics (partitions, replication from settings); return those created."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    wanted = names if names is not None else external_topics(settings)
+    wanted = names if names is not None else required_topics(settings)
     existing = set(admin.list_topics(timeout=30).topics)
     missing = [n for n in wanted if n not in existing]
     if not missing:
@@ -61,7 +71,7 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
                 name,
                 num_partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
-                config={"max.message.bytes": str(LARGE_MESSAGE_BYTES)},
+                config=_topic_config(settings, name),
             )
             for name in missing
         ]

@@ -27,7 +27,10 @@ class Topics:
         self.send_triggers = f"{prefix}send-triggers"
         self.send_recipients = f"{prefix}send-recipients"
         self.rejects = f"{prefix}rejects"
-        self.events_by_lead = f"{app_id}-lead-events-by-lead"
+        # Every write to lead state travels here, partitioned by lead (commands.py).
+        self.by_lead = f"{app_id}-by-lead"
+        # Materialization progress: one record per (send, partition) and per summary.
+        self.send_progress = f"{app_id}-send-progress"
 
 
 class Settings(BaseSettings):

@@ -71,7 +71,7 @@ class Stack:
         total = 0
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.settings.app_id})
         try:
-            for topic in (self.topics.lead_events, self.topics.events_by_lead):
+            for topic in (self.topics.lead_events, self.topics.by_lead):
                 ends = end_offsets(self.bootstrap, topic)
                 if not ends:
                     continue

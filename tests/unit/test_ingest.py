@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadstream import codec
+from leadstream.commands import EventsBatch, decode_command, encode_command
 from leadstream.domain.ingest import (
     MAX_BATCH_EVENTS,
     IngestRules,
@@ -426,9 +427,9 @@ json_values = st.recursive(
     )
 )
 def test_event_batch_round_trip(events):
-    data = codec.encode_event_batch(events)
+    data = encode_command(EventsBatch(events))
     assert isinstance(data, bytes)
-    assert codec.decode_event_batch(data) == events
+    assert decode_command(data) == EventsBatch(events)
 
 
 def test_big_integer_metadata_survives_the_pipeline():
@@ -444,7 +445,7 @@ def test_big_integer_metadata_survives_the_pipeline():
     )
     out = parse_bytes(raw)
     for group in group_by_partition(out.events, 8).values():
-        assert codec.decode_event_batch(codec.encode_event_batch(group)) == group
+        assert decode_command(encode_command(EventsBatch(group))) == EventsBatch(group)
     assert len(out.events) + len(out.rejects) == 1
 
 

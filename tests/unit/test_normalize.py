@@ -353,7 +353,7 @@ def test_parse_against_datetime_oracle(year, month, day, hour, minute, second, s
     offset = "Z" if sign == "Z" else f"{sign}{oh:02d}:{om:02d}"
     text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{offset}"
     try:
-        if om > 59:  # datetime.timezone would take 60 minutes; RFC 3339 time-minute is 00-59
+        if sign != "Z" and om > 59:  # timezone() takes 60 minutes; RFC 3339 allows 00-59
             raise ValueError(om)
         delta = (1 if sign == "+" else -1) * timedelta(hours=oh, minutes=om)
         tz = UTC if sign == "Z" else timezone(delta)

@@ -47,10 +47,9 @@ class IngestRules:
     max_future_skew_ms: int = 900_000
 
 
-@dataclass(frozen=True, slots=True)
-class LeadEvent:
+class LeadEvent(msgspec.Struct, frozen=True, array_like=True):
     """A validated, normalized lead event; (organization_id, phone, event_type, occurred_at)
-    is its dedupe key."""
+    is its dedupe key. (A msgspec Struct: it travels as a compact msgpack array.)"""
 
     organization_id: str
     phone: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import zlib
 
-__all__ = ["lead_partition"]
+__all__ = ["lead_partition", "send_partition"]
 
 logger = logging.getLogger(__name__)
 
@@ -13,3 +13,8 @@ logger = logging.getLogger(__name__)
 def lead_partition(organization_id: str, phone: str, partitions: int) -> int:
     """Stable partition of the lead (organization_id, phone): CRC-32 of both, mod N."""
     return zlib.crc32(f"{organization_id}\x00{phone}".encode()) % partitions
+
+
+def send_partition(organization_id: str, send_id: str, partitions: int) -> int:
+    """Home partition of a send: where its trigger is claimed and its summary emitted."""
+    return zlib.crc32(f"{organization_id}\x00send\x00{send_id}".encode()) % partitions

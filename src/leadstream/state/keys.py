@@ -11,7 +11,15 @@ kind       key                                              value
 =========  ==============================================  =============================
 ``E``      E org phone eventType occurredAt(u64)            ``b"\\x01"`` (presence)
 ``C``      C org phone eventType                            compacted: count u64, max u64
+``M``      M org campaignId phone                           externalId (tagged, see below)
+``S``      S org sendId                                     the first trigger (claim)
+``P``      P org sendId                                     pending trigger of a partition
+``D``      D org sendId                                     materialized in this partition
+``F``      F org sendId receivedAt(u64) seq(u64) part(u32)  one part of an audience filter
 =========  ==============================================  =============================
+
+The ``S`` claim lives only in the send's home partition; ``P``, ``D`` and ``F`` exist in
+every partition (triggers and filters are broadcast).
 """
 
 from __future__ import annotations
@@ -21,6 +29,17 @@ import struct
 
 __all__ = [
     "SEP",
+    "claim_key",
+    "decode_external_id",
+    "decode_filter_key",
+    "done_key",
+    "encode_external_id",
+    "filter_key",
+    "filter_prefix",
+    "member_key",
+    "member_prefix",
+    "pending_key",
+    "pending_prefix",
     "compacted_key",
     "compacted_value",
     "decode_compacted",
@@ -38,6 +57,12 @@ logger = logging.getLogger(__name__)
 SEP = b"\x00"
 _EVENT = b"E"
 _COMPACTED = b"C"
+_MEMBER = b"M"
+_CLAIM = b"S"
+_PENDING = b"P"
+_DONE = b"D"
+_FILTER = b"F"
+_U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _COMPACTED_VALUE = struct.Struct(">QQ")
 
@@ -90,3 +115,54 @@ def prefix_upper_bound(prefix: bytes) -> bytes:
     if not stripped:
         raise ValueError("a prefix of only 0xff bytes has no upper bound")
     return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def member_prefix(org: str, campaign: str) -> bytes:
+    return b"".join((_MEMBER, SEP, org.encode(), SEP, campaign.encode(), SEP))
+
+
+def member_key(org: str, campaign: str, phone: str) -> bytes:
+    return member_prefix(org, campaign) + phone.encode()
+
+
+def encode_external_id(external_id: str | None) -> bytes:
+    # A leading tag byte tells "no externalId" from any string.
+    return b"\x00" if external_id is None else b"\x01" + external_id.encode()
+
+
+def decode_external_id(value: bytes) -> str | None:
+    return None if value[:1] == b"\x00" else value[1:].decode()
+
+
+def _send_key(kind: bytes, org: str, send: str) -> bytes:
+    return b"".join((kind, SEP, org.encode(), SEP, send.encode()))
+
+
+def claim_key(org: str, send: str) -> bytes:
+    return _send_key(_CLAIM, org, send)
+
+
+def pending_key(org: str, send: str) -> bytes:
+    return _send_key(_PENDING, org, send)
+
+
+def pending_prefix() -> bytes:
+    return _PENDING + SEP
+
+
+def done_key(org: str, send: str) -> bytes:
+    return _send_key(_DONE, org, send)
+
+
+def filter_prefix(org: str, send: str) -> bytes:
+    return _send_key(_FILTER, org, send) + SEP
+
+
+def filter_key(org: str, send: str, received_at: int, seq: int, part: int) -> bytes:
+    return filter_prefix(org, send) + _U64.pack(received_at) + _U64.pack(seq) + _U32.pack(part)
+
+
+def decode_filter_key(key: bytes) -> tuple[int, int, int]:
+    """(receivedAt, seq, part) of a filter key."""
+    tail = key[-20:]
+    return _U64.unpack(tail[:8])[0], _U64.unpack(tail[8:16])[0], _U32.unpack(tail[16:])[0]

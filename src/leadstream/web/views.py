@@ -12,29 +12,20 @@ from leadstream.domain.lead_index import latest_opt, lead_events
 from leadstream.domain.normalize import format_ms, normalize_organization_id, normalize_phone
 from leadstream.domain.partitioning import lead_partition
 from leadstream.domain.rejects import RowError
-from leadstream.settings import Settings
-from leadstream.streams.ingest import IngestTopology
+from leadstream.streams.topology import Topology
 
 if TYPE_CHECKING:
     from faust.assignor import PartitionAssignor
-    from faust.tables import TableManager
 
 __all__ = ["register_views"]
 
 logger = logging.getLogger(__name__)
 
 
-def register_views(app: faust.App, settings: Settings, ingest: IngestTopology) -> None:
-    """Attach the worker's read-only views to ``app``."""
-
-    def is_ready() -> bool:
-        return bool(
-            # App.tables/App.assignor are declared as faust's interfaces (TableManagerT,
-            # PartitionAssignorT), which lack ``recovery`` / ``external_topics_metadata``.
-            cast("TableManager", app.tables).recovery.completed.is_set()
-            and not app.rebalancing
-            and app.consumer is not None
-        )
+def register_views(topo: Topology) -> None:
+    """Attach the worker's read-only views to the app."""
+    app, settings = topo.app, topo.settings
+    is_ready = topo.is_ready
 
     @app.page("/healthz")
     class Health(View):
@@ -45,7 +36,7 @@ def register_views(app: faust.App, settings: Settings, ingest: IngestTopology) -
     class Ready(View):
         async def get(self, request: Request) -> Response:
             if is_ready():
-                return self.json({"status": "ready", "partitions": ingest.active_partitions(app)})
+                return self.json({"status": "ready", "partitions": topo.active_partitions()})
             return self.json({"status": "starting"}, status=503)
 
     @app.page("/api/v1/leads/{organization_id}/{phone}")
@@ -59,26 +50,26 @@ def register_views(app: faust.App, settings: Settings, ingest: IngestTopology) -
                     {"error": {"code": err.reason.value, "message": err.detail}}, status=400
                 )
             partition = lead_partition(org, e164, settings.partitions)
-            if partition not in ingest.active_partitions(app) or not is_ready():
+            if partition not in topo.active_partitions() or not is_ready():
                 return self.json(
                     {
                         "error": {
                             "code": "not_here",
                             "message": f"partition {partition} is not active on this worker",
                         },
-                        "owner": _owner_url(app, ingest, partition),
+                        "owner": _owner_url(app, topo, partition),
                     },
                     status=503 if not is_ready() else 421,
                 )
             opt = latest_opt(
-                ingest.store,
+                topo.store,
                 partition,
                 org,
                 e164,
                 opt_out_type=settings.opt_out_event_type,
                 opt_in_type=settings.opt_in_event_type,
             )
-            events = lead_events(ingest.store, partition, org, e164)
+            events = lead_events(topo.store, partition, org, e164)
             body: dict[str, Any] = {
                 "organizationId": org,
                 "phoneE164": e164,
@@ -89,8 +80,8 @@ def register_views(app: faust.App, settings: Settings, ingest: IngestTopology) -
             return self.json(body)
 
 
-def _owner_url(app: faust.App, ingest: IngestTopology, partition: int) -> str | None:
-    name = ingest.by_lead.get_topic_name()
+def _owner_url(app: faust.App, topo: Topology, partition: int) -> str | None:
+    name = topo.by_lead.get_topic_name()
     assignor = cast("PartitionAssignor", app.assignor)
     for host, topics in assignor.external_topics_metadata().items():
         if partition in topics.get(name, ()):

@@ -1,0 +1,78 @@
+"""What travels on the lead-keyed internal topic: one tagged msgpack command per message.
+
+Every write to the lead table goes through this topic, so that a partition's events,
+memberships, triggers and filters are applied in one order by the one agent that owns
+the partition (and so are in the same changelog partition).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from leadstream.domain.audience import MemberOp
+from leadstream.domain.ingest import LeadEvent
+from leadstream.domain.send_state import PendingRecord
+
+__all__ = [
+    "ClaimTrigger",
+    "Command",
+    "EventsBatch",
+    "FilterPart",
+    "MembersBatch",
+    "BroadcastTrigger",
+    "decode_command",
+    "encode_command",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class EventsBatch(msgspec.Struct, tag="E", array_like=True):
+    events: list[LeadEvent]
+
+
+class MembersBatch(msgspec.Struct, tag="M", array_like=True):
+    ops: list[MemberOp]
+
+
+class ClaimTrigger(msgspec.Struct, tag="C", array_like=True):
+    """Sent to the send's home partition: the first trigger per (org, sendId) wins."""
+
+    send: PendingRecord
+
+
+class BroadcastTrigger(msgspec.Struct, tag="T", array_like=True):
+    """Sent by the home partition to every partition once the claim is won."""
+
+    send: PendingRecord
+
+
+class FilterPart(msgspec.Struct, tag="F", array_like=True):
+    """An audience filter as one partition needs it: all externalIds, its own phones."""
+
+    organization_id: str
+    campaign_id: str
+    send_id: str
+    received_at: int
+    seq: int
+    part: int
+    parts: int
+    mode: str
+    external_ids: list[str]
+    phones: list[str]
+
+
+Command = EventsBatch | MembersBatch | ClaimTrigger | BroadcastTrigger | FilterPart
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)
+
+
+def encode_command(command: Command) -> bytes:
+    return _encoder.encode(command)
+
+
+def decode_command(data: bytes) -> Command:
+    return _decoder.decode(data)

@@ -1,0 +1,173 @@
+"""Per-partition state of audiences and sends: what each lead-keyed command does to it.
+
+``decide``-style functions over the store port: they read and write one partition and
+return what the caller must send on (a trigger claim returns whether to broadcast).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from enum import StrEnum
+
+import msgspec
+
+from leadstream.domain.audience import MemberOp
+from leadstream.domain.sends import AudienceFilterSpec, SendTrigger, resolve_audience_filter
+from leadstream.state import keys
+from leadstream.state.port import PartitionStore, iter_prefix
+
+__all__ = [
+    "Claim",
+    "PendingRecord",
+    "apply_members",
+    "audience_filter_for",
+    "claim_trigger",
+    "due_sends",
+    "finish_send",
+    "is_done",
+    "store_filter_part",
+    "store_pending",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class PendingRecord(msgspec.Struct, array_like=True, frozen=True):
+    trigger: SendTrigger
+    received_at: int
+    late: bool
+
+
+_pending_decoder = msgspec.msgpack.Decoder(PendingRecord)
+_encoder = msgspec.msgpack.Encoder()
+
+
+class FilterRecord(msgspec.Struct, array_like=True, frozen=True):
+    parts: int
+    mode: str
+    external_ids: list[str]
+    phones: list[str]
+
+
+_filter_decoder = msgspec.msgpack.Decoder(FilterRecord)
+
+
+def apply_members(store: PartitionStore, partition: int, ops: Iterable[MemberOp]) -> int:
+    """Add (or update the externalId of) and remove audience members; returns ops applied."""
+    n = 0
+    for op in ops:
+        key = keys.member_key(op.organization_id, op.campaign_id, op.phone)
+        if op.remove:
+            store.delete(partition, key)
+        else:
+            store.put(partition, key, keys.encode_external_id(op.external_id))
+        n += 1
+    return n
+
+
+class Claim(StrEnum):
+    FIRST = "first"  # this trigger owns the send
+    REPEAT = "repeat"  # the same trigger again (a retry): broadcasting again is harmless
+    DUPLICATE = "duplicate"  # another trigger for a claimed send: produces nothing
+
+
+def claim_trigger(store: PartitionStore, partition: int, pending: PendingRecord) -> Claim:
+    """The first trigger for (organizationId, sendId) wins; later ones produce nothing."""
+    t = pending.trigger
+    key = keys.claim_key(t.organization_id, t.send_id)
+    existing = store.get(partition, key)
+    if existing is None:
+        store.put(partition, key, _encoder.encode(pending))
+        return Claim.FIRST
+    if _pending_decoder.decode(existing).trigger == t:
+        # Re-broadcast: if the first broadcast was lost in a crash, this completes it.
+        return Claim.REPEAT
+    return Claim.DUPLICATE
+
+
+def is_done(store: PartitionStore, partition: int, org: str, send: str) -> bool:
+    return store.get(partition, keys.done_key(org, send)) is not None
+
+
+def store_pending(store: PartitionStore, partition: int, pending: PendingRecord) -> bool:
+    """Hold the trigger in this partition until due; False when already held or done."""
+    t = pending.trigger
+    key = keys.pending_key(t.organization_id, t.send_id)
+    if is_done(store, partition, t.organization_id, t.send_id) or store.get(partition, key):
+        return False
+    store.put(partition, key, _encoder.encode(pending))
+    return True
+
+
+def due_sends(
+    store: PartitionStore, partition: int, *, now_ms: int, lead_ms: int
+) -> list[PendingRecord]:
+    """Held triggers whose materialize time has come (late ones at once), earliest first."""
+    due = []
+    for _key, value in iter_prefix(store, partition, keys.pending_prefix()):
+        record = _pending_decoder.decode(value)
+        if record.late or record.trigger.due_at(lead_ms) <= now_ms:
+            due.append(record)
+    due.sort(
+        key=lambda r: (r.trigger.due_at(lead_ms), r.trigger.organization_id, r.trigger.send_id)
+    )
+    return due
+
+
+def store_filter_part(
+    store: PartitionStore,
+    partition: int,
+    *,
+    org: str,
+    send: str,
+    received_at: int,
+    seq: int,
+    part: int,
+    parts: int,
+    mode: str,
+    external_ids: list[str],
+    phones: list[str],
+) -> None:
+    """Keep one received audience filter (part) until the send is materialized."""
+    if is_done(store, partition, org, send):
+        return
+    store.put(
+        partition,
+        keys.filter_key(org, send, received_at, seq, part),
+        _encoder.encode(FilterRecord(parts, mode, external_ids, phones)),
+    )
+
+
+def audience_filter_for(
+    store: PartitionStore, partition: int, trigger: SendTrigger
+) -> tuple[AudienceFilterSpec | None, int]:
+    """The applicable audience filter of the send in this partition, and the late count.
+
+    A filter counts only once all of its parts have arrived.
+    """
+    groups: dict[tuple[int, int], list[FilterRecord]] = defaultdict(list)
+    prefix = keys.filter_prefix(trigger.organization_id, trigger.send_id)
+    for key, value in iter_prefix(store, partition, prefix):
+        received_at, seq, _part = keys.decode_filter_key(key)
+        groups[(received_at, seq)].append(_filter_decoder.decode(value))
+    received = []
+    for (received_at, _seq), parts in sorted(groups.items()):
+        if len(parts) != parts[0].parts:
+            continue
+        spec = AudienceFilterSpec(
+            "include" if parts[0].mode == "include" else "exclude",
+            frozenset(e for p in parts for e in p.external_ids),
+            frozenset(ph for p in parts for ph in p.phones),
+        )
+        received.append((received_at, spec))
+    return resolve_audience_filter(received, scheduled_for=trigger.scheduled_for)
+
+
+def finish_send(store: PartitionStore, partition: int, org: str, send: str) -> None:
+    """After the partition's output is committed: mark done, drop the held trigger and filters."""
+    store.put(partition, keys.done_key(org, send), b"\x01")
+    store.delete(partition, keys.pending_key(org, send))
+    for key, _ in list(iter_prefix(store, partition, keys.filter_prefix(org, send))):
+        store.delete(partition, key)

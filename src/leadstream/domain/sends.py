@@ -1,0 +1,385 @@
+"""Sends: trigger validation, event and audience filters, and materialization (SPEC section 4).
+
+Materialization of one send over one partition's leads counts each audience member at
+the first step that drops it, in this order: opted out, audience filter, event filters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from leadstream.domain.audience import normalize_external_id
+from leadstream.domain.lead_index import count_events, latest_opt
+from leadstream.domain.normalize import (
+    format_ms,
+    normalize_event_type,
+    normalize_id,
+    normalize_organization_id,
+    normalize_phone,
+    parse_rfc3339_ms,
+)
+from leadstream.domain.rejects import Reason, RowError
+from leadstream.state import keys
+from leadstream.state.port import PartitionStore, iter_prefix
+
+__all__ = [
+    "FILTER_DEADLINE_MS",
+    "AudienceFilterSpec",
+    "Counts",
+    "EventFilter",
+    "PartitionResult",
+    "SendTrigger",
+    "campaign_members",
+    "chunk_records",
+    "done_record",
+    "keeps",
+    "materialize_partition",
+    "parse_audience_filter",
+    "parse_trigger",
+    "resolve_audience_filter",
+    "send_key",
+    "summary_record",
+]
+
+logger = logging.getLogger(__name__)
+
+FILTER_DEADLINE_MS = 5 * 60_000
+Mode = Literal["include", "exclude"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    mode: Mode
+    event_type: str
+    within_minutes: int | None = None
+    min_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SendTrigger:
+    """A validated ``send-triggers`` value; ``scheduled_for`` in UTC milliseconds."""
+
+    organization_id: str
+    campaign_id: str
+    send_id: str
+    scheduled_for: int
+    event_filters: tuple[EventFilter, ...] = ()
+    audience_filter_enabled: bool = False
+
+    def due_at(self, lead_ms: int) -> int:
+        """When to materialize: ``scheduledFor - LEADSTREAM_MATERIALIZE_LEAD_SECONDS``."""
+        return self.scheduled_for - lead_ms
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceFilterSpec:
+    """One received audience filter (or the part of it for one partition)."""
+
+    mode: Mode
+    external_ids: frozenset[str] = frozenset()
+    phones: frozenset[str] = frozenset()
+
+    def matches(self, phone: str, external_id: str | None) -> bool:
+        return phone in self.phones or (
+            external_id is not None and external_id in self.external_ids
+        )
+
+
+def _mode(value: Any, what: str) -> Mode:
+    if value == "include":
+        return "include"
+    if value == "exclude":
+        return "exclude"
+    raise RowError(Reason.INVALID_JSON, f'{what} must be "include" or "exclude", got {value!r:.40}')
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RowError(Reason.INVALID_JSON, f"{what} must be an integer >= 1, got {value!r:.40}")
+    return value
+
+
+def _event_filter(doc: Any) -> EventFilter:
+    if not isinstance(doc, dict):
+        raise RowError(Reason.INVALID_JSON, "an event filter must be a JSON object")
+    within = doc.get("within")
+    minutes = None
+    if within is not None:
+        if not isinstance(within, dict):
+            raise RowError(Reason.INVALID_JSON, 'within must be {"minutes": int >= 1}')
+        minutes = _positive_int(within.get("minutes"), "within.minutes")
+    min_count = doc.get("minCount")
+    return EventFilter(
+        _mode(doc.get("mode"), "eventFilter.mode"),
+        normalize_event_type(doc.get("eventType")),
+        minutes,
+        1 if min_count is None else _positive_int(min_count, "minCount"),
+    )
+
+
+def parse_trigger(doc: Any) -> SendTrigger:
+    """Validate a ``send-triggers`` value or raise :class:`RowError`."""
+    if not isinstance(doc, dict):
+        raise RowError(Reason.INVALID_JSON, "a trigger must be a JSON object")
+    org = normalize_organization_id(doc.get("organizationId"))
+    campaign = normalize_id(doc.get("campaignId"), reason=Reason.INVALID_JSON, what="campaignId")
+    send = normalize_id(doc.get("sendId"), reason=Reason.INVALID_JSON, what="sendId")
+    scheduled = doc.get("scheduledFor")
+    if scheduled is None:
+        raise RowError(Reason.MISSING_FIELD, "scheduledFor is missing")
+    if not isinstance(scheduled, str):
+        raise RowError(Reason.INVALID_OCCURRED_AT, "scheduledFor must be an RFC 3339 string")
+    scheduled_ms = parse_rfc3339_ms(scheduled)
+    one, many = doc.get("eventFilter"), doc.get("eventFilters")
+    if one is not None and many is not None:
+        raise RowError(
+            Reason.INVALID_JSON, "a trigger carries eventFilter or eventFilters, never both"
+        )
+    if many is not None and not isinstance(many, list):
+        raise RowError(Reason.INVALID_JSON, "eventFilters must be a JSON array")
+    filters = tuple(_event_filter(f) for f in ([one] if one is not None else many or []))
+    switch = doc.get("audienceFilter")
+    enabled = False
+    if switch is not None:
+        if not isinstance(switch, dict) or not isinstance(switch.get("enabled", False), bool):
+            raise RowError(Reason.INVALID_JSON, 'audienceFilter must be {"enabled": bool}')
+        enabled = bool(switch.get("enabled", False))
+    return SendTrigger(org, campaign, send, scheduled_ms, filters, enabled)
+
+
+def parse_audience_filter(doc: Any, *, region: str) -> tuple[str, str, str, AudienceFilterSpec]:
+    """``(organizationId, campaignId, sendId, filter)`` of an ``audience-filters`` value.
+
+    Every lead entry must be valid: a filter that silently lost a lead would message
+    someone it meant to exclude, so a bad entry rejects the whole filter.
+    """
+    if not isinstance(doc, dict):
+        raise RowError(Reason.INVALID_JSON, "an audience filter must be a JSON object")
+    org = normalize_organization_id(doc.get("organizationId"))
+    campaign = normalize_id(doc.get("campaignId"), reason=Reason.INVALID_JSON, what="campaignId")
+    send = normalize_id(doc.get("sendId"), reason=Reason.INVALID_JSON, what="sendId")
+    mode = _mode(doc.get("mode"), "mode")
+    leads = doc.get("leads")
+    if not isinstance(leads, list):
+        raise RowError(Reason.INVALID_JSON, "leads must be a JSON array")
+    external_ids: set[str] = set()
+    phones: set[str] = set()
+    for index, lead in enumerate(leads):
+        if not isinstance(lead, dict):
+            raise RowError(Reason.INVALID_JSON, f"leads[{index}] must be a JSON object")
+        try:
+            if lead.get("externalId") is not None:
+                external_ids.add(str(normalize_external_id(lead["externalId"])))
+            elif lead.get("phoneE164") is not None:
+                phones.add(normalize_phone(lead["phoneE164"], region))
+            else:
+                raise RowError(Reason.MISSING_FIELD, "needs externalId or phoneE164")
+        except RowError as err:
+            raise RowError(err.reason, f"leads[{index}]: {err.detail}") from None
+    return org, campaign, send, AudienceFilterSpec(mode, frozenset(external_ids), frozenset(phones))
+
+
+def resolve_audience_filter(
+    received: Iterable[tuple[int, AudienceFilterSpec]], *, scheduled_for: int
+) -> tuple[AudienceFilterSpec | None, int]:
+    """The filter that applies and how many arrived too late.
+
+    The most recent filter by receive time replaces earlier ones; one received later than
+    5 minutes before ``scheduled_for`` is ignored and counted.
+    """
+    deadline = scheduled_for - FILTER_DEADLINE_MS
+    latest: tuple[int, AudienceFilterSpec] | None = None
+    late = 0
+    for received_at, spec in received:
+        if received_at > deadline:
+            late += 1
+        elif latest is None or received_at >= latest[0]:
+            latest = (received_at, spec)
+    return (latest[1] if latest else None), late
+
+
+def keeps(
+    store: PartitionStore,
+    partition: int,
+    org: str,
+    phone: str,
+    event_filter: EventFilter,
+    scheduled_for: int,
+) -> bool:
+    """Does ``event_filter`` keep the lead for a send firing at ``scheduled_for``?"""
+    since = None
+    until = None
+    if event_filter.within_minutes is not None:
+        since = scheduled_for - event_filter.within_minutes * 60_000
+        until = scheduled_for
+    has = (
+        count_events(
+            store,
+            partition,
+            org,
+            phone,
+            event_filter.event_type,
+            since_ms=since,
+            until_ms=until,
+            limit=event_filter.min_count,
+        )
+        >= event_filter.min_count
+    )
+    return has if event_filter.mode == "include" else not has
+
+
+@dataclass(slots=True)
+class Counts:
+    audience: int = 0
+    opted_out: int = 0
+    dropped_by_audience_filter: int = 0
+    dropped_by_event_filter: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.audience += other.audience
+        self.opted_out += other.opted_out
+        self.dropped_by_audience_filter += other.dropped_by_audience_filter
+        self.dropped_by_event_filter += other.dropped_by_event_filter
+
+
+@dataclass(slots=True)
+class PartitionResult:
+    recipients: list[tuple[str, str | None]] = field(default_factory=list)
+    counts: Counts = field(default_factory=Counts)
+
+
+def campaign_members(
+    store: PartitionStore, partition: int, org: str, campaign: str
+) -> Iterator[tuple[str, str | None]]:
+    """``(phone, externalId)`` of the campaign's members in this partition: one bounded scan."""
+    prefix = keys.member_prefix(org, campaign)
+    for key, value in iter_prefix(store, partition, prefix):
+        yield key[len(prefix) :].decode(), keys.decode_external_id(value)
+
+
+def materialize_partition(
+    store: PartitionStore,
+    partition: int,
+    trigger: SendTrigger,
+    audience_filter: AudienceFilterSpec | None,
+    *,
+    opt_out_type: str,
+    opt_in_type: str,
+) -> PartitionResult:
+    """The send's recipients among this partition's leads, in SPEC order, with counts."""
+    out = PartitionResult()
+    counts = out.counts
+    org = trigger.organization_id
+    # Enabled but none received: no audience filtering.
+    active_filter = audience_filter if trigger.audience_filter_enabled else None
+    for phone, external_id in campaign_members(store, partition, org, trigger.campaign_id):
+        counts.audience += 1
+        if latest_opt(
+            store, partition, org, phone, opt_out_type=opt_out_type, opt_in_type=opt_in_type
+        ).opted_out:
+            counts.opted_out += 1
+            continue
+        if active_filter is not None:
+            matched = active_filter.matches(phone, external_id)
+            if matched != (active_filter.mode == "include"):
+                counts.dropped_by_audience_filter += 1
+                continue
+        if not all(
+            keeps(store, partition, org, phone, f, trigger.scheduled_for)
+            for f in trigger.event_filters
+        ):
+            counts.dropped_by_event_filter += 1
+            continue
+        out.recipients.append((phone, external_id))
+    return out
+
+
+def send_key(org: str, send: str) -> str:
+    """The ``send-recipients`` message key of a send."""
+    return f"{org}:{send}"
+
+
+def chunk_records(
+    trigger: SendTrigger, partition: int, recipients: list[tuple[str, str | None]], chunk_size: int
+) -> list[dict[str, Any]]:
+    """The ``recipients`` chunks of one partition (none when it has no recipient)."""
+    return [
+        {
+            "type": "recipients",
+            "organizationId": trigger.organization_id,
+            "campaignId": trigger.campaign_id,
+            "sendId": trigger.send_id,
+            "scheduledFor": format_ms(trigger.scheduled_for),
+            "partition": partition,
+            "chunk": index,
+            "recipients": [
+                {"phoneE164": phone, "externalId": external_id}
+                for phone, external_id in recipients[start : start + chunk_size]
+            ],
+        }
+        for index, start in enumerate(range(0, len(recipients), chunk_size))
+    ]
+
+
+def done_record(
+    trigger: SendTrigger,
+    *,
+    partition: int,
+    late: bool,
+    materialized_at: int,
+    result: PartitionResult,
+    chunk_count: int,
+    late_audience_filters: int,
+) -> dict[str, Any]:
+    """What one partition reports once its chunks are committed (the progress topic)."""
+    c = result.counts
+    return {
+        "type": "done",
+        "organizationId": trigger.organization_id,
+        "campaignId": trigger.campaign_id,
+        "sendId": trigger.send_id,
+        "scheduledFor": trigger.scheduled_for,
+        "late": late,
+        "partition": partition,
+        "materializedAt": materialized_at,
+        "recipientCount": len(result.recipients),
+        "chunkCount": chunk_count,
+        "counts": [
+            c.audience,
+            c.opted_out,
+            c.dropped_by_audience_filter,
+            c.dropped_by_event_filter,
+        ],
+        "lateAudienceFilters": late_audience_filters,
+    }
+
+
+def summary_record(dones: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one summary of a send, from the done reports of all its partitions."""
+    first = dones[0]
+    audience, opted_out, by_filter, by_events = (
+        sum(d["counts"][i] for d in dones) for i in range(4)
+    )
+    return {
+        "type": "summary",
+        "organizationId": first["organizationId"],
+        "campaignId": first["campaignId"],
+        "sendId": first["sendId"],
+        "scheduledFor": format_ms(first["scheduledFor"]),
+        "materializedAt": format_ms(max(d["materializedAt"] for d in dones)),
+        "late": any(d["late"] for d in dones),
+        "recipientCount": sum(d["recipientCount"] for d in dones),
+        "chunkCount": sum(d["chunkCount"] for d in dones),
+        "partitions": len(dones),
+        "counts": {
+            "audience": audience,
+            "optedOut": opted_out,
+            "droppedByAudienceFilter": by_filter,
+            "droppedByEventFilter": by_events,
+            # Every partition saw the same broadcast filters; they agree on this count.
+            "lateAudienceFilters": max(d["lateAudienceFilters"] for d in dones),
+        },
+    }

@@ -1,0 +1,87 @@
+"""The one agent that writes lead state: applies lead-keyed commands to its partition."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from leadstream.commands import (
+    BroadcastTrigger,
+    ClaimTrigger,
+    EventsBatch,
+    FilterPart,
+    MembersBatch,
+    decode_command,
+)
+from leadstream.domain.ingest import retention_horizon
+from leadstream.domain.lead_index import apply_events, compact_partition
+from leadstream.domain.send_state import (
+    Claim,
+    apply_members,
+    claim_trigger,
+    store_filter_part,
+    store_pending,
+)
+from leadstream.streams.topology import Topology, now_ms
+
+__all__ = ["register_apply"]
+
+logger = logging.getLogger(__name__)
+
+
+def register_apply(topo: Topology, on_pending: Callable[[], None]) -> None:
+    """Declare the apply agent and the compaction timer; ``on_pending`` wakes the materializer."""
+    app, settings, store = topo.app, topo.settings, topo.store
+
+    @app.agent(topo.by_lead, name="apply-lead-commands")
+    async def apply(stream: Any) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            command = decode_command(event.message.value)
+            if isinstance(command, EventsBatch):
+                horizon = retention_horizon(now_ms(), settings.event_retention_days)
+                apply_events(store, partition, command.events, horizon_ms=horizon)
+            elif isinstance(command, MembersBatch):
+                apply_members(store, partition, command.ops)
+            elif isinstance(command, ClaimTrigger):
+                claim = claim_trigger(store, partition, command.send)
+                t = command.send.trigger
+                if claim is Claim.DUPLICATE:
+                    logger.warning(
+                        "duplicate trigger for organization %s send %s ignored: the first wins",
+                        t.organization_id,
+                        t.send_id,
+                    )
+                    continue
+                for target in range(settings.partitions):
+                    await topo.send_command(target, BroadcastTrigger(command.send))
+            elif isinstance(command, BroadcastTrigger):
+                if store_pending(store, partition, command.send):
+                    on_pending()
+            elif isinstance(command, FilterPart):
+                store_filter_part(
+                    store,
+                    partition,
+                    org=command.organization_id,
+                    send=command.send_id,
+                    received_at=command.received_at,
+                    seq=command.seq,
+                    part=command.part,
+                    parts=command.parts,
+                    mode=command.mode,
+                    external_ids=command.external_ids,
+                    phones=command.phones,
+                )
+
+    @app.timer(interval=settings.compaction_interval_seconds)  # type: ignore[untyped-decorator]
+    async def compact() -> None:
+        if not topo.is_ready():
+            return
+        horizon = retention_horizon(now_ms(), settings.event_retention_days)
+        for partition in topo.active_partitions():
+            removed = compact_partition(store, partition, horizon_ms=horizon)
+            if removed:
+                logger.info("compacted partition %d: folded %d old events", partition, removed)
+            await asyncio.sleep(0)

@@ -1,0 +1,71 @@
+"""The handles every agent shares: the lead table, its store port and the topics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+import faust
+
+from leadstream import codec
+from leadstream.commands import Command, encode_command
+from leadstream.domain.ingest import Rejected
+from leadstream.settings import Settings
+from leadstream.state.port import PartitionStore
+
+if TYPE_CHECKING:
+    from faust.assignor.partition_assignor import PartitionAssignor
+    from faust.tables.manager import TableManager
+
+__all__ = ["Topology", "now_ms"]
+
+logger = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Topology:
+    """Topics, the lead table and its store, declared once on ``app``."""
+
+    def __init__(
+        self, app: faust.App, settings: Settings, table: Any, store: PartitionStore
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.table = table
+        self.store = store
+        names = settings.topics
+        self.lead_events = app.topic(names.lead_events, key_type=bytes, value_type=bytes)
+        self.audience_members = app.topic(names.audience_members, key_type=bytes, value_type=bytes)
+        self.audience_filters = app.topic(names.audience_filters, key_type=bytes, value_type=bytes)
+        self.send_triggers = app.topic(names.send_triggers, key_type=bytes, value_type=bytes)
+        self.rejects = app.topic(names.rejects, key_type=bytes, value_type=bytes)
+        self.by_lead = app.topic(
+            names.by_lead,
+            partitions=settings.partitions,
+            internal=True,
+            key_type=bytes,
+            value_type=bytes,
+        )
+
+    def active_partitions(self) -> list[int]:
+        """Partitions of lead state this worker owns right now."""
+        assignor = cast("PartitionAssignor", self.app.assignor)
+        name = self.by_lead.get_topic_name()
+        return sorted(tp.partition for tp in assignor.assigned_actives() if tp.topic == name)
+
+    def is_ready(self) -> bool:
+        tables = cast("TableManager", self.app.tables)
+        return bool(tables.recovery.completed.is_set() and not self.app.rebalancing)
+
+    async def send_command(self, partition: int, command: Command) -> None:
+        await self.by_lead.send(key=None, value=encode_command(command), partition=partition)
+
+    async def reject(self, rejected: Rejected, msg: Any) -> None:
+        record = codec.reject_record(
+            rejected, source=msg.topic, partition=msg.partition, offset=msg.offset
+        )
+        await self.rejects.send(key=msg.key, value=codec.encode_json(record))
