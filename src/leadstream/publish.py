@@ -21,9 +21,12 @@ from leadstream.kafka_admin import LARGE_MESSAGE_BYTES
 
 __all__ = [
     "FileRow",
+    "batch_members",
+    "build_trigger",
     "PublishReport",
     "batch_rows",
     "make_producer",
+    "publish_values",
     "publish_event_rows",
     "read_event_rows",
 ]
@@ -159,24 +162,115 @@ def publish_event_rows(
     """Produce ``rows`` as batch-shaped messages; waits until every message is acknowledged."""
     report = PublishReport()
 
+    def values() -> Iterator[tuple[bytes, bytes]]:
+        for org, events, bad in batch_rows(rows, max_events=max_events):
+            report.skipped.extend(b.error or f"line {b.line}" for b in bad)
+            if events:
+                report.rows += len(events)
+                report.messages += 1
+                yield org.encode(), encode_json({"organizationId": org, "events": events})
+
+    _sent, report.failed = publish_values(producer, topic, values())
+    return report
+
+
+def batch_members(
+    rows: Iterable[FileRow],
+    *,
+    organization_id: str,
+    campaign_id: str,
+    max_members: int = MAX_BATCH_EVENTS,
+) -> Iterator[tuple[dict[str, Any], list[FileRow]]]:
+    """Audience rows (``phoneE164``/``phone``, optional ``externalId``, ``op``) as batch values
+    ``{organizationId, campaignId, members}``, with the unreadable rows seen on the way."""
+    members: list[dict[str, Any]] = []
+    bad: list[FileRow] = []
+    for item in rows:
+        if item.row is None:
+            bad.append(item)
+            continue
+        row = item.row
+        member = {"phoneE164": row.get("phoneE164", row.get("phone"))}
+        for field_name in ("externalId", "op"):
+            if row.get(field_name) not in (None, ""):
+                member[field_name] = row[field_name]
+        members.append(member)
+        if len(members) >= max_members:
+            yield (
+                {"organizationId": organization_id, "campaignId": campaign_id, "members": members},
+                bad,
+            )
+            members, bad = [], []
+    if members or bad:
+        yield (
+            {"organizationId": organization_id, "campaignId": campaign_id, "members": members},
+            bad,
+        )
+
+
+def publish_values(
+    producer: Producer, topic: str, values: Iterable[tuple[bytes, bytes]]
+) -> tuple[int, int]:
+    """Produce ``(key, value)`` pairs and wait for all acks: ``(messages, failed)``."""
+    failed = 0
+    sent = 0
+
     def delivered(err: KafkaError | None, _msg: Message) -> None:
+        nonlocal failed
         if err is not None:
-            report.failed += 1
+            failed += 1
             logger.error("delivery failed: %s", err)
 
-    for org, events, bad in batch_rows(rows, max_events=max_events):
-        report.skipped.extend(b.error or f"line {b.line}" for b in bad)
-        if events:
-            value = encode_json({"organizationId": org, "events": events})
-            while True:
-                try:
-                    producer.produce(topic, value=value, key=org.encode(), on_delivery=delivered)
-                    break
-                except BufferError:
-                    producer.poll(0.5)
-            producer.poll(0)
-            report.rows += len(events)
-            report.messages += 1
-    remaining = producer.flush(120)
-    report.failed += remaining
-    return report
+    for key, value in values:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.5)
+        producer.poll(0)
+        sent += 1
+    failed += producer.flush(120)
+    return sent, failed
+
+
+def build_trigger(
+    *,
+    organization_id: str,
+    campaign_id: str,
+    send_id: str,
+    scheduled_for: str,
+    filters: list[str],
+    audience_filter: bool,
+) -> dict[str, Any]:
+    """A ``send-triggers`` value from CLI flags.
+
+    A filter is written ``MODE:EVENT_TYPE[:within=MINUTES][:min=COUNT]``.
+    """
+    parsed = []
+    for spec in filters:
+        mode, _, rest = spec.partition(":")
+        event_type, *options = rest.split(":")
+        item: dict[str, Any] = {"mode": mode, "eventType": event_type}
+        for option in options:
+            name, _, value = option.partition("=")
+            if name == "within":
+                item["within"] = {"minutes": int(value)}
+            elif name == "min":
+                item["minCount"] = int(value)
+            else:
+                raise ValueError(f"unknown filter option {option!r} in {spec!r} (within=, min=)")
+        parsed.append(item)
+    trigger: dict[str, Any] = {
+        "organizationId": organization_id,
+        "campaignId": campaign_id,
+        "sendId": send_id,
+        "scheduledFor": scheduled_for,
+    }
+    if len(parsed) == 1:
+        trigger["eventFilter"] = parsed[0]
+    elif parsed:
+        trigger["eventFilters"] = parsed
+    if audience_filter:
+        trigger["audienceFilter"] = {"enabled": True}
+    return trigger

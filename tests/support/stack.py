@@ -10,6 +10,7 @@ import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
 from leadstream.kafka_admin import ensure_topics
+from leadstream.recipients import SendList, read_send
 from leadstream.settings import Settings
 from tests.support.kafka import end_offsets, produce, read_topic
 from tests.support.worker import WorkerProcess
@@ -17,16 +18,25 @@ from tests.support.worker import WorkerProcess
 
 class Stack:
     def __init__(
-        self, bootstrap: str, *, app_id: str, topic_prefix: str, root: Path, partitions: int = 4
+        self,
+        bootstrap: str,
+        *,
+        app_id: str,
+        topic_prefix: str,
+        root: Path,
+        partitions: int = 4,
+        **overrides: Any,
     ) -> None:
         self.bootstrap = bootstrap
         self.root = root
+        self.overrides = overrides
         self.settings = Settings(
             kafka_bootstrap=bootstrap,
             app_id=app_id,
             topic_prefix=topic_prefix,
             partitions=partitions,
             data_dir=root / "data",
+            **overrides,
         )
         self.topics = self.settings.topics
         self.workers: list[WorkerProcess] = []
@@ -40,6 +50,7 @@ class Stack:
             "LEADSTREAM_TOPIC_PREFIX": s.topic_prefix,
             "LEADSTREAM_PARTITIONS": str(s.partitions),
             "LEADSTREAM_DATA_DIR": str(data_dir or s.data_dir),
+            **{f"LEADSTREAM_{k.upper()}": str(v) for k, v in self.overrides.items()},
         }
 
     def worker(
@@ -60,6 +71,40 @@ class Stack:
             self.topics.lead_events,
             [v if isinstance(v, bytes) else msgspec.json.encode(v) for v in values],
         )
+
+    def send(self, topic: str, values: list[Any]) -> None:
+        produce(
+            self.bootstrap,
+            topic,
+            [v if isinstance(v, bytes) else msgspec.json.encode(v) for v in values],
+        )
+
+    def members(self, org: Any, campaign: Any, members: list[dict[str, Any]]) -> None:
+        """Publish audience members as batch messages of up to 50,000."""
+        self.send(
+            self.topics.audience_members,
+            [
+                {"organizationId": org, "campaignId": campaign, "members": members[i : i + 50_000]}
+                for i in range(0, len(members), 50_000)
+            ],
+        )
+
+    def trigger(self, **trigger: Any) -> None:
+        self.send(self.topics.send_triggers, [trigger])
+
+    def send_list(self, send_id: str, org: Any, timeout: float = 120.0) -> SendList:
+        return read_send(
+            self.bootstrap,
+            self.topics.send_recipients,
+            str(send_id),
+            organization_id=str(org),
+            timeout=timeout,
+        )
+
+    def send_values(self, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
+        """Every committed (key, value) on send-recipients so far."""
+        msgs = read_topic(self.bootstrap, self.topics.send_recipients, timeout=timeout)
+        return [(m.key().decode(), msgspec.json.decode(m.value())) for m in msgs]
 
     # -- observation ---------------------------------------------------------------------
     def rejects(self, expect: int, timeout: float = 60.0) -> list[dict[str, Any]]:

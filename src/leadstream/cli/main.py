@@ -182,6 +182,189 @@ def publish_events(
     sys.exit(1 if report.failed else 0)
 
 
+@publish.command("audience")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--org", "organization_id", required=True, help="organizationId of every member.")
+@click.option("--campaign", "campaign_id", required=True, help="campaignId of every member.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), help="Default: from the file name."
+)
+@bootstrap_option
+@prefix_option
+def publish_audience(
+    file: Path,
+    organization_id: str,
+    campaign_id: str,
+    fmt: str | None,
+    bootstrap: str | None,
+    topic_prefix: str | None,
+) -> None:
+    """Publish a campaign's audience from FILE (CSV with a header row: phoneE164[,externalId][,op],
+    or JSONL objects with those keys) in batches of up to 50,000 members."""
+    from tqdm import tqdm
+
+    from leadstream.codec import encode_json
+    from leadstream.kafka_admin import ensure_topics
+    from leadstream.publish import batch_members, make_producer, publish_values, read_event_rows
+
+    settings = _settings(kafka_bootstrap=bootstrap, topic_prefix=topic_prefix)
+    topic = settings.topics.audience_members
+    ensure_topics(settings, [topic])
+    members = 0
+    skipped: list[str] = []
+    with tqdm(
+        total=file.stat().st_size, unit="B", unit_scale=True, desc=file.name, file=sys.stderr
+    ) as bar:
+
+        def values() -> Any:
+            nonlocal members
+            last = 0
+
+            def rows() -> Any:
+                nonlocal last
+                for row in read_event_rows(file, fmt):
+                    bar.update(row.offset - last)
+                    last = row.offset
+                    yield row
+
+            for value, bad in batch_members(
+                rows(), organization_id=organization_id, campaign_id=campaign_id
+            ):
+                skipped.extend(b.error or f"line {b.line}" for b in bad)
+                if value["members"]:
+                    members += len(value["members"])
+                    yield organization_id.encode(), encode_json(value)
+
+        messages, failed = publish_values(make_producer(settings.kafka_bootstrap), topic, values())
+    for line in skipped[:20]:
+        click.echo(f"skipped {line}", err=True)
+    click.echo(
+        f"published {members} members in {messages} messages to {topic}; "
+        f"{len(skipped)} lines skipped; {failed} messages failed"
+    )
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--org", "organization_id", required=True)
+@click.option("--campaign", "campaign_id", required=True)
+@click.option("--send", "send_id", required=True)
+@click.option(
+    "--scheduled-for", required=True, help="RFC 3339 with offset, e.g. 2026-05-12T18:00:00Z."
+)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    help="MODE:EVENT_TYPE[:within=MINUTES][:min=COUNT], e.g. exclude:webinar_attended:within=120. "
+    "Repeat to AND several.",
+)
+@click.option(
+    "--audience-filter/--no-audience-filter",
+    default=False,
+    help="Apply the send's audience filter.",
+)
+@bootstrap_option
+@prefix_option
+def trigger(
+    organization_id: str,
+    campaign_id: str,
+    send_id: str,
+    scheduled_for: str,
+    filters: tuple[str, ...],
+    audience_filter: bool,
+    bootstrap: str | None,
+    topic_prefix: str | None,
+) -> None:
+    """Publish a send trigger."""
+    from leadstream.codec import encode_json
+    from leadstream.domain.rejects import RowError
+    from leadstream.domain.sends import parse_trigger
+    from leadstream.kafka_admin import ensure_topics
+    from leadstream.publish import build_trigger, make_producer, publish_values
+
+    settings = _settings(kafka_bootstrap=bootstrap, topic_prefix=topic_prefix)
+    try:
+        value = build_trigger(
+            organization_id=organization_id,
+            campaign_id=campaign_id,
+            send_id=send_id,
+            scheduled_for=scheduled_for,
+            filters=list(filters),
+            audience_filter=audience_filter,
+        )
+        parse_trigger(value)  # refuse here what the worker would reject
+    except (RowError, ValueError) as err:
+        raise click.BadParameter(str(err)) from None
+    topic = settings.topics.send_triggers
+    ensure_topics(settings, [topic])
+    _sent, failed = publish_values(
+        make_producer(settings.kafka_bootstrap),
+        topic,
+        [(f"{organization_id}:{send_id}".encode(), encode_json(value))],
+    )
+    click.echo(
+        f"trigger for send {send_id} published to {topic}" if not failed else "delivery failed"
+    )
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("send_id")
+@click.option(
+    "--org",
+    "organization_id",
+    default=None,
+    help="organizationId (needed when sendIds repeat across organizations).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+)
+@click.option(
+    "--timeout", default=300.0, show_default=True, help="Seconds to wait for the summary."
+)
+@bootstrap_option
+@prefix_option
+def recipients(
+    send_id: str,
+    organization_id: str | None,
+    fmt: str,
+    timeout: float,
+    bootstrap: str | None,
+    topic_prefix: str | None,
+) -> None:
+    """Print a send's recipients (read_committed, until its summary); the summary goes to
+    stderr. Exit 2 when no summary arrived within --timeout."""
+    import csv
+
+    from leadstream.recipients import iter_send
+
+    settings = _settings(kafka_bootstrap=bootstrap, topic_prefix=topic_prefix)
+    writer = csv.writer(sys.stdout) if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(["phoneE164", "externalId"])
+    try:
+        for value in iter_send(
+            settings.kafka_bootstrap,
+            settings.topics.send_recipients,
+            send_id,
+            organization_id=organization_id,
+            timeout=timeout,
+        ):
+            if value.get("type") == "summary":
+                click.echo(json.dumps(value), err=True)
+                return
+            for r in value.get("recipients", []):
+                if writer is not None:
+                    writer.writerow([r["phoneE164"], r.get("externalId") or ""])
+                else:
+                    sys.stdout.write(json.dumps(r) + "\n")
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    click.echo(f"no summary for send {send_id} within {timeout:.0f} s", err=True)
+    sys.exit(2)
+
+
 @main.command()
 @click.argument("organization_id")
 @click.argument("phone")
