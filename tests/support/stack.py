@@ -29,6 +29,7 @@ class Stack:
     ) -> None:
         self.bootstrap = bootstrap
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.overrides = overrides
         self.settings = Settings(
             kafka_bootstrap=bootstrap,

@@ -22,7 +22,16 @@ from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.lead_index import apply_events
 from leadstream.domain.partitioning import lead_partition
 from leadstream.domain.rejects import Reason, RowError
-from leadstream.domain.send_state import apply_members, audience_filter_for, store_filter_part
+from leadstream.domain.send_state import (
+    Claim,
+    PendingRecord,
+    apply_members,
+    audience_filter_for,
+    claim_trigger,
+    due_sends,
+    store_filter_part,
+    store_pending,
+)
 from leadstream.domain.sends import (
     FILTER_DEADLINE_MS,
     AudienceFilterSpec,
@@ -359,6 +368,50 @@ def test_include_and_exclude_partition_the_audience() -> None:
     assert inc == {p for i, p in enumerate(phones) if i % 3 == 0}
     assert inc | exc == set(phones)
     assert not inc & exc
+
+
+def test_window_reaching_back_before_1970() -> None:
+    # 30,000,000 minutes (about 57 years, "ever" to a user) reaches back before
+    # 1970-01-01 from 2026. SPEC: within.minutes is any int >= 1; the event is inside.
+    w = World().member(P1).member(P2)
+    w.event(P1, "buy", T - DAY)
+    t = trig({"mode": "include", "eventType": "buy", "within": {"minutes": 30_000_000}})
+    recipients, c, _ = w.run(t)
+    assert [p for p, _ in recipients] == [P1]
+    assert counts(c) == (2, 0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"eventFilter": {"mode": "include", "eventType": "buy", "within": {"minutes": 2**64}}},
+        {"eventFilter": {"mode": "include", "eventType": "buy", "minCount": 2**64}},
+        {
+            "scheduledFor": "1969-12-31T23:00:00Z",
+            "eventFilter": {"mode": "exclude", "eventType": "buy", "within": {"minutes": 1}},
+        },
+    ],
+    ids=["within-2**64", "minCount-2**64", "scheduledFor-1969"],
+)
+def test_extreme_trigger_is_rejected_as_data_or_materialized(over: dict[str, Any]) -> None:
+    """Errors are data: a trigger either fails validation or goes through the pipeline."""
+    w = World().member(P1).event(P1, "buy", T - DAY)
+    try:
+        t = parse_trigger(trigger_doc(**over))
+    except RowError as err:
+        assert err.reason in (
+            Reason.INVALID_JSON,
+            Reason.INVALID_OCCURRED_AT,
+            Reason.OCCURRED_AT_OUT_OF_RANGE,
+        )
+        return
+    rec = PendingRecord(t, T, True)
+    home = 0
+    assert claim_trigger(w.store, home, rec) is Claim.FIRST
+    for p in range(PARTITIONS):
+        assert store_pending(w.store, p, rec)
+        assert due_sends(w.store, p, now_ms=T, lead_ms=MIN) == [rec]
+    w.run(t)
 
 
 # --- opt-outs ------------------------------------------------------------------------------
@@ -825,6 +878,9 @@ H_WITHIN = [1, 120]
 # The edges of every window, so that "inclusive" is exercised on both ends.
 EDGE_OFFSETS = sorted({d for m in H_WITHIN for d in (-m * MIN - 1, -m * MIN)} | {0, 1, -DAY, DAY})
 
+# Every phone starts in the send's audience (with a random externalId) so that most
+# examples have leads for the filters to act on; later ops update, remove, or touch others.
+initial_members = st.lists(st.sampled_from(H_EXTS), min_size=len(H_PHONES), max_size=len(H_PHONES))
 member_ops = st.lists(
     st.tuples(
         st.sampled_from(H_ORGS),
@@ -837,11 +893,12 @@ member_ops = st.lists(
 )
 events = st.lists(
     st.tuples(
-        st.sampled_from(H_ORGS),
+        st.sampled_from([ORG, ORG, "420"]),
         st.sampled_from(H_PHONES),
         st.sampled_from(H_TYPES),
         st.one_of(st.sampled_from(EDGE_OFFSETS), st.integers(-130 * MIN, 2 * MIN)),
     ),
+    min_size=3,
     max_size=40,
 )
 # (org, phone, offset): an opted_out and an opted_in at the same instant.
@@ -936,6 +993,7 @@ def reference_send(
 
 @PROPS
 @given(
+    initial=initial_members,
     ops=member_ops,
     evs=events,
     ties=opt_ties,
@@ -948,6 +1006,7 @@ def reference_send(
     rows=st.integers(1, 3),
 )
 def test_materialization_matches_reference(
+    initial: list[str | None],
     ops: list[tuple[str, str, str, str | None, bool]],
     evs: list[tuple[str, str, str, int]],
     ties: list[tuple[str, str, int]],
@@ -959,6 +1018,7 @@ def test_materialization_matches_reference(
     partitions: int,
     rows: int,
 ) -> None:
+    ops = [(ORG, CAMPAIGN, ph, ext, False) for ph, ext in zip(H_PHONES, initial, strict=True)] + ops
     evs = evs + [(o, ph, et, off) for o, ph, off in ties for et in ("opted_in", "opted_out")]
     w = World(partitions=partitions)
     for org, campaign, phone, ext, remove in ops:
@@ -988,7 +1048,7 @@ def test_materialization_matches_reference(
             for seq, (at, spec) in enumerate(specs):
                 mine = sorted(ph for ph in spec.phones if lead_partition(ORG, ph, partitions) == p)
                 parts = split_filter(sorted(spec.external_ids), mine, rows)
-                for index, (ext, ph) in enumerate(parts):
+                for index, (part_ext, part_phones) in enumerate(parts):
                     store_filter_part(
                         w.store,
                         p,
@@ -999,8 +1059,8 @@ def test_materialization_matches_reference(
                         part=index,
                         parts=len(parts),
                         mode=spec.mode,
-                        external_ids=ext,
-                        phones=ph,
+                        external_ids=part_ext,
+                        phones=part_phones,
                     )
             spec_p, late = audience_filter_for(w.store, p, trigger)
         else:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from leadstream.domain.audience import normalize_external_id
 from leadstream.domain.lead_index import count_events, latest_opt
 from leadstream.domain.normalize import (
+    MIN_OCCURRED_AT_MS,
     format_ms,
     normalize_event_type,
     normalize_id,
@@ -47,6 +48,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FILTER_DEADLINE_MS = 5 * 60_000
+# Generous ceilings that keep every value inside the 64-bit encodings downstream.
+MAX_WITHIN_MINUTES = 100 * 366 * 24 * 60
+MAX_MIN_COUNT = 1_000_000
 Mode = Literal["include", "exclude"]
 
 
@@ -96,9 +100,11 @@ def _mode(value: Any, what: str) -> Mode:
     raise RowError(Reason.INVALID_JSON, f'{what} must be "include" or "exclude", got {value!r:.40}')
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RowError(Reason.INVALID_JSON, f"{what} must be an integer >= 1, got {value!r:.40}")
+def _positive_int(value: Any, what: str, ceiling: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ceiling:
+        raise RowError(
+            Reason.INVALID_JSON, f"{what} must be an integer from 1 to {ceiling}, got {value!r:.40}"
+        )
     return value
 
 
@@ -110,13 +116,13 @@ def _event_filter(doc: Any) -> EventFilter:
     if within is not None:
         if not isinstance(within, dict):
             raise RowError(Reason.INVALID_JSON, 'within must be {"minutes": int >= 1}')
-        minutes = _positive_int(within.get("minutes"), "within.minutes")
+        minutes = _positive_int(within.get("minutes"), "within.minutes", MAX_WITHIN_MINUTES)
     min_count = doc.get("minCount")
     return EventFilter(
         _mode(doc.get("mode"), "eventFilter.mode"),
         normalize_event_type(doc.get("eventType")),
         minutes,
-        1 if min_count is None else _positive_int(min_count, "minCount"),
+        1 if min_count is None else _positive_int(min_count, "minCount", MAX_MIN_COUNT),
     )
 
 
@@ -133,6 +139,10 @@ def parse_trigger(doc: Any) -> SendTrigger:
     if not isinstance(scheduled, str):
         raise RowError(Reason.INVALID_OCCURRED_AT, "scheduledFor must be an RFC 3339 string")
     scheduled_ms = parse_rfc3339_ms(scheduled)
+    if scheduled_ms < MIN_OCCURRED_AT_MS:
+        raise RowError(
+            Reason.OCCURRED_AT_OUT_OF_RANGE, f"scheduledFor {scheduled!r:.40} is before 2000"
+        )
     one, many = doc.get("eventFilter"), doc.get("eventFilters")
     if one is not None and many is not None:
         raise RowError(
@@ -213,7 +223,8 @@ def keeps(
     since = None
     until = None
     if event_filter.within_minutes is not None:
-        since = scheduled_for - event_filter.within_minutes * 60_000
+        # No event is older than the epoch; clamping keeps the range key unsigned.
+        since = max(0, scheduled_for - event_filter.within_minutes * 60_000)
         until = scheduled_for
     has = (
         count_events(

@@ -189,7 +189,16 @@ class Materializer:
         lead_ms = self.topo.settings.materialize_lead_seconds * 1000
         for partition in sorted(active):
             for record in due_sends(self.topo.store, partition, now_ms=now_ms(), lead_ms=lead_ms):
-                await self._materialize(partition, record)
+                try:
+                    await self._materialize(partition, record)
+                except Exception:  # noqa: BLE001 - one failing send must not hold up the others
+                    t = record.trigger
+                    logger.exception(
+                        "send %s:%s partition %d failed; retrying next round",
+                        t.organization_id,
+                        t.send_id,
+                        partition,
+                    )
         n = self.topo.settings.partitions
         for key, dones in self.view.complete():
             home = send_partition(key[0], key[1], n)
