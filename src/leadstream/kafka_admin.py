@@ -1,18 +1,20 @@
-"""Small confluent-kafka helpers: create the external topics, wait for a broker."""
+"""Small confluent-kafka helpers: create topics, wait for a broker, produce with backpressure."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 
 # confluent_kafka.admin imports NewTopic from cimpl without re-exporting it (no __all__).
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from leadstream.settings import Settings
 
-__all__ = ["LARGE_MESSAGE_BYTES", "ensure_topics", "required_topics", "wait_for_broker"]
+__all__ = ["produce", "LARGE_MESSAGE_BYTES", "ensure_topics", "required_topics", "wait_for_broker"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +88,26 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
                 raise
     logger.info("created topics %s", ", ".join(created) or "(none)")
     return created
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | None = None,
+    *,
+    partition: int | None = None,
+    on_delivery: Callable[[Any, Any], None] | None = None,
+) -> None:
+    """``producer.produce``, waiting for room when the local queue is full."""
+    kwargs: dict[str, Any] = {"value": value, "key": key}
+    if partition is not None:
+        kwargs["partition"] = partition
+    if on_delivery is not None:
+        kwargs["on_delivery"] = on_delivery
+    while True:
+        try:
+            producer.produce(topic, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.1)

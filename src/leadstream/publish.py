@@ -17,7 +17,7 @@ from leadstream.codec import encode_json
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
 from leadstream.domain.normalize import normalize_organization_id
 from leadstream.domain.rejects import RowError
-from leadstream.kafka_admin import LARGE_MESSAGE_BYTES
+from leadstream.kafka_admin import LARGE_MESSAGE_BYTES, produce
 
 __all__ = [
     "FileRow",
@@ -222,12 +222,7 @@ def publish_values(
             logger.error("delivery failed: %s", err)
 
     for key, value in values:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.5)
+        produce(producer, topic, value, key, on_delivery=delivered)
         producer.poll(0)
         sent += 1
     failed += producer.flush(120)

@@ -28,6 +28,7 @@ __all__ = [
     "normalize_occurred_at",
     "normalize_organization_id",
     "normalize_phone",
+    "normalize_timestamp",
     "parse_rfc3339_ms",
 ]
 
@@ -113,7 +114,7 @@ def normalize_event_type(value: Any) -> str:
     return value
 
 
-def parse_rfc3339_ms(value: str) -> int:
+def parse_rfc3339_ms(value: str, what: str = "occurredAt") -> int:
     """Milliseconds since the epoch (UTC) of an RFC 3339 timestamp with an explicit offset.
 
     Fractions below a millisecond are truncated, so the same instant always maps to the
@@ -123,21 +124,19 @@ def parse_rfc3339_ms(value: str) -> int:
     if match is None:
         raise RowError(
             Reason.INVALID_OCCURRED_AT,
-            f"occurredAt must be RFC 3339 with an offset (Z or ±hh:mm), got {value[:40]!r}",
+            f"{what} must be RFC 3339 with an offset (Z or ±hh:mm), got {value[:40]!r}",
         )
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
     fraction, zulu, sign, off_h, off_m = match.group(7, 8, 9, 10, 11)
     if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
-        raise RowError(Reason.INVALID_OCCURRED_AT, f"occurredAt has no such date: {value[:40]!r}")
+        raise RowError(Reason.INVALID_OCCURRED_AT, f"{what} has no such date: {value[:40]!r}")
     if hour > 23 or minute > 59 or second > 59:
-        raise RowError(Reason.INVALID_OCCURRED_AT, f"occurredAt has no such time: {value[:40]!r}")
+        raise RowError(Reason.INVALID_OCCURRED_AT, f"{what} has no such time: {value[:40]!r}")
     offset_minutes = 0
     if zulu is None:
         oh, om = int(off_h), int(off_m)
         if oh > 23 or om > 59:
-            raise RowError(
-                Reason.INVALID_OCCURRED_AT, f"occurredAt has a bad offset: {value[:40]!r}"
-            )
+            raise RowError(Reason.INVALID_OCCURRED_AT, f"{what} has a bad offset: {value[:40]!r}")
         offset_minutes = (oh * 60 + om) * (1 if sign == "+" else -1)
     days = _days_from_civil(year, month, day)
     seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60
@@ -150,17 +149,23 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return calendar.timegm((year, month, day, 0, 0, 0, 0, 0, 0)) // 86_400
 
 
-def normalize_occurred_at(value: Any, *, now_ms: int, max_future_skew_ms: int) -> int:
-    """occurredAt as UTC milliseconds, range-checked against the ingestion time ``now_ms``."""
+def normalize_timestamp(value: Any, what: str = "occurredAt") -> int:
+    """A required RFC 3339 timestamp field as UTC milliseconds, not before 2000-01-01."""
     if value is None:
-        raise RowError(Reason.MISSING_FIELD, "occurredAt is missing")
+        raise RowError(Reason.MISSING_FIELD, f"{what} is missing")
     if not isinstance(value, str):
-        raise RowError(Reason.INVALID_OCCURRED_AT, "occurredAt must be an RFC 3339 string")
-    ms = parse_rfc3339_ms(value)
+        raise RowError(Reason.INVALID_OCCURRED_AT, f"{what} must be an RFC 3339 string")
+    ms = parse_rfc3339_ms(value, what)
     if ms < MIN_OCCURRED_AT_MS:
         raise RowError(
-            Reason.OCCURRED_AT_OUT_OF_RANGE, f"occurredAt {value[:40]!r} is before 2000-01-01"
+            Reason.OCCURRED_AT_OUT_OF_RANGE, f"{what} {value[:40]!r} is before 2000-01-01"
         )
+    return ms
+
+
+def normalize_occurred_at(value: Any, *, now_ms: int, max_future_skew_ms: int) -> int:
+    """occurredAt as UTC milliseconds, range-checked against the ingestion time ``now_ms``."""
+    ms = normalize_timestamp(value)
     if ms > now_ms + max_future_skew_ms:
         raise RowError(
             Reason.OCCURRED_AT_OUT_OF_RANGE,

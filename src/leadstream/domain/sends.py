@@ -14,13 +14,12 @@ from typing import Any, Literal
 from leadstream.domain.audience import normalize_external_id
 from leadstream.domain.lead_index import count_events, latest_opt
 from leadstream.domain.normalize import (
-    MIN_OCCURRED_AT_MS,
     format_ms,
     normalize_event_type,
     normalize_id,
     normalize_organization_id,
     normalize_phone,
-    parse_rfc3339_ms,
+    normalize_timestamp,
 )
 from leadstream.domain.rejects import Reason, RowError
 from leadstream.state import keys
@@ -133,16 +132,7 @@ def parse_trigger(doc: Any) -> SendTrigger:
     org = normalize_organization_id(doc.get("organizationId"))
     campaign = normalize_id(doc.get("campaignId"), reason=Reason.INVALID_JSON, what="campaignId")
     send = normalize_id(doc.get("sendId"), reason=Reason.INVALID_JSON, what="sendId")
-    scheduled = doc.get("scheduledFor")
-    if scheduled is None:
-        raise RowError(Reason.MISSING_FIELD, "scheduledFor is missing")
-    if not isinstance(scheduled, str):
-        raise RowError(Reason.INVALID_OCCURRED_AT, "scheduledFor must be an RFC 3339 string")
-    scheduled_ms = parse_rfc3339_ms(scheduled)
-    if scheduled_ms < MIN_OCCURRED_AT_MS:
-        raise RowError(
-            Reason.OCCURRED_AT_OUT_OF_RANGE, f"scheduledFor {scheduled!r:.40} is before 2000"
-        )
+    scheduled_ms = normalize_timestamp(doc.get("scheduledFor"), "scheduledFor")
     one, many = doc.get("eventFilter"), doc.get("eventFilters")
     if one is not None and many is not None:
         raise RowError(

@@ -39,7 +39,7 @@ from leadstream.domain.sends import (
     send_key,
     summary_record,
 )
-from leadstream.kafka_admin import LARGE_MESSAGE_BYTES
+from leadstream.kafka_admin import LARGE_MESSAGE_BYTES, produce
 from leadstream.streams.topology import Topology, now_ms
 
 __all__ = ["Materializer", "ProgressView"]
@@ -244,15 +244,7 @@ class Materializer:
             producer.begin_transaction()
             try:
                 for topic, key, value, target in messages:
-                    while True:
-                        try:
-                            if target is None:
-                                producer.produce(topic, value=value, key=key)
-                            else:
-                                producer.produce(topic, value=value, key=key, partition=target)
-                            break
-                        except BufferError:
-                            producer.poll(0.1)
+                    produce(producer, topic, value, key, partition=target)
                 producer.commit_transaction(60)
             except KafkaException:
                 try:
