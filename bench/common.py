@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +40,12 @@ def broker() -> Iterator[str]:
         local.stop()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class BenchWorker:
     """One ``leadstream worker`` process on fresh topics and a fresh data directory."""
 
@@ -58,7 +65,7 @@ class BenchWorker:
             "LEADSTREAM_APP_ID": self.settings.app_id,
             "LEADSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
             "LEADSTREAM_DATA_DIR": str(self.settings.data_dir),
-            "LEADSTREAM_WEB_PORT": "0",
+            "LEADSTREAM_WEB_PORT": str(_free_port()),
             **{f"LEADSTREAM_{k.upper()}": str(v) for k, v in overrides.items()},
         }
         self.log = workdir / f"{run}.log"

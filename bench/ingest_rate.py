@@ -53,7 +53,7 @@ def make_batches(events: int, seed: int) -> tuple[list[bytes], int]:
 def run_leadstream(bootstrap: str, batches: list[bytes], distinct: int, workdir: Path) -> float:
     worker = BenchWorker(bootstrap, workdir)
     try:
-        changelog = f"{worker.settings.app_id}-leads-changelog"
+        changelog = worker.settings.topics.leads_changelog
         producer = make_producer(bootstrap)
         start = time.perf_counter()
         for value in batches:

@@ -137,20 +137,21 @@ def trigger_to_summary(worker: BenchWorker, send: str, event_filter: dict[str, A
     return elapsed
 
 
-def baseline(
-    members: list[dict[str, Any]], events: list[dict[str, Any]], event_filter: dict[str, Any]
-) -> float:
+def baseline_store(
+    members: list[dict[str, Any]], events: list[dict[str, Any]], n: int
+) -> MemoryStore:
+    """The same state as the worker's, in memory, for the in-process baseline."""
     store = MemoryStore()
-    n = 8
     for m in members:
-        apply_members(
-            store,
-            lead_partition(ORG, m["phoneE164"], n),
-            [MemberOp(ORG, "camp", m["phoneE164"], m["externalId"])],
-        )
+        op = MemberOp(ORG, "camp", m["phoneE164"], m["externalId"])
+        apply_members(store, lead_partition(ORG, op.phone, n), [op])
     for e in events:
         ev = LeadEvent(ORG, e["phoneE164"], e["eventType"], parse_rfc3339_ms(e["occurredAt"]))
         apply_events(store, lead_partition(ORG, ev.phone, n), [ev], horizon_ms=0)
+    return store
+
+
+def baseline(store: MemoryStore, n: int, event_filter: dict[str, Any]) -> float:
     trigger = parse_trigger(
         {
             "organizationId": ORG,
@@ -183,6 +184,8 @@ def main() -> None:
         for leads in args.leads:
             members, events = population(leads, seed=leads)
             worker = BenchWorker(bootstrap, Path(tmp), materialize_lead_seconds=3600)
+            n = worker.settings.partitions
+            memory = baseline_store(members, events, n)
             try:
                 load_s = load(worker, members, events)
                 size: dict[str, Any] = {
@@ -195,7 +198,7 @@ def main() -> None:
                         trigger_to_summary(worker, f"{kind}-{i}", event_filter)
                         for i in range(args.runs)
                     ]
-                    base = [baseline(members, events, event_filter) for _ in range(1)]
+                    base = [baseline(memory, n, event_filter) for _ in range(args.runs)]
                     size["kinds"][kind] = {
                         "leadstream_seconds": [round(x, 3) for x in ls],
                         "leadstream_median_seconds": round(median(ls), 3),

@@ -32,12 +32,19 @@ def required_topics(settings: Settings) -> list[str]:
         t.send_recipients,
         t.rejects,
         t.send_progress,
+        # Internal, but created here before the worker joins its group: faust creates its
+        # internal topics concurrently with the first assignment, and a topic missing at
+        # that moment is left unassigned until the next metadata refresh (minutes).
+        t.by_lead,
+        t.leads_changelog,
     ]
 
 
 def _topic_config(settings: Settings, name: str) -> dict[str, str]:
     t = settings.topics
     config = {"max.message.bytes": str(LARGE_MESSAGE_BYTES)}
+    if name == t.leads_changelog:
+        config["cleanup.policy"] = "compact"
     if name in (t.send_triggers, t.audience_filters):
         # Receive time decides lateness and which filter is latest: let the broker set it.
         config["message.timestamp.type"] = "LogAppendTime"

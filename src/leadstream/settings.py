@@ -31,6 +31,8 @@ class Topics:
         self.by_lead = f"{app_id}-by-lead"
         # Materialization progress: one record per (send, partition) and per summary.
         self.send_progress = f"{app_id}-send-progress"
+        # faust names a table's changelog "{app id}-{table}-changelog".
+        self.leads_changelog = f"{app_id}-leads-changelog"
 
 
 class Settings(BaseSettings):
@@ -51,7 +53,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(
         1, ge=1, description="Replication of topics leadstream creates."
     )
-    web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's HTTP API.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's HTTP API.")
     web_host: str = Field("127.0.0.1", description="Interface the worker's HTTP API binds to.")
     topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,100}$")
     default_region: str = Field("US", min_length=2, max_length=2)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 def changelog_state(stack: Stack) -> set[tuple[str, str, str, int]]:
     """The event keys the changelog holds (last write per key wins), as a restore would."""
-    topic = f"{stack.settings.app_id}-leads-changelog"
+    topic = stack.topics.leads_changelog
     latest: dict[bytes, bytes | None] = {}
     for msg in read_topic(stack.bootstrap, topic, timeout=120):
         latest[msg.key()] = msg.value()
@@ -44,7 +44,7 @@ def test_sigkill_mid_ingest_then_restart_ends_with_exactly_the_reference_state(
 
     worker = stack.worker(name="before-kill")
     stack.send_events(batches)
-    changelog = f"{stack.settings.app_id}-leads-changelog"
+    changelog = stack.topics.leads_changelog
     deadline = time.monotonic() + 180
     while sum(end_offsets(stack.bootstrap, changelog).values()) < distinct // 5:
         assert time.monotonic() < deadline, "the worker made no progress"

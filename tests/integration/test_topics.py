@@ -1,0 +1,29 @@
+"""The topics a worker needs exist, with their partitions and configs, before it starts."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_worker_topics_are_created_up_front_with_their_configs(stack: Stack) -> None:
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    t = stack.topics
+    meta = admin.list_topics(timeout=10).topics
+    # The lead-keyed topic must exist before the worker's first assignment, or the group
+    # is assigned without it until the next metadata refresh.
+    for name in (t.by_lead, t.leads_changelog, t.send_progress, t.lead_events, t.send_triggers):
+        assert name in meta, name
+        assert len(meta[name].partitions) == stack.settings.partitions
+    resources = [
+        ConfigResource(ConfigResource.Type.TOPIC, name)
+        for name in (t.leads_changelog, t.send_triggers, t.audience_filters)
+    ]
+    configs = {r.name: f.result() for r, f in admin.describe_configs(resources).items()}
+    assert configs[t.leads_changelog]["cleanup.policy"].value == "compact"
+    assert configs[t.send_triggers]["message.timestamp.type"].value == "LogAppendTime"
+    assert configs[t.audience_filters]["message.timestamp.type"].value == "LogAppendTime"
