@@ -31,9 +31,9 @@ from leadstream.domain.sends import (
     SendTrigger,
     campaign_members,
     parse_trigger,
+    split_filter,
 )
 from leadstream.state.memory import MemoryStore
-from leadstream.streams.routing import split_filter
 
 MIN = 60_000
 LEAD = 60_000
@@ -348,7 +348,7 @@ def test_split_filter_parts_reassemble(rows: int) -> None:
 
 
 def test_split_filter_of_nothing_is_one_empty_part() -> None:
-    assert split_filter([], []) == [([], [])]
+    assert split_filter([], [], 5_000) == [([], [])]
     store = MemoryStore()
     put_part(store, received_at=T - 10 * MIN, seq=1, part=0, parts=1, mode="include")
     # An include list naming nobody in this partition: a filter that keeps nobody.

@@ -47,10 +47,10 @@ from leadstream.domain.sends import (
     parse_trigger,
     resolve_audience_filter,
     send_key,
+    split_filter,
     summary_record,
 )
 from leadstream.state.memory import MemoryStore
-from leadstream.streams.routing import split_filter
 
 PROPS = settings(max_examples=100, deadline=None)
 PARTITIONS = 4

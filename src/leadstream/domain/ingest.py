@@ -19,7 +19,7 @@ from leadstream.domain.normalize import (
     normalize_organization_id,
     normalize_phone,
 )
-from leadstream.domain.partitioning import lead_partition
+from leadstream.domain.partitioning import group_by_partition
 from leadstream.domain.rejects import Reason, RowError
 
 __all__ = [
@@ -188,14 +188,6 @@ def _parse_row(
         out.rejects.append(Rejected(err.reason, err.detail, index, row, _raw_phone(row), org))
         return
     out.events.append(LeadEvent(org, phone, event_type, occurred_at, metadata))
-
-
-def group_by_partition(events: list[LeadEvent], partitions: int) -> dict[int, list[LeadEvent]]:
-    """Split events by the partition that holds their lead's state, keeping their order."""
-    groups: dict[int, list[LeadEvent]] = {}
-    for ev in events:
-        groups.setdefault(lead_partition(ev.organization_id, ev.phone, partitions), []).append(ev)
-    return groups
 
 
 def retention_horizon(now_ms: int, retention_days: int) -> int:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Iterable
+from typing import Protocol, TypeVar
 
-__all__ = ["lead_partition", "send_partition"]
+__all__ = ["HasLead", "group_by_partition", "lead_partition", "send_partition"]
 
 logger = logging.getLogger(__name__)
 
@@ -18,3 +20,24 @@ def lead_partition(organization_id: str, phone: str, partitions: int) -> int:
 def send_partition(organization_id: str, send_id: str, partitions: int) -> int:
     """Home partition of a send: where its trigger is claimed and its summary emitted."""
     return zlib.crc32(f"{organization_id}\x00send\x00{send_id}".encode()) % partitions
+
+
+class HasLead(Protocol):
+    @property
+    def organization_id(self) -> str: ...
+
+    @property
+    def phone(self) -> str: ...
+
+
+_T = TypeVar("_T", bound=HasLead)
+
+
+def group_by_partition(items: Iterable[_T], partitions: int) -> dict[int, list[_T]]:
+    """Split lead-keyed items by the partition that holds their lead, keeping their order."""
+    groups: dict[int, list[_T]] = {}
+    for item in items:
+        groups.setdefault(lead_partition(item.organization_id, item.phone, partitions), []).append(
+            item
+        )
+    return groups

@@ -35,9 +35,15 @@ logger = logging.getLogger(__name__)
 
 
 class PendingRecord(msgspec.Struct, array_like=True, frozen=True):
+    """A trigger as received: late when it arrived after its scheduledFor."""
+
     trigger: SendTrigger
     received_at: int
     late: bool
+
+    @classmethod
+    def on_receipt(cls, trigger: SendTrigger, received_at: int) -> PendingRecord:
+        return cls(trigger, received_at, received_at > trigger.scheduled_for)
 
 
 _pending_decoder = msgspec.msgpack.Decoder(PendingRecord)

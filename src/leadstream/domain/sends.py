@@ -21,6 +21,7 @@ from leadstream.domain.normalize import (
     normalize_phone,
     normalize_timestamp,
 )
+from leadstream.domain.partitioning import lead_partition
 from leadstream.domain.rejects import Reason, RowError
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
@@ -35,12 +36,14 @@ __all__ = [
     "campaign_members",
     "chunk_records",
     "done_record",
+    "filter_parts",
     "keeps",
     "materialize_partition",
     "parse_audience_filter",
     "parse_trigger",
     "resolve_audience_filter",
     "send_key",
+    "split_filter",
     "summary_record",
 ]
 
@@ -384,3 +387,24 @@ def summary_record(dones: list[dict[str, Any]]) -> dict[str, Any]:
             "lateAudienceFilters": max(d["lateAudienceFilters"] for d in dones),
         },
     }
+
+
+def split_filter(
+    external_ids: list[str], phones: list[str], rows: int
+) -> list[tuple[list[str], list[str]]]:
+    """Cut one partition's view of an audience filter into parts of at most ``rows`` leads."""
+    items = [("e", x) for x in external_ids] + [("p", x) for x in phones]
+    parts = [items[i : i + rows] for i in range(0, len(items), rows)] or [[]]
+    return [([x for k, x in part if k == "e"], [x for k, x in part if k == "p"]) for part in parts]
+
+
+def filter_parts(
+    org: str, spec: AudienceFilterSpec, partitions: int, rows: int
+) -> dict[int, list[tuple[list[str], list[str]]]]:
+    """What each partition receives of a filter: every externalId (they are matched against
+    members, wherever they live) and only its own phones, in parts of at most ``rows``."""
+    external_ids = sorted(spec.external_ids)
+    phones: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    for phone in sorted(spec.phones):
+        phones[lead_partition(org, phone, partitions)].append(phone)
+    return {p: split_filter(external_ids, own, rows) for p, own in phones.items()}

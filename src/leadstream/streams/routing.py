@@ -12,30 +12,17 @@ from leadstream.domain.ingest import (
     ParsedMessage,
     Rejected,
     decode_json,
-    group_by_partition,
     parse_lead_events,
 )
-from leadstream.domain.partitioning import lead_partition, send_partition
+from leadstream.domain.partitioning import group_by_partition, send_partition
 from leadstream.domain.rejects import RowError
 from leadstream.domain.send_state import PendingRecord
-from leadstream.domain.sends import parse_audience_filter, parse_trigger
-from leadstream.streams.topology import Topology, now_ms
+from leadstream.domain.sends import filter_parts, parse_audience_filter, parse_trigger
+from leadstream.streams.topology import COMMAND_ROWS, Topology, now_ms
 
-__all__ = ["COMMAND_ROWS", "register_routers", "split_filter"]
+__all__ = ["register_routers"]
 
 logger = logging.getLogger(__name__)
-
-# Rows per internal command message: keeps each well under Kafka's default 1 MB limit.
-COMMAND_ROWS = 5_000
-
-
-def split_filter(
-    external_ids: list[str], phones: list[str], rows: int = COMMAND_ROWS
-) -> list[tuple[list[str], list[str]]]:
-    """Cut one partition's view of an audience filter into parts of at most ``rows`` leads."""
-    items = [("e", x) for x in external_ids] + [("p", x) for x in phones]
-    parts = [items[i : i + rows] for i in range(0, len(items), rows)] or [[]]
-    return [([x for k, x in part if k == "e"], [x for k, x in part if k == "p"]) for part in parts]
 
 
 def _received_ms(msg: Any) -> int:
@@ -60,9 +47,8 @@ def register_routers(topo: Topology) -> None:
             except RowError as err:
                 parsed = ParsedMessage(received=1)
                 parsed.rejects.append(Rejected(err.reason, err.detail, raw=msg.value))
-            for partition, group in group_by_partition(parsed.events, n).items():
-                for i in range(0, len(group), COMMAND_ROWS):
-                    await topo.send_command(partition, EventsBatch(group[i : i + COMMAND_ROWS]))
+            for partition, events in group_by_partition(parsed.events, n).items():
+                await topo.send_rows(partition, events, EventsBatch)
             for rejected in parsed.rejects:
                 await topo.reject(rejected, msg)
             if parsed.rejects:
@@ -85,14 +71,8 @@ def register_routers(topo: Topology) -> None:
                 )
             except RowError as err:
                 ops, rejects = [], [Rejected(err.reason, err.detail, raw=msg.value)]
-            by_partition: dict[int, list[Any]] = {}
-            for op in ops:
-                by_partition.setdefault(lead_partition(op.organization_id, op.phone, n), []).append(
-                    op
-                )
-            for partition, group in by_partition.items():
-                for i in range(0, len(group), COMMAND_ROWS):
-                    await topo.send_command(partition, MembersBatch(group[i : i + COMMAND_ROWS]))
+            for partition, members in group_by_partition(ops, n).items():
+                await topo.send_rows(partition, members, MembersBatch)
             for rejected in rejects:
                 await topo.reject(rejected, msg)
 
@@ -105,8 +85,7 @@ def register_routers(topo: Topology) -> None:
             except RowError as err:
                 await topo.reject(Rejected(err.reason, err.detail, raw=msg.value), msg)
                 continue
-            received = _received_ms(msg)
-            pending = PendingRecord(trigger, received, received > trigger.scheduled_for)
+            pending = PendingRecord.on_receipt(trigger, _received_ms(msg))
             home = send_partition(trigger.organization_id, trigger.send_id, n)
             await topo.send_command(home, ClaimTrigger(pending))
 
@@ -123,25 +102,18 @@ def register_routers(topo: Topology) -> None:
                 continue
             received = _received_ms(msg)
             seq = (msg.partition << 48) | msg.offset
-            external_ids = sorted(spec.external_ids)
-            phones_by_partition: dict[int, list[str]] = {p: [] for p in range(n)}
-            for phone in sorted(spec.phones):
-                phones_by_partition[lead_partition(org, phone, n)].append(phone)
-            for partition, phones in phones_by_partition.items():
-                parts = split_filter(external_ids, phones)
-                for index, (ext, ph) in enumerate(parts):
-                    await topo.send_command(
-                        partition,
-                        FilterPart(
-                            org,
-                            campaign,
-                            send,
-                            received,
-                            seq,
-                            index,
-                            len(parts),
-                            spec.mode,
-                            ext,
-                            ph,
-                        ),
+            for partition, parts in filter_parts(org, spec, n, COMMAND_ROWS).items():
+                for index, (ext, phones) in enumerate(parts):
+                    part = FilterPart(
+                        org,
+                        campaign,
+                        send,
+                        received,
+                        seq,
+                        index,
+                        len(parts),
+                        spec.mode,
+                        ext,
+                        phones,
                     )
+                    await topo.send_command(partition, part)

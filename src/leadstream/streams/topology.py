@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import faust
 
@@ -18,9 +19,13 @@ if TYPE_CHECKING:
     from faust.assignor.partition_assignor import PartitionAssignor
     from faust.tables.manager import TableManager
 
-__all__ = ["Topology", "now_ms"]
+__all__ = ["COMMAND_ROWS", "Topology", "now_ms"]
 
 logger = logging.getLogger(__name__)
+
+# Rows per internal command message: keeps each well under Kafka's default 1 MB limit.
+COMMAND_ROWS = 5_000
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -63,6 +68,13 @@ class Topology:
 
     async def send_command(self, partition: int, command: Command) -> None:
         await self.by_lead.send(key=None, value=encode_command(command), partition=partition)
+
+    async def send_rows(
+        self, partition: int, rows: Sequence[T], make: Callable[[list[T]], Command]
+    ) -> None:
+        """``rows`` as commands of at most :data:`COMMAND_ROWS` rows each."""
+        for i in range(0, len(rows), COMMAND_ROWS):
+            await self.send_command(partition, make(list(rows[i : i + COMMAND_ROWS])))
 
     async def reject(self, rejected: Rejected, msg: Any) -> None:
         record = codec.reject_record(
