@@ -64,7 +64,14 @@ class Settings(BaseSettings):
     chunk_size: int = Field(5000, ge=1, le=50_000)
     opt_out_event_type: str = Field("opted_out", min_length=1, max_length=100)
     opt_in_event_type: str = Field("opted_in", min_length=1, max_length=100)
+    auth_file: Path | None = Field(
+        None, description="Per-organization credentials [default: DATA_DIR/auth.json]."
+    )
     log_level: str = Field("info")
+
+    @property
+    def auth_path(self) -> Path:
+        return self.auth_file or self.data_dir / "auth.json"
 
     @property
     def topics(self) -> Topics:

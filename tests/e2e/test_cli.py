@@ -188,3 +188,22 @@ def test_publish_audience_trigger_and_recipients(tmp_path: Path, kafka_bootstrap
         assert "no summary for send nope" in missing.stderr
     finally:
         stack.close()
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    from leadstream.auth_file import load_auth
+    from leadstream.domain.auth import authenticate, sign
+
+    auth = tmp_path / "auth.json"
+    env = {"LEADSTREAM_AUTH_FILE": str(auth)}
+    api_id, api_key = leadstream("keys", "create", "--org", "42", env=env).stdout.split()
+    sk_id, secret = leadstream("keys", "create", "--org", "42", "--kind", "signing", env=env).stdout.split()
+    listed = leadstream("keys", "list", "--org", "42", env=env).stdout
+    assert api_id in listed and sk_id in listed and api_key not in listed and secret not in listed
+    config = load_auth(auth)
+    assert authenticate(config, {"Authorization": f"Bearer {api_key}"}, b"{}", now_s=0) == "42"
+    assert authenticate(config, {"X-Leadstream-Signature": sign(secret, b"{}")}, b"{}", now_s=0) == "42"
+    leadstream("keys", "revoke", api_id, "--org", "42", env=env)
+    assert "revoked" in leadstream("keys", "list", "--org", "42", env=env).stdout
+    bad = leadstream("keys", "revoke", "ak_nope", "--org", "42", env=env, check=False)
+    assert bad.returncode == 2 and "has no key" in bad.stderr

@@ -365,6 +365,110 @@ def recipients(
     sys.exit(2)
 
 
+@main.group()
+def keys() -> None:
+    """Per-organization credentials in LEADSTREAM_AUTH_FILE (default DATA_DIR/auth.json)."""
+
+
+def _auth_path(auth_file: Path | None, data_dir: Path | None) -> Path:
+    return _settings(auth_file=auth_file, data_dir=data_dir).auth_path
+
+
+auth_file_option = _env_option(
+    "--auth-file",
+    "LEADSTREAM_AUTH_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The auth file [default: DATA_DIR/auth.json].",
+)
+
+
+@keys.command("create")
+@click.option("--org", "organization_id", required=True)
+@click.option(
+    "--kind",
+    type=click.Choice(["api", "signing"]),
+    default="api",
+    show_default=True,
+    help="api: a Bearer token (stored as a hash); signing: an HMAC-SHA256 secret.",
+)
+@auth_file_option
+@data_dir_option
+def keys_create(
+    organization_id: str, kind: str, auth_file: Path | None, data_dir: Path | None
+) -> None:
+    """Create a key and print it once; it is never shown again."""
+    import datetime
+    import secrets as _secrets
+
+    from leadstream.auth_file import load_auth, save_auth
+    from leadstream.domain.auth import (
+        ApiKey,
+        SigningKey,
+        hash_api_key,
+        new_api_key,
+        new_signing_secret,
+        with_key,
+    )
+    from leadstream.domain.normalize import normalize_organization_id
+    from leadstream.domain.rejects import RowError
+
+    try:
+        org = normalize_organization_id(organization_id)
+    except RowError as err:
+        raise click.BadParameter(err.detail) from None
+    path = _auth_path(auth_file, data_dir)
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    key_id = ("ak_" if kind == "api" else "sk_") + _secrets.token_hex(6)
+    if kind == "api":
+        secret = new_api_key()
+        key: ApiKey | SigningKey = ApiKey(key_id, hash_api_key(secret), now)
+    else:
+        secret = new_signing_secret()
+        key = SigningKey(key_id, secret, now)
+    save_auth(path, with_key(load_auth(path), org, key))
+    click.echo(f"{key_id} {secret}")
+
+
+@keys.command("list")
+@click.option("--org", "organization_id", required=True)
+@auth_file_option
+@data_dir_option
+def keys_list(organization_id: str, auth_file: Path | None, data_dir: Path | None) -> None:
+    """List an organization's keys (ids, kinds, dates; never the secrets)."""
+    from leadstream.auth_file import load_auth
+
+    auth = load_auth(_auth_path(auth_file, data_dir)).organizations.get(str(organization_id))
+    if auth is None:
+        return
+    for kind, items in (("api", auth.api_keys), ("signing", auth.signing_keys)):
+        for k in items:
+            state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+            click.echo(f"{k.id}\t{kind}\tcreated {k.created_at}\t{state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--org", "organization_id", required=True)
+@auth_file_option
+@data_dir_option
+def keys_revoke(
+    key_id: str, organization_id: str, auth_file: Path | None, data_dir: Path | None
+) -> None:
+    """Revoke one key of an organization."""
+    import datetime
+
+    from leadstream.auth_file import load_auth, save_auth
+    from leadstream.domain.auth import revoked
+
+    path = _auth_path(auth_file, data_dir)
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    try:
+        save_auth(path, revoked(load_auth(path), str(organization_id), key_id, now))
+    except KeyError:
+        raise click.BadParameter(f"organization {organization_id} has no key {key_id}") from None
+    click.echo(f"revoked {key_id}")
+
+
 @main.command()
 @click.argument("organization_id")
 @click.argument("phone")

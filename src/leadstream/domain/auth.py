@@ -1,0 +1,204 @@
+"""Per-organization credentials: API keys (stored only as hashes) and HMAC signing keys.
+
+Pure rules over an :class:`AuthConfig` value; reading and writing the file
+(``LEADSTREAM_AUTH_FILE``) happens in :mod:`leadstream.auth_file`.
+
+A request authenticates with ``Authorization: Bearer <api key>`` or with an HMAC-SHA256 of
+the raw body in ``X-Leadstream-Signature: sha256=<hex>`` (``X-Setter-Signature`` accepted
+too). With ``X-Leadstream-Timestamp`` the signed message is ``"{ts}.{body}"`` and the
+timestamp must be within 5 minutes; an organization can require it. Several keys of each
+kind may be active at once (rotation). Every comparison is constant-time, and a failure
+never says which part was wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Mapping
+
+import msgspec
+
+__all__ = [
+    "TIMESTAMP_TOLERANCE_S",
+    "ApiKey",
+    "AuthConfig",
+    "AuthError",
+    "OrgAuth",
+    "SigningKey",
+    "authenticate",
+    "hash_api_key",
+    "new_api_key",
+    "new_signing_secret",
+    "revoked",
+    "sign",
+    "with_key",
+]
+
+logger = logging.getLogger(__name__)
+
+TIMESTAMP_TOLERANCE_S = 300
+_API_KEY_PREFIX = "lsk_"
+
+
+class ApiKey(msgspec.Struct, frozen=True):
+    id: str
+    hash: str
+    created_at: str
+    revoked_at: str | None = None
+
+
+class SigningKey(msgspec.Struct, frozen=True):
+    id: str
+    secret: str
+    created_at: str
+    revoked_at: str | None = None
+
+
+class OrgAuth(msgspec.Struct, frozen=True):
+    api_keys: list[ApiKey] = []
+    signing_keys: list[SigningKey] = []
+    require_timestamp: bool = False
+
+
+class AuthConfig(msgspec.Struct, frozen=True):
+    organizations: dict[str, OrgAuth] = {}
+
+
+class AuthError(Exception):
+    """401 (no valid credential) or 403 (a valid credential of another organization)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def new_api_key() -> str:
+    return _API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_signing_secret() -> str:
+    return secrets.token_hex(32)
+
+
+def hash_api_key(key: str) -> str:
+    # API keys are 256 random bits: a plain SHA-256 cannot be brute-forced back.
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def sign(secret: str, body: bytes, timestamp: str | None = None) -> str:
+    """The signature header value for ``body`` (and ``timestamp`` when given)."""
+    message = body if timestamp is None else timestamp.encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _unauthorized() -> AuthError:
+    return AuthError(401, "missing or invalid credentials")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _bearer_org(config: AuthConfig, token: str) -> str | None:
+    digest = hash_api_key(token)
+    found = None
+    for org, auth in config.organizations.items():
+        for key in auth.api_keys:
+            if key.revoked_at is None and hmac.compare_digest(key.hash, digest):
+                found = org
+    return found
+
+
+def _signature_org(
+    config: AuthConfig, signature: str, body: bytes, timestamp: str | None, now_s: float
+) -> str | None:
+    if timestamp is not None:
+        try:
+            ts = int(timestamp)
+        except ValueError:
+            return None
+        if abs(now_s - ts) > TIMESTAMP_TOLERANCE_S:
+            return None
+    found = None
+    for org, auth in config.organizations.items():
+        if auth.require_timestamp and timestamp is None:
+            continue
+        for key in auth.signing_keys:
+            if key.revoked_at is None and hmac.compare_digest(
+                sign(key.secret, body, timestamp), signature
+            ):
+                found = org
+    return found
+
+
+def authenticate(
+    config: AuthConfig,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now_s: float,
+    claimed_org: str | None = None,
+) -> str:
+    """The organization the request acts for, or :class:`AuthError`.
+
+    ``claimed_org`` is the organizationId in the body, if any: a key acts only for its own
+    organization (403 otherwise).
+    """
+    org = None
+    authorization = _header(headers, "authorization")
+    if authorization is not None and authorization.lower().startswith("bearer "):
+        org = _bearer_org(config, authorization[7:].strip())
+    if org is None:
+        signature = _header(headers, "x-leadstream-signature") or _header(
+            headers, "x-setter-signature"
+        )
+        if signature is not None:
+            org = _signature_org(
+                config, signature.strip(), body, _header(headers, "x-leadstream-timestamp"), now_s
+            )
+    if org is None:
+        raise _unauthorized()
+    if claimed_org is not None and claimed_org != org:
+        raise AuthError(403, "this credential does not act for that organization")
+    return org
+
+
+def with_key(config: AuthConfig, org: str, key: ApiKey | SigningKey) -> AuthConfig:
+    """``config`` with one more key for ``org``."""
+    current = config.organizations.get(org, OrgAuth())
+    if isinstance(key, ApiKey):
+        updated = msgspec.structs.replace(current, api_keys=[*current.api_keys, key])
+    else:
+        updated = msgspec.structs.replace(current, signing_keys=[*current.signing_keys, key])
+    return msgspec.structs.replace(config, organizations={**config.organizations, org: updated})
+
+
+def revoked(config: AuthConfig, org: str, key_id: str, at: str) -> AuthConfig:
+    """``config`` with key ``key_id`` of ``org`` revoked; KeyError when there is no such key."""
+    current = config.organizations.get(org)
+    ids = (
+        {k.id for k in current.api_keys} | {k.id for k in current.signing_keys}
+        if current
+        else set()
+    )
+    if current is None or key_id not in ids:
+        raise KeyError(key_id)
+    updated = msgspec.structs.replace(
+        current,
+        api_keys=[
+            msgspec.structs.replace(k, revoked_at=at) if k.id == key_id else k
+            for k in current.api_keys
+        ],
+        signing_keys=[
+            msgspec.structs.replace(k, revoked_at=at) if k.id == key_id else k
+            for k in current.signing_keys
+        ],
+    )
+    return msgspec.structs.replace(config, organizations={**config.organizations, org: updated})
