@@ -6,7 +6,7 @@ import logging
 
 import faust
 
-from leadstream.settings import Settings
+from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import TableStore
 from leadstream.streams.apply import register_apply
 from leadstream.streams.materialize import Materializer
@@ -14,11 +14,9 @@ from leadstream.streams.routing import register_routers
 from leadstream.streams.topology import Topology
 from leadstream.web.views import register_views
 
-__all__ = ["LEADS_TABLE", "create_app"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
-
-LEADS_TABLE = "leads"
 
 
 def create_app(settings: Settings) -> faust.App:

@@ -8,9 +8,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "Topics"]
+__all__ = ["LEADS_TABLE", "Settings", "Topics"]
 
 logger = logging.getLogger(__name__)
+
+# The lead table's name; faust names its changelog "{app id}-{table}-changelog".
+LEADS_TABLE = "leads"
 
 
 class Topics:
@@ -31,8 +34,7 @@ class Topics:
         self.by_lead = f"{app_id}-by-lead"
         # Materialization progress: one record per (send, partition) and per summary.
         self.send_progress = f"{app_id}-send-progress"
-        # faust names a table's changelog "{app id}-{table}-changelog".
-        self.leads_changelog = f"{app_id}-leads-changelog"
+        self.leads_changelog = f"{app_id}-{LEADS_TABLE}-changelog"
 
 
 class Settings(BaseSettings):

@@ -1,3 +1,7 @@
 """The ``leadstream`` command line."""
 
+import logging
+
 __all__: list[str] = []
+
+logger = logging.getLogger(__name__)

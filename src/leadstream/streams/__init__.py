@@ -1,3 +1,7 @@
 """Faust agents: thin shells that decode, call the domain, write state and send."""
 
+import logging
+
 __all__: list[str] = []
+
+logger = logging.getLogger(__name__)
