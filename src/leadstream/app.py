@@ -10,9 +10,11 @@ from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import TableStore
 from leadstream.streams.apply import register_apply
 from leadstream.streams.materialize import Materializer
+from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.routing import register_routers
 from leadstream.streams.topology import Topology
 from leadstream.web.views import register_views
+from leadstream.web.webhooks import register_webhooks
 
 __all__ = ["create_app"]
 
@@ -39,6 +41,8 @@ def create_app(settings: Settings) -> faust.App:
         # Every topic and the table carry bytes we encode ourselves (commands.py, state/keys.py).
         key_serializer="raw",
         value_serializer="raw",
+        # A 50,000-event webhook body is several MB; aiohttp's default limit is 1 MB.
+        web_application_options={"client_max_size": settings.max_body_bytes},
     )
     table = app.Table(
         LEADS_TABLE,
@@ -52,9 +56,15 @@ def create_app(settings: Settings) -> faust.App:
     register_routers(topo)
     register_apply(topo, on_pending=materializer.wake)
     register_views(topo)
+    replies = ReplyWaiter(settings.kafka_bootstrap, settings.topics.replies)
+    register_webhooks(topo, replies)
 
     @app.task  # type: ignore[untyped-decorator]
     async def materialize() -> None:
         await materializer.run()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def read_replies() -> None:
+        replies.start()
 
     return app

@@ -16,6 +16,7 @@ from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.send_state import PendingRecord
 
 __all__ = [
+    "ApplyReply",
     "ClaimTrigger",
     "Command",
     "EventsBatch",
@@ -23,7 +24,9 @@ __all__ = [
     "MembersBatch",
     "BroadcastTrigger",
     "decode_command",
+    "decode_reply",
     "encode_command",
+    "encode_reply",
 ]
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,16 @@ logger = logging.getLogger(__name__)
 
 class EventsBatch(msgspec.Struct, tag="E", array_like=True):
     events: list[LeadEvent]
+    # Set by the HTTP API: the apply agent answers on the replies topic with the counts.
+    reply_to: str | None = None
+
+
+class ApplyReply(msgspec.Struct, array_like=True, frozen=True):
+    """What the apply agent reports for an EventsBatch that asked for a reply."""
+
+    request: str
+    inserted: int
+    duplicates: int
 
 
 class MembersBatch(msgspec.Struct, tag="M", array_like=True):
@@ -76,3 +89,14 @@ def encode_command(command: Command) -> bytes:
 
 def decode_command(data: bytes) -> Command:
     return _decoder.decode(data)
+
+
+_reply_decoder = msgspec.msgpack.Decoder(ApplyReply)
+
+
+def encode_reply(reply: ApplyReply) -> bytes:
+    return _encoder.encode(reply)
+
+
+def decode_reply(data: bytes) -> ApplyReply:
+    return _reply_decoder.decode(data)

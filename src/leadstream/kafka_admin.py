@@ -37,6 +37,7 @@ def required_topics(settings: Settings) -> list[str]:
         # that moment is left unassigned until the next metadata refresh (minutes).
         t.by_lead,
         t.leads_changelog,
+        t.replies,
     ]
 
 
@@ -45,6 +46,8 @@ def _topic_config(settings: Settings, name: str) -> dict[str, str]:
     config = {"max.message.bytes": str(LARGE_MESSAGE_BYTES)}
     if name == t.leads_changelog:
         config["cleanup.policy"] = "compact"
+    if name == t.replies:
+        config["retention.ms"] = str(3_600_000)  # a reply is read within seconds or never
     if name in (t.send_triggers, t.audience_filters):
         # Receive time decides lateness and which filter is latest: let the broker set it.
         config["message.timestamp.type"] = "LogAppendTime"

@@ -35,6 +35,8 @@ class Topics:
         # Materialization progress: one record per (send, partition) and per summary.
         self.send_progress = f"{app_id}-send-progress"
         self.leads_changelog = f"{app_id}-{LEADS_TABLE}-changelog"
+        # Counts of applied HTTP batches, back to the worker that serves the request.
+        self.replies = f"{app_id}-replies"
 
 
 class Settings(BaseSettings):
@@ -68,6 +70,10 @@ class Settings(BaseSettings):
     opt_in_event_type: str = Field("opted_in", min_length=1, max_length=100)
     auth_file: Path | None = Field(
         None, description="Per-organization credentials [default: DATA_DIR/auth.json]."
+    )
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="HTTP body size limit.")
+    http_timeout_seconds: float = Field(
+        30.0, gt=0, description="How long a webhook waits for Kafka and for its rows to be applied."
     )
     log_level: str = Field("info")
 

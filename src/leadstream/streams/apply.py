@@ -8,12 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 from leadstream.commands import (
+    ApplyReply,
     BroadcastTrigger,
     ClaimTrigger,
     EventsBatch,
     FilterPart,
     MembersBatch,
     decode_command,
+    encode_reply,
 )
 from leadstream.domain.ingest import retention_horizon
 from leadstream.domain.lead_index import apply_events, compact_partition
@@ -42,7 +44,12 @@ def register_apply(topo: Topology, on_pending: Callable[[], None]) -> None:
             command = decode_command(event.message.value)
             if isinstance(command, EventsBatch):
                 horizon = retention_horizon(now_ms(), settings.event_retention_days)
-                apply_events(store, partition, command.events, horizon_ms=horizon)
+                result = apply_events(store, partition, command.events, horizon_ms=horizon)
+                if command.reply_to is not None:
+                    reply = ApplyReply(command.reply_to, result.inserted, result.duplicates)
+                    await topo.replies.send(
+                        key=command.reply_to.encode(), value=encode_reply(reply)
+                    )
             elif isinstance(command, MembersBatch):
                 apply_members(store, partition, command.ops)
             elif isinstance(command, ClaimTrigger):

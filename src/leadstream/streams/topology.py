@@ -48,6 +48,7 @@ class Topology:
         self.audience_filters = app.topic(names.audience_filters, key_type=bytes, value_type=bytes)
         self.send_triggers = app.topic(names.send_triggers, key_type=bytes, value_type=bytes)
         self.rejects = app.topic(names.rejects, key_type=bytes, value_type=bytes)
+        self.replies = app.topic(names.replies, key_type=bytes, value_type=bytes)
         self.by_lead = app.topic(
             names.by_lead,
             partitions=settings.partitions,
@@ -66,8 +67,12 @@ class Topology:
         tables = cast("TableManager", self.app.tables)
         return bool(tables.recovery.completed.is_set() and not self.app.rebalancing)
 
-    async def send_command(self, partition: int, command: Command) -> None:
-        await self.by_lead.send(key=None, value=encode_command(command), partition=partition)
+    async def send_command(self, partition: int, command: Command, *, wait: bool = False) -> None:
+        """Queue ``command`` for ``partition``; with ``wait``, until the broker acknowledged it
+        (acks=all)."""
+        fut = await self.by_lead.send(key=None, value=encode_command(command), partition=partition)
+        if wait:
+            await fut
 
     async def send_rows(
         self, partition: int, rows: Sequence[T], make: Callable[[list[T]], Command]

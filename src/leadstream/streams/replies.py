@@ -1,0 +1,89 @@
+"""Waiting for the apply agent's counts of a batch sent by the HTTP API.
+
+Every worker reads the whole replies topic from where it stood when the worker started
+(no consumer group) and hands each reply to the request waiting for it on this worker;
+replies for requests served elsewhere are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+
+from confluent_kafka import Consumer, TopicPartition
+
+from leadstream.commands import ApplyReply, decode_reply
+
+__all__ = ["ReplyWaiter"]
+
+logger = logging.getLogger(__name__)
+
+
+class ReplyWaiter:
+    """Futures keyed by request id, resolved from a consumer thread."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._topic = topic
+        self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[ApplyReply]]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"leadstream-replies-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
+        self._thread = threading.Thread(target=self._run, name="http-replies", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
+    def expect(self, request: str) -> asyncio.Queue[ApplyReply]:
+        """Register ``request`` before its commands are sent; replies arrive on the queue."""
+        queue: asyncio.Queue[ApplyReply] = asyncio.Queue()
+        with self._lock:
+            self._waiting[request] = (asyncio.get_running_loop(), queue)
+        return queue
+
+    def forget(self, request: str) -> None:
+        with self._lock:
+            self._waiting.pop(request, None)
+
+    def _run(self) -> None:
+        try:
+            meta = self._consumer.list_topics(self._topic, timeout=30).topics[self._topic]
+            tps = []
+            for p in meta.partitions:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self._topic, p), timeout=30
+                )
+                tps.append(TopicPartition(self._topic, p, high))
+            self._consumer.assign(tps)
+            self._started.set()
+            while not self._stop.is_set():
+                for msg in self._consumer.consume(500, 0.2):
+                    value = msg.value()
+                    if msg.error() is not None or not value:
+                        continue
+                    reply = decode_reply(value)
+                    with self._lock:
+                        target = self._waiting.get(reply.request)
+                    if target is not None:
+                        loop, queue = target
+                        loop.call_soon_threadsafe(queue.put_nowait, reply)
+        except Exception:  # noqa: BLE001 - logged; requests then time out with 503
+            logger.exception("reply reader stopped")
+        finally:
+            self._consumer.close()

@@ -1,0 +1,175 @@
+"""``POST /api/v1/webhooks/lead-events``: the HTTP way in for systems that cannot produce.
+
+The answer is sent only after every accepted row is in Kafka (acks=all) and applied to
+the lead table, so ``inserted`` and ``duplicates`` come from the dedupe itself: a retry of
+the same body answers ``inserted: 0``. When Kafka does not answer in time the request
+gets 503 with Retry-After, and a retry converges to the state one success would leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from leadstream.auth_file import load_auth
+from leadstream.commands import EventsBatch
+from leadstream.domain.auth import AuthConfig, AuthError, authenticate
+from leadstream.domain.ingest import (
+    MAX_BATCH_EVENTS,
+    IngestRules,
+    decode_json,
+    parse_lead_events,
+)
+from leadstream.domain.normalize import normalize_organization_id
+from leadstream.domain.partitioning import group_by_partition
+from leadstream.domain.rejects import RowError
+from leadstream.streams.replies import ReplyWaiter
+from leadstream.streams.topology import COMMAND_ROWS, Topology, now_ms
+
+__all__ = ["AuthFile", "register_webhooks"]
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+
+
+class AuthFile:
+    """The auth file, re-read when it changes (keys are managed while workers run)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stamp: tuple[int, int] | None = None
+        self._config = AuthConfig()
+
+    def config(self) -> AuthConfig:
+        try:
+            st = os.stat(self._path)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            return AuthConfig()
+        if stamp != self._stamp:
+            self._config, self._stamp = load_auth(self._path), stamp
+        return self._config
+
+
+def _error(view: View, status: int, code: str, message: str, **headers: str) -> Response:
+    response = view.json({"error": {"code": code, "message": message}}, status=status)
+    for name, value in headers.items():
+        response.headers[name] = value
+    return response
+
+
+def register_webhooks(topo: Topology, replies: ReplyWaiter) -> None:
+    """Attach the webhook views to the app."""
+    app, settings = topo.app, topo.settings
+    rules = IngestRules(settings.default_region, settings.max_future_skew_seconds * 1000)
+    auth = AuthFile(settings.auth_path)
+
+    @app.page("/api/v1/webhooks/lead-events")
+    class LeadEvents(View):
+        async def post(self, request: Request) -> Response:
+            media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if media_type != "application/json":
+                return _error(self, 415, "unsupported_media_type", "send application/json")
+            length = request.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+                return _error(
+                    self, 413, "body_too_large", f"at most {settings.max_body_bytes} bytes"
+                )
+            try:
+                body = await request.read()
+            except Exception as exc:  # noqa: BLE001 - aiohttp's own 413 when over client_max_size
+                if getattr(exc, "status", None) == 413:
+                    return _error(
+                        self, 413, "body_too_large", f"at most {settings.max_body_bytes} bytes"
+                    )
+                raise
+            try:
+                org = authenticate(auth.config(), request.headers, body, now_s=time.time())
+            except AuthError as err:
+                return _error(
+                    self,
+                    err.status,
+                    "unauthorized" if err.status == 401 else "forbidden",
+                    err.message,
+                )
+            try:
+                doc = decode_json(body)
+            except RowError as err:
+                return _error(self, 400, "invalid_json", err.detail)
+            if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
+                return _error(
+                    self, 422, "invalid_body", "expected {organizationId, eventType, events: [...]}"
+                )
+            if len(doc["events"]) > MAX_BATCH_EVENTS:
+                return _error(
+                    self, 413, "batch_too_large", f"a batch holds at most {MAX_BATCH_EVENTS} events"
+                )
+            try:
+                claimed = normalize_organization_id(doc.get("organizationId"))
+            except RowError as err:
+                return _error(self, 422, err.reason.value, err.detail)
+            if claimed != org:
+                return _error(
+                    self, 403, "forbidden", "this credential does not act for that organization"
+                )
+            parsed = parse_lead_events(doc, now_ms=now_ms(), rules=rules)
+            try:
+                inserted, duplicates = await asyncio.wait_for(
+                    _apply(topo, replies, parsed.events), settings.http_timeout_seconds
+                )
+            except (TimeoutError, OSError) as exc:
+                logger.warning("lead-events webhook: Kafka or apply timed out: %r", exc)
+                return _error(
+                    self,
+                    503,
+                    "unavailable",
+                    "Kafka did not confirm in time; retry the same body",
+                    **{"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
+            return self.json(
+                {
+                    "status": "accepted",
+                    "received": parsed.received,
+                    "inserted": inserted,
+                    "duplicates": duplicates,
+                    "rejected": len(parsed.rejects),
+                    "rejects": [
+                        {
+                            "index": r.index,
+                            "phoneE164": r.phone,
+                            "reason": r.reason.value,
+                            "detail": r.detail,
+                        }
+                        for r in parsed.rejects
+                    ],
+                }
+            )
+
+
+async def _apply(topo: Topology, replies: ReplyWaiter, events: list[Any]) -> tuple[int, int]:
+    """Send the rows by lead with acks=all, then sum the apply agent's counts."""
+    request = uuid.uuid4().hex
+    queue = replies.expect(request)
+    try:
+        expected = 0
+        for partition, rows in group_by_partition(events, topo.settings.partitions).items():
+            for i in range(0, len(rows), COMMAND_ROWS):
+                command = EventsBatch(rows[i : i + COMMAND_ROWS], reply_to=request)
+                await topo.send_command(partition, command, wait=True)
+                expected += 1
+        inserted = duplicates = 0
+        for _ in range(expected):
+            reply = await queue.get()
+            inserted += reply.inserted
+            duplicates += reply.duplicates
+        return inserted, duplicates
+    finally:
+        replies.forget(request)
