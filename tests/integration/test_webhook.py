@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -122,3 +125,73 @@ def test_a_50000_event_batch_with_1_percent_bad_rows(served) -> None:
     assert [r["index"] for r in answer["rejects"]] == [i for i in range(50_000) if i % 100 == 7]
     again = post(worker, body, **bearer()).json()
     assert (again["inserted"], again["duplicates"]) == (0, 49_500)
+
+
+def test_two_workers_serving_http_give_exact_counts(kafka_bootstrap: str, tmp_path: Path) -> None:
+    auth = tmp_path / "auth.json"
+    save_auth(auth, with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t")))
+    run = uuid.uuid4().hex[:10]
+    stack = Stack(kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=tmp_path,
+                  auth_file=auth)
+    try:
+        a = stack.worker(name="a", data_dir=tmp_path / "a")
+        b = stack.worker(name="b", data_dir=tmp_path / "b")
+        b.wait_ready()
+        a.wait_ready()
+        # Rows of every partition, whichever worker owns it, counted by whoever serves.
+        events = [{"phoneE164": f"+1222{i:07d}", "occurredAt": "2026-05-12T18:34:00Z"} for i in range(2_000)]
+        half = msgspec.json.encode({"organizationId": 42, "eventType": "x", "events": events[:1_000]})
+        whole = msgspec.json.encode({"organizationId": 42, "eventType": "x", "events": events})
+        first = post(a, half, **bearer()).json()
+        assert (first["inserted"], first["duplicates"]) == (1_000, 0)
+        second = post(b, whole, **bearer()).json()
+        assert (second["inserted"], second["duplicates"]) == (1_000, 1_000)
+        third = post(a, whole, **bearer()).json()
+        assert (third["inserted"], third["duplicates"]) == (0, 2_000)
+    finally:
+        stack.close()
+
+
+def test_kafka_down_answers_503_and_a_retry_converges(tmp_path: Path) -> None:
+    """On a broker of its own, stopped in the middle of the test."""
+    from leadstream.localkafka import LocalKafka
+    from tests.support.worker import free_port
+
+    port = free_port()
+    while True:  # the controller listens on port + 1
+        try:
+            with socket.create_server(("127.0.0.1", port + 1)):
+                break
+        except OSError:
+            port = free_port()
+    kafka = LocalKafka(tmp_path / "kafka", f"127.0.0.1:{port}")
+    kafka.start(timeout=300)
+    auth = tmp_path / "auth.json"
+    save_auth(auth, with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t")))
+    stack = Stack(f"127.0.0.1:{port}", app_id="ls-down", topic_prefix="down-", root=tmp_path,
+                  auth_file=auth, http_timeout_seconds=5)
+    try:
+        worker = stack.worker()
+        events = [{"phoneE164": f"+1211{i:07d}", "occurredAt": "2026-05-12T18:34:00Z"} for i in range(100)]
+        body = msgspec.json.encode({"organizationId": 42, "eventType": "x", "events": events})
+        kafka.stop()
+        down = post(worker, body, **bearer())
+        assert down.status_code == 503
+        assert down.headers["Retry-After"] == "5"
+        assert down.json()["error"]["code"] == "unavailable"
+        kafka.start(timeout=300)
+        deadline = time.monotonic() + 120
+        while True:
+            retry = post(worker, body, **bearer())
+            if retry.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert retry.status_code == 200, retry.text
+        answer = retry.json()
+        # Whatever the first attempt left in Kafka, the retry accounts for all 100 rows.
+        assert answer["inserted"] + answer["duplicates"] == 100
+        assert post(worker, body, **bearer()).json()["duplicates"] == 100
+        assert len(worker.lead(42, "+12110000000")["events"]) == 1
+    finally:
+        stack.close()
+        kafka.stop()
