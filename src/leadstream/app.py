@@ -6,6 +6,7 @@ import logging
 
 import faust
 
+from leadstream.metrics import Metrics
 from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import TableStore
 from leadstream.streams.apply import register_apply
@@ -51,7 +52,9 @@ def create_app(settings: Settings) -> faust.App:
         value_type=bytes,
         options={"driver": "rocksdict"},
     )
-    topo = Topology(app, settings, table, TableStore(table))
+    metrics = Metrics()
+    topo = Topology(app, settings, table, TableStore(table), metrics)
+    metrics.watch_lag(topo.lags)
     materializer = Materializer(topo)
     register_routers(topo)
     register_apply(topo, on_pending=materializer.wake)

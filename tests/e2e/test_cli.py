@@ -146,8 +146,13 @@ def test_publish_audience_trigger_and_recipients(tmp_path: Path, kafka_bootstrap
     import uuid
 
     run = uuid.uuid4().hex[:10]
-    stack = Stack(kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=tmp_path,
-                  materialize_lead_seconds=3600)
+    stack = Stack(
+        kafka_bootstrap,
+        app_id=f"ls-{run}",
+        topic_prefix=f"t{run}-",
+        root=tmp_path,
+        materialize_lead_seconds=3600,
+    )
     try:
         stack.worker()
         env = stack.env()
@@ -155,35 +160,70 @@ def test_publish_audience_trigger_and_recipients(tmp_path: Path, kafka_bootstrap
         audience.write_text(
             "phoneE164,externalId\n+15557770001,a1\n(555) 777-0002,a2\nnot-a-phone,a3\n+15557770004,\n"
         )
-        out = leadstream("publish", "audience", str(audience), "--org", "7", "--campaign", "spring",
-                         env=env)
+        out = leadstream(
+            "publish", "audience", str(audience), "--org", "7", "--campaign", "spring", env=env
+        )
         assert out.stdout.strip().splitlines()[-1] == (
             f"published 4 members in 1 messages to {stack.topics.audience_members}; "
             "0 lines skipped; 0 messages failed"
         )
         events = tmp_path / "events.jsonl"
-        events.write_text(json.dumps({"organizationId": 7, "eventType": "purchase",
-                                      "phoneE164": "+15557770001",
-                                      "occurredAt": "2026-05-12T18:34:00Z"}) + "\n")
+        events.write_text(
+            json.dumps(
+                {
+                    "organizationId": 7,
+                    "eventType": "purchase",
+                    "phoneE164": "+15557770001",
+                    "occurredAt": "2026-05-12T18:34:00Z",
+                }
+            )
+            + "\n"
+        )
         leadstream("publish", "events", str(events), env=env)
         stack.wait_caught_up()
         scheduled = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
-        bad = leadstream("trigger", "--org", "7", "--campaign", "spring", "--send", "s1",
-                         "--scheduled-for", scheduled, "--filter", "exclude:purchase:within=0",
-                         env=env, check=False)
+        bad = leadstream(
+            "trigger",
+            "--org",
+            "7",
+            "--campaign",
+            "spring",
+            "--send",
+            "s1",
+            "--scheduled-for",
+            scheduled,
+            "--filter",
+            "exclude:purchase:within=0",
+            env=env,
+            check=False,
+        )
         assert bad.returncode == 2 and "within.minutes" in bad.stderr
-        leadstream("trigger", "--org", "7", "--campaign", "spring", "--send", "s1",
-                   "--scheduled-for", scheduled, "--filter", "exclude:purchase", env=env)
-        listed = leadstream("recipients", "s1", "--org", "7", "--format", "csv", "--timeout", "120",
-                            env=env)
+        leadstream(
+            "trigger",
+            "--org",
+            "7",
+            "--campaign",
+            "spring",
+            "--send",
+            "s1",
+            "--scheduled-for",
+            scheduled,
+            "--filter",
+            "exclude:purchase",
+            env=env,
+        )
+        listed = leadstream(
+            "recipients", "s1", "--org", "7", "--format", "csv", "--timeout", "120", env=env
+        )
         rows = listed.stdout.strip().splitlines()
         assert rows[0] == "phoneE164,externalId"
         assert sorted(rows[1:]) == ["+15557770002,a2", "+15557770004,"]
         summary = json.loads(listed.stderr.strip().splitlines()[-1])
         assert summary["type"] == "summary" and summary["recipientCount"] == 2
         assert summary["counts"]["droppedByEventFilter"] == 1
-        missing = leadstream("recipients", "nope", "--org", "7", "--timeout", "3", env=env,
-                             check=False)
+        missing = leadstream(
+            "recipients", "nope", "--org", "7", "--timeout", "3", env=env, check=False
+        )
         assert missing.returncode == 2
         assert "no summary for send nope" in missing.stderr
     finally:
@@ -197,12 +237,17 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     auth = tmp_path / "auth.json"
     env = {"LEADSTREAM_AUTH_FILE": str(auth)}
     api_id, api_key = leadstream("keys", "create", "--org", "42", env=env).stdout.split()
-    sk_id, secret = leadstream("keys", "create", "--org", "42", "--kind", "signing", env=env).stdout.split()
+    sk_id, secret = leadstream(
+        "keys", "create", "--org", "42", "--kind", "signing", env=env
+    ).stdout.split()
     listed = leadstream("keys", "list", "--org", "42", env=env).stdout
     assert api_id in listed and sk_id in listed and api_key not in listed and secret not in listed
     config = load_auth(auth)
     assert authenticate(config, {"Authorization": f"Bearer {api_key}"}, b"{}", now_s=0) == "42"
-    assert authenticate(config, {"X-Leadstream-Signature": sign(secret, b"{}")}, b"{}", now_s=0) == "42"
+    assert (
+        authenticate(config, {"X-Leadstream-Signature": sign(secret, b"{}")}, b"{}", now_s=0)
+        == "42"
+    )
     leadstream("keys", "revoke", api_id, "--org", "42", env=env)
     assert "revoked" in leadstream("keys", "list", "--org", "42", env=env).stdout
     bad = leadstream("keys", "revoke", "ak_nope", "--org", "42", env=env, check=False)

@@ -476,25 +476,47 @@ def test_held_trigger_survives_a_restart(kafka_bootstrap: str, tmp_path: Path) -
 
 def test_invalid_triggers_filters_and_members_go_to_rejects(sends: Stack) -> None:
     now = datetime.now(UTC)
-    sends.trigger(organizationId=ORG, campaignId="bad", sendId="both",
-                  scheduledFor=iso(now + timedelta(hours=1)),
-                  eventFilter={"mode": "exclude", "eventType": "x"},
-                  eventFilters=[{"mode": "exclude", "eventType": "y"}])
-    sends.trigger(organizationId=ORG, campaignId="bad", sendId="nooffset",
-                  scheduledFor="2026-05-12T18:00:00")
-    sends.send(sends.topics.audience_filters, [
-        {"organizationId": ORG, "campaignId": "bad", "sendId": "f", "mode": "maybe", "leads": []},
-    ])
-    sends.members(ORG, "bad", [{"phoneE164": phone(90)}, {"phoneE164": "nope"},
-                               {"phoneE164": phone(91), "op": "delete"}])
+    sends.trigger(
+        organizationId=ORG,
+        campaignId="bad",
+        sendId="both",
+        scheduledFor=iso(now + timedelta(hours=1)),
+        eventFilter={"mode": "exclude", "eventType": "x"},
+        eventFilters=[{"mode": "exclude", "eventType": "y"}],
+    )
+    sends.trigger(
+        organizationId=ORG, campaignId="bad", sendId="nooffset", scheduledFor="2026-05-12T18:00:00"
+    )
+    sends.send(
+        sends.topics.audience_filters,
+        [
+            {
+                "organizationId": ORG,
+                "campaignId": "bad",
+                "sendId": "f",
+                "mode": "maybe",
+                "leads": [],
+            },
+        ],
+    )
+    sends.members(
+        ORG,
+        "bad",
+        [{"phoneE164": phone(90)}, {"phoneE164": "nope"}, {"phoneE164": phone(91), "op": "delete"}],
+    )
     by_source: dict[str, list[dict]] = {}
     for r in sends.rejects(expect=5):
         by_source.setdefault(r["source"], []).append(r)
     assert sorted(r["reason"] for r in by_source[sends.topics.send_triggers]) == [
-        "invalid_json", "invalid_occurred_at"]
+        "invalid_json",
+        "invalid_occurred_at",
+    ]
     assert [r["reason"] for r in by_source[sends.topics.audience_filters]] == ["invalid_json"]
     members = sorted(by_source[sends.topics.audience_members], key=lambda r: r["index"])
-    assert [(r["index"], r["reason"]) for r in members] == [(1, "invalid_phone"), (2, "invalid_json")]
+    assert [(r["index"], r["reason"]) for r in members] == [
+        (1, "invalid_phone"),
+        (2, "invalid_json"),
+    ]
     # The invalid triggers produced nothing.
     applied(sends)
     assert not [k for k, _ in sends.send_values() if k in (f"{ORG}:both", f"{ORG}:nooffset")]

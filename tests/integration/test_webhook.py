@@ -25,7 +25,9 @@ SECRET = "c" * 64
 
 
 @pytest.fixture(scope="module")
-def served(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, WorkerProcess]]:
+def served(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, WorkerProcess]]:
     root = tmp_path_factory.mktemp("webhook")
     auth = root / "auth.json"
     config = with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t"))
@@ -33,8 +35,9 @@ def served(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
     config = with_key(config, "7", ApiKey("ak7", hash_api_key(OTHER_KEY), "t"))
     save_auth(auth, config)
     run = uuid.uuid4().hex[:10]
-    stack = Stack(kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=root,
-                  auth_file=auth)
+    stack = Stack(
+        kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=root, auth_file=auth
+    )
     worker = stack.worker()
     try:
         yield stack, worker
@@ -42,10 +45,13 @@ def served(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         stack.close()
 
 
-def post(worker: WorkerProcess, body: bytes, **headers: str) -> httpx.Response:
-    headers.setdefault("Content-Type", "application/json")
-    return httpx.post(f"{worker.url}/api/v1/webhooks/lead-events", content=body,
-                      headers=headers, timeout=60)
+def post(
+    worker: WorkerProcess, body: bytes, content_type: str = "application/json", **headers: str
+) -> httpx.Response:
+    headers.setdefault("Content-Type", content_type)
+    return httpx.post(
+        f"{worker.url}/api/v1/webhooks/lead-events", content=body, headers=headers, timeout=60
+    )
 
 
 def bearer(key: str = API_KEY) -> dict[str, str]:
@@ -57,8 +63,12 @@ EXAMPLE = {
     "eventType": "mastery_purchase",
     "events": [
         {"phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"},
-        {"phoneE164": "(555) 123-4568", "occurredAt": "2026-05-12T20:34:00.000+02:00",
-         "eventType": "webinar_attended", "metadata": {"session": "s1"}},
+        {
+            "phoneE164": "(555) 123-4568",
+            "occurredAt": "2026-05-12T20:34:00.000+02:00",
+            "eventType": "webinar_attended",
+            "metadata": {"session": "s1"},
+        },
         {"phoneE164": "not a phone", "occurredAt": "2026-05-12T18:34:00Z"},
     ],
 }
@@ -70,23 +80,42 @@ def test_accepted_with_exact_counts_and_retries_are_duplicates(served) -> None:
     first = post(worker, body, **bearer())
     assert first.status_code == 200, first.text
     assert first.json() == {
-        "status": "accepted", "received": 3, "inserted": 2, "duplicates": 0, "rejected": 1,
-        "rejects": [{"index": 2, "phoneE164": "not a phone", "reason": "invalid_phone",
-                     "detail": first.json()["rejects"][0]["detail"]}],
+        "status": "accepted",
+        "received": 3,
+        "inserted": 2,
+        "duplicates": 0,
+        "rejected": 1,
+        "rejects": [
+            {
+                "index": 2,
+                "phoneE164": "not a phone",
+                "reason": "invalid_phone",
+                "detail": first.json()["rejects"][0]["detail"],
+            }
+        ],
     }
     again = post(worker, body, **bearer())
     assert again.json()["inserted"] == 0 and again.json()["duplicates"] == 2
     # The answer came after the rows were applied: the lead shows them at once.
-    assert [e["eventType"] for e in worker.lead(42, "+15551234568")["events"]] == ["webinar_attended"]
+    assert [e["eventType"] for e in worker.lead(42, "+15551234568")["events"]] == [
+        "webinar_attended"
+    ]
 
 
 def test_hmac_signed_body_is_accepted(served) -> None:
     _, worker = served
-    body = msgspec.json.encode({"organizationId": "42", "eventType": "signed",
-                                "events": [{"phoneE164": "+15550001111", "occurredAt": "2026-05-12T18:34:00Z"}]})
+    body = msgspec.json.encode(
+        {
+            "organizationId": "42",
+            "eventType": "signed",
+            "events": [{"phoneE164": "+15550001111", "occurredAt": "2026-05-12T18:34:00Z"}],
+        }
+    )
     ok = post(worker, body, **{"X-Leadstream-Signature": sign(SECRET, body)})
     assert ok.status_code == 200 and ok.json()["inserted"] == 1
-    tampered = post(worker, body.replace(b"signed", b"sIgned"), **{"X-Leadstream-Signature": sign(SECRET, body)})
+    tampered = post(
+        worker, body.replace(b"signed", b"sIgned"), **{"X-Leadstream-Signature": sign(SECRET, body)}
+    )
     assert tampered.status_code == 401
 
 
@@ -99,10 +128,21 @@ def test_client_errors_are_json_a_client_can_act_on(served) -> None:
         (post(worker, body, **bearer(OTHER_KEY)), 403),
         (post(worker, body, **{**bearer(), "Content-Type": "text/plain"}), 415),
         (post(worker, b'{"organizationId": 42, "events": [', **bearer()), 400),
-        (post(worker, msgspec.json.encode({"organizationId": 42, "eventType": "x"}), **bearer()), 422),
+        (
+            post(worker, msgspec.json.encode({"organizationId": 42, "eventType": "x"}), **bearer()),
+            422,
+        ),
         (post(worker, msgspec.json.encode([1, 2]), **bearer()), 422),
-        (post(worker, msgspec.json.encode({"organizationId": 42, "eventType": "x",
-                                           "events": [{}] * 50_001}), **bearer()), 413),
+        (
+            post(
+                worker,
+                msgspec.json.encode(
+                    {"organizationId": 42, "eventType": "x", "events": [{}] * 50_001}
+                ),
+                **bearer(),
+            ),
+            413,
+        ),
     ]
     for response, status in cases:
         assert response.status_code == status, (status, response.text)
@@ -121,7 +161,11 @@ def test_a_50000_event_batch_with_1_percent_bad_rows(served) -> None:
     assert response.status_code == 200, response.text
     answer = response.json()
     assert (answer["received"], answer["inserted"], answer["duplicates"], answer["rejected"]) == (
-        50_000, 49_500, 0, 500)
+        50_000,
+        49_500,
+        0,
+        500,
+    )
     assert [r["index"] for r in answer["rejects"]] == [i for i in range(50_000) if i % 100 == 7]
     again = post(worker, body, **bearer()).json()
     assert (again["inserted"], again["duplicates"]) == (0, 49_500)
@@ -131,16 +175,22 @@ def test_two_workers_serving_http_give_exact_counts(kafka_bootstrap: str, tmp_pa
     auth = tmp_path / "auth.json"
     save_auth(auth, with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t")))
     run = uuid.uuid4().hex[:10]
-    stack = Stack(kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=tmp_path,
-                  auth_file=auth)
+    stack = Stack(
+        kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=tmp_path, auth_file=auth
+    )
     try:
         a = stack.worker(name="a", data_dir=tmp_path / "a")
         b = stack.worker(name="b", data_dir=tmp_path / "b")
         b.wait_ready()
         a.wait_ready()
         # Rows of every partition, whichever worker owns it, counted by whoever serves.
-        events = [{"phoneE164": f"+1222{i:07d}", "occurredAt": "2026-05-12T18:34:00Z"} for i in range(2_000)]
-        half = msgspec.json.encode({"organizationId": 42, "eventType": "x", "events": events[:1_000]})
+        events = [
+            {"phoneE164": f"+1222{i:07d}", "occurredAt": "2026-05-12T18:34:00Z"}
+            for i in range(2_000)
+        ]
+        half = msgspec.json.encode(
+            {"organizationId": 42, "eventType": "x", "events": events[:1_000]}
+        )
         whole = msgspec.json.encode({"organizationId": 42, "eventType": "x", "events": events})
         first = post(a, half, **bearer()).json()
         assert (first["inserted"], first["duplicates"]) == (1_000, 0)
@@ -168,11 +218,19 @@ def test_kafka_down_answers_503_and_a_retry_converges(tmp_path: Path) -> None:
     kafka.start(timeout=300)
     auth = tmp_path / "auth.json"
     save_auth(auth, with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t")))
-    stack = Stack(f"127.0.0.1:{port}", app_id="ls-down", topic_prefix="down-", root=tmp_path,
-                  auth_file=auth, http_timeout_seconds=5)
+    stack = Stack(
+        f"127.0.0.1:{port}",
+        app_id="ls-down",
+        topic_prefix="down-",
+        root=tmp_path,
+        auth_file=auth,
+        http_timeout_seconds=5,
+    )
     try:
         worker = stack.worker()
-        events = [{"phoneE164": f"+1211{i:07d}", "occurredAt": "2026-05-12T18:34:00Z"} for i in range(100)]
+        events = [
+            {"phoneE164": f"+1211{i:07d}", "occurredAt": "2026-05-12T18:34:00Z"} for i in range(100)
+        ]
         body = msgspec.json.encode({"organizationId": 42, "eventType": "x", "events": events})
         kafka.stop()
         down = post(worker, body, **bearer())
@@ -195,3 +253,37 @@ def test_kafka_down_answers_503_and_a_retry_converges(tmp_path: Path) -> None:
     finally:
         stack.close()
         kafka.stop()
+
+
+def test_metrics_count_requests_rows_and_lag(served) -> None:
+    _, worker = served
+    body = msgspec.json.encode(
+        {
+            "organizationId": 42,
+            "eventType": "metered",
+            "events": [
+                {"phoneE164": "+15550002222", "occurredAt": "2026-05-12T18:34:00Z"},
+                {"phoneE164": "bad", "occurredAt": "2026-05-12T18:34:00Z"},
+            ],
+        }
+    )
+    before = httpx.get(f"{worker.url}/metrics", timeout=10).text
+    assert post(worker, body, **bearer()).status_code == 200
+    assert post(worker, body, content_type="text/plain").status_code == 415
+    text = httpx.get(f"{worker.url}/metrics", timeout=10).text
+
+    def value(sample: str, page: str) -> float:
+        for line in page.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    ok = 'leadstream_http_requests_total{endpoint="/api/v1/webhooks/lead-events",status="200"}'
+    bad = 'leadstream_http_requests_total{endpoint="/api/v1/webhooks/lead-events",status="415"}'
+    assert value(ok, text) == value(ok, before) + 1
+    assert value(bad, text) == value(bad, before) + 1
+    for outcome in ("inserted", "rejected"):
+        sample = f'leadstream_rows_total{{outcome="{outcome}"}}'
+        assert value(sample, text) == value(sample, before) + 1
+    assert "leadstream_ingest_apply_seconds_bucket" in text
+    assert "leadstream_consumer_lag" in text

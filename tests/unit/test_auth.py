@@ -29,8 +29,12 @@ BODY = b'{"organizationId": "42", "eventType": "x", "events": []}'
 
 @pytest.fixture
 def keys() -> dict[str, str]:
-    return {"api": new_api_key(), "old": new_signing_secret(), "new": new_signing_secret(),
-            "other_api": new_api_key()}
+    return {
+        "api": new_api_key(),
+        "old": new_signing_secret(),
+        "new": new_signing_secret(),
+        "other_api": new_api_key(),
+    }
 
 
 @pytest.fixture
@@ -95,23 +99,58 @@ def test_timestamps_are_signed_with_the_body_and_must_be_fresh(config, keys) -> 
     headers = {"X-Leadstream-Signature": sign(keys["new"], BODY, ts), "X-Leadstream-Timestamp": ts}
     assert status_of(config, headers) == 200
     stale = str(int(NOW) - 301)
-    assert status_of(config, {"X-Leadstream-Signature": sign(keys["new"], BODY, stale),
-                              "X-Leadstream-Timestamp": stale}) == 401
+    assert (
+        status_of(
+            config,
+            {
+                "X-Leadstream-Signature": sign(keys["new"], BODY, stale),
+                "X-Leadstream-Timestamp": stale,
+            },
+        )
+        == 401
+    )
     edge = str(int(NOW) - 300)
-    assert status_of(config, {"X-Leadstream-Signature": sign(keys["new"], BODY, edge),
-                              "X-Leadstream-Timestamp": edge}) == 200
+    assert (
+        status_of(
+            config,
+            {
+                "X-Leadstream-Signature": sign(keys["new"], BODY, edge),
+                "X-Leadstream-Timestamp": edge,
+            },
+        )
+        == 200
+    )
     # The timestamp is part of what is signed: changing it breaks the signature.
-    assert status_of(config, {"X-Leadstream-Signature": sign(keys["new"], BODY, ts),
-                              "X-Leadstream-Timestamp": str(int(NOW) - 1)}) == 401
+    assert (
+        status_of(
+            config,
+            {
+                "X-Leadstream-Signature": sign(keys["new"], BODY, ts),
+                "X-Leadstream-Timestamp": str(int(NOW) - 1),
+            },
+        )
+        == 401
+    )
 
 
 def test_an_organization_can_require_timestamps(config, keys) -> None:
-    strict = AuthConfig({**config.organizations, "42": OrgAuth(
-        config.organizations["42"].api_keys, config.organizations["42"].signing_keys, True)})
+    strict = AuthConfig(
+        {
+            **config.organizations,
+            "42": OrgAuth(
+                config.organizations["42"].api_keys, config.organizations["42"].signing_keys, True
+            ),
+        }
+    )
     assert status_of(strict, {"X-Leadstream-Signature": sign(keys["new"], BODY)}) == 401
     ts = str(int(NOW))
-    assert status_of(strict, {"X-Leadstream-Signature": sign(keys["new"], BODY, ts),
-                              "X-Leadstream-Timestamp": ts}) == 200
+    assert (
+        status_of(
+            strict,
+            {"X-Leadstream-Signature": sign(keys["new"], BODY, ts), "X-Leadstream-Timestamp": ts},
+        )
+        == 200
+    )
 
 
 def test_a_key_acts_only_for_its_own_organization(config, keys) -> None:

@@ -44,7 +44,10 @@ def register_apply(topo: Topology, on_pending: Callable[[], None]) -> None:
             command = decode_command(event.message.value)
             if isinstance(command, EventsBatch):
                 horizon = retention_horizon(now_ms(), settings.event_retention_days)
-                result = apply_events(store, partition, command.events, horizon_ms=horizon)
+                with topo.metrics.apply_seconds.time():
+                    result = apply_events(store, partition, command.events, horizon_ms=horizon)
+                topo.metrics.rows.labels("inserted").inc(result.inserted)
+                topo.metrics.rows.labels("duplicate").inc(result.duplicates)
                 if command.reply_to is not None:
                     reply = ApplyReply(command.reply_to, result.inserted, result.duplicates)
                     await topo.replies.send(
@@ -56,6 +59,7 @@ def register_apply(topo: Topology, on_pending: Callable[[], None]) -> None:
                 claim = claim_trigger(store, partition, command.send)
                 t = command.send.trigger
                 if claim is Claim.DUPLICATE:
+                    topo.metrics.duplicate_triggers.inc()
                     logger.warning(
                         "duplicate trigger for organization %s send %s ignored: the first wins",
                         t.organization_id,

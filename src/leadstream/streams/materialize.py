@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -268,6 +269,7 @@ class Materializer:
         if self.view.is_done(key, partition):
             finish_send(topo.store, partition, *key)
             return
+        started = time.perf_counter()
         audience_filter, late_filters = audience_filter_for(topo.store, partition, t)
         result = materialize_partition(
             topo.store,
@@ -295,6 +297,7 @@ class Materializer:
         await self._transaction("mat", partition, messages)
         self.view.record_done(key, partition, done)
         finish_send(topo.store, partition, *key)
+        topo.metrics.materialize_seconds.observe(time.perf_counter() - started)
         logger.info(
             "send %s:%s partition %d: %d recipients in %d chunks",
             key[0],

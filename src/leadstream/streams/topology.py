@@ -12,6 +12,7 @@ import faust
 from leadstream import codec
 from leadstream.commands import Command, encode_command
 from leadstream.domain.ingest import Rejected
+from leadstream.metrics import Metrics
 from leadstream.settings import Settings
 from leadstream.state.port import PartitionStore
 
@@ -36,12 +37,18 @@ class Topology:
     """Topics, the lead table and its store, declared once on ``app``."""
 
     def __init__(
-        self, app: faust.App, settings: Settings, table: Any, store: PartitionStore
+        self,
+        app: faust.App,
+        settings: Settings,
+        table: Any,
+        store: PartitionStore,
+        metrics: Metrics,
     ) -> None:
         self.app = app
         self.settings = settings
         self.table = table
         self.store = store
+        self.metrics = metrics
         names = settings.topics
         self.lead_events = app.topic(names.lead_events, key_type=bytes, value_type=bytes)
         self.audience_members = app.topic(names.audience_members, key_type=bytes, value_type=bytes)
@@ -81,8 +88,16 @@ class Topology:
         for i in range(0, len(rows), COMMAND_ROWS):
             await self.send_command(partition, make(list(rows[i : i + COMMAND_ROWS])))
 
+    def lags(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, messages behind) of every partition faust reads here."""
+        monitor = self.app.monitor
+        ends, read = monitor.tp_end_offsets or {}, monitor.tp_read_offsets or {}
+        return [(tp.topic, tp.partition, max(0, end - read.get(tp, 0))) for tp, end in ends.items()]
+
     async def reject(self, rejected: Rejected, msg: Any) -> None:
         record = codec.reject_record(
             rejected, source=msg.topic, partition=msg.partition, offset=msg.offset
         )
         await self.rejects.send(key=msg.key, value=codec.encode_json(record))
+        if msg.topic == self.lead_events.get_topic_name():
+            self.metrics.rows.labels("rejected").inc()

@@ -32,6 +32,14 @@ def register_views(topo: Topology) -> None:
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok"})
 
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            # aiohttp adds the charset itself and refuses one in content_type.
+            return self.text(
+                topo.metrics.exposition().decode(), content_type="text/plain; version=0.0.4"
+            )
+
     @app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:

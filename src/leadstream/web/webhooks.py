@@ -72,9 +72,19 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter) -> None:
     rules = IngestRules(settings.default_region, settings.max_future_skew_seconds * 1000)
     auth = AuthFile(settings.auth_path)
 
-    @app.page("/api/v1/webhooks/lead-events")
+    metrics = topo.metrics
+    endpoint = "/api/v1/webhooks/lead-events"
+
+    @app.page(endpoint)
     class LeadEvents(View):
         async def post(self, request: Request) -> Response:
+            started = time.perf_counter()
+            response = await self._handle(request)
+            metrics.http_seconds.labels(endpoint).observe(time.perf_counter() - started)
+            metrics.http_requests.labels(endpoint, str(response.status)).inc()
+            return response
+
+        async def _handle(self, request: Request) -> Response:
             media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if media_type != "application/json":
                 return _error(self, 415, "unsupported_media_type", "send application/json")
@@ -121,6 +131,7 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter) -> None:
                     self, 403, "forbidden", "this credential does not act for that organization"
                 )
             parsed = parse_lead_events(doc, now_ms=now_ms(), rules=rules)
+            metrics.rows.labels("rejected").inc(len(parsed.rejects))
             try:
                 inserted, duplicates = await asyncio.wait_for(
                     _apply(topo, replies, parsed.events), settings.http_timeout_seconds

@@ -1,0 +1,84 @@
+"""Prometheus metrics of one worker, in a registry of its own (no process-global state)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics"]
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class _LagCollector(Collector):
+    def __init__(self, lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        self._lags = lags
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "leadstream_consumer_lag",
+            "Messages not yet read, per assigned partition",
+            labels=["topic", "partition"],
+        )
+        try:
+            for topic, partition, lag in self._lags():
+                family.add_metric([topic, str(partition)], lag)
+        except Exception:  # noqa: BLE001 - a scrape during a rebalance shows no lag rather than failing
+            logger.debug("lag not available", exc_info=True)
+        yield family
+
+
+class Metrics:
+    """The counters and histograms the worker updates, and their text exposition."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "leadstream_http_requests",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "leadstream_http_request_seconds",
+            "HTTP request latency",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rows = Counter(
+            "leadstream_rows",
+            "Lead-event rows by outcome (inserted, duplicate, rejected)",
+            ["outcome"],
+            registry=r,
+        )
+        self.apply_seconds = Histogram(
+            "leadstream_ingest_apply_seconds",
+            "Time to apply one lead-keyed batch to the table",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.materialize_seconds = Histogram(
+            "leadstream_materialize_seconds",
+            "Time to materialize and commit one partition's share of a send",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.duplicate_triggers = Counter(
+            "leadstream_duplicate_triggers",
+            "Triggers ignored because the send was claimed",
+            registry=r,
+        )
+
+    def watch_lag(self, lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        self.registry.register(_LagCollector(lags))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
