@@ -13,6 +13,7 @@ from leadstream.domain.normalize import format_ms, normalize_organization_id, no
 from leadstream.domain.partitioning import lead_partition
 from leadstream.domain.rejects import RowError
 from leadstream.streams.topology import Topology
+from leadstream.web.openapi import openapi_document
 
 if TYPE_CHECKING:
     from faust.assignor import PartitionAssignor
@@ -31,6 +32,13 @@ def register_views(topo: Topology) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok"})
+
+    document = openapi_document()
+
+    @app.page("/openapi.json")
+    class OpenApi(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(document)
 
     @app.page("/metrics")
     class MetricsView(View):

@@ -1,0 +1,205 @@
+"""``GET /openapi.json``: the worker's HTTP API, with schemas from pydantic models."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from leadstream import __version__
+from leadstream.domain.ingest import MAX_BATCH_EVENTS
+from leadstream.domain.rejects import Reason
+from leadstream.models import Id
+
+__all__ = ["openapi_document"]
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a code a client can branch on and a message a person can read."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: ErrorDetail
+    owner: str | None = Field(None, description="Worker that holds the lead (421 only).")
+
+
+class WebhookLeadEvents(BaseModel):
+    """The batch body; each row is checked on its own and a bad one lands in ``rejects``."""
+
+    model_config = ConfigDict(extra="allow")
+    organizationId: Id = Field(description="Must be the credential's organization.")
+    eventType: str | None = Field(None, description="For rows that carry none.")
+    events: list[dict[str, Any]] = Field(
+        max_length=MAX_BATCH_EVENTS,
+        description="Rows {phoneE164, occurredAt, metadata?, eventType?}.",
+    )
+
+
+class WebhookReject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: int | None
+    phoneE164: str | None
+    reason: Reason
+    detail: str
+
+
+class WebhookAccepted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["accepted"]
+    received: int
+    inserted: int = Field(description="Rows new to the dedupe table.")
+    duplicates: int = Field(description="Rows already there (a retry answers all duplicates).")
+    rejected: int
+    rejects: list[WebhookReject]
+
+
+class StoredEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    eventType: str
+    occurredAt: str
+
+
+class LeadView(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    organizationId: str
+    phoneE164: str
+    partition: int
+    optedOut: bool
+    events: list[StoredEvent]
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["ready", "starting"]
+    partitions: list[int] | None = None
+
+
+_MODELS: list[type[BaseModel]] = [
+    ErrorBody,
+    WebhookLeadEvents,
+    WebhookAccepted,
+    LeadView,
+    Health,
+    Readiness,
+]
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"description": "Error", "content": _json(ErrorBody)} for s in statuses}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every endpoint the worker serves."""
+    _, schemas = models_json_schema(
+        [(m, "validation" if m is WebhookLeadEvents else "serialization") for m in _MODELS],
+        ref_template="#/components/schemas/{model}",
+    )
+    security: list[dict[str, list[str]]] = [{"bearer": []}, {"signature": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "leadstream worker", "version": __version__},
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "signature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Leadstream-Signature",
+                    "description": "sha256=<hex HMAC-SHA256 of the raw body, or of "
+                    "'{X-Leadstream-Timestamp}.{body}'>",
+                },
+            },
+        },
+        "paths": {
+            "/api/v1/webhooks/lead-events": {
+                "post": {
+                    "summary": "Ingest one event or up to 50,000; answers after they are applied.",
+                    "security": security,
+                    "requestBody": {"required": True, "content": _json(WebhookLeadEvents)},
+                    "responses": {
+                        "200": {"description": "Accepted", "content": _json(WebhookAccepted)},
+                        **_errors(400, 401, 403, 413, 415, 422, 503),
+                    },
+                }
+            },
+            "/api/v1/leads/{organizationId}/{phone}": {
+                "get": {
+                    "summary": "One lead's stored events (read-only).",
+                    "parameters": [
+                        {
+                            "name": "organizationId",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "phone",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "The lead", "content": _json(LeadView)},
+                        **_errors(400, 421, 503),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "The process is up.",
+                    "responses": {"200": {"description": "Up", "content": _json(Health)}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Broker reachable and recovery finished.",
+                    "responses": {
+                        "200": {"description": "Ready", "content": _json(Readiness)},
+                        "503": {"description": "Starting", "content": _json(Readiness)},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics.",
+                    "responses": {
+                        "200": {
+                            "description": "Text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document.",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+    }
