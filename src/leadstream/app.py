@@ -14,8 +14,9 @@ from leadstream.streams.materialize import Materializer
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.routing import register_routers
 from leadstream.streams.topology import Topology
+from leadstream.web.audience import register_audience_upload
 from leadstream.web.views import register_views
-from leadstream.web.webhooks import register_webhooks
+from leadstream.web.webhooks import AuthFile, register_webhooks
 
 __all__ = ["create_app"]
 
@@ -60,7 +61,9 @@ def create_app(settings: Settings) -> faust.App:
     register_apply(topo, on_pending=materializer.wake)
     register_views(topo)
     replies = ReplyWaiter(settings.kafka_bootstrap, settings.topics.replies)
-    register_webhooks(topo, replies)
+    auth = AuthFile(settings.auth_path)
+    register_webhooks(topo, replies, auth)
+    register_audience_upload(topo, auth)
 
     @app.task  # type: ignore[untyped-decorator]
     async def materialize() -> None:

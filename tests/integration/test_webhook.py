@@ -287,3 +287,41 @@ def test_metrics_count_requests_rows_and_lag(served) -> None:
         assert value(sample, text) == value(sample, before) + 1
     assert "leadstream_ingest_apply_seconds_bucket" in text
     assert "leadstream_consumer_lag" in text
+
+
+def test_audience_upload_csv_and_ndjson_then_a_send_uses_it(served) -> None:
+    stack, worker = served
+    csv_body = (
+        b"phoneE164,externalId\n+15556660001,e1\n(555) 666-0002,e2\nnot-a-phone,e3\n+15556660004,\n"
+    )
+    url = f"{worker.url}/api/v1/campaigns/upload-1/audience"
+    response = httpx.post(url, content=csv_body, headers={**bearer(), "Content-Type": "text/csv"}, timeout=60)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["received"], answer["accepted"], answer["rejected"]) == (4, 3, 1)
+    assert answer["rejects"][0]["index"] == 2 and answer["rejects"][0]["reason"] == "invalid_phone"
+    ndjson = b'{"phoneE164": "+15556660004", "op": "remove"}\n{"phoneE164": "+15556660005", "externalId": "e5"}\n[1]\n'
+    signed = {"X-Leadstream-Signature": sign(SECRET, ndjson), "Content-Type": "application/x-ndjson"}
+    answer = httpx.post(url, content=ndjson, headers=signed, timeout=60).json()
+    assert (answer["received"], answer["accepted"], answer["rejected"]) == (3, 2, 1)
+    tampered = httpx.post(url, content=ndjson + b"\n", headers=signed, timeout=60)
+    assert tampered.status_code == 401
+    assert httpx.post(url, content=csv_body, headers={**bearer(), "Content-Type": "text/plain"}).status_code == 415
+    assert httpx.post(url, content=csv_body, headers={"Content-Type": "text/csv"}).status_code == 401
+
+    stack.wait_caught_up()
+    stack.trigger(organizationId=42, campaignId="upload-1", sendId="upload-send",
+                  scheduledFor="2026-01-01T00:00:00Z")
+    result = stack.send_list("upload-send", 42)
+    assert result.summary is not None
+    assert sorted((r["phoneE164"], r["externalId"]) for r in result.recipients) == [
+        ("+15556660001", "e1"), ("+15556660002", "e2"), ("+15556660005", "e5")]
+
+
+def test_audience_upload_as_a_json_document(served) -> None:
+    _, worker = served
+    url = f"{worker.url}/api/v1/campaigns/upload-2/audience"
+    body = msgspec.json.encode({"members": [{"phoneE164": "+15556660101", "externalId": "j1"}, {"phoneE164": 5}]})
+    answer = httpx.post(url, content=body, headers={**bearer(), "Content-Type": "application/json"}, timeout=60).json()
+    assert (answer["received"], answer["accepted"], answer["rejected"]) == (2, 1, 1)
+    assert answer["rejects"][0]["index"] == 1

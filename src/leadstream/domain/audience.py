@@ -11,7 +11,13 @@ from leadstream.domain.ingest import MAX_BATCH_EVENTS, Rejected
 from leadstream.domain.normalize import normalize_id, normalize_organization_id, normalize_phone
 from leadstream.domain.rejects import Reason, RowError
 
-__all__ = ["MAX_EXTERNAL_ID_CHARS", "MemberOp", "normalize_external_id", "parse_audience_members"]
+__all__ = [
+    "MAX_EXTERNAL_ID_CHARS",
+    "MemberOp",
+    "normalize_external_id",
+    "parse_audience_members",
+    "parse_member_row",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +46,8 @@ def normalize_external_id(value: Any) -> str | None:
     return value
 
 
-def _member(row: dict[str, Any], org: str, campaign: str, region: str) -> MemberOp:
+def parse_member_row(row: dict[str, Any], org: str, campaign: str, region: str) -> MemberOp:
+    """One audience row (``phoneE164``, ``externalId?``, ``op?``) or :class:`RowError`."""
     phone = normalize_phone(row.get("phoneE164"), region)
     op = row.get("op", "add")
     if op not in ("add", "remove"):
@@ -82,7 +89,7 @@ def parse_audience_members(doc: Any, *, region: str) -> tuple[list[MemberOp], li
             rejects.append(Rejected(Reason.INVALID_JSON, "a member must be a JSON object", at, row))
             continue
         try:
-            ops.append(_member(row, org, campaign, region))
+            ops.append(parse_member_row(row, org, campaign, region))
         except RowError as err:
             phone = row.get("phoneE164")
             raw_phone = str(phone)[:64] if isinstance(phone, str | int) else None

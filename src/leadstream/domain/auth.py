@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import msgspec
 
@@ -89,10 +89,21 @@ def hash_api_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def sign(secret: str, body: bytes, timestamp: str | None = None) -> str:
-    """The signature header value for ``body`` (and ``timestamp`` when given)."""
-    message = body if timestamp is None else timestamp.encode() + b"." + body
-    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+Body = bytes | Callable[[], Iterable[bytes]]
+
+
+def sign(secret: str, body: Body, timestamp: str | None = None) -> str:
+    """The signature header value for ``body`` (and ``timestamp`` when given).
+
+    ``body`` may be a callable returning the body in chunks, so that a large upload is
+    verified from disk without being held in memory.
+    """
+    mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+    if timestamp is not None:
+        mac.update(timestamp.encode() + b".")
+    for chunk in [body] if isinstance(body, bytes) else body():
+        mac.update(chunk)
+    return "sha256=" + mac.hexdigest()
 
 
 def _unauthorized() -> AuthError:
@@ -117,7 +128,7 @@ def _bearer_org(config: AuthConfig, token: str) -> str | None:
 
 
 def _signature_org(
-    config: AuthConfig, signature: str, body: bytes, timestamp: str | None, now_s: float
+    config: AuthConfig, signature: str, body: Body, timestamp: str | None, now_s: float
 ) -> str | None:
     if timestamp is not None:
         try:
@@ -141,7 +152,7 @@ def _signature_org(
 def authenticate(
     config: AuthConfig,
     headers: Mapping[str, str],
-    body: bytes,
+    body: Body,
     *,
     now_s: float,
     claimed_org: str | None = None,

@@ -52,6 +52,15 @@ class WebhookReject(BaseModel):
     detail: str
 
 
+class AudienceAccepted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["accepted"]
+    received: int
+    accepted: int
+    rejected: int
+    rejects: list[WebhookReject]
+
+
 class WebhookAccepted(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["accepted"]
@@ -138,6 +147,48 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "Accepted", "content": _json(WebhookAccepted)},
                         **_errors(400, 401, 403, 413, 415, 422, 503),
+                    },
+                }
+            },
+            "/api/v1/campaigns/{campaignId}/audience": {
+                "post": {
+                    "summary": "Upload up to 1,000,000 members (CSV phoneE164,externalId[,op] "
+                    "or NDJSON), read as a stream; answers after Kafka has every row.",
+                    "security": security,
+                    "parameters": [
+                        {
+                            "name": "campaignId",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"type": "array", "items": {"type": "object"}},
+                                        {
+                                            "type": "object",
+                                            "properties": {
+                                                "members": {
+                                                    "type": "array",
+                                                    "items": {"type": "object"},
+                                                }
+                                            },
+                                        },
+                                    ]
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": {"description": "Accepted", "content": _json(AudienceAccepted)},
+                        **_errors(401, 403, 413, 415, 422, 503),
                     },
                 }
             },

@@ -33,7 +33,7 @@ from leadstream.domain.rejects import RowError
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.topology import COMMAND_ROWS, Topology, now_ms
 
-__all__ = ["AuthFile", "register_webhooks"]
+__all__ = ["RETRY_AFTER_SECONDS", "AuthFile", "error_response", "register_webhooks"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +59,17 @@ class AuthFile:
         return self._config
 
 
-def _error(view: View, status: int, code: str, message: str, **headers: str) -> Response:
+def error_response(view: View, status: int, code: str, message: str, **headers: str) -> Response:
     response = view.json({"error": {"code": code, "message": message}}, status=status)
     for name, value in headers.items():
         response.headers[name] = value
     return response
 
 
-def register_webhooks(topo: Topology, replies: ReplyWaiter) -> None:
+def register_webhooks(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> None:
     """Attach the webhook views to the app."""
     app, settings = topo.app, topo.settings
     rules = IngestRules(settings.default_region, settings.max_future_skew_seconds * 1000)
-    auth = AuthFile(settings.auth_path)
 
     metrics = topo.metrics
     endpoint = "/api/v1/webhooks/lead-events"
@@ -87,24 +86,24 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter) -> None:
         async def _handle(self, request: Request) -> Response:
             media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if media_type != "application/json":
-                return _error(self, 415, "unsupported_media_type", "send application/json")
+                return error_response(self, 415, "unsupported_media_type", "send application/json")
             length = request.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-                return _error(
+                return error_response(
                     self, 413, "body_too_large", f"at most {settings.max_body_bytes} bytes"
                 )
             try:
                 body = await request.read()
             except Exception as exc:  # noqa: BLE001 - aiohttp's own 413 when over client_max_size
                 if getattr(exc, "status", None) == 413:
-                    return _error(
+                    return error_response(
                         self, 413, "body_too_large", f"at most {settings.max_body_bytes} bytes"
                     )
                 raise
             try:
                 org = authenticate(auth.config(), request.headers, body, now_s=time.time())
             except AuthError as err:
-                return _error(
+                return error_response(
                     self,
                     err.status,
                     "unauthorized" if err.status == 401 else "forbidden",
@@ -113,21 +112,21 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter) -> None:
             try:
                 doc = decode_json(body)
             except RowError as err:
-                return _error(self, 400, "invalid_json", err.detail)
+                return error_response(self, 400, "invalid_json", err.detail)
             if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
-                return _error(
+                return error_response(
                     self, 422, "invalid_body", "expected {organizationId, eventType, events: [...]}"
                 )
             if len(doc["events"]) > MAX_BATCH_EVENTS:
-                return _error(
+                return error_response(
                     self, 413, "batch_too_large", f"a batch holds at most {MAX_BATCH_EVENTS} events"
                 )
             try:
                 claimed = normalize_organization_id(doc.get("organizationId"))
             except RowError as err:
-                return _error(self, 422, err.reason.value, err.detail)
+                return error_response(self, 422, err.reason.value, err.detail)
             if claimed != org:
-                return _error(
+                return error_response(
                     self, 403, "forbidden", "this credential does not act for that organization"
                 )
             parsed = parse_lead_events(doc, now_ms=now_ms(), rules=rules)
@@ -138,7 +137,7 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter) -> None:
                 )
             except (TimeoutError, OSError) as exc:
                 logger.warning("lead-events webhook: Kafka or apply timed out: %r", exc)
-                return _error(
+                return error_response(
                     self,
                     503,
                     "unavailable",
