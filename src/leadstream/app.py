@@ -16,7 +16,7 @@ from leadstream.streams.routing import register_routers
 from leadstream.streams.topology import Topology
 from leadstream.web.audience import register_audience_upload
 from leadstream.web.views import register_views
-from leadstream.web.webhooks import AuthFile, register_webhooks
+from leadstream.web.webhooks import AuthFile, register_audience_filter, register_webhooks
 
 __all__ = ["create_app"]
 
@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> faust.App:
     auth = AuthFile(settings.auth_path)
     register_webhooks(topo, replies, auth)
     register_audience_upload(topo, auth)
+    register_audience_filter(topo, replies, auth)
 
     @app.task  # type: ignore[untyped-decorator]
     async def materialize() -> None:

@@ -21,7 +21,10 @@ __all__ = [
     "Command",
     "EventsBatch",
     "FilterPart",
+    "FilterReply",
+    "FilterRequest",
     "MembersBatch",
+    "Reply",
     "BroadcastTrigger",
     "decode_command",
     "decode_reply",
@@ -38,12 +41,23 @@ class EventsBatch(msgspec.Struct, tag="E", array_like=True):
     reply_to: str | None = None
 
 
-class ApplyReply(msgspec.Struct, array_like=True, frozen=True):
+class ApplyReply(msgspec.Struct, tag="A", array_like=True, frozen=True):
     """What the apply agent reports for an EventsBatch that asked for a reply."""
 
     request: str
     inserted: int
     duplicates: int
+
+
+class FilterReply(msgspec.Struct, tag="R", array_like=True, frozen=True):
+    """The home partition's decision on an audience filter sent over HTTP."""
+
+    request: str
+    status: str  # accepted | already_received | late
+    lead_count: int
+
+
+Reply = ApplyReply | FilterReply
 
 
 class MembersBatch(msgspec.Struct, tag="M", array_like=True):
@@ -77,7 +91,20 @@ class FilterPart(msgspec.Struct, tag="F", array_like=True):
     phones: list[str]
 
 
-Command = EventsBatch | MembersBatch | ClaimTrigger | BroadcastTrigger | FilterPart
+class FilterRequest(msgspec.Struct, tag="Q", array_like=True):
+    """An audience filter received over HTTP, sent to the send's home partition, which
+    knows the trigger (deadline) and the last filter accepted (identical repeats)."""
+
+    organization_id: str
+    campaign_id: str
+    send_id: str
+    mode: str
+    external_ids: list[str]
+    phones: list[str]
+    reply_to: str
+
+
+Command = EventsBatch | MembersBatch | ClaimTrigger | BroadcastTrigger | FilterPart | FilterRequest
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)
@@ -91,12 +118,12 @@ def decode_command(data: bytes) -> Command:
     return _decoder.decode(data)
 
 
-_reply_decoder = msgspec.msgpack.Decoder(ApplyReply)
+_reply_decoder: msgspec.msgpack.Decoder[Reply] = msgspec.msgpack.Decoder(Reply)
 
 
-def encode_reply(reply: ApplyReply) -> bytes:
+def encode_reply(reply: Reply) -> bytes:
     return _encoder.encode(reply)
 
 
-def decode_reply(data: bytes) -> ApplyReply:
+def decode_reply(data: bytes) -> Reply:
     return _reply_decoder.decode(data)

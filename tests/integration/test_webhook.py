@@ -325,3 +325,54 @@ def test_audience_upload_as_a_json_document(served) -> None:
     answer = httpx.post(url, content=body, headers={**bearer(), "Content-Type": "application/json"}, timeout=60).json()
     assert (answer["received"], answer["accepted"], answer["rejected"]) == (2, 1, 1)
     assert answer["rejects"][0]["index"] == 1
+
+
+def filter_post(worker: WorkerProcess, doc: dict, **headers: str) -> httpx.Response:
+    return httpx.post(f"{worker.url}/api/v1/webhooks/campaigns/audience-filter",
+                      content=msgspec.json.encode(doc),
+                      headers={"Content-Type": "application/json", **headers}, timeout=60)
+
+
+def test_audience_filter_endpoint_repeat_deadline_and_effect(kafka_bootstrap: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    def iso(dt: datetime) -> str:
+        return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    auth = tmp_path / "auth.json"
+    config = with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t"))
+    save_auth(auth, with_key(config, "7", ApiKey("ak7", hash_api_key(OTHER_KEY), "t")))
+    run = uuid.uuid4().hex[:10]
+    stack = Stack(kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=tmp_path,
+                  auth_file=auth, materialize_lead_seconds=2 * 86_400)
+    try:
+        worker = stack.worker()
+        stack.members(42, "c1", [{"phoneE164": f"+1555444000{i}", "externalId": f"x{i}"} for i in range(5)])
+        include = {"campaignId": "c1", "sendId": "s1", "mode": "include",
+                   "leads": [{"externalId": "x1"}, {"phoneE164": "(555) 444-0003"}]}
+        first = filter_post(worker, include, **bearer())
+        assert first.status_code == 200 and first.json() == {"status": "accepted", "leadCount": 2}
+        assert filter_post(worker, include, **bearer()).json() == {"status": "already_received"}
+        assert filter_post(worker, {**include, "organizationId": 7}, **bearer()).status_code == 403
+        assert filter_post(worker, {**include, "mode": "maybe"}, **bearer()).status_code == 422
+        assert filter_post(worker, include).status_code == 401
+        # Organization 7 has its own send s1: the filter of 42 does not touch it.
+        assert filter_post(worker, include, **bearer(OTHER_KEY)).json()["status"] == "accepted"
+
+        stack.wait_caught_up()
+        stack.trigger(organizationId=42, campaignId="c1", sendId="s1",
+                      scheduledFor=iso(datetime.now(UTC) + timedelta(hours=1)),
+                      audienceFilter={"enabled": True})
+        result = stack.send_list("s1", 42)
+        assert sorted(r["externalId"] for r in result.recipients) == ["x1", "x3"]
+        assert result.summary["counts"]["droppedByAudienceFilter"] == 3
+
+        # A send whose trigger is known and whose deadline has passed: 409, counted as late.
+        stack.trigger(organizationId=42, campaignId="c1", sendId="s2",
+                      scheduledFor=iso(datetime.now(UTC) + timedelta(minutes=4)))
+        stack.wait_caught_up()
+        late = filter_post(worker, {**include, "sendId": "s2"}, **bearer())
+        assert late.status_code == 409
+        assert late.json()["error"]["code"] == "filter_deadline_passed"
+    finally:
+        stack.close()

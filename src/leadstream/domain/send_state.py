@@ -14,16 +14,23 @@ from enum import StrEnum
 import msgspec
 
 from leadstream.domain.audience import MemberOp
-from leadstream.domain.sends import AudienceFilterSpec, SendTrigger, resolve_audience_filter
+from leadstream.domain.sends import (
+    FILTER_DEADLINE_MS,
+    AudienceFilterSpec,
+    SendTrigger,
+    resolve_audience_filter,
+)
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
 
 __all__ = [
     "Claim",
+    "FilterDecision",
     "PendingRecord",
     "apply_members",
     "audience_filter_for",
     "claim_trigger",
+    "decide_filter",
     "due_sends",
     "finish_send",
     "is_done",
@@ -177,3 +184,25 @@ def finish_send(store: PartitionStore, partition: int, org: str, send: str) -> N
     store.delete(partition, keys.pending_key(org, send))
     for key, _ in list(iter_prefix(store, partition, keys.filter_prefix(org, send))):
         store.delete(partition, key)
+
+
+class FilterDecision(StrEnum):
+    ACCEPTED = "accepted"
+    ALREADY_RECEIVED = "already_received"  # identical to the last one accepted: a no-op
+    LATE = "late"  # after the deadline of a known trigger: ignored at materialization, counted
+
+
+def decide_filter(
+    store: PartitionStore, partition: int, org: str, send: str, digest: str, received_at: int
+) -> FilterDecision:
+    """In the send's home partition: what an audience filter received over HTTP does."""
+    accepted_key = keys.accepted_filter_key(org, send)
+    if store.get(partition, accepted_key) == digest.encode():
+        return FilterDecision.ALREADY_RECEIVED
+    claim = store.get(partition, keys.claim_key(org, send))
+    if claim is not None:
+        scheduled_for = _pending_decoder.decode(claim).trigger.scheduled_for
+        if received_at > scheduled_for - FILTER_DEADLINE_MS:
+            return FilterDecision.LATE
+    store.put(partition, accepted_key, digest.encode())
+    return FilterDecision.ACCEPTED

@@ -6,10 +6,13 @@ the first step that drops it, in this order: opted out, audience filter, event f
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import msgspec
 
 from leadstream.domain.audience import normalize_external_id
 from leadstream.domain.lead_index import count_events, latest_opt
@@ -87,6 +90,11 @@ class AudienceFilterSpec:
     mode: Mode
     external_ids: frozenset[str] = frozenset()
     phones: frozenset[str] = frozenset()
+
+    def digest(self) -> str:
+        """Identity of the filter's content, to tell an identical repeat."""
+        canonical = msgspec.json.encode([self.mode, sorted(self.external_ids), sorted(self.phones)])
+        return hashlib.sha256(canonical).hexdigest()
 
     def matches(self, phone: str, external_id: str | None) -> bool:
         return phone in self.phones or (

@@ -16,6 +16,7 @@ kind       key                                              value
 ``P``      P org sendId                                     pending trigger of a partition
 ``D``      D org sendId                                     materialized in this partition
 ``F``      F org sendId receivedAt(u64) seq(u64) part(u32)  one part of an audience filter
+``A``      A org sendId                                     digest of the last HTTP filter
 =========  ==============================================  =============================
 
 The ``S`` claim lives only in the send's home partition; ``P``, ``D`` and ``F`` exist in
@@ -29,6 +30,7 @@ import struct
 
 __all__ = [
     "SEP",
+    "accepted_filter_key",
     "claim_key",
     "decode_external_id",
     "decode_filter_key",
@@ -62,6 +64,7 @@ _CLAIM = b"S"
 _PENDING = b"P"
 _DONE = b"D"
 _FILTER = b"F"
+_ACCEPTED_FILTER = b"A"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _COMPACTED_VALUE = struct.Struct(">QQ")
@@ -152,6 +155,10 @@ def pending_prefix() -> bytes:
 
 def done_key(org: str, send: str) -> bytes:
     return _send_key(_DONE, org, send)
+
+
+def accepted_filter_key(org: str, send: str) -> bytes:
+    return _send_key(_ACCEPTED_FILTER, org, send)
 
 
 def filter_prefix(org: str, send: str) -> bytes:

@@ -13,6 +13,8 @@ from leadstream.commands import (
     ClaimTrigger,
     EventsBatch,
     FilterPart,
+    FilterReply,
+    FilterRequest,
     MembersBatch,
     decode_command,
     encode_reply,
@@ -21,12 +23,15 @@ from leadstream.domain.ingest import retention_horizon
 from leadstream.domain.lead_index import apply_events, compact_partition
 from leadstream.domain.send_state import (
     Claim,
+    FilterDecision,
     apply_members,
     claim_trigger,
+    decide_filter,
     store_filter_part,
     store_pending,
 )
-from leadstream.streams.topology import Topology, now_ms
+from leadstream.domain.sends import AudienceFilterSpec, filter_parts
+from leadstream.streams.topology import COMMAND_ROWS, Topology, now_ms
 
 __all__ = ["register_apply"]
 
@@ -71,6 +76,8 @@ def register_apply(topo: Topology, on_pending: Callable[[], None]) -> None:
             elif isinstance(command, BroadcastTrigger):
                 if store_pending(store, partition, command.send):
                     on_pending()
+            elif isinstance(command, FilterRequest):
+                await _filter_request(topo, event.message, command)
             elif isinstance(command, FilterPart):
                 store_filter_part(
                     store,
@@ -96,3 +103,39 @@ def register_apply(topo: Topology, on_pending: Callable[[], None]) -> None:
             if removed:
                 logger.info("compacted partition %d: folded %d old events", partition, removed)
             await asyncio.sleep(0)
+
+
+async def _filter_request(topo: Topology, msg: Any, request: FilterRequest) -> None:
+    """Decide on an HTTP audience filter in the send's home partition, pass it on to every
+    partition unless it repeats the last one, and answer the waiting request."""
+    # The message's own timestamp: the same when this command is processed again.
+    received_at = int(msg.timestamp * 1000) if msg.timestamp else now_ms()
+    spec = AudienceFilterSpec(
+        "include" if request.mode == "include" else "exclude",
+        frozenset(request.external_ids),
+        frozenset(request.phones),
+    )
+    org, send = request.organization_id, request.send_id
+    decision = decide_filter(topo.store, msg.partition, org, send, spec.digest(), received_at)
+    if decision is not FilterDecision.ALREADY_RECEIVED:
+        seq = (msg.partition << 48) | msg.offset
+        for partition, parts in filter_parts(
+            org, spec, topo.settings.partitions, COMMAND_ROWS
+        ).items():
+            for index, (ext, phones) in enumerate(parts):
+                part = FilterPart(
+                    org,
+                    request.campaign_id,
+                    send,
+                    received_at,
+                    seq,
+                    index,
+                    len(parts),
+                    spec.mode,
+                    ext,
+                    phones,
+                )
+                await topo.send_command(partition, part)
+    lead_count = len(spec.external_ids) + len(spec.phones)
+    reply = FilterReply(request.reply_to, decision.value, lead_count)
+    await topo.replies.send(key=request.reply_to.encode(), value=encode_reply(reply))

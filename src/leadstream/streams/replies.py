@@ -14,7 +14,7 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
-from leadstream.commands import ApplyReply, decode_reply
+from leadstream.commands import Reply, decode_reply
 
 __all__ = ["ReplyWaiter"]
 
@@ -26,7 +26,7 @@ class ReplyWaiter:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self._topic = topic
-        self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[ApplyReply]]] = {}
+        self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Reply]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._started = threading.Event()
@@ -50,9 +50,9 @@ class ReplyWaiter:
     def started(self) -> bool:
         return self._started.is_set()
 
-    def expect(self, request: str) -> asyncio.Queue[ApplyReply]:
+    def expect(self, request: str) -> asyncio.Queue[Reply]:
         """Register ``request`` before its commands are sent; replies arrive on the queue."""
-        queue: asyncio.Queue[ApplyReply] = asyncio.Queue()
+        queue: asyncio.Queue[Reply] = asyncio.Queue()
         with self._lock:
             self._waiting[request] = (asyncio.get_running_loop(), queue)
         return queue

@@ -71,6 +71,22 @@ class WebhookAccepted(BaseModel):
     rejects: list[WebhookReject]
 
 
+class AudienceFilterBody(BaseModel):
+    """The organization is the credential's; an organizationId in the body must match it."""
+
+    model_config = ConfigDict(extra="allow")
+    campaignId: Id
+    sendId: Id
+    mode: Literal["include", "exclude"]
+    leads: list[dict[str, str]] = Field(description="Each {externalId} or {phoneE164}.")
+
+
+class AudienceFilterAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["accepted", "already_received"]
+    leadCount: int | None = None
+
+
 class StoredEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     eventType: str
@@ -118,7 +134,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 description of every endpoint the worker serves."""
     _, schemas = models_json_schema(
-        [(m, "validation" if m is WebhookLeadEvents else "serialization") for m in _MODELS],
+        [
+            (m, "validation" if m in (WebhookLeadEvents, AudienceFilterBody) else "serialization")
+            for m in _MODELS
+        ],
         ref_template="#/components/schemas/{model}",
     )
     security: list[dict[str, list[str]]] = [{"bearer": []}, {"signature": []}]
@@ -147,6 +166,21 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "Accepted", "content": _json(WebhookAccepted)},
                         **_errors(400, 401, 403, 413, 415, 422, 503),
+                    },
+                }
+            },
+            "/api/v1/webhooks/campaigns/audience-filter": {
+                "post": {
+                    "summary": "The audience filter of a send; the latest received replaces "
+                    "earlier ones, an identical repeat is a no-op.",
+                    "security": security,
+                    "requestBody": {"required": True, "content": _json(AudienceFilterBody)},
+                    "responses": {
+                        "200": {
+                            "description": "Accepted or already received",
+                            "content": _json(AudienceFilterAnswer),
+                        },
+                        **_errors(400, 401, 403, 409, 415, 422, 503),
                     },
                 }
             },

@@ -19,7 +19,7 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from leadstream.auth_file import load_auth
-from leadstream.commands import EventsBatch
+from leadstream.commands import ApplyReply, EventsBatch, FilterReply, FilterRequest
 from leadstream.domain.auth import AuthConfig, AuthError, authenticate
 from leadstream.domain.ingest import (
     MAX_BATCH_EVENTS,
@@ -28,12 +28,19 @@ from leadstream.domain.ingest import (
     parse_lead_events,
 )
 from leadstream.domain.normalize import normalize_organization_id
-from leadstream.domain.partitioning import group_by_partition
+from leadstream.domain.partitioning import group_by_partition, send_partition
 from leadstream.domain.rejects import RowError
+from leadstream.domain.sends import parse_audience_filter
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.topology import COMMAND_ROWS, Topology, now_ms
 
-__all__ = ["RETRY_AFTER_SECONDS", "AuthFile", "error_response", "register_webhooks"]
+__all__ = [
+    "RETRY_AFTER_SECONDS",
+    "AuthFile",
+    "error_response",
+    "register_audience_filter",
+    "register_webhooks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +171,100 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> N
             )
 
 
+def register_audience_filter(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> None:
+    """``POST /api/v1/webhooks/campaigns/audience-filter``: the organization comes from the
+    credential; the send's home partition decides accepted / already_received / late."""
+    app, settings, metrics = topo.app, topo.settings, topo.metrics
+    endpoint = "/api/v1/webhooks/campaigns/audience-filter"
+
+    @app.page(endpoint)
+    class AudienceFilterView(View):
+        async def post(self, request: Request) -> Response:
+            started = time.perf_counter()
+            response = await self._handle(request)
+            metrics.http_seconds.labels(endpoint).observe(time.perf_counter() - started)
+            metrics.http_requests.labels(endpoint, str(response.status)).inc()
+            return response
+
+        async def _handle(self, request: Request) -> Response:
+            media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if media_type != "application/json":
+                return error_response(self, 415, "unsupported_media_type", "send application/json")
+            body = await request.read()
+            try:
+                org = authenticate(auth.config(), request.headers, body, now_s=time.time())
+            except AuthError as err:
+                code = "unauthorized" if err.status == 401 else "forbidden"
+                return error_response(self, err.status, code, err.message)
+            try:
+                doc = decode_json(body)
+            except RowError as err:
+                return error_response(self, 400, "invalid_json", err.detail)
+            if not isinstance(doc, dict):
+                return error_response(
+                    self, 422, "invalid_body", "expected {campaignId, sendId, mode, leads}"
+                )
+            if doc.get("organizationId") is not None:
+                try:
+                    claimed = normalize_organization_id(doc["organizationId"])
+                except RowError as err:
+                    return error_response(self, 422, err.reason.value, err.detail)
+                if claimed != org:
+                    return error_response(
+                        self, 403, "forbidden", "this credential does not act for that organization"
+                    )
+            try:
+                _, campaign, send, spec = parse_audience_filter(
+                    {**doc, "organizationId": org}, region=settings.default_region
+                )
+            except RowError as err:
+                return error_response(self, 422, err.reason.value, err.detail)
+            request_id = uuid.uuid4().hex
+            queue = replies.expect(request_id)
+            try:
+                command = FilterRequest(
+                    org,
+                    campaign,
+                    send,
+                    spec.mode,
+                    sorted(spec.external_ids),
+                    sorted(spec.phones),
+                    request_id,
+                )
+                home = send_partition(org, send, settings.partitions)
+
+                async def decide() -> FilterReply:
+                    await topo.send_command(home, command, wait=True)
+                    while True:
+                        reply = await queue.get()
+                        if isinstance(reply, FilterReply):
+                            return reply
+
+                reply = await asyncio.wait_for(decide(), settings.http_timeout_seconds)
+            except (TimeoutError, OSError) as exc:
+                logger.warning("audience-filter webhook: Kafka or apply timed out: %r", exc)
+                return error_response(
+                    self,
+                    503,
+                    "unavailable",
+                    "Kafka did not confirm in time; retry the same body",
+                    **{"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
+            finally:
+                replies.forget(request_id)
+            if reply.status == "late":
+                return error_response(
+                    self,
+                    409,
+                    "filter_deadline_passed",
+                    "the filter deadline (5 minutes before scheduledFor) has passed; "
+                    "this filter is ignored and counted",
+                )
+            if reply.status == "already_received":
+                return self.json({"status": "already_received"})
+            return self.json({"status": "accepted", "leadCount": reply.lead_count})
+
+
 async def _apply(topo: Topology, replies: ReplyWaiter, events: list[Any]) -> tuple[int, int]:
     """Send the rows by lead with acks=all, then sum the apply agent's counts."""
     request = uuid.uuid4().hex
@@ -178,8 +279,9 @@ async def _apply(topo: Topology, replies: ReplyWaiter, events: list[Any]) -> tup
         inserted = duplicates = 0
         for _ in range(expected):
             reply = await queue.get()
-            inserted += reply.inserted
-            duplicates += reply.duplicates
+            if isinstance(reply, ApplyReply):
+                inserted += reply.inserted
+                duplicates += reply.duplicates
         return inserted, duplicates
     finally:
         replies.forget(request)
