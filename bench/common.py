@@ -51,6 +51,7 @@ class BenchWorker:
 
     def __init__(self, bootstrap: str, workdir: Path, **overrides: Any) -> None:
         run = uuid.uuid4().hex[:8]
+        overrides.setdefault("web_port", _free_port())
         self.settings = Settings(
             kafka_bootstrap=bootstrap,
             app_id=f"bench-{run}",
@@ -65,7 +66,6 @@ class BenchWorker:
             "LEADSTREAM_APP_ID": self.settings.app_id,
             "LEADSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
             "LEADSTREAM_DATA_DIR": str(self.settings.data_dir),
-            "LEADSTREAM_WEB_PORT": str(_free_port()),
             **{f"LEADSTREAM_{k.upper()}": str(v) for k, v in overrides.items()},
         }
         self.log = workdir / f"{run}.log"

@@ -14,7 +14,14 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from leadstream.settings import Settings
 
-__all__ = ["produce", "LARGE_MESSAGE_BYTES", "ensure_topics", "required_topics", "wait_for_broker"]
+__all__ = [
+    "broker_reachable",
+    "produce",
+    "LARGE_MESSAGE_BYTES",
+    "ensure_topics",
+    "required_topics",
+    "wait_for_broker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +74,15 @@ def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
             last = exc
             time.sleep(0.5)
     raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f} s: {last}")
+
+
+def broker_reachable(admin: AdminClient, timeout: float = 2.0) -> bool:
+    """Does the cluster answer a metadata request within ``timeout`` seconds?"""
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return True
 
 
 def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:

@@ -232,7 +232,7 @@ def test_publish_audience_trigger_and_recipients(tmp_path: Path, kafka_bootstrap
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
     from leadstream.auth_file import load_auth
-    from leadstream.domain.auth import authenticate, sign
+    from leadstream.domain.auth import AuthError, authenticate, sign
 
     auth = tmp_path / "auth.json"
     env = {"LEADSTREAM_AUTH_FILE": str(auth)}
@@ -248,6 +248,9 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
         authenticate(config, {"X-Leadstream-Signature": sign(secret, b"{}")}, b"{}", now_s=0)
         == "42"
     )
+    leadstream("keys", "require-timestamp", "on", "--org", "42", env=env)
+    with pytest.raises(AuthError):
+        authenticate(load_auth(auth), {"X-Leadstream-Signature": sign(secret, b"{}")}, b"{}", now_s=0)
     leadstream("keys", "revoke", api_id, "--org", "42", env=env)
     assert "revoked" in leadstream("keys", "list", "--org", "42", env=env).stdout
     bad = leadstream("keys", "revoke", "ak_nope", "--org", "42", env=env, check=False)

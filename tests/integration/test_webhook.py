@@ -233,6 +233,7 @@ def test_kafka_down_answers_503_and_a_retry_converges(tmp_path: Path) -> None:
         ]
         body = msgspec.json.encode({"organizationId": 42, "eventType": "x", "events": events})
         kafka.stop()
+        assert httpx.get(f"{worker.url}/readyz", timeout=10).status_code == 503
         down = post(worker, body, **bearer())
         assert down.status_code == 503
         assert down.headers["Retry-After"] == "5"
@@ -374,5 +375,37 @@ def test_audience_filter_endpoint_repeat_deadline_and_effect(kafka_bootstrap: st
         late = filter_post(worker, {**include, "sendId": "s2"}, **bearer())
         assert late.status_code == 409
         assert late.json()["error"]["code"] == "filter_deadline_passed"
+    finally:
+        stack.close()
+
+
+def test_keys_revoked_or_rotated_while_the_worker_runs(kafka_bootstrap: str, tmp_path: Path) -> None:
+    from leadstream.auth_file import load_auth
+    from leadstream.domain.auth import revoked
+
+    auth = tmp_path / "auth.json"
+    config = with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t"))
+    save_auth(auth, with_key(config, "42", SigningKey("sk_old", SECRET, "t")))
+    run = uuid.uuid4().hex[:10]
+    stack = Stack(kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=tmp_path,
+                  auth_file=auth)
+    try:
+        worker = stack.worker()
+        body = msgspec.json.encode({"organizationId": 42, "eventType": "k", "events": [
+            {"phoneE164": "+15550003333", "occurredAt": "2026-05-12T18:34:00Z"}]})
+        assert post(worker, body, **bearer()).status_code == 200
+        new_secret = "d" * 64
+        save_auth(auth, with_key(load_auth(auth), "42", SigningKey("sk_new", new_secret, "t")))
+        # Rotation: both signing keys work until the old one is revoked.
+        assert post(worker, body, **{"X-Leadstream-Signature": sign(SECRET, body)}).status_code == 200
+        assert post(worker, body, **{"X-Leadstream-Signature": sign(new_secret, body)}).status_code == 200
+        config = revoked(revoked(load_auth(auth), "42", "sk_old", "now"), "42", "ak1", "now")
+        save_auth(auth, config)
+        assert post(worker, body, **bearer()).status_code == 401
+        assert post(worker, body, **{"X-Leadstream-Signature": sign(SECRET, body)}).status_code == 401
+        assert post(worker, body, **{"X-Leadstream-Signature": sign(new_secret, body)}).status_code == 200
+        stale = str(int(time.time()) - 600)
+        old = {"X-Leadstream-Signature": sign(new_secret, body, stale), "X-Leadstream-Timestamp": stale}
+        assert post(worker, body, **old).status_code == 401
     finally:
         stack.close()

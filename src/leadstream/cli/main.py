@@ -446,6 +446,24 @@ def keys_list(organization_id: str, auth_file: Path | None, data_dir: Path | Non
             click.echo(f"{k.id}\t{kind}\tcreated {k.created_at}\t{state}")
 
 
+@keys.command("require-timestamp")
+@click.argument("setting", type=click.Choice(["on", "off"]))
+@click.option("--org", "organization_id", required=True)
+@auth_file_option
+@data_dir_option
+def keys_require_timestamp(
+    setting: str, organization_id: str, auth_file: Path | None, data_dir: Path | None
+) -> None:
+    """Require (on) or not (off) a signed X-Leadstream-Timestamp on HMAC requests."""
+    from leadstream.auth_file import load_auth, save_auth
+    from leadstream.domain.auth import with_timestamp_required
+
+    path = _auth_path(auth_file, data_dir)
+    save_auth(path, with_timestamp_required(load_auth(path), str(organization_id), setting == "on"))
+    state = "required" if setting == "on" else "optional"
+    click.echo(f"organization {organization_id}: signed timestamps {state}")
+
+
 @keys.command("revoke")
 @click.argument("key_id")
 @click.option("--org", "organization_id", required=True)

@@ -35,6 +35,7 @@ __all__ = [
     "revoked",
     "sign",
     "with_key",
+    "with_timestamp_required",
 ]
 
 logger = logging.getLogger(__name__)
@@ -212,4 +213,11 @@ def revoked(config: AuthConfig, org: str, key_id: str, at: str) -> AuthConfig:
             for k in current.signing_keys
         ],
     )
+    return msgspec.structs.replace(config, organizations={**config.organizations, org: updated})
+
+
+def with_timestamp_required(config: AuthConfig, org: str, required: bool) -> AuthConfig:
+    """``config`` where signatures of ``org`` must (or need not) carry a signed timestamp."""
+    current = config.organizations.get(org, OrgAuth())
+    updated = msgspec.structs.replace(current, require_timestamp=required)
     return msgspec.structs.replace(config, organizations={**config.organizations, org: updated})

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
 import faust
+from confluent_kafka.admin import AdminClient
 from faust.web import Request, Response, View
 
 from leadstream.domain.lead_index import latest_opt, lead_events
 from leadstream.domain.normalize import format_ms, normalize_organization_id, normalize_phone
 from leadstream.domain.partitioning import lead_partition
 from leadstream.domain.rejects import RowError
+from leadstream.kafka_admin import broker_reachable
 from leadstream.streams.topology import Topology
 from leadstream.web.openapi import openapi_document
 
@@ -27,6 +30,7 @@ def register_views(topo: Topology) -> None:
     """Attach the worker's read-only views to the app."""
     app, settings = topo.app, topo.settings
     is_ready = topo.is_ready
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
 
     @app.page("/healthz")
     class Health(View):
@@ -51,7 +55,10 @@ def register_views(topo: Topology) -> None:
     @app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            if is_ready():
+            reachable = await asyncio.get_running_loop().run_in_executor(
+                None, broker_reachable, admin
+            )
+            if reachable and is_ready():
                 return self.json({"status": "ready", "partitions": topo.active_partitions()})
             return self.json({"status": "starting"}, status=503)
 
