@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 
 # confluent_kafka.admin imports NewTopic from cimpl without re-exporting it (no __all__).
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from leadstream.settings import Settings
 
 __all__ = [
+    "poll_batch",
     "broker_reachable",
     "produce",
     "LARGE_MESSAGE_BYTES",
@@ -137,3 +138,15 @@ def produce(
             return
         except BufferError:
             producer.poll(0.1)
+
+
+def poll_batch(consumer: Consumer, timeout: float = 0.1, most: int = 500) -> list[Message]:
+    """What is there now: waits up to ``timeout`` for the first message only.
+
+    (``Consumer.consume(n, timeout)`` waits the whole timeout unless n arrive, which put a
+    fixed delay on every HTTP answer that waits for a reply.)
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)]

@@ -40,7 +40,7 @@ from leadstream.domain.sends import (
     send_key,
     summary_record,
 )
-from leadstream.kafka_admin import LARGE_MESSAGE_BYTES, produce
+from leadstream.kafka_admin import LARGE_MESSAGE_BYTES, poll_batch, produce
 from leadstream.streams.topology import Topology, now_ms
 
 __all__ = ["Materializer", "ProgressView"]
@@ -89,7 +89,7 @@ class ProgressView:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                msgs = self._consumer.consume(500, 0.2)
+                msgs = poll_batch(self._consumer)
                 for msg in msgs:
                     value = msg.value()
                     if msg.error() is None and value:

@@ -15,6 +15,7 @@ import uuid
 from confluent_kafka import Consumer, TopicPartition
 
 from leadstream.commands import Reply, decode_reply
+from leadstream.kafka_admin import poll_batch
 
 __all__ = ["ReplyWaiter"]
 
@@ -73,7 +74,7 @@ class ReplyWaiter:
             self._consumer.assign(tps)
             self._started.set()
             while not self._stop.is_set():
-                for msg in self._consumer.consume(500, 0.2):
+                for msg in poll_batch(self._consumer):
                     value = msg.value()
                     if msg.error() is not None or not value:
                         continue
