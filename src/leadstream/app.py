@@ -15,8 +15,9 @@ from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.routing import register_routers
 from leadstream.streams.topology import Topology
 from leadstream.web.audience import register_audience_upload
+from leadstream.web.http import AuthFile
 from leadstream.web.views import register_views
-from leadstream.web.webhooks import AuthFile, register_audience_filter, register_webhooks
+from leadstream.web.webhooks import register_audience_filter, register_webhooks
 
 __all__ = ["create_app"]
 

@@ -30,8 +30,8 @@ from leadstream.domain.send_state import (
     store_filter_part,
     store_pending,
 )
-from leadstream.domain.sends import AudienceFilterSpec, filter_parts
-from leadstream.streams.topology import COMMAND_ROWS, Topology, now_ms
+from leadstream.domain.sends import AudienceFilterSpec
+from leadstream.streams.topology import Topology, now_ms
 
 __all__ = ["register_apply"]
 
@@ -119,23 +119,9 @@ async def _filter_request(topo: Topology, msg: Any, request: FilterRequest) -> N
     decision = decide_filter(topo.store, msg.partition, org, send, spec.digest(), received_at)
     if decision is not FilterDecision.ALREADY_RECEIVED:
         seq = (msg.partition << 48) | msg.offset
-        for partition, parts in filter_parts(
-            org, spec, topo.settings.partitions, COMMAND_ROWS
-        ).items():
-            for index, (ext, phones) in enumerate(parts):
-                part = FilterPart(
-                    org,
-                    request.campaign_id,
-                    send,
-                    received_at,
-                    seq,
-                    index,
-                    len(parts),
-                    spec.mode,
-                    ext,
-                    phones,
-                )
-                await topo.send_command(partition, part)
+        await topo.broadcast_filter(
+            org, request.campaign_id, send, spec, received_at=received_at, seq=seq
+        )
     lead_count = len(spec.external_ids) + len(spec.phones)
     reply = FilterReply(request.reply_to, decision.value, lead_count)
     await topo.replies.send(key=request.reply_to.encode(), value=encode_reply(reply))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from leadstream.commands import ClaimTrigger, EventsBatch, FilterPart, MembersBatch
+from leadstream.commands import ClaimTrigger, EventsBatch, MembersBatch
 from leadstream.domain.audience import parse_audience_members
 from leadstream.domain.ingest import (
     IngestRules,
@@ -17,8 +17,8 @@ from leadstream.domain.ingest import (
 from leadstream.domain.partitioning import group_by_partition, send_partition
 from leadstream.domain.rejects import RowError
 from leadstream.domain.send_state import PendingRecord
-from leadstream.domain.sends import filter_parts, parse_audience_filter, parse_trigger
-from leadstream.streams.topology import COMMAND_ROWS, Topology, now_ms
+from leadstream.domain.sends import parse_audience_filter, parse_trigger
+from leadstream.streams.topology import Topology, now_ms
 
 __all__ = ["register_routers"]
 
@@ -100,20 +100,7 @@ def register_routers(topo: Topology) -> None:
             except RowError as err:
                 await topo.reject(Rejected(err.reason, err.detail, raw=msg.value), msg)
                 continue
-            received = _received_ms(msg)
             seq = (msg.partition << 48) | msg.offset
-            for partition, parts in filter_parts(org, spec, n, COMMAND_ROWS).items():
-                for index, (ext, phones) in enumerate(parts):
-                    part = FilterPart(
-                        org,
-                        campaign,
-                        send,
-                        received,
-                        seq,
-                        index,
-                        len(parts),
-                        spec.mode,
-                        ext,
-                        phones,
-                    )
-                    await topo.send_command(partition, part)
+            await topo.broadcast_filter(
+                org, campaign, send, spec, received_at=_received_ms(msg), seq=seq
+            )

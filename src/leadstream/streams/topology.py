@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import faust
 
 from leadstream import codec
-from leadstream.commands import Command, encode_command
+from leadstream.commands import Command, FilterPart, encode_command
 from leadstream.domain.ingest import Rejected
+from leadstream.domain.sends import AudienceFilterSpec, filter_parts
 from leadstream.metrics import Metrics
 from leadstream.settings import Settings
 from leadstream.state.port import PartitionStore
@@ -87,6 +88,25 @@ class Topology:
         """``rows`` as commands of at most :data:`COMMAND_ROWS` rows each."""
         for i in range(0, len(rows), COMMAND_ROWS):
             await self.send_command(partition, make(list(rows[i : i + COMMAND_ROWS])))
+
+    async def broadcast_filter(
+        self,
+        org: str,
+        campaign: str,
+        send: str,
+        spec: AudienceFilterSpec,
+        *,
+        received_at: int,
+        seq: int,
+    ) -> None:
+        """Send every partition its part(s) of an audience filter (see ``filter_parts``)."""
+        parts_by_partition = filter_parts(org, spec, self.settings.partitions, COMMAND_ROWS)
+        for partition, parts in parts_by_partition.items():
+            for index, (ext, phones) in enumerate(parts):
+                part = FilterPart(
+                    org, campaign, send, received_at, seq, index, len(parts), spec.mode, ext, phones
+                )
+                await self.send_command(partition, part)
 
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages behind) of every partition faust reads here."""

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import msgspec
-from faust.web import Request, Response, View
+from faust.web import Request, Response
 
 from leadstream.commands import MembersBatch
 from leadstream.domain.audience import MemberOp, parse_member_row
@@ -28,7 +28,13 @@ from leadstream.domain.normalize import normalize_id
 from leadstream.domain.partitioning import group_by_partition
 from leadstream.domain.rejects import Reason, RowError
 from leadstream.streams.topology import COMMAND_ROWS, Topology
-from leadstream.web.webhooks import RETRY_AFTER_SECONDS, AuthFile, error_response
+from leadstream.web.http import (
+    RETRY_AFTER_SECONDS,
+    AuthFile,
+    MeteredView,
+    error_response,
+    media_type,
+)
 
 __all__ = ["MAX_AUDIENCE_MEMBERS", "register_audience_upload"]
 
@@ -79,8 +85,7 @@ def _rows(body: IO[bytes], kind: str) -> Iterator[tuple[int, dict[str, Any] | No
 
 
 def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
-    app, settings, metrics = topo.app, topo.settings, topo.metrics
-    endpoint = "/api/v1/campaigns/{campaignId}/audience"
+    app, settings = topo.app, topo.settings
 
     async def flush(pending: list[MemberOp]) -> None:
         for partition, members in group_by_partition(pending, settings.partitions).items():
@@ -91,17 +96,13 @@ def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
         pending.clear()
 
     @app.page("/api/v1/campaigns/{campaign_id}/audience")
-    class Audience(View):
-        async def post(self, request: Request, campaign_id: str) -> Response:
-            started = time.perf_counter()
-            response = await self._handle(request, campaign_id)
-            metrics.http_seconds.labels(endpoint).observe(time.perf_counter() - started)
-            metrics.http_requests.labels(endpoint, str(response.status)).inc()
-            return response
+    class Audience(MeteredView):
+        endpoint = "/api/v1/campaigns/{campaignId}/audience"
+        metrics = topo.metrics
 
-        async def _handle(self, request: Request, campaign_id: str) -> Response:
-            media = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            kind = _MEDIA_TYPES.get(media)
+        async def handle(self, request: Request, **params: Any) -> Response:
+            campaign_id = str(params["campaign_id"])
+            kind = _MEDIA_TYPES.get(media_type(request))
             if kind is None:
                 return error_response(
                     self, 415, "unsupported_media_type", "send text/csv or application/x-ndjson"

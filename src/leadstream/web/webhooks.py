@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-from faust.web import Request, Response, View
+from faust.web import Request, Response
 
-from leadstream.auth_file import load_auth
 from leadstream.commands import ApplyReply, EventsBatch, FilterReply, FilterRequest
-from leadstream.domain.auth import AuthConfig, AuthError, authenticate
+from leadstream.domain.auth import AuthError, authenticate
 from leadstream.domain.ingest import (
     MAX_BATCH_EVENTS,
     IngestRules,
@@ -33,44 +30,17 @@ from leadstream.domain.rejects import RowError
 from leadstream.domain.sends import parse_audience_filter
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.topology import COMMAND_ROWS, Topology, now_ms
+from leadstream.web.http import (
+    RETRY_AFTER_SECONDS,
+    AuthFile,
+    MeteredView,
+    error_response,
+    media_type,
+)
 
-__all__ = [
-    "RETRY_AFTER_SECONDS",
-    "AuthFile",
-    "error_response",
-    "register_audience_filter",
-    "register_webhooks",
-]
+__all__ = ["register_audience_filter", "register_webhooks"]
 
 logger = logging.getLogger(__name__)
-
-RETRY_AFTER_SECONDS = 5
-
-
-class AuthFile:
-    """The auth file, re-read when it changes (keys are managed while workers run)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._stamp: tuple[int, int] | None = None
-        self._config = AuthConfig()
-
-    def config(self) -> AuthConfig:
-        try:
-            st = os.stat(self._path)
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            return AuthConfig()
-        if stamp != self._stamp:
-            self._config, self._stamp = load_auth(self._path), stamp
-        return self._config
-
-
-def error_response(view: View, status: int, code: str, message: str, **headers: str) -> Response:
-    response = view.json({"error": {"code": code, "message": message}}, status=status)
-    for name, value in headers.items():
-        response.headers[name] = value
-    return response
 
 
 def register_webhooks(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> None:
@@ -79,20 +49,14 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> N
     rules = IngestRules(settings.default_region, settings.max_future_skew_seconds * 1000)
 
     metrics = topo.metrics
-    endpoint = "/api/v1/webhooks/lead-events"
 
-    @app.page(endpoint)
-    class LeadEvents(View):
-        async def post(self, request: Request) -> Response:
-            started = time.perf_counter()
-            response = await self._handle(request)
-            metrics.http_seconds.labels(endpoint).observe(time.perf_counter() - started)
-            metrics.http_requests.labels(endpoint, str(response.status)).inc()
-            return response
+    @app.page("/api/v1/webhooks/lead-events")
+    class LeadEvents(MeteredView):
+        endpoint = "/api/v1/webhooks/lead-events"
+        metrics = topo.metrics
 
-        async def _handle(self, request: Request) -> Response:
-            media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if media_type != "application/json":
+        async def handle(self, request: Request, **params: Any) -> Response:
+            if media_type(request) != "application/json":
                 return error_response(self, 415, "unsupported_media_type", "send application/json")
             length = request.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
@@ -174,21 +138,15 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> N
 def register_audience_filter(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> None:
     """``POST /api/v1/webhooks/campaigns/audience-filter``: the organization comes from the
     credential; the send's home partition decides accepted / already_received / late."""
-    app, settings, metrics = topo.app, topo.settings, topo.metrics
-    endpoint = "/api/v1/webhooks/campaigns/audience-filter"
+    app, settings = topo.app, topo.settings
 
-    @app.page(endpoint)
-    class AudienceFilterView(View):
-        async def post(self, request: Request) -> Response:
-            started = time.perf_counter()
-            response = await self._handle(request)
-            metrics.http_seconds.labels(endpoint).observe(time.perf_counter() - started)
-            metrics.http_requests.labels(endpoint, str(response.status)).inc()
-            return response
+    @app.page("/api/v1/webhooks/campaigns/audience-filter")
+    class AudienceFilterView(MeteredView):
+        endpoint = "/api/v1/webhooks/campaigns/audience-filter"
+        metrics = topo.metrics
 
-        async def _handle(self, request: Request) -> Response:
-            media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if media_type != "application/json":
+        async def handle(self, request: Request, **params: Any) -> Response:
+            if media_type(request) != "application/json":
                 return error_response(self, 415, "unsupported_media_type", "send application/json")
             body = await request.read()
             try:
