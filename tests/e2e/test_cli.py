@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -113,15 +112,9 @@ def test_checked_in_schemas_match_the_models() -> None:
 
 def test_kafka_start_status_stop_lifecycle(tmp_path: Path) -> None:
     from leadstream.localkafka import KAFKA_VERSION
-    from tests.support.worker import free_port
+    from tests.support.worker import free_broker_port
 
-    port = free_port()
-    while True:  # the controller listens on port + 1
-        try:
-            with socket.create_server(("127.0.0.1", port + 1)):
-                break
-        except OSError:
-            port = free_port()
+    port = free_broker_port()
     args = ["--bootstrap", f"127.0.0.1:{port}", "--data-dir", str(tmp_path)]
     stopped = leadstream("kafka", "status", *args, check=False)
     assert stopped.returncode == 1
@@ -250,7 +243,9 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     )
     leadstream("keys", "require-timestamp", "on", "--org", "42", env=env)
     with pytest.raises(AuthError):
-        authenticate(load_auth(auth), {"X-Leadstream-Signature": sign(secret, b"{}")}, b"{}", now_s=0)
+        authenticate(
+            load_auth(auth), {"X-Leadstream-Signature": sign(secret, b"{}")}, b"{}", now_s=0
+        )
     leadstream("keys", "revoke", api_id, "--org", "42", env=env)
     assert "revoked" in leadstream("keys", "list", "--org", "42", env=env).stdout
     bad = leadstream("keys", "revoke", "ak_nope", "--org", "42", env=env, check=False)

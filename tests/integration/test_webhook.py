@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -205,15 +204,9 @@ def test_two_workers_serving_http_give_exact_counts(kafka_bootstrap: str, tmp_pa
 def test_kafka_down_answers_503_and_a_retry_converges(tmp_path: Path) -> None:
     """On a broker of its own, stopped in the middle of the test."""
     from leadstream.localkafka import LocalKafka
-    from tests.support.worker import free_port
+    from tests.support.worker import free_broker_port
 
-    port = free_port()
-    while True:  # the controller listens on port + 1
-        try:
-            with socket.create_server(("127.0.0.1", port + 1)):
-                break
-        except OSError:
-            port = free_port()
+    port = free_broker_port()
     kafka = LocalKafka(tmp_path / "kafka", f"127.0.0.1:{port}")
     kafka.start(timeout=300)
     auth = tmp_path / "auth.json"
@@ -296,45 +289,73 @@ def test_audience_upload_csv_and_ndjson_then_a_send_uses_it(served) -> None:
         b"phoneE164,externalId\n+15556660001,e1\n(555) 666-0002,e2\nnot-a-phone,e3\n+15556660004,\n"
     )
     url = f"{worker.url}/api/v1/campaigns/upload-1/audience"
-    response = httpx.post(url, content=csv_body, headers={**bearer(), "Content-Type": "text/csv"}, timeout=60)
+    response = httpx.post(
+        url, content=csv_body, headers={**bearer(), "Content-Type": "text/csv"}, timeout=60
+    )
     assert response.status_code == 200, response.text
     answer = response.json()
     assert (answer["received"], answer["accepted"], answer["rejected"]) == (4, 3, 1)
     assert answer["rejects"][0]["index"] == 2 and answer["rejects"][0]["reason"] == "invalid_phone"
     ndjson = b'{"phoneE164": "+15556660004", "op": "remove"}\n{"phoneE164": "+15556660005", "externalId": "e5"}\n[1]\n'
-    signed = {"X-Leadstream-Signature": sign(SECRET, ndjson), "Content-Type": "application/x-ndjson"}
+    signed = {
+        "X-Leadstream-Signature": sign(SECRET, ndjson),
+        "Content-Type": "application/x-ndjson",
+    }
     answer = httpx.post(url, content=ndjson, headers=signed, timeout=60).json()
     assert (answer["received"], answer["accepted"], answer["rejected"]) == (3, 2, 1)
     tampered = httpx.post(url, content=ndjson + b"\n", headers=signed, timeout=60)
     assert tampered.status_code == 401
-    assert httpx.post(url, content=csv_body, headers={**bearer(), "Content-Type": "text/plain"}).status_code == 415
-    assert httpx.post(url, content=csv_body, headers={"Content-Type": "text/csv"}).status_code == 401
+    assert (
+        httpx.post(
+            url, content=csv_body, headers={**bearer(), "Content-Type": "text/plain"}
+        ).status_code
+        == 415
+    )
+    assert (
+        httpx.post(url, content=csv_body, headers={"Content-Type": "text/csv"}).status_code == 401
+    )
 
     stack.wait_caught_up()
-    stack.trigger(organizationId=42, campaignId="upload-1", sendId="upload-send",
-                  scheduledFor="2026-01-01T00:00:00Z")
+    stack.trigger(
+        organizationId=42,
+        campaignId="upload-1",
+        sendId="upload-send",
+        scheduledFor="2026-01-01T00:00:00Z",
+    )
     result = stack.send_list("upload-send", 42)
     assert result.summary is not None
     assert sorted((r["phoneE164"], r["externalId"]) for r in result.recipients) == [
-        ("+15556660001", "e1"), ("+15556660002", "e2"), ("+15556660005", "e5")]
+        ("+15556660001", "e1"),
+        ("+15556660002", "e2"),
+        ("+15556660005", "e5"),
+    ]
 
 
 def test_audience_upload_as_a_json_document(served) -> None:
     _, worker = served
     url = f"{worker.url}/api/v1/campaigns/upload-2/audience"
-    body = msgspec.json.encode({"members": [{"phoneE164": "+15556660101", "externalId": "j1"}, {"phoneE164": 5}]})
-    answer = httpx.post(url, content=body, headers={**bearer(), "Content-Type": "application/json"}, timeout=60).json()
+    body = msgspec.json.encode(
+        {"members": [{"phoneE164": "+15556660101", "externalId": "j1"}, {"phoneE164": 5}]}
+    )
+    answer = httpx.post(
+        url, content=body, headers={**bearer(), "Content-Type": "application/json"}, timeout=60
+    ).json()
     assert (answer["received"], answer["accepted"], answer["rejected"]) == (2, 1, 1)
     assert answer["rejects"][0]["index"] == 1
 
 
 def filter_post(worker: WorkerProcess, doc: dict, **headers: str) -> httpx.Response:
-    return httpx.post(f"{worker.url}/api/v1/webhooks/campaigns/audience-filter",
-                      content=msgspec.json.encode(doc),
-                      headers={"Content-Type": "application/json", **headers}, timeout=60)
+    return httpx.post(
+        f"{worker.url}/api/v1/webhooks/campaigns/audience-filter",
+        content=msgspec.json.encode(doc),
+        headers={"Content-Type": "application/json", **headers},
+        timeout=60,
+    )
 
 
-def test_audience_filter_endpoint_repeat_deadline_and_effect(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_audience_filter_endpoint_repeat_deadline_and_effect(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     from datetime import UTC, datetime, timedelta
 
     def iso(dt: datetime) -> str:
@@ -344,13 +365,25 @@ def test_audience_filter_endpoint_repeat_deadline_and_effect(kafka_bootstrap: st
     config = with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t"))
     save_auth(auth, with_key(config, "7", ApiKey("ak7", hash_api_key(OTHER_KEY), "t")))
     run = uuid.uuid4().hex[:10]
-    stack = Stack(kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=tmp_path,
-                  auth_file=auth, materialize_lead_seconds=2 * 86_400)
+    stack = Stack(
+        kafka_bootstrap,
+        app_id=f"ls-{run}",
+        topic_prefix=f"t{run}-",
+        root=tmp_path,
+        auth_file=auth,
+        materialize_lead_seconds=2 * 86_400,
+    )
     try:
         worker = stack.worker()
-        stack.members(42, "c1", [{"phoneE164": f"+1555444000{i}", "externalId": f"x{i}"} for i in range(5)])
-        include = {"campaignId": "c1", "sendId": "s1", "mode": "include",
-                   "leads": [{"externalId": "x1"}, {"phoneE164": "(555) 444-0003"}]}
+        stack.members(
+            42, "c1", [{"phoneE164": f"+1555444000{i}", "externalId": f"x{i}"} for i in range(5)]
+        )
+        include = {
+            "campaignId": "c1",
+            "sendId": "s1",
+            "mode": "include",
+            "leads": [{"externalId": "x1"}, {"phoneE164": "(555) 444-0003"}],
+        }
         first = filter_post(worker, include, **bearer())
         assert first.status_code == 200 and first.json() == {"status": "accepted", "leadCount": 2}
         assert filter_post(worker, include, **bearer()).json() == {"status": "already_received"}
@@ -361,16 +394,24 @@ def test_audience_filter_endpoint_repeat_deadline_and_effect(kafka_bootstrap: st
         assert filter_post(worker, include, **bearer(OTHER_KEY)).json()["status"] == "accepted"
 
         stack.wait_caught_up()
-        stack.trigger(organizationId=42, campaignId="c1", sendId="s1",
-                      scheduledFor=iso(datetime.now(UTC) + timedelta(hours=1)),
-                      audienceFilter={"enabled": True})
+        stack.trigger(
+            organizationId=42,
+            campaignId="c1",
+            sendId="s1",
+            scheduledFor=iso(datetime.now(UTC) + timedelta(hours=1)),
+            audienceFilter={"enabled": True},
+        )
         result = stack.send_list("s1", 42)
         assert sorted(r["externalId"] for r in result.recipients) == ["x1", "x3"]
         assert result.summary["counts"]["droppedByAudienceFilter"] == 3
 
         # A send whose trigger is known and whose deadline has passed: 409, counted as late.
-        stack.trigger(organizationId=42, campaignId="c1", sendId="s2",
-                      scheduledFor=iso(datetime.now(UTC) + timedelta(minutes=4)))
+        stack.trigger(
+            organizationId=42,
+            campaignId="c1",
+            sendId="s2",
+            scheduledFor=iso(datetime.now(UTC) + timedelta(minutes=4)),
+        )
         stack.wait_caught_up()
         late = filter_post(worker, {**include, "sendId": "s2"}, **bearer())
         assert late.status_code == 409
@@ -379,7 +420,9 @@ def test_audience_filter_endpoint_repeat_deadline_and_effect(kafka_bootstrap: st
         stack.close()
 
 
-def test_keys_revoked_or_rotated_while_the_worker_runs(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_keys_revoked_or_rotated_while_the_worker_runs(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     from leadstream.auth_file import load_auth
     from leadstream.domain.auth import revoked
 
@@ -387,25 +430,44 @@ def test_keys_revoked_or_rotated_while_the_worker_runs(kafka_bootstrap: str, tmp
     config = with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t"))
     save_auth(auth, with_key(config, "42", SigningKey("sk_old", SECRET, "t")))
     run = uuid.uuid4().hex[:10]
-    stack = Stack(kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=tmp_path,
-                  auth_file=auth)
+    stack = Stack(
+        kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=tmp_path, auth_file=auth
+    )
     try:
         worker = stack.worker()
-        body = msgspec.json.encode({"organizationId": 42, "eventType": "k", "events": [
-            {"phoneE164": "+15550003333", "occurredAt": "2026-05-12T18:34:00Z"}]})
+        body = msgspec.json.encode(
+            {
+                "organizationId": 42,
+                "eventType": "k",
+                "events": [{"phoneE164": "+15550003333", "occurredAt": "2026-05-12T18:34:00Z"}],
+            }
+        )
         assert post(worker, body, **bearer()).status_code == 200
         new_secret = "d" * 64
         save_auth(auth, with_key(load_auth(auth), "42", SigningKey("sk_new", new_secret, "t")))
         # Rotation: both signing keys work until the old one is revoked.
-        assert post(worker, body, **{"X-Leadstream-Signature": sign(SECRET, body)}).status_code == 200
-        assert post(worker, body, **{"X-Leadstream-Signature": sign(new_secret, body)}).status_code == 200
+        assert (
+            post(worker, body, **{"X-Leadstream-Signature": sign(SECRET, body)}).status_code == 200
+        )
+        assert (
+            post(worker, body, **{"X-Leadstream-Signature": sign(new_secret, body)}).status_code
+            == 200
+        )
         config = revoked(revoked(load_auth(auth), "42", "sk_old", "now"), "42", "ak1", "now")
         save_auth(auth, config)
         assert post(worker, body, **bearer()).status_code == 401
-        assert post(worker, body, **{"X-Leadstream-Signature": sign(SECRET, body)}).status_code == 401
-        assert post(worker, body, **{"X-Leadstream-Signature": sign(new_secret, body)}).status_code == 200
+        assert (
+            post(worker, body, **{"X-Leadstream-Signature": sign(SECRET, body)}).status_code == 401
+        )
+        assert (
+            post(worker, body, **{"X-Leadstream-Signature": sign(new_secret, body)}).status_code
+            == 200
+        )
         stale = str(int(time.time()) - 600)
-        old = {"X-Leadstream-Signature": sign(new_secret, body, stale), "X-Leadstream-Timestamp": stale}
+        old = {
+            "X-Leadstream-Signature": sign(new_secret, body, stale),
+            "X-Leadstream-Timestamp": stale,
+        }
         assert post(worker, body, **old).status_code == 401
     finally:
         stack.close()

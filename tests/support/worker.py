@@ -21,6 +21,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_broker_port() -> int:
+    """A free port whose successor is free too: a local broker's controller takes port + 1."""
+    while True:
+        port = free_port()
+        try:
+            with socket.create_server(("127.0.0.1", port + 1)):
+                return port
+        except OSError:
+            continue
+
+
 @dataclass
 class WorkerProcess:
     """One worker process with its own environment (app id, topic prefix, data dir)."""
