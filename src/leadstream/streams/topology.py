@@ -83,11 +83,16 @@ class Topology:
             await fut
 
     async def send_rows(
-        self, partition: int, rows: Sequence[T], make: Callable[[list[T]], Command]
+        self,
+        partition: int,
+        rows: Sequence[T],
+        make: Callable[[list[T]], Command],
+        *,
+        wait: bool = False,
     ) -> None:
         """``rows`` as commands of at most :data:`COMMAND_ROWS` rows each."""
         for i in range(0, len(rows), COMMAND_ROWS):
-            await self.send_command(partition, make(list(rows[i : i + COMMAND_ROWS])))
+            await self.send_command(partition, make(list(rows[i : i + COMMAND_ROWS])), wait=wait)
 
     async def broadcast_filter(
         self,

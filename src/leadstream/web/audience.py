@@ -27,13 +27,14 @@ from leadstream.domain.auth import AuthError, authenticate
 from leadstream.domain.normalize import normalize_id
 from leadstream.domain.partitioning import group_by_partition
 from leadstream.domain.rejects import Reason, RowError
-from leadstream.streams.topology import COMMAND_ROWS, Topology
+from leadstream.streams.topology import Topology
 from leadstream.web.http import (
-    RETRY_AFTER_SECONDS,
     AuthFile,
     MeteredView,
+    auth_failed,
     error_response,
     media_type,
+    unavailable,
 )
 
 __all__ = ["MAX_AUDIENCE_MEMBERS", "register_audience_upload"]
@@ -89,10 +90,7 @@ def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
 
     async def flush(pending: list[MemberOp]) -> None:
         for partition, members in group_by_partition(pending, settings.partitions).items():
-            for i in range(0, len(members), COMMAND_ROWS):
-                await topo.send_command(
-                    partition, MembersBatch(members[i : i + COMMAND_ROWS]), wait=True
-                )
+            await topo.send_rows(partition, members, MembersBatch, wait=True)
         pending.clear()
 
     @app.page("/api/v1/campaigns/{campaign_id}/audience")
@@ -124,8 +122,7 @@ def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
                 try:
                     org = authenticate(auth.config(), request.headers, chunks, now_s=time.time())
                 except AuthError as err:
-                    code = "unauthorized" if err.status == 401 else "forbidden"
-                    return error_response(self, err.status, code, err.message)
+                    return auth_failed(self, err)
                 body.seek(0)
                 received = accepted = 0
                 rejects: list[dict[str, Any]] = []
@@ -163,13 +160,7 @@ def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
                     await flush(pending)
                 except (TimeoutError, OSError) as exc:
                     logger.warning("audience upload: Kafka did not confirm: %r", exc)
-                    return error_response(
-                        self,
-                        503,
-                        "unavailable",
-                        "Kafka did not confirm in time; retry the upload",
-                        **{"Retry-After": str(RETRY_AFTER_SECONDS)},
-                    )
+                    return unavailable(self, "Kafka did not confirm in time; retry the upload")
             return self.json(
                 {
                     "status": "accepted",

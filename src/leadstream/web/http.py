@@ -11,15 +11,17 @@ from typing import Any, ClassVar
 from faust.web import Request, Response, View
 
 from leadstream.auth_file import load_auth
-from leadstream.domain.auth import AuthConfig
+from leadstream.domain.auth import AuthConfig, AuthError
 from leadstream.metrics import Metrics
 
 __all__ = [
     "RETRY_AFTER_SECONDS",
     "AuthFile",
     "MeteredView",
+    "auth_failed",
     "error_response",
     "media_type",
+    "unavailable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,19 @@ def error_response(view: View, status: int, code: str, message: str, **headers: 
     for name, value in headers.items():
         response.headers[name] = value
     return response
+
+
+def auth_failed(view: View, err: AuthError) -> Response:
+    """401 or 403, saying nothing about which part of the credential was wrong."""
+    code = "unauthorized" if err.status == 401 else "forbidden"
+    return error_response(view, err.status, code, err.message)
+
+
+def unavailable(view: View, message: str) -> Response:
+    """503 with Retry-After: Kafka did not confirm in time; a retry is safe."""
+    return error_response(
+        view, 503, "unavailable", message, **{"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
 
 
 def media_type(request: Request) -> str:

@@ -31,11 +31,12 @@ from leadstream.domain.sends import parse_audience_filter
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.topology import COMMAND_ROWS, Topology, now_ms
 from leadstream.web.http import (
-    RETRY_AFTER_SECONDS,
     AuthFile,
     MeteredView,
+    auth_failed,
     error_response,
     media_type,
+    unavailable,
 )
 
 __all__ = ["register_audience_filter", "register_webhooks"]
@@ -74,12 +75,7 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> N
             try:
                 org = authenticate(auth.config(), request.headers, body, now_s=time.time())
             except AuthError as err:
-                return error_response(
-                    self,
-                    err.status,
-                    "unauthorized" if err.status == 401 else "forbidden",
-                    err.message,
-                )
+                return auth_failed(self, err)
             try:
                 doc = decode_json(body)
             except RowError as err:
@@ -108,13 +104,7 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> N
                 )
             except (TimeoutError, OSError) as exc:
                 logger.warning("lead-events webhook: Kafka or apply timed out: %r", exc)
-                return error_response(
-                    self,
-                    503,
-                    "unavailable",
-                    "Kafka did not confirm in time; retry the same body",
-                    **{"Retry-After": str(RETRY_AFTER_SECONDS)},
-                )
+                return unavailable(self, "Kafka did not confirm in time; retry the same body")
             return self.json(
                 {
                     "status": "accepted",
@@ -152,8 +142,7 @@ def register_audience_filter(topo: Topology, replies: ReplyWaiter, auth: AuthFil
             try:
                 org = authenticate(auth.config(), request.headers, body, now_s=time.time())
             except AuthError as err:
-                code = "unauthorized" if err.status == 401 else "forbidden"
-                return error_response(self, err.status, code, err.message)
+                return auth_failed(self, err)
             try:
                 doc = decode_json(body)
             except RowError as err:
@@ -201,13 +190,7 @@ def register_audience_filter(topo: Topology, replies: ReplyWaiter, auth: AuthFil
                 reply = await asyncio.wait_for(decide(), settings.http_timeout_seconds)
             except (TimeoutError, OSError) as exc:
                 logger.warning("audience-filter webhook: Kafka or apply timed out: %r", exc)
-                return error_response(
-                    self,
-                    503,
-                    "unavailable",
-                    "Kafka did not confirm in time; retry the same body",
-                    **{"Retry-After": str(RETRY_AFTER_SECONDS)},
-                )
+                return unavailable(self, "Kafka did not confirm in time; retry the same body")
             finally:
                 replies.forget(request_id)
             if reply.status == "late":
