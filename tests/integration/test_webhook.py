@@ -342,6 +342,52 @@ def test_audience_upload_as_a_json_document(served) -> None:
     ).json()
     assert (answer["received"], answer["accepted"], answer["rejected"]) == (2, 1, 1)
     assert answer["rejects"][0]["index"] == 1
+    as_array = msgspec.json.encode([{"phoneE164": "+15556660102"}, "x"])
+    answer = httpx.post(
+        url, content=as_array, headers={**bearer(), "Content-Type": "application/json"}
+    ).json()
+    assert (answer["received"], answer["accepted"], answer["rejected"]) == (2, 1, 1)
+    for bad, status in ((as_array[:-3], 400), (b'{"people": []}', 422)):
+        refused = httpx.post(
+            url, content=bad, headers={**bearer(), "Content-Type": "application/json"}
+        )
+        assert refused.status_code == status, refused.text
+        assert refused.json()["error"]["code"] in ("invalid_json", "invalid_body")
+
+
+def test_a_million_member_json_upload_streams_and_every_member_is_sent(served) -> None:
+    """The size limit at full size, as one JSON document (the incrementally parsed form);
+    every 100,000th row is bad and rejected alone, and a send then reaches every other."""
+    stack, worker = served
+    size = 1_000_000
+    members = [{"phoneE164": f"+1777{i:07d}", "externalId": f"m{i}"} for i in range(size)]
+    for i in range(0, size, 100_000):
+        members[i] = {"phoneE164": f"bad-{i}"}
+    body = msgspec.json.encode({"members": members})
+    response = httpx.post(
+        f"{worker.url}/api/v1/campaigns/million/audience",
+        content=body,
+        headers={**bearer(), "Content-Type": "application/json"},
+        timeout=600,
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["received"], answer["accepted"], answer["rejected"]) == (size, size - 10, 10)
+    assert [r["index"] for r in answer["rejects"]] == list(range(0, size, 100_000))
+
+    stack.wait_caught_up()
+    stack.trigger(
+        organizationId=42,
+        campaignId="million",
+        sendId="million-1",
+        scheduledFor="2026-01-01T00:00:00Z",
+    )
+    result = stack.send_list("million-1", 42, timeout=600)
+    assert result.summary is not None
+    assert result.summary["recipientCount"] == size - 10
+    expected = {(m["phoneE164"], m["externalId"]) for m in members if "externalId" in m}
+    assert {(r["phoneE164"], r["externalId"]) for r in result.recipients} == expected
+    assert len(result.recipients) == size - 10
 
 
 def filter_post(worker: WorkerProcess, doc: dict, **headers: str) -> httpx.Response:

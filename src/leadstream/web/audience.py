@@ -1,11 +1,12 @@
 """``POST /api/v1/campaigns/{campaignId}/audience``: an audience upload of up to 1,000,000
-members, read as a stream (CSV ``phoneE164,externalId[,op]`` or NDJSON), never held whole;
-a JSON document (an array of members or ``{"members": [...]}``) is decoded whole.
+members, read as a stream and never held whole: CSV ``phoneE164,externalId[,op]``, NDJSON,
+or a JSON document (an array of members or ``{"members": [...]}``, parsed incrementally).
 
 The body is spooled to a temporary file (memory up to 8 MiB, then disk) so that an HMAC
-signature can be checked before any row is applied; rows are then read back line by line,
-validated alone (a bad row lands in ``rejects`` with its index) and sent by lead with
-acks=all before the answer.
+signature can be checked before any row is applied; a JSON document is then checked for
+syntax and shape in one streaming pass (so a malformed document is a 400 with nothing
+applied, not half an upload). Rows are read back one at a time, validated alone (a bad row
+lands in ``rejects`` with its index) and sent by lead with acks=all before the answer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
+import ijson
 import msgspec
 from faust.web import Request, Response
 
@@ -37,7 +39,13 @@ from leadstream.web.http import (
     unavailable,
 )
 
-__all__ = ["MAX_AUDIENCE_MEMBERS", "register_audience_upload"]
+__all__ = [
+    "MAX_AUDIENCE_MEMBERS",
+    "BodyError",
+    "json_members_prefix",
+    "register_audience_upload",
+    "upload_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +54,13 @@ _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 _MEDIA_TYPES = {"text/csv": "csv", "application/x-ndjson": "ndjson", "application/json": "json"}
 
 
-def _rows(body: IO[bytes], kind: str) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """``(index, row, error)`` per data line; the index counts data rows from 0."""
+def upload_rows(
+    body: IO[bytes], kind: str, json_prefix: str
+) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """``(index, row, error)`` per member; the index counts members from 0.
+
+    A JSON document must have been checked first: ``json_prefix`` is where its members
+    are (see :func:`json_members_prefix`)."""
     if kind == "csv":
         text = io.TextIOWrapper(body, encoding="utf-8", errors="replace", newline="")
         reader = csv.DictReader(text)
@@ -55,17 +68,7 @@ def _rows(body: IO[bytes], kind: str) -> Iterator[tuple[int, dict[str, Any] | No
             yield index, {k: v for k, v in record.items() if k and v not in (None, "")}, None
         return
     if kind == "json":
-        # A JSON document is decoded whole (from the spooled file); CSV and NDJSON stream.
-        try:
-            doc = msgspec.json.decode(body.read())
-        except msgspec.DecodeError as exc:
-            yield 0, None, f"not valid JSON: {exc}"
-            return
-        rows = doc.get("members") if isinstance(doc, dict) else doc
-        if not isinstance(rows, list):
-            yield 0, None, 'expected a JSON array of members or {"members": [...]}'
-            return
-        for index, row in enumerate(rows):
+        for index, row in enumerate(ijson.items(body, json_prefix, use_float=True)):
             yield (
                 (index, row, None) if isinstance(row, dict) else (index, None, "not a JSON object")
             )
@@ -83,6 +86,34 @@ def _rows(body: IO[bytes], kind: str) -> Iterator[tuple[int, dict[str, Any] | No
                 (index, row, None) if isinstance(row, dict) else (index, None, "not a JSON object")
             )
         index += 1
+
+
+class BodyError(Exception):
+    """The whole body is unusable: nothing of it is applied."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def json_members_prefix(body: IO[bytes]) -> str:
+    """The ijson prefix of the members of a JSON upload, after one streaming pass that
+    checks the whole document's syntax and shape (:class:`BodyError` if either is wrong)."""
+    top: str | None = None
+    members_array = False
+    try:
+        for prefix, event, _ in ijson.parse(body):
+            if top is None:
+                top = event
+            elif prefix == "members" and event == "start_array":
+                members_array = True
+    except ijson.JSONError as exc:
+        raise BodyError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if top == "start_array":
+        return "item"
+    if top == "start_map" and members_array:
+        return "members.item"
+    raise BodyError(422, "invalid_body", 'expected a JSON array of members or {"members": [...]}')
 
 
 def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
@@ -103,7 +134,10 @@ def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
             kind = _MEDIA_TYPES.get(media_type(request))
             if kind is None:
                 return error_response(
-                    self, 415, "unsupported_media_type", "send text/csv or application/x-ndjson"
+                    self,
+                    415,
+                    "unsupported_media_type",
+                    "send text/csv, application/x-ndjson or application/json",
                 )
             try:
                 campaign = normalize_id(campaign_id, reason=Reason.INVALID_JSON, what="campaignId")
@@ -124,11 +158,18 @@ def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
                 except AuthError as err:
                     return auth_failed(self, err)
                 body.seek(0)
+                json_prefix = ""
+                if kind == "json":
+                    try:
+                        json_prefix = json_members_prefix(body)
+                    except BodyError as err:
+                        return error_response(self, err.status, err.code, err.message)
+                    body.seek(0)
                 received = accepted = 0
                 rejects: list[dict[str, Any]] = []
                 pending: list[MemberOp] = []
                 try:
-                    for index, row, problem in _rows(body, kind):
+                    for index, row, problem in upload_rows(body, kind, json_prefix):
                         received += 1
                         if received > MAX_AUDIENCE_MEMBERS:
                             return error_response(

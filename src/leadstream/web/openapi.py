@@ -186,8 +186,9 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/campaigns/{campaignId}/audience": {
                 "post": {
-                    "summary": "Upload up to 1,000,000 members (CSV phoneE164,externalId[,op] "
-                    "or NDJSON), read as a stream; answers after Kafka has every row.",
+                    "summary": "Upload up to 1,000,000 members (CSV phoneE164,externalId[,op], "
+                    "NDJSON, or a JSON array or {members: [...]}), read as a stream; answers "
+                    "after Kafka has every row.",
                     "security": security,
                     "parameters": [
                         {
@@ -222,7 +223,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": {"description": "Accepted", "content": _json(AudienceAccepted)},
-                        **_errors(401, 403, 413, 415, 422, 503),
+                        **_errors(400, 401, 403, 413, 415, 422, 503),
                     },
                 }
             },
