@@ -7,6 +7,7 @@ with the reason code the contract names. Nothing is trimmed or guessed silently.
 from __future__ import annotations
 
 import calendar
+import functools
 import logging
 import re
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import msgspec
 import phonenumbers
 
+from leadstream.domain.phone_fast import canonical_e164
 from leadstream.domain.rejects import Reason, RowError
 
 __all__ = [
@@ -76,7 +78,48 @@ def normalize_organization_id(value: Any) -> str:
 
 
 def normalize_phone(value: Any, region: str) -> str:
-    """Canonical E.164 form of a possible phone number, parsed with libphonenumber."""
+    """Canonical E.164 form of a possible phone number, parsed with libphonenumber.
+
+    Same answers as :func:`_normalize_phone_slow` for every input, faster: input already in
+    canonical E.164 form is recognised from phonenumbers' own metadata without parsing
+    (:func:`canonical_e164`), and other spellings of short strings are remembered, answer or
+    error, because leads repeat. Errors are raised anew each time with the same reason and
+    detail.
+    """
+    if type(value) is str and type(region) is str:
+        fast = canonical_e164(value)
+        if fast is not None:
+            return fast
+        if len(value) <= _PHONE_CACHE_MAX_CHARS:
+            outcome = _phone_outcome(value, region)
+            if isinstance(outcome, str):
+                return outcome
+            raise RowError(*outcome)
+    return _normalize_phone_slow(value, region)
+
+
+# Only strings this short are remembered, so a hostile long value cannot pin memory; 64 is
+# far beyond any real phone spelling. 2**15 entries hold about 7 MB.
+_PHONE_CACHE_MAX_CHARS = 64
+_PHONE_CACHE_SIZE = 2**15
+
+
+@functools.lru_cache(maxsize=_PHONE_CACHE_SIZE)
+def _phone_outcome(value: str, region: str) -> str | tuple[Reason, str]:
+    """The slow path's answer, or its RowError as (reason, detail), for exact-str arguments.
+
+    Keys are exact ``str`` only: with other types ``True == 1`` (and ``1 == 1.0``) would
+    share an entry although the slow path answers them differently. Exceptions other than
+    RowError are not remembered; they propagate as before.
+    """
+    try:
+        return _normalize_phone_slow(value, region)
+    except RowError as exc:
+        return (exc.reason, exc.detail)
+
+
+def _normalize_phone_slow(value: Any, region: str) -> str:
+    """The reference: parse, possibility check and format with phonenumbers, unabridged."""
     if value is None:
         raise RowError(Reason.MISSING_FIELD, "phoneE164 is missing")
     if isinstance(value, int) and not isinstance(value, bool):
@@ -102,16 +145,22 @@ def normalize_event_type(value: Any) -> str:
         raise RowError(Reason.MISSING_FIELD, "eventType is missing")
     if not isinstance(value, str):
         raise RowError(Reason.INVALID_EVENT_TYPE, "eventType must be a string")
-    if not 1 <= len(value) <= MAX_EVENT_TYPE_CHARS:
-        raise RowError(
-            Reason.INVALID_EVENT_TYPE,
-            f"eventType must have 1 to {MAX_EVENT_TYPE_CHARS} characters, got {len(value)}",
-        )
-    if value != value.strip():
-        raise RowError(Reason.INVALID_EVENT_TYPE, "eventType has leading or trailing whitespace")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise RowError(Reason.INVALID_EVENT_TYPE, "eventType contains a control character")
+    problem = _event_type_problem(value)
+    if problem is not None:
+        raise RowError(Reason.INVALID_EVENT_TYPE, problem)
     return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _event_type_problem(value: str) -> str | None:
+    # Cached: a stream has few event types, and the per-character check is not free.
+    if not 1 <= len(value) <= MAX_EVENT_TYPE_CHARS:
+        return f"eventType must have 1 to {MAX_EVENT_TYPE_CHARS} characters, got {len(value)}"
+    if value != value.strip():
+        return "eventType has leading or trailing whitespace"
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        return "eventType contains a control character"
+    return None
 
 
 def parse_rfc3339_ms(value: str, what: str = "occurredAt") -> int:
@@ -126,11 +175,12 @@ def parse_rfc3339_ms(value: str, what: str = "occurredAt") -> int:
             Reason.INVALID_OCCURRED_AT,
             f"{what} must be RFC 3339 with an offset (Z or ±hh:mm), got {value[:40]!r}",
         )
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    fraction, zulu, sign, off_h, off_m = match.group(7, 8, 9, 10, 11)
-    if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    days = _days_since_epoch(year, month, day)
+    if days is None:
         raise RowError(Reason.INVALID_OCCURRED_AT, f"{what} has no such date: {value[:40]!r}")
-    if hour > 23 or minute > 59 or second > 59:
+    h, mi, sec = int(hour), int(minute), int(second)
+    if h > 23 or mi > 59 or sec > 59:
         raise RowError(Reason.INVALID_OCCURRED_AT, f"{what} has no such time: {value[:40]!r}")
     offset_minutes = 0
     if zulu is None:
@@ -138,15 +188,20 @@ def parse_rfc3339_ms(value: str, what: str = "occurredAt") -> int:
         if oh > 23 or om > 59:
             raise RowError(Reason.INVALID_OCCURRED_AT, f"{what} has a bad offset: {value[:40]!r}")
         offset_minutes = (oh * 60 + om) * (1 if sign == "+" else -1)
-    days = _days_from_civil(year, month, day)
-    seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60
-    millis = int((fraction or "0")[:3].ljust(3, "0"))
+    seconds = days * 86_400 + h * 3600 + mi * 60 + sec - offset_minutes * 60
+    millis = int(fraction[:3].ljust(3, "0")) if fraction else 0
     return seconds * 1000 + millis
 
 
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    # Proleptic Gregorian day count; avoids datetime objects on the hot path.
-    return calendar.timegm((year, month, day, 0, 0, 0, 0, 0, 0)) // 86_400
+@functools.lru_cache(maxsize=1 << 14)
+def _days_since_epoch(year: str, month: str, day: str) -> int | None:
+    """Proleptic Gregorian day number of a date given as ASCII digits, None if no such date.
+
+    Cached: a batch's timestamps fall on few dates, and this was a fifth of ingest time."""
+    y, m, d = int(year), int(month), int(day)
+    if not (y >= 1 and 1 <= m <= 12 and 1 <= d <= calendar.monthrange(y, m)[1]):
+        return None
+    return calendar.timegm((y, m, d, 0, 0, 0, 0, 0, 0)) // 86_400
 
 
 def normalize_timestamp(value: Any, what: str = "occurredAt") -> int:
