@@ -8,7 +8,7 @@ import faust
 
 from leadstream.metrics import Metrics
 from leadstream.settings import LEADS_TABLE, Settings
-from leadstream.state.rocksdb import TableStore
+from leadstream.state.rocksdb import STORE_URL, TableStore
 from leadstream.streams.apply import register_apply
 from leadstream.streams.materialize import Materializer
 from leadstream.streams.replies import ReplyWaiter
@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
-        store="rocksdb://",
+        store=STORE_URL,
         datadir=str(settings.data_dir / "worker"),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

@@ -24,6 +24,7 @@ from leadstream.domain.lead_index import (
 from leadstream.domain.partitioning import lead_partition
 from leadstream.state import keys
 from leadstream.state.memory import MemoryStore
+from leadstream.state.port import iter_prefix
 
 PROPS = settings(max_examples=120, deadline=None)
 BASE = 1_700_000_000_000
@@ -108,14 +109,17 @@ class Reference:
 def apply_all(store, events, horizon) -> tuple[int, int]:
     inserted = duplicates = 0
     for p, group in group_by_partition(list(events), PARTITIONS).items():
-        res = apply_events(store, p, group, horizon_ms=horizon)
+        res = apply_events(store, p, group, horizon_ms=horizon, now_ms=0)
         inserted += res.inserted
         duplicates += res.duplicates
     return inserted, duplicates
 
 
 def compact_all(store, horizon) -> int:
-    return sum(compact_partition(store, p, horizon_ms=horizon) for p in range(PARTITIONS))
+    return sum(
+        compact_partition(store, p, horizon_ms=horizon, max_future_skew_ms=0)
+        for p in range(PARTITIONS)
+    )
 
 
 def opt_state(store, org, phone, names):
@@ -187,15 +191,21 @@ def test_apply_in_pieces_equals_apply_at_once(events, cut):
     b = apply_all(pieces, events[cut:], 0)
     assert a[0] + b[0] == apply_all(MemoryStore(), events, 0)[0]
     for p in range(PARTITIONS):
-        assert list(whole.iter_range(p, b"", b"\xff")) == list(pieces.iter_range(p, b"", b"\xff"))
+        assert state(whole, p) == state(pieces, p)
+
+
+def state(store, partition):
+    """Everything but the logged-batch markers (their keys are random)."""
+    marker = keys.logged_batch_prefix()
+    return [kv for kv in store.iter_range(partition, b"", b"\xff") if not kv[0].startswith(marker)]
 
 
 def test_apply_is_idempotent_and_exact():
     store = MemoryStore()
     e = ev("1", "+15551234567", "buy", BASE)
-    r = apply_events(store, 0, [e, e, e], horizon_ms=0)
+    r = apply_events(store, 0, [e, e, e], horizon_ms=0, now_ms=0)
     assert (r.inserted, r.duplicates) == (1, 2)
-    r = apply_events(store, 0, [e], horizon_ms=0)
+    r = apply_events(store, 0, [e], horizon_ms=0, now_ms=0)
     assert (r.inserted, r.duplicates) == (0, 1)
 
 
@@ -230,7 +240,9 @@ def test_count_windows_match_reference(events, lead, event_type, since, width):
 
 def test_window_ends_are_inclusive():
     store = MemoryStore()
-    apply_events(store, 0, [ev("1", "+1", "buy", BASE + i) for i in (0, 10, 20)], horizon_ms=0)
+    apply_events(
+        store, 0, [ev("1", "+1", "buy", BASE + i) for i in (0, 10, 20)], horizon_ms=0, now_ms=0
+    )
     c = lambda a, b: count_events(store, 0, "1", "+1", "buy", since_ms=a, until_ms=b)  # noqa: E731
     assert c(BASE, BASE + 20) == 3
     assert c(BASE + 1, BASE + 19) == 1
@@ -269,7 +281,9 @@ def test_latest_opt_matches_reference(data, names):
 )
 def test_latest_opt_rule(history, opted_out):
     store = MemoryStore()
-    apply_events(store, 0, [ev("1", "+1", t, BASE + ts) for t, ts in history], horizon_ms=0)
+    apply_events(
+        store, 0, [ev("1", "+1", t, BASE + ts) for t, ts in history], horizon_ms=0, now_ms=0
+    )
     s = latest_opt(store, 0, "1", "+1", opt_out_type="opted_out", opt_in_type="opted_in")
     assert s.opted_out is opted_out
     if history:
@@ -279,7 +293,7 @@ def test_latest_opt_rule(history, opted_out):
 def test_opt_type_names_are_configurable():
     store = MemoryStore()
     history = [ev("1", "+1", "stop", BASE), ev("1", "+1", "opted_in", BASE + 1)]
-    apply_events(store, 0, history, horizon_ms=0)
+    apply_events(store, 0, history, horizon_ms=0, now_ms=0)
     assert latest_opt(store, 0, "1", "+1", opt_out_type="stop", opt_in_type="start").opted_out
     default = latest_opt(store, 0, "1", "+1", opt_out_type="opted_out", opt_in_type="opted_in")
     assert not default.opted_out
@@ -294,7 +308,7 @@ def test_compaction_keeps_answers(events, horizon):
     store, ref = MemoryStore(), Reference()
     apply_all(store, events, 0)
     ref.apply(events, 0)
-    before = {p: list(store.iter_range(p, b"", b"\xff")) for p in range(PARTITIONS)}
+    before = {p: state(store, p) for p in range(PARTITIONS)}
     removed = compact_all(store, horizon)
     ref.compact(horizon)
     assert removed == len({e for e in (x.dedupe_key for x in events) if e[3] < horizon})
@@ -302,12 +316,32 @@ def test_compaction_keeps_answers(events, horizon):
     for org, phone in LEADS:
         assert lead_events(store, part(org, phone), org, phone) == ref.lead_events(org, phone)
     # a second run changes nothing
-    after = {p: list(store.iter_range(p, b"", b"\xff")) for p in range(PARTITIONS)}
+    after = {p: state(store, p) for p in range(PARTITIONS)}
     assert compact_all(store, horizon) == 0
-    assert {p: list(store.iter_range(p, b"", b"\xff")) for p in range(PARTITIONS)} == after
+    assert {p: state(store, p) for p in range(PARTITIONS)} == after
     assert_same_answers(store, ref, window_from=horizon)
     if horizon <= BASE:
         assert after == before
+
+
+def test_compaction_retires_logged_batches_whose_events_are_all_folded():
+    """A batch created at T holds events up to T + skew: it goes once that is below the
+    horizon, and not before (its events would be lost from the changelog)."""
+    store = MemoryStore()
+    lead = ("1", "+15551234567")
+    skew = 5
+    for created in (BASE, BASE + 10, BASE + 20):
+        apply_events(store, 0, [ev(*lead, "buy", created)], horizon_ms=0, now_ms=created)
+
+    def markers() -> int:
+        return len(list(iter_prefix(store, 0, keys.logged_batch_prefix())))
+
+    assert markers() == 3
+    compact_partition(store, 0, horizon_ms=BASE + skew, max_future_skew_ms=skew)
+    assert markers() == 3  # BASE + skew is not below the horizon yet
+    compact_partition(store, 0, horizon_ms=BASE + skew + 11, max_future_skew_ms=skew)
+    assert markers() == 1
+    assert count_events(store, 0, *lead, "buy") == 3
 
 
 class Crash(Exception):
@@ -339,6 +373,10 @@ class CrashingStore:
     def delete(self, partition, key):
         self._spend()
         self.inner.delete(partition, key)
+
+    def put_batch(self, partition, items, *, created_ms):
+        self._spend()
+        self.inner.put_batch(partition, items, created_ms=created_ms)
 
 
 @PROPS
@@ -376,10 +414,10 @@ def test_answers_hold_while_a_compaction_is_interrupted():
     """
     store = MemoryStore()
     lead = ("1", "+15551234567")
-    apply_events(store, 0, [ev(*lead, "buy", BASE + i) for i in (1, 2, 3)], horizon_ms=0)
+    apply_events(store, 0, [ev(*lead, "buy", BASE + i) for i in (1, 2, 3)], horizon_ms=0, now_ms=0)
     crashing = CrashingStore(store, budget=1)  # the summary put happens, no delete does
     with pytest.raises(Crash):
-        compact_partition(crashing, 0, horizon_ms=BASE + 10)
+        compact_partition(crashing, 0, horizon_ms=BASE + 10, max_future_skew_ms=0)
     assert store.get(0, keys.compacted_key(*lead, "buy")) is not None
     assert count_events(store, 0, *lead, "buy") == 3
     assert count_events(store, 0, *lead, "buy", limit=4) < 4  # minCount 4 must not pass
@@ -389,20 +427,20 @@ def test_folded_event_replay_is_a_duplicate():
     store, ref = MemoryStore(), Reference()
     lead = ("1", "+15551234567")
     old = [ev(*lead, "buy", BASE + i) for i in (1, 2, 3)]
-    apply_events(store, 0, old, horizon_ms=0)
+    apply_events(store, 0, old, horizon_ms=0, now_ms=0)
     ref.apply(old, 0)
-    assert compact_partition(store, 0, horizon_ms=BASE + 10) == 3
+    assert compact_partition(store, 0, horizon_ms=BASE + 10, max_future_skew_ms=0) == 3
     assert lead_events(store, 0, *lead) == []
-    r = apply_events(store, 0, old, horizon_ms=BASE + 10)
+    r = apply_events(store, 0, old, horizon_ms=BASE + 10, now_ms=0)
     assert (r.inserted, r.duplicates) == (0, 3)
     assert count_events(store, 0, *lead, "buy") == 3
     # a newer-than-folded event before the horizon is still new, and folds correctly later
-    r = apply_events(store, 0, [ev(*lead, "buy", BASE + 5)], horizon_ms=BASE + 10)
+    r = apply_events(store, 0, [ev(*lead, "buy", BASE + 5)], horizon_ms=BASE + 10, now_ms=0)
     assert (r.inserted, r.duplicates) == (1, 0)
     assert count_events(store, 0, *lead, "buy") == 4
-    compact_partition(store, 0, horizon_ms=BASE + 10)
+    compact_partition(store, 0, horizon_ms=BASE + 10, max_future_skew_ms=0)
     assert count_events(store, 0, *lead, "buy") == 4
-    r = apply_events(store, 0, [ev(*lead, "buy", BASE + 5)], horizon_ms=BASE + 10)
+    r = apply_events(store, 0, [ev(*lead, "buy", BASE + 5)], horizon_ms=BASE + 10, now_ms=0)
     assert r.duplicates == 1
 
 
@@ -418,11 +456,12 @@ def test_compaction_keeps_opt_out_beyond_retention():
             ev(*lead, "opted_in", BASE + 5),
         ],
         horizon_ms=0,
+        now_ms=0,
     )
-    compact_partition(store, 0, horizon_ms=BASE + 100)
+    compact_partition(store, 0, horizon_ms=BASE + 100, max_future_skew_ms=0)
     s = latest_opt(store, 0, *lead, opt_out_type="opted_out", opt_in_type="opted_in")
     assert (s.opted_out, s.latest_at) == (True, BASE + 5)
-    apply_events(store, 0, [ev(*lead, "opted_in", BASE + 200)], horizon_ms=BASE + 100)
+    apply_events(store, 0, [ev(*lead, "opted_in", BASE + 200)], horizon_ms=BASE + 100, now_ms=0)
     s = latest_opt(store, 0, *lead, opt_out_type="opted_out", opt_in_type="opted_in")
     assert not s.opted_out
 
@@ -438,10 +477,10 @@ def test_two_orgs_same_phone_never_share_state(events):
     mine = [e for e in events if e.organization_id == "1"]
     alone, shared = MemoryStore(), MemoryStore()
     # everything in one partition, the worst case for prefix mix-ups
-    apply_events(alone, 0, mine, horizon_ms=0)
-    apply_events(shared, 0, events, horizon_ms=0)
+    apply_events(alone, 0, mine, horizon_ms=0, now_ms=0)
+    apply_events(shared, 0, events, horizon_ms=0, now_ms=0)
     for store in (alone, shared):
-        compact_partition(store, 0, horizon_ms=BASE + 15)
+        compact_partition(store, 0, horizon_ms=BASE + 15, max_future_skew_ms=0)
     for t in TYPES + ["opted_out", "opted_in"]:
         assert count_events(shared, 0, "1", phone, t) == count_events(alone, 0, "1", phone, t)
         assert count_events(shared, 0, "1", phone, t, since_ms=BASE + 15) == count_events(
@@ -455,7 +494,7 @@ def test_two_orgs_same_phone_never_share_state(events):
 def test_same_event_in_two_orgs_is_two_events():
     store = MemoryStore()
     same = [ev("1", "+15551234567", "buy", BASE), ev("10", "+15551234567", "buy", BASE)]
-    r = apply_events(store, 0, same, horizon_ms=0)
+    r = apply_events(store, 0, same, horizon_ms=0, now_ms=0)
     assert (r.inserted, r.duplicates) == (2, 0)
 
 

@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.lead_index import apply_events, count_events, latest_opt, lead_events
+from leadstream.state import keys
 from leadstream.state.memory import MemoryStore
 from leadstream.state.port import iter_prefix
-from leadstream.state.rocksdb import TableStore
+from leadstream.state.rocksdb import LOGGED_BATCH_ITEMS, TableStore
 
 
 @dataclass
@@ -297,6 +298,30 @@ def test_each_write_is_one_changelog_record(table_subject):
     assert {(r.key_serializer, r.value_serializer) for r in log} == {("raw", "raw")}
 
 
+def test_a_batch_is_a_few_changelog_records_and_its_markers(table_subject):
+    subject = table_subject
+    s = subject.store
+    items_ = [(b"E%06d" % i, b"v%d" % i) for i in range(2 * LOGGED_BATCH_ITEMS + 1)]
+    s.put_batch(1, items_, created_ms=1234)
+    log = subject.changelog
+    assert len(log) == 3
+    assert all(r.partition == 1 and r.key.startswith(keys.logged_batch_prefix()) for r in log)
+    assert [keys.decode_logged_batch_key(r.key) for r in log] == [1234] * 3
+    assert [kv for r in log for kv in keys.decode_logged_batch(r.value)] == items_
+    markers = items(iter_prefix(s, 1, keys.logged_batch_prefix()))
+    assert markers == sorted((r.key, b"") for r in log)
+    assert all(s.get(1, k) == v for k, v in items_)
+
+
+def test_put_batch_is_readable_and_marked_in_every_store(subject):
+    s = subject.store
+    s.put_batch(0, [(b"k1", b"a"), (b"k2", b"b")], created_ms=5)
+    s.put_batch(0, [(b"k1", b"c")], created_ms=6)
+    assert (s.get(0, b"k1"), s.get(0, b"k2"), s.get(1, b"k1")) == (b"c", b"b", None)
+    markers = [k for k, _ in iter_prefix(s, 0, keys.logged_batch_prefix())]
+    assert sorted(keys.decode_logged_batch_key(k) for k in markers) == [5, 6]
+
+
 def test_reads_do_not_write_the_changelog(table_subject):
     subject = table_subject
     s = subject.store
@@ -316,12 +341,16 @@ def test_changelog_replays_to_the_same_state(table_subject, tmp_path):
     fill(s, 2)
     s.delete(2, b"ab")
     s.put(2, b"a", b"changed")
+    s.put_batch(2, [(b"E%06d" % i, b"\x01") for i in range(LOGGED_BATCH_ITEMS + 5)], created_ms=7)
+    s.put_batch(2, [(b"ab", b"again"), (b"b", b"batched")], created_ms=8)
+    s.put(2, b"b", b"after the batch")
     restored = MemoryStore()
     for r in subject.changelog:
-        if r.value is None:
-            restored.delete(r.partition, r.key)
-        else:
-            restored.put(r.partition, r.key, r.value)
+        for key, value in keys.expand_changelog_record(r.key, r.value):
+            if value is None:
+                restored.delete(r.partition, key)
+            else:
+                restored.put(r.partition, key, value)
     everything = (b"", b"\xff\xff")
     assert items(restored.iter_range(2, *everything)) == items(s.iter_range(2, *everything))
 
@@ -351,6 +380,7 @@ def test_lead_index_answers_agree_across_stores(subject):
             LeadEvent("0", a[1], "buy", base + 12),
         ],
         horizon_ms=0,
+        now_ms=0,
     )
     assert count_events(s, 0, *a, "buy") == 1
     assert count_events(s, 0, *a, "buy", since_ms=base, until_ms=base + 100) == 1

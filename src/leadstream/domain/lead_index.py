@@ -15,8 +15,10 @@ and opt-out answers never change, and windows up to the retention still see ever
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from leadstream.domain.ingest import LeadEvent
 from leadstream.state import keys
@@ -25,6 +27,8 @@ from leadstream.state.port import PartitionStore, iter_prefix
 __all__ = [
     "PRESENT",
     "ApplyResult",
+    "LeadHistory",
+    "OrgScan",
     "OptState",
     "apply_events",
     "compact_partition",
@@ -36,6 +40,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PRESENT = b"\x01"
+SEP = keys.SEP
+_U64 = struct.Struct(">Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,19 +51,27 @@ class ApplyResult:
 
 
 def apply_events(
-    store: PartitionStore, partition: int, events: Iterable[LeadEvent], *, horizon_ms: int
+    store: PartitionStore,
+    partition: int,
+    events: Iterable[LeadEvent],
+    *,
+    horizon_ms: int,
+    now_ms: int,
 ) -> ApplyResult:
     """Insert events not seen before; a duplicate changes nothing but the count.
 
-    A duplicate's key is written again (same value, idempotent). After a crash the local
-    RocksDB can hold a write whose changelog record never left the process; the source
-    message is then processed again, and re-writing makes the changelog whole again.
+    Every event key of the call (new or duplicate) is written in one
+    :meth:`~leadstream.state.port.PartitionStore.put_batch`. A duplicate's key is written
+    again (same value, idempotent): after a crash the local RocksDB can hold a write whose
+    changelog record never left the process; the source message is then processed again,
+    and re-writing makes the changelog whole again.
 
     ``horizon_ms`` is the current compaction horizon: an event older than the newest event
     already folded for its (lead, eventType) cannot be told apart from a replay, so it
     counts as a duplicate (retries stay safe; counts never double).
     """
     inserted = duplicates = 0
+    puts: dict[bytes, bytes] = {}
     for ev in events:
         key = keys.event_key(ev.organization_id, ev.phone, ev.event_type, ev.occurred_at)
         if ev.occurred_at < horizon_ms:
@@ -67,11 +81,13 @@ def apply_events(
             if folded is not None and ev.occurred_at <= keys.decode_compacted(folded)[1]:
                 duplicates += 1
                 continue
-        if store.get(partition, key) is None:
-            inserted += 1
-        else:
+        if key in puts or store.get(partition, key) is not None:
             duplicates += 1
-        store.put(partition, key, PRESENT)
+        else:
+            inserted += 1
+        puts[key] = PRESENT
+    if puts:
+        store.put_batch(partition, list(puts.items()), created_ms=now_ms)
     return ApplyResult(inserted, duplicates)
 
 
@@ -167,11 +183,20 @@ def lead_events(
     ]
 
 
-def compact_partition(store: PartitionStore, partition: int, *, horizon_ms: int) -> int:
-    """Fold every event older than ``horizon_ms`` into its (lead, eventType) record.
+def compact_partition(
+    store: PartitionStore, partition: int, *, horizon_ms: int, max_future_skew_ms: int
+) -> int:
+    """Fold every event older than ``horizon_ms`` into its (lead, eventType) record, then
+    retire the logged batches whose events are all folded by now.
 
     Safe to repeat or to interrupt: an event key at or below the folded maximum is already
     counted and is only deleted. Returns how many event keys were removed.
+
+    A logged batch created at T holds events with occurredAt <= T + ``max_future_skew_ms``,
+    so once that is below the horizon every one of them was folded by the pass above; its
+    changelog record is then tombstoned. Until Kafka's compaction drops it, a restore
+    brings those event keys back at or below the folded maximum, where they count nothing
+    and the next pass deletes them again.
     """
     removed = 0
     stale: list[tuple[bytes, str, str, str, int]] = []
@@ -195,4 +220,113 @@ def compact_partition(store: PartitionStore, partition: int, *, horizon_ms: int)
     for key, *_ in stale:
         store.delete(partition, key)
         removed += 1
+    prefix = keys.logged_batch_prefix()
+    retire_before = max(horizon_ms - max_future_skew_ms, 0)
+    for key, _ in list(store.iter_range(partition, prefix, prefix + keys.ts_bytes(retire_before))):
+        store.delete(partition, key)
     return removed
+
+
+@dataclass(slots=True)
+class LeadHistory:
+    """Everything the index holds on one lead: its events' times per type (ascending) and
+    its folded records per type. Answers what :func:`count_events` and :func:`latest_opt`
+    answer, without touching the store again."""
+
+    times: dict[bytes, list[int]]
+    folded: dict[bytes, tuple[int, int]]
+
+    def count(
+        self,
+        event_type: bytes,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """As :func:`count_events`: windows see event keys only; sticky adds the folded
+        count and the keys above its maximum."""
+        times = self.times.get(event_type, ())
+        if since_ms is None:
+            count, max_folded = self.folded.get(event_type, (0, -1))
+            count += sum(1 for ts in times if ts > max_folded)
+        else:
+            upper = until_ms if until_ms is not None else 2**64
+            count = sum(1 for ts in times if since_ms <= ts <= upper)
+        return count if limit is None else min(count, limit)
+
+    def latest(self, event_type: bytes) -> int | None:
+        times = self.times.get(event_type)
+        latest = times[-1] if times else None
+        folded = self.folded.get(event_type)
+        if folded is not None:
+            latest = folded[1] if latest is None else max(latest, folded[1])
+        return latest
+
+    def opted_out(self, opt_out_type: bytes, opt_in_type: bytes) -> bool:
+        """As :func:`latest_opt`: the latest opt event wins; on the same instant, opt-out."""
+        out_at, in_at = self.latest(opt_out_type), self.latest(opt_in_type)
+        return out_at is not None and (in_at is None or out_at >= in_at)
+
+
+_NO_LEAD = LeadHistory({}, {})
+
+
+class OrgScan:
+    """Histories of an organization's leads in one partition, for leads asked for in
+    ascending phone order: two sequential scans (event keys, folded records) merged with
+    the caller's order, instead of several seeks per lead."""
+
+    def __init__(self, store: PartitionStore, partition: int, org: str) -> None:
+        events = keys.lead_events_prefix(org, "")[:-1]  # "E org SEP"
+        folded = keys.compacted_key(org, "", "")[:-1]  # "C org SEP"
+        self._events = _Merge(iter_prefix(store, partition, events), len(events), timed=True)
+        self._folded = _Merge(iter_prefix(store, partition, folded), len(folded), timed=False)
+
+    def history(self, phone: str) -> LeadHistory:
+        """The lead's history; ``phone`` must not sort before the previous call's."""
+        key = phone.encode()
+        times = self._events.take(key)
+        folded = self._folded.take(key)
+        if not times and not folded:
+            return _NO_LEAD
+        return LeadHistory(
+            times,
+            {t: keys.decode_compacted(v) for t, v in folded.items()},
+        )
+
+
+class _Merge:
+    """One ordered scan, consumed lead by lead. Event keys end in ``SEP ts(u64)`` and
+    gather as times per type; folded keys end in the type and keep their value."""
+
+    def __init__(self, items: Iterator[tuple[bytes, bytes]], skip: int, *, timed: bool) -> None:
+        self._items = items
+        self._skip = skip
+        self._timed = timed
+        self._head: tuple[bytes, bytes, bytes] | None = None
+        self._advance()
+
+    def _advance(self) -> None:
+        for key, value in self._items:
+            if self._timed:
+                phone, _, event_type = key[self._skip : -9].partition(SEP)
+                self._head = (phone, event_type, key[-8:])
+            else:
+                phone, _, event_type = key[self._skip :].partition(SEP)
+                self._head = (phone, event_type, value)
+            return
+        self._head = None
+
+    def take(self, phone: bytes) -> dict[bytes, Any]:
+        out: dict[bytes, Any] = {}
+        while self._head is not None and self._head[0] < phone:
+            self._advance()
+        while self._head is not None and self._head[0] == phone:
+            _, event_type, tail = self._head
+            if self._timed:
+                out.setdefault(event_type, []).append(_U64.unpack(tail)[0])
+            else:
+                out[event_type] = tail
+            self._advance()
+        return out

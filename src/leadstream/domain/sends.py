@@ -15,7 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from leadstream.domain.audience import normalize_external_id
-from leadstream.domain.lead_index import count_events, latest_opt
+from leadstream.domain.lead_index import LeadHistory, OrgScan
 from leadstream.domain.normalize import (
     format_ms,
     normalize_event_type,
@@ -212,28 +212,17 @@ def resolve_audience_filter(
     return (latest[1] if latest else None), late
 
 
-def keeps(
-    store: PartitionStore,
-    partition: int,
-    org: str,
-    phone: str,
-    event_filter: EventFilter,
-    scheduled_for: int,
-) -> bool:
+def keeps(history: LeadHistory, event_filter: EventFilter, scheduled_for: int) -> bool:
     """Does ``event_filter`` keep the lead for a send firing at ``scheduled_for``?"""
     since = None
     until = None
     if event_filter.within_minutes is not None:
-        # No event is older than the epoch; clamping keeps the range key unsigned.
+        # No event is older than the epoch.
         since = max(0, scheduled_for - event_filter.within_minutes * 60_000)
         until = scheduled_for
     has = (
-        count_events(
-            store,
-            partition,
-            org,
-            phone,
-            event_filter.event_type,
+        history.count(
+            event_filter.event_type.encode(),
             since_ms=since,
             until_ms=until,
             limit=event_filter.min_count,
@@ -281,17 +270,21 @@ def materialize_partition(
     opt_out_type: str,
     opt_in_type: str,
 ) -> PartitionResult:
-    """The send's recipients among this partition's leads, in SPEC order, with counts."""
+    """The send's recipients among this partition's leads, in SPEC order, with counts.
+
+    Members come in phone order, and so do the organization's event keys: one merged
+    pass (:class:`~leadstream.domain.lead_index.OrgScan`) gives each member's history."""
     out = PartitionResult()
     counts = out.counts
     org = trigger.organization_id
     # Enabled but none received: no audience filtering.
     active_filter = audience_filter if trigger.audience_filter_enabled else None
+    scan = OrgScan(store, partition, org)
+    opt_out, opt_in = opt_out_type.encode(), opt_in_type.encode()
     for phone, external_id in campaign_members(store, partition, org, trigger.campaign_id):
         counts.audience += 1
-        if latest_opt(
-            store, partition, org, phone, opt_out_type=opt_out_type, opt_in_type=opt_in_type
-        ).opted_out:
+        history = scan.history(phone)
+        if history.opted_out(opt_out, opt_in):
             counts.opted_out += 1
             continue
         if active_filter is not None:
@@ -299,10 +292,7 @@ def materialize_partition(
             if matched != (active_filter.mode == "include"):
                 counts.dropped_by_audience_filter += 1
                 continue
-        if not all(
-            keeps(store, partition, org, phone, f, trigger.scheduled_for)
-            for f in trigger.event_filters
-        ):
+        if not all(keeps(history, f, trigger.scheduled_for) for f in trigger.event_filters):
             counts.dropped_by_event_filter += 1
             continue
         out.recipients.append((phone, external_id))

@@ -17,7 +17,14 @@ kind       key                                              value
 ``D``      D org sendId                                     materialized in this partition
 ``F``      F org sendId receivedAt(u64) seq(u64) part(u32)  one part of an audience filter
 ``A``      A org sendId                                     digest of the last HTTP filter
+``B``      B createdAt(u64) random(u64)                     ``b""`` locally; on the
+                                                            changelog: a logged batch
 =========  ==============================================  =============================
+
+A logged batch (:func:`encode_logged_batch`) is how event keys reach the changelog: one
+record carries many ``(key, value)`` puts, restored by expanding it
+(:func:`expand_changelog_record`). Locally only its key is kept, so that compaction can
+retire the record once every event in it is folded (``createdAt`` orders them by age).
 
 The ``S`` claim lives only in the send's home partition; ``P``, ``D`` and ``F`` exist in
 every partition (triggers and filters are broadcast).
@@ -26,7 +33,11 @@ every partition (triggers and filters are broadcast).
 from __future__ import annotations
 
 import logging
+import os
 import struct
+from collections.abc import Sequence
+
+import msgspec
 
 __all__ = [
     "SEP",
@@ -49,6 +60,12 @@ __all__ = [
     "event_key",
     "event_type_prefix",
     "events_kind_prefix",
+    "decode_logged_batch",
+    "decode_logged_batch_key",
+    "encode_logged_batch",
+    "expand_changelog_record",
+    "logged_batch_key",
+    "logged_batch_prefix",
     "lead_events_prefix",
     "prefix_upper_bound",
     "ts_bytes",
@@ -65,6 +82,7 @@ _PENDING = b"P"
 _DONE = b"D"
 _FILTER = b"F"
 _ACCEPTED_FILTER = b"A"
+_LOGGED_BATCH = b"B"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _COMPACTED_VALUE = struct.Struct(">QQ")
@@ -173,3 +191,39 @@ def decode_filter_key(key: bytes) -> tuple[int, int, int]:
     """(receivedAt, seq, part) of a filter key."""
     tail = key[-20:]
     return _U64.unpack(tail[:8])[0], _U64.unpack(tail[8:16])[0], _U32.unpack(tail[16:])[0]
+
+
+def logged_batch_prefix() -> bytes:
+    return _LOGGED_BATCH + SEP
+
+
+def logged_batch_key(created_ms: int) -> bytes:
+    """A new, unique key for a logged batch created at ``created_ms``."""
+    return logged_batch_prefix() + _U64.pack(created_ms) + os.urandom(8)
+
+
+def decode_logged_batch_key(key: bytes) -> int:
+    """createdAt of a logged batch key."""
+    return int(_U64.unpack(key[2:10])[0])
+
+
+_batch_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(list[tuple[bytes, bytes]])
+
+
+def encode_logged_batch(items: Sequence[tuple[bytes, bytes]]) -> bytes:
+    return _batch_encoder.encode(items)
+
+
+def decode_logged_batch(value: bytes) -> list[tuple[bytes, bytes]]:
+    return _batch_decoder.decode(value)
+
+
+def expand_changelog_record(key: bytes, value: bytes | None) -> list[tuple[bytes, bytes | None]]:
+    """What one changelog record writes to the local DB: itself, or for a logged batch its
+    puts plus its own key with an empty value (a tombstone deletes only that key)."""
+    if value is None or not key.startswith(_LOGGED_BATCH + SEP):
+        return [(key, value)]
+    expanded: list[tuple[bytes, bytes | None]] = list(decode_logged_batch(value))
+    expanded.append((key, b""))
+    return expanded

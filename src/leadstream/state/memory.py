@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+
+from leadstream.state import keys
 
 __all__ = ["MemoryStore"]
 
@@ -32,6 +34,13 @@ class MemoryStore:
         if data.pop(key, None) is not None:
             keys = self._sorted[partition]
             del keys[bisect.bisect_left(keys, key)]
+
+    def put_batch(
+        self, partition: int, items: Sequence[tuple[bytes, bytes]], *, created_ms: int
+    ) -> None:
+        for key, value in items:
+            self.put(partition, key, value)
+        self.put(partition, keys.logged_batch_key(created_ms), b"")
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from leadstream.state.keys import prefix_upper_bound
@@ -24,6 +24,14 @@ class PartitionStore(Protocol):
     def put(self, partition: int, key: bytes, value: bytes) -> None: ...
 
     def delete(self, partition: int, key: bytes) -> None: ...
+
+    def put_batch(
+        self, partition: int, items: Sequence[tuple[bytes, bytes]], *, created_ms: int
+    ) -> None:
+        """Put every item, logged as few changelog records as possible (see
+        :func:`leadstream.state.keys.encode_logged_batch`); each record's key is also kept,
+        with an empty value, under :func:`~leadstream.state.keys.logged_batch_prefix`."""
+        ...
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False

@@ -48,9 +48,12 @@ def register_apply(topo: Topology, on_pending: Callable[[], None]) -> None:
             partition = event.message.partition
             command = decode_command(event.message.value)
             if isinstance(command, EventsBatch):
-                horizon = retention_horizon(now_ms(), settings.event_retention_days)
+                now = now_ms()
+                horizon = retention_horizon(now, settings.event_retention_days)
                 with topo.metrics.apply_seconds.time():
-                    result = apply_events(store, partition, command.events, horizon_ms=horizon)
+                    result = apply_events(
+                        store, partition, command.events, horizon_ms=horizon, now_ms=now
+                    )
                 topo.metrics.rows.labels("inserted").inc(result.inserted)
                 topo.metrics.rows.labels("duplicate").inc(result.duplicates)
                 if command.reply_to is not None:
@@ -99,7 +102,12 @@ def register_apply(topo: Topology, on_pending: Callable[[], None]) -> None:
             return
         horizon = retention_horizon(now_ms(), settings.event_retention_days)
         for partition in topo.active_partitions():
-            removed = compact_partition(store, partition, horizon_ms=horizon)
+            removed = compact_partition(
+                store,
+                partition,
+                horizon_ms=horizon,
+                max_future_skew_ms=settings.max_future_skew_seconds * 1000,
+            )
             if removed:
                 logger.info("compacted partition %d: folded %d old events", partition, removed)
             await asyncio.sleep(0)
