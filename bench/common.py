@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,39 +48,101 @@ def _free_port() -> int:
 
 
 class BenchWorker:
-    """One ``leadstream worker`` process on fresh topics and a fresh data directory."""
+    """One ``leadstream worker`` process on fresh topics and a fresh data directory
+    (or, given ``settings``, on those of an earlier worker: a restart)."""
 
-    def __init__(self, bootstrap: str, workdir: Path, **overrides: Any) -> None:
-        run = uuid.uuid4().hex[:8]
-        overrides.setdefault("web_port", _free_port())
-        self.settings = Settings(
-            kafka_bootstrap=bootstrap,
-            app_id=f"bench-{run}",
-            topic_prefix=f"b{run}-",
-            data_dir=workdir / run,
-            **overrides,
-        )
-        ensure_topics(self.settings)
+    def __init__(
+        self, bootstrap: str, workdir: Path, settings: Settings | None = None, **overrides: Any
+    ) -> None:
+        if settings is None:
+            run = uuid.uuid4().hex[:8]
+            overrides.setdefault("web_port", _free_port())
+            settings = Settings(
+                kafka_bootstrap=bootstrap,
+                app_id=f"bench-{run}",
+                topic_prefix=f"b{run}-",
+                data_dir=workdir / run,
+                **overrides,
+            )
+            ensure_topics(settings)
+        overrides["web_port"] = settings.web_port
+        self.settings = settings
+        self.overrides = overrides
         env = {
             **os.environ,
             "LEADSTREAM_KAFKA_BOOTSTRAP": bootstrap,
-            "LEADSTREAM_APP_ID": self.settings.app_id,
-            "LEADSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
-            "LEADSTREAM_DATA_DIR": str(self.settings.data_dir),
+            "LEADSTREAM_APP_ID": settings.app_id,
+            "LEADSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+            "LEADSTREAM_DATA_DIR": str(settings.data_dir),
             **{f"LEADSTREAM_{k.upper()}": str(v) for k, v in overrides.items()},
         }
-        self.log = workdir / f"{run}.log"
+        self.log = workdir / f"{settings.app_id}-{time.time_ns()}.log"
+        self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "leadstream.cli", "worker"],
             env=env,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600
         while b"Worker ready" not in self.log.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start; see {self.log}")
-            time.sleep(0.2)
+            time.sleep(0.1)
+
+    def restart(self, workdir: Path) -> BenchWorker:
+        """Stop this worker and start another on the same topics, group and data dir."""
+        self.stop()
+        return BenchWorker(
+            self.settings.kafka_bootstrap, workdir, settings=self.settings, **self.overrides
+        )
+
+    def wait_ready(self, timeout: float = 3600) -> float:
+        """Until /readyz answers 200 (broker reachable, recovery finished); seconds since
+        the process was started."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as r:  # noqa: S310
+                    if r.status == 200:
+                        return time.perf_counter() - self.started
+            except OSError:
+                pass
+            if not self.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"worker never became ready; see {self.log}")
+            time.sleep(0.1)
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}"
+
+    def metric(self, sample: str) -> float:
+        """One sample of the worker's /metrics, e.g. ``leadstream_rows_total{outcome="inserted"}``
+        (0 when absent)."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:  # noqa: S310
+            for line in response.read().decode().splitlines():
+                if line.startswith(sample + " "):
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def wait_applied(self, rows: int, timeout: float = 3600) -> None:
+        """Until the worker has applied ``rows`` event rows (inserted + duplicate)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            applied = self.metric('leadstream_rows_total{outcome="inserted"}') + self.metric(
+                'leadstream_rows_total{outcome="duplicate"}'
+            )
+            if applied >= rows:
+                return
+            if not self.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{applied:.0f} of {rows} rows applied; see {self.log}")
+            time.sleep(0.05)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -1,0 +1,344 @@
+"""The benchmark's scenarios run against leadstream: real broker, real worker processes.
+
+Each function measures one scenario on the shared dataset (:mod:`bench.dataset`) and checks
+its exact counts; :mod:`bench.suite` runs them beside the PostgreSQL baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from confluent_kafka import Consumer, TopicPartition
+
+from bench.common import BenchWorker, wait_group_caught_up
+from bench.dataset import ATTENDED, DOI, PURCHASE, WINDOW_MINUTES, Dataset
+from leadstream.auth_file import save_auth
+from leadstream.domain.auth import ApiKey, AuthConfig, hash_api_key, with_key
+from leadstream.domain.normalize import format_ms
+from leadstream.domain.sends import send_key
+from leadstream.publish import make_producer
+
+__all__ = [
+    "FILTERS",
+    "ORG",
+    "bulk_ingest",
+    "footprint_and_rebuild",
+    "http_latency",
+    "load_audiences",
+    "materialize",
+    "realtime_ingest",
+]
+
+ORG = "bench"
+API_KEY = "lsk_bench_" + "z" * 40
+FILTERS: dict[str, dict[str, Any]] = {
+    "sticky_exclude": {"mode": "exclude", "eventType": PURCHASE},
+    "window_exclude_120min": {
+        "mode": "exclude",
+        "eventType": ATTENDED,
+        "within": {"minutes": WINDOW_MINUTES},
+    },
+    "include": {"mode": "include", "eventType": DOI},
+}
+# Events reach up to the fire time, which lies ahead of the clock while the bench runs.
+WORKER = {"materialize_lead_seconds": 7200, "max_future_skew_seconds": 7200}
+
+
+def _rows(ds: Dataset, start: int, stop: int) -> list[dict[str, str]]:
+    return [
+        {"phoneE164": ds.phones[i], "eventType": t, "occurredAt": format_ms(ms)}
+        for i, t, ms in ds.events[start:stop]
+    ]
+
+
+def event_batches(ds: Dataset, size: int = 50_000) -> list[bytes]:
+    """The dataset as SPEC batch messages of ``size`` events (rows carry their eventType)."""
+    return [
+        msgspec.json.encode({"organizationId": ORG, "events": _rows(ds, i, i + size)})
+        for i in range(0, len(ds.events), size)
+    ]
+
+
+def _applied(worker: BenchWorker) -> tuple[int, int]:
+    inserted = worker.metric('leadstream_rows_total{outcome="inserted"}')
+    duplicates = worker.metric('leadstream_rows_total{outcome="duplicate"}')
+    return int(inserted), int(duplicates)
+
+
+def bulk_ingest(
+    bootstrap: str, workdir: Path, ds: Dataset, batches: list[bytes], runs: int
+) -> tuple[dict[str, Any], BenchWorker]:
+    """Batch messages into a fresh worker until every event is applied; ``runs`` times.
+
+    The last run's worker is returned, loaded, for the scenarios that need the data."""
+    seconds: list[float] = []
+    worker: BenchWorker | None = None
+    for run in range(runs):
+        if worker is not None:
+            worker.stop()
+        worker = BenchWorker(bootstrap, workdir, **WORKER)
+        producer = make_producer(bootstrap)
+        start = time.perf_counter()
+        for value in batches:
+            producer.produce(worker.settings.topics.lead_events, value=value)
+            producer.poll(0)
+        producer.flush(300)
+        worker.wait_applied(len(ds.events))
+        seconds.append(time.perf_counter() - start)
+        counts = _applied(worker)
+        if counts != (ds.distinct_events, len(ds.events) - ds.distinct_events):
+            raise RuntimeError(f"run {run}: inserted/duplicates {counts}, expected otherwise")
+        print(f"  bulk ingest run {run + 1}: {seconds[-1]:.1f} s", flush=True)
+    assert worker is not None
+    med = statistics.median(seconds)
+    return {
+        "seconds": med,
+        "events_per_s": len(ds.events) / med,
+        "all_seconds": seconds,
+        "inserted": ds.distinct_events,
+    }, worker
+
+
+def realtime_ingest(
+    bootstrap: str, workdir: Path, ds: Dataset, n: int, runs: int
+) -> dict[str, Any]:
+    """One event per message (as a source system streams them), into a fresh worker,
+    until all ``n`` are applied."""
+    seconds: list[float] = []
+    values = [msgspec.json.encode({"organizationId": ORG, **row}) for row in _rows(ds, 0, n)]
+    for run in range(runs):
+        worker = BenchWorker(bootstrap, workdir, **WORKER)
+        try:
+            producer = make_producer(bootstrap)
+            start = time.perf_counter()
+            for value in values:
+                producer.produce(worker.settings.topics.lead_events, value=value)
+                producer.poll(0)
+            producer.flush(300)
+            worker.wait_applied(n)
+            seconds.append(time.perf_counter() - start)
+        finally:
+            worker.stop()
+        print(f"  real-time ingest run {run + 1}: {seconds[-1]:.1f} s", flush=True)
+    med = statistics.median(seconds)
+    return {"seconds": med, "events_per_s": n / med, "all_seconds": seconds, "events": n}
+
+
+def _percentile(samples: list[float], q: int) -> float:
+    return statistics.quantiles(sorted(samples), n=100, method="inclusive")[q - 1]
+
+
+async def _steady(url: str, headers: dict[str, str], rate: float, seconds: float) -> list[float]:
+    """Open loop: request i is due at start + i/rate whatever the answers do; its latency
+    counts from when it was due, so a stall shows in every request it delays."""
+    latencies: list[float] = []
+    total = int(rate * seconds)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def one(i: int, due: float) -> None:
+            body = msgspec.json.encode(
+                {
+                    "organizationId": ORG,
+                    "eventType": "click",
+                    "events": [
+                        {"phoneE164": f"+1777{i:07d}", "occurredAt": "2026-05-12T18:34:00Z"}
+                    ],
+                }
+            )
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            response = await client.post(url, content=body, headers=headers)
+            response.raise_for_status()
+            latencies.append(time.perf_counter() - due)
+
+        start = time.perf_counter() + 0.5
+        await asyncio.gather(*(one(i, start + i / rate) for i in range(total)))
+    return latencies
+
+
+def http_latency(
+    bootstrap: str, workdir: Path, *, rate: float, seconds: float, bulk: int
+) -> dict[str, Any]:
+    """Single-event POSTs at a steady ``rate`` per second, then ``bulk`` 50,000-event POSTs
+    one after another (exact counts checked), on a fresh worker."""
+    auth = workdir / "bench-auth.json"
+    save_auth(auth, with_key(AuthConfig(), ORG, ApiKey("ak", hash_api_key(API_KEY), "t")))
+    worker = BenchWorker(bootstrap, workdir, auth_file=auth, **WORKER)
+    try:
+        worker.wait_ready()
+        url = f"{worker.url}/api/v1/webhooks/lead-events"
+        headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        single = asyncio.run(_steady(url, headers, rate, seconds))
+        bulk_s: list[float] = []
+        with httpx.Client(timeout=600) as client:
+            for b in range(bulk):
+                events = [
+                    {"phoneE164": f"+1778{b:02d}{i:05d}", "occurredAt": "2026-05-12T18:34:00Z"}
+                    for i in range(50_000)
+                ]
+                body = msgspec.json.encode(
+                    {"organizationId": ORG, "eventType": "bulk", "events": events}
+                )
+                start = time.perf_counter()
+                answer = client.post(url, content=body, headers=headers)
+                bulk_s.append(time.perf_counter() - start)
+                answer.raise_for_status()
+                got = answer.json()
+                if (got["inserted"], got["duplicates"], got["rejected"]) != (50_000, 0, 0):
+                    raise RuntimeError(f"50,000-event POST answered {got}")
+    finally:
+        worker.stop()
+    return {
+        "single": {
+            "rate_per_s": rate,
+            "requests": len(single),
+            "p50_ms": _percentile(single, 50) * 1000,
+            "p99_ms": _percentile(single, 99) * 1000,
+        },
+        "bulk_50k": {
+            "requests": bulk,
+            "p50_s": statistics.median(bulk_s),
+            "max_s": max(bulk_s),
+            "all_seconds": bulk_s,
+        },
+    }
+
+
+def load_audiences(worker: BenchWorker, ds: Dataset, sizes: list[int]) -> dict[str, float]:
+    """Campaign ``c<size>`` gets the first ``size`` phones as its audience."""
+    s = worker.settings
+    producer = make_producer(s.kafka_bootstrap)
+    start = time.perf_counter()
+    for size in sizes:
+        for i in range(0, size, 50_000):
+            members = [{"phoneE164": p} for p in ds.phones[i : min(i + 50_000, size)]]
+            value = {"organizationId": ORG, "campaignId": f"c{size}", "members": members}
+            producer.produce(s.topics.audience_members, msgspec.json.encode(value))
+            producer.poll(0)
+    producer.flush(300)
+    wait_group_caught_up(s.kafka_bootstrap, s.app_id, [s.topics.audience_members, s.topics.by_lead])
+    return {"seconds": time.perf_counter() - start, "members": sum(sizes)}
+
+
+def _summary_after(bootstrap: str, topic: str, send_key: bytes, act: Any) -> dict[str, Any]:
+    """Run ``act`` and return the summary that ``send_key`` then gets on ``topic``.
+
+    The reader is positioned at the topic's end *before* ``act`` and skips chunks unread,
+    so it neither rescans earlier sends nor competes with the worker for the CPU."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-summary-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = [
+            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+            for p in partitions
+        ]
+        consumer.assign(ends)
+        act()
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
+            if msg is None or msg.error() is not None or msg.key() != send_key:
+                continue
+            value = msg.value() or b""
+            if b'"type":"summary"' in value:
+                return dict(msgspec.json.decode(value))
+        raise TimeoutError(f"no summary for {send_key!r}")
+    finally:
+        consumer.close()
+
+
+def _send(
+    worker: BenchWorker, ds: Dataset, size: int, kind: str, send_id: str
+) -> tuple[float, int]:
+    """Trigger one send; seconds from producing the trigger until its summary is readable
+    (read_committed), and the summary's recipientCount."""
+    s = worker.settings
+    trigger = {
+        "organizationId": ORG,
+        "campaignId": f"c{size}",
+        "sendId": send_id,
+        "scheduledFor": format_ms(ds.fire_ms),
+        "eventFilter": FILTERS[kind],
+    }
+    producer = make_producer(s.kafka_bootstrap)
+    started: list[float] = []
+
+    def fire() -> None:
+        started.append(time.perf_counter())
+        producer.produce(s.topics.send_triggers, msgspec.json.encode(trigger))
+        producer.flush(30)
+
+    summary = _summary_after(
+        s.kafka_bootstrap, s.topics.send_recipients, send_key(ORG, send_id).encode(), fire
+    )
+    return time.perf_counter() - started[0], int(summary["recipientCount"])
+
+
+def materialize(
+    worker: BenchWorker, ds: Dataset, expected: dict[str, dict[str, int]], runs: int
+) -> dict[str, Any]:
+    """Trigger to summary for each audience size and filter kind; counts must equal what
+    the dataset says (the same numbers the PostgreSQL queries must return)."""
+    _send(worker, ds, min(int(k) for k in expected), "include", "warm-up")
+    out: dict[str, Any] = {}
+    for size_key, kinds in expected.items():
+        out[size_key] = {}
+        for kind, want in kinds.items():
+            seconds = []
+            for run in range(runs):
+                took, count = _send(worker, ds, int(size_key), kind, f"{kind}-{size_key}-{run}")
+                if count != want:
+                    raise RuntimeError(f"{kind} on {size_key}: {count}, expected {want}")
+                seconds.append(took)
+            out[size_key][kind] = {
+                "seconds": statistics.median(seconds),
+                "all_seconds": seconds,
+                "recipients": want,
+            }
+            print(
+                f"  materialize {size_key} {kind}: {statistics.median(seconds):.2f} s", flush=True
+            )
+    return out
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def footprint_and_rebuild(
+    worker: BenchWorker, workdir: Path, ds: Dataset, check: tuple[int, str, int]
+) -> tuple[dict[str, Any], BenchWorker]:
+    """RSS and RocksDB bytes of the loaded worker; then its data directory is deleted and
+    a new process rebuilds the state from the changelog (timed to /readyz), after which one
+    send must give the same count as before."""
+    data = Path(worker.settings.data_dir)
+    out: dict[str, Any] = {"rss_bytes": worker.rss_bytes(), "data_dir_bytes": _tree_bytes(data)}
+    worker.stop()
+    shutil.rmtree(data)
+    worker = BenchWorker(
+        worker.settings.kafka_bootstrap, workdir, settings=worker.settings, **WORKER
+    )
+    out["rebuild_seconds"] = worker.wait_ready()
+    out["rebuilt_data_dir_bytes"] = _tree_bytes(data)
+    out["rss_after_rebuild_bytes"] = worker.rss_bytes()
+    size, kind, want = check
+    _, count = _send(worker, ds, size, kind, f"after-rebuild-{kind}")
+    if count != want:
+        raise RuntimeError(f"after the rebuild {kind} on {size} gave {count}, expected {want}")
+    return out, worker
