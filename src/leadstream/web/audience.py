@@ -68,7 +68,7 @@ def upload_rows(
             yield index, {k: v for k, v in record.items() if k and v not in (None, "")}, None
         return
     if kind == "json":
-        for index, row in enumerate(ijson.items(body, json_prefix, use_float=True)):
+        for index, row in enumerate(ijson.items(body, json_prefix)):
             yield (
                 (index, row, None) if isinstance(row, dict) else (index, None, "not a JSON object")
             )
@@ -96,6 +96,14 @@ class BodyError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+def _reason(exc: Exception) -> str:
+    # yajl's messages come as bytes, followed by a drawing of where; the first line says it.
+    text = exc.args[0] if exc.args else exc
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return str(text).strip().splitlines()[0] if str(text).strip() else repr(exc)
+
+
 def json_members_prefix(body: IO[bytes]) -> str:
     """The ijson prefix of the members of a JSON upload, after one streaming pass that
     checks the whole document's syntax and shape (:class:`BodyError` if either is wrong)."""
@@ -108,7 +116,9 @@ def json_members_prefix(body: IO[bytes]) -> str:
             elif prefix == "members" and event == "start_array":
                 members_array = True
     except ijson.JSONError as exc:
-        raise BodyError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise BodyError(
+            400, "invalid_json", f"the body is not valid JSON: {_reason(exc)}"
+        ) from None
     if top == "start_array":
         return "item"
     if top == "start_map" and members_array:
