@@ -90,6 +90,11 @@ filter_st = st.builds(
     st.one_of(st.none(), st.integers(0, 6)),
 )
 def test_merged_scan_equals_per_lead_lookups(events, members, filters, fire, horizon) -> None:
+    for reseek_after in (0, 1, 4, 10**9):  # always start a new scan, sometimes, rarely
+        check_merged_scan(events, members, filters, fire, horizon, reseek_after)
+
+
+def check_merged_scan(events, members, filters, fire, horizon, reseek_after) -> None:
     store = MemoryStore()
     apply_events(
         store,
@@ -109,7 +114,7 @@ def test_merged_scan_equals_per_lead_lookups(events, members, filters, fire, hor
             scheduled_for=BASE + fire * MIN,
             event_filters=tuple(filters),
         )
-        got = materialize_partition(store, 0, trigger, None, **OPT)
+        got = materialize_partition(store, 0, trigger, None, **OPT, reseek_after=reseek_after)
         want = reference_partition(store, 0, trigger)
         assert got.recipients == want.recipients
         assert got.counts == want.counts

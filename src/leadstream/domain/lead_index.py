@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,14 +274,20 @@ _NO_LEAD = LeadHistory({}, {})
 
 class OrgScan:
     """Histories of an organization's leads in one partition, for leads asked for in
-    ascending phone order: two sequential scans (event keys, folded records) merged with
-    the caller's order, instead of several seeks per lead."""
+    ascending phone order: two ordered scans (event keys, folded records) merged with the
+    caller's order, instead of several seeks per lead.
 
-    def __init__(self, store: PartitionStore, partition: int, org: str) -> None:
+    A scan that would have to step over more than ``reseek_after`` keys of leads nobody
+    asks for (a small audience among many leads) starts again at the asked lead instead,
+    so a lead costs at most one new scan, and a dense audience one step per key."""
+
+    def __init__(
+        self, store: PartitionStore, partition: int, org: str, *, reseek_after: int = 4
+    ) -> None:
         events = keys.lead_events_prefix(org, "")[:-1]  # "E org SEP"
         folded = keys.compacted_key(org, "", "")[:-1]  # "C org SEP"
-        self._events = _Merge(iter_prefix(store, partition, events), len(events), timed=True)
-        self._folded = _Merge(iter_prefix(store, partition, folded), len(folded), timed=False)
+        self._events = _Merge(store, partition, events, reseek_after, timed=True)
+        self._folded = _Merge(store, partition, folded, reseek_after, timed=False)
 
     def history(self, phone: str) -> LeadHistory:
         """The lead's history; ``phone`` must not sort before the previous call's."""
@@ -297,31 +303,54 @@ class OrgScan:
 
 
 class _Merge:
-    """One ordered scan, consumed lead by lead. Event keys end in ``SEP ts(u64)`` and
-    gather as times per type; folded keys end in the type and keep their value."""
+    """One ordered scan under ``prefix``, consumed lead by lead. Event keys end in
+    ``SEP ts(u64)`` and gather as times per type; folded keys end in the type and keep
+    their value."""
 
-    def __init__(self, items: Iterator[tuple[bytes, bytes]], skip: int, *, timed: bool) -> None:
-        self._items = items
-        self._skip = skip
+    def __init__(
+        self,
+        store: PartitionStore,
+        partition: int,
+        prefix: bytes,
+        reseek_after: int,
+        *,
+        timed: bool,
+    ) -> None:
+        self._store = store
+        self._partition = partition
+        self._prefix = prefix
+        self._upper = keys.prefix_upper_bound(prefix)
+        self._reseek_after = reseek_after
         self._timed = timed
         self._head: tuple[bytes, bytes, bytes] | None = None
+        self._seek(prefix)
+
+    def _seek(self, lower: bytes) -> None:
+        self._items = self._store.iter_range(self._partition, lower, self._upper)
         self._advance()
 
     def _advance(self) -> None:
+        skip = len(self._prefix)
         for key, value in self._items:
             if self._timed:
-                phone, _, event_type = key[self._skip : -9].partition(SEP)
+                phone, _, event_type = key[skip:-9].partition(SEP)
                 self._head = (phone, event_type, key[-8:])
             else:
-                phone, _, event_type = key[self._skip :].partition(SEP)
+                phone, _, event_type = key[skip:].partition(SEP)
                 self._head = (phone, event_type, value)
             return
         self._head = None
 
     def take(self, phone: bytes) -> dict[bytes, Any]:
         out: dict[bytes, Any] = {}
+        steps = 0
         while self._head is not None and self._head[0] < phone:
+            if steps == self._reseek_after:
+                # Every key of this lead sorts at or after prefix + phone.
+                self._seek(self._prefix + phone)
+                break
             self._advance()
+            steps += 1
         while self._head is not None and self._head[0] == phone:
             _, event_type, tail = self._head
             if self._timed:

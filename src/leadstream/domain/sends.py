@@ -269,6 +269,7 @@ def materialize_partition(
     *,
     opt_out_type: str,
     opt_in_type: str,
+    reseek_after: int = 4,
 ) -> PartitionResult:
     """The send's recipients among this partition's leads, in SPEC order, with counts.
 
@@ -279,7 +280,7 @@ def materialize_partition(
     org = trigger.organization_id
     # Enabled but none received: no audience filtering.
     active_filter = audience_filter if trigger.audience_filter_enabled else None
-    scan = OrgScan(store, partition, org)
+    scan = OrgScan(store, partition, org, reseek_after=reseek_after)
     opt_out, opt_in = opt_out_type.encode(), opt_in_type.encode()
     for phone, external_id in campaign_members(store, partition, org, trigger.campaign_id):
         counts.audience += 1
