@@ -313,6 +313,15 @@ def test_a_batch_is_a_few_changelog_records_and_its_markers(table_subject):
     assert all(s.get(1, k) == v for k, v in items_)
 
 
+def test_a_batch_of_long_keys_is_split_by_bytes(table_subject):
+    subject = table_subject
+    items_ = [(b"E%0200d" % i, b"\x01") for i in range(3_000)]  # ~600 KB of keys
+    subject.store.put_batch(0, items_, created_ms=1)
+    sizes = [len(r.value) for r in subject.changelog]
+    assert len(sizes) == 3 and max(sizes) < 300 * 1024
+    assert [kv for r in subject.changelog for kv in keys.decode_logged_batch(r.value)] == items_
+
+
 def test_put_batch_is_readable_and_marked_in_every_store(subject):
     s = subject.store
     s.put_batch(0, [(b"k1", b"a"), (b"k2", b"b")], created_ms=5)

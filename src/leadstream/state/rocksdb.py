@@ -29,9 +29,11 @@ __all__ = ["STORE_URL", "LeadStore", "TableStore"]
 logger = logging.getLogger(__name__)
 
 
-# Items per logged batch record: ~45-byte event keys keep a record near 200 KB, well under
-# the producer's and broker's 1 MB message limit.
+# A logged batch record holds at most this many items and about this many bytes: ~45-byte
+# event keys make ~200 KB records; the byte bound keeps long ids (a key can reach ~200
+# bytes) well under the producer's and broker's 1 MB message limit.
 LOGGED_BATCH_ITEMS = 4_000
+LOGGED_BATCH_BYTES = 256 * 1024
 
 
 class LeadStore(Store):
@@ -98,16 +100,27 @@ class TableStore:
         self, partition: int, items: Sequence[tuple[bytes, bytes]], *, created_ms: int
     ) -> None:
         """One local write batch, and one changelog record per ``LOGGED_BATCH_ITEMS`` items
-        instead of one per item: per-record producer work was most of the ingest cost."""
+        (or ``LOGGED_BATCH_BYTES``) instead of one per item: per-record producer work was
+        most of the ingest cost."""
         wb = WriteBatch(raw_mode=True)
-        records = []
-        for start in range(0, len(items), LOGGED_BATCH_ITEMS):
-            chunk = items[start : start + LOGGED_BATCH_ITEMS]
+        records: list[tuple[bytes, bytes]] = []
+        chunk: list[tuple[bytes, bytes]] = []
+        size = 0
+
+        def close_chunk() -> None:
             log_key = keys.logged_batch_key(created_ms)
-            for key, value in chunk:
-                wb.put(key, value)
             wb.put(log_key, b"")
             records.append((log_key, keys.encode_logged_batch(chunk)))
+
+        for key, value in items:
+            wb.put(key, value)
+            chunk.append((key, value))
+            size += len(key) + len(value) + 8
+            if len(chunk) == LOGGED_BATCH_ITEMS or size >= LOGGED_BATCH_BYTES:
+                close_chunk()
+                chunk, size = [], 0
+        if chunk:
+            close_chunk()
         self._db(partition).write(wb)
         for log_key, value in records:
             self._table.send_changelog(
