@@ -72,6 +72,19 @@ def _applied(worker: BenchWorker) -> tuple[int, int]:
     return int(inserted), int(duplicates)
 
 
+def _until_applied(worker: BenchWorker, values: list[bytes], rows: int) -> float:
+    """Seconds from the first produce of ``values`` to ``lead-events`` until the worker has
+    applied ``rows`` rows."""
+    producer = make_producer(worker.settings.kafka_bootstrap)
+    start = time.perf_counter()
+    for value in values:
+        producer.produce(worker.settings.topics.lead_events, value=value)
+        producer.poll(0)
+    producer.flush(300)
+    worker.wait_applied(rows)
+    return time.perf_counter() - start
+
+
 def bulk_ingest(
     bootstrap: str, workdir: Path, ds: Dataset, batches: list[bytes], runs: int
 ) -> tuple[dict[str, Any], BenchWorker]:
@@ -84,14 +97,7 @@ def bulk_ingest(
         if worker is not None:
             worker.stop()
         worker = BenchWorker(bootstrap, workdir, **WORKER)
-        producer = make_producer(bootstrap)
-        start = time.perf_counter()
-        for value in batches:
-            producer.produce(worker.settings.topics.lead_events, value=value)
-            producer.poll(0)
-        producer.flush(300)
-        worker.wait_applied(len(ds.events))
-        seconds.append(time.perf_counter() - start)
+        seconds.append(_until_applied(worker, batches, len(ds.events)))
         counts = _applied(worker)
         if counts != (ds.distinct_events, len(ds.events) - ds.distinct_events):
             raise RuntimeError(f"run {run}: inserted/duplicates {counts}, expected otherwise")
@@ -116,14 +122,7 @@ def realtime_ingest(
     for run in range(runs):
         worker = BenchWorker(bootstrap, workdir, **WORKER)
         try:
-            producer = make_producer(bootstrap)
-            start = time.perf_counter()
-            for value in values:
-                producer.produce(worker.settings.topics.lead_events, value=value)
-                producer.poll(0)
-            producer.flush(300)
-            worker.wait_applied(n)
-            seconds.append(time.perf_counter() - start)
+            seconds.append(_until_applied(worker, values, n))
         finally:
             worker.stop()
         print(f"  real-time ingest run {run + 1}: {seconds[-1]:.1f} s", flush=True)

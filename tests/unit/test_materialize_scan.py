@@ -1,10 +1,11 @@
-"""The merged scan of materialize_partition gives exactly the per-lead lookups' answers.
+"""The merged scan of materialize_partition gives exactly the per-lead answers.
 
-The reference below evaluates each member with the index's own questions
-(:func:`count_events`, :func:`latest_opt`: one seek each), as materialization did before
-it read an organization's keys in one ordered pass. Stores are random: several
-organizations, phones that are prefixes of one another, events of non-members, folded
-(compacted) history, opt events at the same instant.
+The reference below evaluates each member on its own (:func:`count_events`,
+:func:`latest_opt`: a scan started at that lead, and those two are checked against a
+brute-force reference in test_lead_index), where materialization reads an organization's
+keys in one ordered pass merged with the audience, re-seeking when it falls behind.
+Stores are random: several organizations, phones that are prefixes of one another,
+events of non-members, folded (compacted) history, opt events at the same instant.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ __all__ = [
     "count_events",
     "latest_opt",
     "lead_events",
+    "lead_history",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,11 @@ def apply_events(
     return ApplyResult(inserted, duplicates)
 
 
+def lead_history(store: PartitionStore, partition: int, org: str, phone: str) -> LeadHistory:
+    """One lead's history: one scan of its event keys, one of its folded records."""
+    return OrgScan(store, partition, org, start=phone).history(phone)
+
+
 def count_events(
     store: PartitionStore,
     partition: int,
@@ -102,49 +108,10 @@ def count_events(
     until_ms: int | None = None,
     limit: int | None = None,
 ) -> int:
-    """Distinct events of ``event_type`` with ``since_ms <= occurredAt <= until_ms``.
-
-    Without bounds (sticky) the folded count is included. ``limit`` stops the scan early
-    once that many are found (a ``minCount`` question needs no more).
-    """
-    prefix = keys.event_type_prefix(org, phone, event_type)
-    count = 0
-    lower = prefix + keys.ts_bytes(since_ms) if since_ms is not None else prefix
-    if since_ms is None:
-        folded = store.get(partition, keys.compacted_key(org, phone, event_type))
-        if folded is not None:
-            count, max_folded = keys.decode_compacted(folded)
-            # Keys at or below the folded maximum are already in its count; they exist
-            # only while a compaction is between its summary write and its deletes.
-            lower = prefix + keys.ts_bytes(max_folded + 1)
-    upper = (
-        prefix + keys.ts_bytes(until_ms + 1)
-        if until_ms is not None
-        else keys.prefix_upper_bound(prefix)
-    )
-    if limit is not None and count >= limit:
-        return count
-    for _ in store.iter_range(partition, lower, upper):
-        count += 1
-        if limit is not None and count >= limit:
-            break
-    return count
-
-
-def _latest_ts(
-    store: PartitionStore, partition: int, org: str, phone: str, event_type: str
-) -> int | None:
-    latest: int | None = None
-    for key, _ in iter_prefix(
-        store, partition, keys.event_type_prefix(org, phone, event_type), reverse=True
-    ):
-        latest = keys.decode_event_key(key)[3]
-        break
-    folded = store.get(partition, keys.compacted_key(org, phone, event_type))
-    if folded is not None:
-        max_folded = keys.decode_compacted(folded)[1]
-        latest = max_folded if latest is None else max(latest, max_folded)
-    return latest
+    """Distinct events of ``event_type`` with ``since_ms <= occurredAt <= until_ms`` (see
+    :meth:`LeadHistory.count`)."""
+    history = lead_history(store, partition, org, phone)
+    return history.count(event_type.encode(), since_ms=since_ms, until_ms=until_ms, limit=limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,14 +130,8 @@ def latest_opt(
     opt_out_type: str,
     opt_in_type: str,
 ) -> OptState:
-    """The lead's latest opt event by occurredAt; on the same instant opt-out wins."""
-    out_at = _latest_ts(store, partition, org, phone, opt_out_type)
-    in_at = _latest_ts(store, partition, org, phone, opt_in_type)
-    if out_at is None and in_at is None:
-        return OptState(False, None, None)
-    if in_at is None or (out_at is not None and out_at >= in_at):
-        return OptState(True, opt_out_type, out_at)
-    return OptState(False, opt_in_type, in_at)
+    """The lead's latest opt event (see :meth:`LeadHistory.opt_state`)."""
+    return lead_history(store, partition, org, phone).opt_state(opt_out_type, opt_in_type)
 
 
 def lead_events(
@@ -230,8 +191,7 @@ def compact_partition(
 @dataclass(slots=True)
 class LeadHistory:
     """Everything the index holds on one lead: its events' times per type (ascending) and
-    its folded records per type. Answers what :func:`count_events` and :func:`latest_opt`
-    answer, without touching the store again."""
+    its folded records per type; the filters' and opt-outs' questions are answered here."""
 
     times: dict[bytes, list[int]]
     folded: dict[bytes, tuple[int, int]]
@@ -244,14 +204,18 @@ class LeadHistory:
         until_ms: int | None = None,
         limit: int | None = None,
     ) -> int:
-        """As :func:`count_events`: windows see event keys only; sticky adds the folded
-        count and the keys above its maximum."""
+        """Distinct events of ``event_type`` with ``since_ms <= occurredAt <= until_ms``,
+        at most ``limit`` (a ``minCount`` question needs no more).
+
+        Without ``since_ms`` (sticky) the folded count is included; event keys at or
+        below the folded maximum are already in it (they exist only while a compaction
+        is between its summary write and its deletes). A window sees event keys only."""
         times = self.times.get(event_type, ())
+        upper = until_ms if until_ms is not None else 2**64
         if since_ms is None:
             count, max_folded = self.folded.get(event_type, (0, -1))
-            count += sum(1 for ts in times if ts > max_folded)
+            count += sum(1 for ts in times if max_folded < ts <= upper)
         else:
-            upper = until_ms if until_ms is not None else 2**64
             count = sum(1 for ts in times if since_ms <= ts <= upper)
         return count if limit is None else min(count, limit)
 
@@ -263,10 +227,14 @@ class LeadHistory:
             latest = folded[1] if latest is None else max(latest, folded[1])
         return latest
 
-    def opted_out(self, opt_out_type: bytes, opt_in_type: bytes) -> bool:
-        """As :func:`latest_opt`: the latest opt event wins; on the same instant, opt-out."""
-        out_at, in_at = self.latest(opt_out_type), self.latest(opt_in_type)
-        return out_at is not None and (in_at is None or out_at >= in_at)
+    def opt_state(self, opt_out_type: str, opt_in_type: str) -> OptState:
+        """The latest opt event by occurredAt; on the same instant opt-out wins."""
+        out_at, in_at = self.latest(opt_out_type.encode()), self.latest(opt_in_type.encode())
+        if out_at is None and in_at is None:
+            return OptState(False, None, None)
+        if in_at is None or (out_at is not None and out_at >= in_at):
+            return OptState(True, opt_out_type, out_at)
+        return OptState(False, opt_in_type, in_at)
 
 
 _NO_LEAD = LeadHistory({}, {})
@@ -282,12 +250,19 @@ class OrgScan:
     so a lead costs at most one new scan, and a dense audience one step per key."""
 
     def __init__(
-        self, store: PartitionStore, partition: int, org: str, *, reseek_after: int = 4
+        self,
+        store: PartitionStore,
+        partition: int,
+        org: str,
+        *,
+        reseek_after: int = 4,
+        start: str = "",
     ) -> None:
         events = keys.lead_events_prefix(org, "")[:-1]  # "E org SEP"
         folded = keys.compacted_key(org, "", "")[:-1]  # "C org SEP"
-        self._events = _Merge(store, partition, events, reseek_after, timed=True)
-        self._folded = _Merge(store, partition, folded, reseek_after, timed=False)
+        first = start.encode()
+        self._events = _Merge(store, partition, events, first, reseek_after, timed=True)
+        self._folded = _Merge(store, partition, folded, first, reseek_after, timed=False)
 
     def history(self, phone: str) -> LeadHistory:
         """The lead's history; ``phone`` must not sort before the previous call's."""
@@ -312,6 +287,7 @@ class _Merge:
         store: PartitionStore,
         partition: int,
         prefix: bytes,
+        first: bytes,
         reseek_after: int,
         *,
         timed: bool,
@@ -323,7 +299,7 @@ class _Merge:
         self._reseek_after = reseek_after
         self._timed = timed
         self._head: tuple[bytes, bytes, bytes] | None = None
-        self._seek(prefix)
+        self._seek(prefix + first)
 
     def _seek(self, lower: bytes) -> None:
         self._items = self._store.iter_range(self._partition, lower, self._upper)

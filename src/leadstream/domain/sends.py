@@ -281,11 +281,10 @@ def materialize_partition(
     # Enabled but none received: no audience filtering.
     active_filter = audience_filter if trigger.audience_filter_enabled else None
     scan = OrgScan(store, partition, org, reseek_after=reseek_after)
-    opt_out, opt_in = opt_out_type.encode(), opt_in_type.encode()
     for phone, external_id in campaign_members(store, partition, org, trigger.campaign_id):
         counts.audience += 1
         history = scan.history(phone)
-        if history.opted_out(opt_out, opt_in):
+        if history.opt_state(opt_out_type, opt_in_type).opted_out:
             counts.opted_out += 1
             continue
         if active_filter is not None:
