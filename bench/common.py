@@ -90,11 +90,13 @@ class BenchWorker:
                 raise RuntimeError(f"worker did not start; see {self.log}")
             time.sleep(0.1)
 
-    def restart(self, workdir: Path) -> BenchWorker:
-        """Stop this worker and start another on the same topics, group and data dir."""
+    def restart(self, workdir: Path, **changes: Any) -> BenchWorker:
+        """Stop this worker and start another on the same topics, group and data dir (with
+        ``changes`` to its settings)."""
         self.stop()
+        overrides = {**self.overrides, **changes}
         return BenchWorker(
-            self.settings.kafka_bootstrap, workdir, settings=self.settings, **self.overrides
+            self.settings.kafka_bootstrap, workdir, settings=self.settings, **overrides
         )
 
     def wait_ready(self, timeout: float = 3600) -> float:

@@ -42,6 +42,7 @@ __all__ = [
     "Dataset",
     "generate",
     "stats",
+    "window_unchanged",
 ]
 
 EVENT_TYPES = ("purchase", "attended", "doi_confirmed", "opted_out")
@@ -201,6 +202,19 @@ def stats(ds: Dataset, audience_sizes: Sequence[int] = ()) -> dict[str, Any]:
             for size in sizes
         },
     }
+
+
+def window_unchanged(ds: Dataset, first_ms: int, last_ms: int) -> bool:
+    """Do the 120-minute windows of every fire time from ``first_ms`` to ``last_ms`` hold
+    the same attendance as the window of ``ds.fire_ms``? True when no attendance lies where
+    any of them differs from it. Then :func:`stats` gives the recipients of a send
+    scheduled anywhere in that range."""
+    width = WINDOW_MINUTES * MINUTE_MS
+    lo, hi = min(first_ms, ds.fire_ms), max(last_ms, ds.fire_ms)
+    return not any(
+        event_type == ATTENDED and (lo - width <= at < hi - width or lo < at <= hi)
+        for _, event_type, at in ds.events
+    )
 
 
 def _recipients(

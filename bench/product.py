@@ -18,7 +18,7 @@ import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.common import BenchWorker, wait_group_caught_up
-from bench.dataset import ATTENDED, DOI, PURCHASE, WINDOW_MINUTES, Dataset
+from bench.dataset import ATTENDED, DOI, PURCHASE, WINDOW_MINUTES, Dataset, window_unchanged
 from leadstream.auth_file import save_auth
 from leadstream.domain.auth import ApiKey, AuthConfig, hash_api_key, with_key
 from leadstream.domain.normalize import format_ms
@@ -33,6 +33,7 @@ __all__ = [
     "http_latency",
     "load_audiences",
     "materialize",
+    "materialize_prepared",
     "realtime_ingest",
 ]
 
@@ -48,7 +49,7 @@ FILTERS: dict[str, dict[str, Any]] = {
     "include": {"mode": "include", "eventType": DOI},
 }
 # Events reach up to the fire time, which lies ahead of the clock while the bench runs.
-WORKER = {"materialize_lead_seconds": 7200, "max_future_skew_seconds": 7200}
+WORKER: dict[str, Any] = {"materialize_lead_seconds": 7200, "max_future_skew_seconds": 7200}
 
 
 def _rows(ds: Dataset, start: int, stop: int) -> list[dict[str, str]]:
@@ -263,30 +264,36 @@ def _summary_after(bootstrap: str, topic: str, send_key: bytes, act: Any) -> dic
 
 
 def _send(
-    worker: BenchWorker, ds: Dataset, size: int, kind: str, send_id: str
+    worker: BenchWorker,
+    size: int,
+    kind: str,
+    send_id: str,
+    *,
+    scheduled_for: int,
+    moment: float | None = None,
 ) -> tuple[float, int]:
-    """Trigger one send; seconds from producing the trigger until its summary is readable
-    (read_committed), and the summary's recipientCount."""
+    """Trigger one send; seconds from ``moment`` (wall clock; by default when the trigger is
+    produced) until its summary is readable (read_committed), and its recipientCount."""
     s = worker.settings
     trigger = {
         "organizationId": ORG,
         "campaignId": f"c{size}",
         "sendId": send_id,
-        "scheduledFor": format_ms(ds.fire_ms),
+        "scheduledFor": format_ms(scheduled_for),
         "eventFilter": FILTERS[kind],
     }
     producer = make_producer(s.kafka_bootstrap)
     started: list[float] = []
 
     def fire() -> None:
-        started.append(time.perf_counter())
+        started.append(time.time())
         producer.produce(s.topics.send_triggers, msgspec.json.encode(trigger))
         producer.flush(30)
 
     summary = _summary_after(
         s.kafka_bootstrap, s.topics.send_recipients, send_key(ORG, send_id).encode(), fire
     )
-    return time.perf_counter() - started[0], int(summary["recipientCount"])
+    return time.time() - (started[0] if moment is None else moment), int(summary["recipientCount"])
 
 
 def materialize(
@@ -294,14 +301,20 @@ def materialize(
 ) -> dict[str, Any]:
     """Trigger to summary for each audience size and filter kind; counts must equal what
     the dataset says (the same numbers the PostgreSQL queries must return)."""
-    _send(worker, ds, min(int(k) for k in expected), "include", "warm-up")
+    _send(worker, min(int(k) for k in expected), "include", "warm-up", scheduled_for=ds.fire_ms)
     out: dict[str, Any] = {}
     for size_key, kinds in expected.items():
         out[size_key] = {}
         for kind, want in kinds.items():
             seconds = []
             for run in range(runs):
-                took, count = _send(worker, ds, int(size_key), kind, f"{kind}-{size_key}-{run}")
+                took, count = _send(
+                    worker,
+                    int(size_key),
+                    kind,
+                    f"{kind}-{size_key}-{run}",
+                    scheduled_for=ds.fire_ms,
+                )
                 if count != want:
                     raise RuntimeError(f"{kind} on {size_key}: {count}, expected {want}")
                 seconds.append(took)
@@ -314,6 +327,65 @@ def materialize(
                 f"  materialize {size_key} {kind}: {statistics.median(seconds):.2f} s", flush=True
             )
     return out
+
+
+def materialize_prepared(
+    worker: BenchWorker,
+    workdir: Path,
+    ds: Dataset,
+    expected: dict[str, dict[str, int]],
+    runs: int,
+    *,
+    early: float = 10.0,
+) -> tuple[dict[str, Any], BenchWorker]:
+    """Triggers that arrive ``early`` seconds before their materialize moment, as a
+    scheduler publishes them: seconds from the moment to the summary.
+
+    Every send fires within minutes after the dataset's fire time (so the counts stay those
+    of :func:`~bench.dataset.stats`, checked with :func:`~bench.dataset.window_unchanged`);
+    the worker restarts with a materialize lead that puts those moments just ahead."""
+    restart_budget = 120.0
+    lead_s = int(ds.fire_ms / 1000 - time.time() - restart_budget - early)
+    if lead_s < 0:
+        raise RuntimeError("the dataset's fire time is too close; regenerate it further ahead")
+    worker = worker.restart(workdir, materialize_lead_seconds=lead_s)
+    worker.wait_ready()
+    fired: list[int] = []
+    out: dict[str, Any] = {}
+    for size_key, kinds in expected.items():
+        out[size_key] = {}
+        for kind, want in kinds.items():
+            seconds = []
+            for run in range(runs):
+                moment = time.time() + early
+                scheduled_for = int(moment * 1000) + lead_s * 1000
+                # The trigger goes out now, `early` seconds before scheduled_for - lead.
+                took, count = _send(
+                    worker,
+                    int(size_key),
+                    kind,
+                    f"prepared-{kind}-{size_key}-{run}",
+                    scheduled_for=scheduled_for,
+                    moment=moment,
+                )
+                fired.append(scheduled_for)
+                if count != want:
+                    raise RuntimeError(f"prepared {kind} on {size_key}: {count}, expected {want}")
+                seconds.append(took)
+            out[size_key][kind] = {
+                "seconds": statistics.median(seconds),
+                "all_seconds": seconds,
+                "recipients": want,
+            }
+            print(
+                f"  materialize prepared {size_key} {kind}: {statistics.median(seconds):.3f} s",
+                flush=True,
+            )
+    if not window_unchanged(ds, min(fired), max(fired)):
+        raise RuntimeError("sends fired outside the range where the dataset's counts hold")
+    out["early_seconds"] = early
+    out["lead_seconds"] = lead_s
+    return out, worker
 
 
 def _tree_bytes(root: Path) -> int:
@@ -337,7 +409,7 @@ def footprint_and_rebuild(
     out["rebuilt_data_dir_bytes"] = _tree_bytes(data)
     out["rss_after_rebuild_bytes"] = worker.rss_bytes()
     size, kind, want = check
-    _, count = _send(worker, ds, size, kind, f"after-rebuild-{kind}")
+    _, count = _send(worker, size, kind, f"after-rebuild-{kind}", scheduled_for=ds.fire_ms)
     if count != want:
         raise RuntimeError(f"after the rebuild {kind} on {size} gave {count}, expected {want}")
     return out, worker

@@ -47,6 +47,10 @@ def _leadstream(ds: Any, expected: dict[str, Any], sizes: list[int], args: Any) 
             print("leadstream: materialize", flush=True)
             wanted = {str(s): expected["recipients"][str(s)] for s in sizes}
             out["materialize"] = product.materialize(worker, ds, wanted, args.runs)
+            print("leadstream: materialize, triggers early", flush=True)
+            out["materialize_prepared"], worker = product.materialize_prepared(
+                worker, workdir, ds, wanted, args.runs
+            )
             print("leadstream: footprint and rebuild", flush=True)
             small = min(sizes)
             check = (small, "sticky_exclude", wanted[str(small)]["sticky_exclude"])
@@ -132,20 +136,28 @@ def table(result: dict[str, Any]) -> list[dict[str, Any]]:
     )
     bulk_post = ls["http"]["bulk_50k"]["p50_s"]
     row("HTTP 50,000-event POST p50", bulk_post, None, "s", None, "<= 1 s", bulk_post <= 1.0)
-    for size, kinds in ls["materialize"].items():
-        for kind, m in kinds.items():
-            theirs = pg["recipients"][size][kind]["seconds"]
-            target = "<= 1 s (aim 0.5 s)" if size == "1000000" else "-"
-            met = m["seconds"] <= 1.0 if size == "1000000" else m["seconds"] <= theirs
-            row(
-                f"materialize {int(size):,} leads, {kind}",
-                m["seconds"],
-                theirs,
-                "s",
-                theirs / m["seconds"],
-                target,
-                met,
-            )
+    # The trigger early (the scheduler's normal case): from the moment to the summary. Then
+    # a trigger that arrives at or after its moment: nothing could be prepared.
+    for label, results in (
+        ("trigger early", ls["materialize_prepared"]),
+        ("trigger at the moment", ls["materialize"]),
+    ):
+        for size, kinds in results.items():
+            if not isinstance(kinds, dict):
+                continue  # the run's parameters
+            for kind, m in kinds.items():
+                theirs = pg["recipients"][size][kind]["seconds"]
+                target = "<= 1 s (aim 0.5 s)" if size == "1000000" else "-"
+                met = m["seconds"] <= 1.0 if size == "1000000" else m["seconds"] <= theirs
+                row(
+                    f"materialize {int(size):,} leads, {kind}, {label}",
+                    m["seconds"],
+                    theirs,
+                    "s",
+                    theirs / m["seconds"],
+                    target,
+                    met,
+                )
     fp, pg_fp = ls["footprint"], pg["footprint"]
     row(
         "state on disk (events + audiences)",

@@ -9,6 +9,7 @@ import faust
 from leadstream.metrics import Metrics
 from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import STORE_URL, TableStore
+from leadstream.state.watch import WatchedStore
 from leadstream.streams.apply import register_apply
 from leadstream.streams.materialize import Materializer
 from leadstream.streams.replies import ReplyWaiter
@@ -55,7 +56,7 @@ def create_app(settings: Settings) -> faust.App:
         options={"driver": "rocksdict"},
     )
     metrics = Metrics()
-    topo = Topology(app, settings, table, TableStore(table), metrics)
+    topo = Topology(app, settings, table, WatchedStore(TableStore(table)), metrics)
     metrics.watch_lag(topo.lags)
     materializer = Materializer(topo)
     register_routers(topo)

@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     event_retention_days: int = Field(400, ge=1)
     compaction_interval_seconds: float = Field(3600.0, gt=0)
     materialize_lead_seconds: int = Field(60, ge=0)
+    prepare_seconds: int = Field(
+        600,
+        ge=0,
+        description=(
+            "How long before its materialize moment a held send is evaluated and then kept "
+            "current, so that little is left to do at the moment (0: never)."
+        ),
+    )
     chunk_size: int = Field(5000, ge=1, le=50_000)
     opt_out_event_type: str = Field("opted_out", min_length=1, max_length=100)
     opt_in_event_type: str = Field("opted_in", min_length=1, max_length=100)

@@ -417,9 +417,9 @@ def test_event_after_trigger_before_materialize_time_is_counted(
         materialize_lead_seconds=60,
     )
     try:
-        stack.worker()
+        worker = stack.worker()
         now = datetime.now(UTC)
-        stack.members(ORG, "later", [{"phoneE164": phone(i)} for i in range(60, 63)])
+        stack.members(ORG, "later", [{"phoneE164": phone(i)} for i in range(60, 64)])
         applied(stack)
         t = now + timedelta(seconds=80)  # materializes 20 s from now
         stack.trigger(
@@ -440,13 +440,23 @@ def test_event_after_trigger_before_materialize_time_is_counted(
                 }
             ]
         )
+        # The send was prepared when its trigger arrived; members change after it too.
+        stack.members(
+            ORG,
+            "later",
+            [{"phoneE164": phone(63), "op": "remove"}, {"phoneE164": phone(64)}],
+        )
         applied(stack)
         assert datetime.now(UTC) < t - timedelta(seconds=60), "too slow to test the deferral"
         early = stack.send_list("later-1", ORG, timeout=2)
         assert early.summary is None and early.recipients == []
         got, summary = recipients_of(stack, "later-1")
-        assert got == {phone(61), phone(62)}
+        assert got == {phone(61), phone(62), phone(64)}
         assert summary["late"] is False
+        assert summary["counts"]["droppedByEventFilter"] == 1
+        # Every partition that holds one of the four leads answered from its prepared share.
+        log = worker.log_path.read_text()
+        assert log.count("(prepared, ") >= 1 and "(full pass)" not in log, worker.tail()
     finally:
         stack.close()
 

@@ -10,6 +10,7 @@ from bench.dataset import (
     Dataset,
     generate,
     stats,
+    window_unchanged,
 )
 
 from leadstream.domain.normalize import normalize_phone
@@ -87,6 +88,17 @@ def test_window_attendance_comes_from_a_live_session(ds):
     # One session of 1-2 hours, not attendance scattered across the window.
     assert max(live) - min(live) <= 2 * 60 * MINUTE_MS
     assert max(live) < FIRE_MS
+
+
+def test_window_counts_hold_a_few_minutes_around_the_fire_time(ds):
+    """The bench's prepared sends fire minutes away from fire_ms with the same counts."""
+    assert window_unchanged(ds, FIRE_MS - 5 * MINUTE_MS, FIRE_MS + 10 * MINUTE_MS)
+    live = [at for _, t, at in ds.events if t == "attended" and at >= FIRE_MS - 120 * MINUTE_MS]
+    # A fire time that slides the window's start past the session's first attendee differs.
+    assert window_unchanged(ds, FIRE_MS, min(live) + 120 * MINUTE_MS)  # edges inclusive
+    assert not window_unchanged(ds, FIRE_MS, min(live) + 120 * MINUTE_MS + 1)
+    assert window_unchanged(ds, max(live), FIRE_MS)
+    assert not window_unchanged(ds, max(live) - 1, FIRE_MS)
 
 
 def test_stats_honour_opt_in_after_opt_out():

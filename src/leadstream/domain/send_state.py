@@ -33,6 +33,8 @@ __all__ = [
     "decide_filter",
     "due_sends",
     "finish_send",
+    "held_sends",
+    "is_due",
     "is_done",
     "store_filter_part",
     "store_pending",
@@ -114,15 +116,23 @@ def store_pending(store: PartitionStore, partition: int, pending: PendingRecord)
     return True
 
 
+def held_sends(store: PartitionStore, partition: int) -> list[PendingRecord]:
+    """Every trigger this partition holds, due or not."""
+    return [
+        _pending_decoder.decode(value)
+        for _key, value in iter_prefix(store, partition, keys.pending_prefix())
+    ]
+
+
+def is_due(record: PendingRecord, *, now_ms: int, lead_ms: int) -> bool:
+    return record.late or record.trigger.due_at(lead_ms) <= now_ms
+
+
 def due_sends(
     store: PartitionStore, partition: int, *, now_ms: int, lead_ms: int
 ) -> list[PendingRecord]:
     """Held triggers whose materialize time has come (late ones at once), earliest first."""
-    due = []
-    for _key, value in iter_prefix(store, partition, keys.pending_prefix()):
-        record = _pending_decoder.decode(value)
-        if record.late or record.trigger.due_at(lead_ms) <= now_ms:
-            due.append(record)
+    due = [r for r in held_sends(store, partition) if is_due(r, now_ms=now_ms, lead_ms=lead_ms)]
     due.sort(
         key=lambda r: (r.trigger.due_at(lead_ms), r.trigger.organization_id, r.trigger.send_id)
     )

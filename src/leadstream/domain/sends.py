@@ -10,6 +10,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, Literal
 
 import msgspec
@@ -34,7 +35,9 @@ __all__ = [
     "AudienceFilterSpec",
     "Counts",
     "EventFilter",
+    "Outcome",
     "PartitionResult",
+    "SendRules",
     "SendTrigger",
     "campaign_members",
     "chunk_records",
@@ -232,6 +235,15 @@ def keeps(history: LeadHistory, event_filter: EventFilter, scheduled_for: int) -
     return has if event_filter.mode == "include" else not has
 
 
+class Outcome(IntEnum):
+    """What materialization does with one audience member: the first step that drops it."""
+
+    RECIPIENT = 0
+    OPTED_OUT = 1
+    DROPPED_BY_AUDIENCE_FILTER = 2
+    DROPPED_BY_EVENT_FILTER = 3
+
+
 @dataclass(slots=True)
 class Counts:
     audience: int = 0
@@ -245,11 +257,54 @@ class Counts:
         self.dropped_by_audience_filter += other.dropped_by_audience_filter
         self.dropped_by_event_filter += other.dropped_by_event_filter
 
+    def record(self, outcome: Outcome) -> None:
+        self.audience += 1
+        if outcome is Outcome.OPTED_OUT:
+            self.opted_out += 1
+        elif outcome is Outcome.DROPPED_BY_AUDIENCE_FILTER:
+            self.dropped_by_audience_filter += 1
+        elif outcome is Outcome.DROPPED_BY_EVENT_FILTER:
+            self.dropped_by_event_filter += 1
+
 
 @dataclass(slots=True)
 class PartitionResult:
     recipients: list[tuple[str, str | None]] = field(default_factory=list)
     counts: Counts = field(default_factory=Counts)
+
+
+@dataclass(frozen=True, slots=True)
+class SendRules:
+    """Everything that decides a member's :class:`Outcome` for one send, in SPEC order."""
+
+    trigger: SendTrigger
+    # None when the trigger does not enable it, or enables it and none was received.
+    audience_filter: AudienceFilterSpec | None
+    opt_out_type: str
+    opt_in_type: str
+
+    @classmethod
+    def of(
+        cls,
+        trigger: SendTrigger,
+        audience_filter: AudienceFilterSpec | None,
+        *,
+        opt_out_type: str,
+        opt_in_type: str,
+    ) -> SendRules:
+        active = audience_filter if trigger.audience_filter_enabled else None
+        return cls(trigger, active, opt_out_type, opt_in_type)
+
+    def outcome(self, history: LeadHistory, phone: str, external_id: str | None) -> Outcome:
+        if history.opt_state(self.opt_out_type, self.opt_in_type).opted_out:
+            return Outcome.OPTED_OUT
+        af = self.audience_filter
+        if af is not None and af.matches(phone, external_id) != (af.mode == "include"):
+            return Outcome.DROPPED_BY_AUDIENCE_FILTER
+        at = self.trigger.scheduled_for
+        if not all(keeps(history, f, at) for f in self.trigger.event_filters):
+            return Outcome.DROPPED_BY_EVENT_FILTER
+        return Outcome.RECIPIENT
 
 
 def campaign_members(
@@ -275,27 +330,17 @@ def materialize_partition(
 
     Members come in phone order, and so do the organization's event keys: one merged
     pass (:class:`~leadstream.domain.lead_index.OrgScan`) gives each member's history."""
+    rules = SendRules.of(
+        trigger, audience_filter, opt_out_type=opt_out_type, opt_in_type=opt_in_type
+    )
     out = PartitionResult()
-    counts = out.counts
     org = trigger.organization_id
-    # Enabled but none received: no audience filtering.
-    active_filter = audience_filter if trigger.audience_filter_enabled else None
     scan = OrgScan(store, partition, org, reseek_after=reseek_after)
     for phone, external_id in campaign_members(store, partition, org, trigger.campaign_id):
-        counts.audience += 1
-        history = scan.history(phone)
-        if history.opt_state(opt_out_type, opt_in_type).opted_out:
-            counts.opted_out += 1
-            continue
-        if active_filter is not None:
-            matched = active_filter.matches(phone, external_id)
-            if matched != (active_filter.mode == "include"):
-                counts.dropped_by_audience_filter += 1
-                continue
-        if not all(keeps(history, f, trigger.scheduled_for) for f in trigger.event_filters):
-            counts.dropped_by_event_filter += 1
-            continue
-        out.recipients.append((phone, external_id))
+        outcome = rules.outcome(scan.history(phone), phone, external_id)
+        out.counts.record(outcome)
+        if outcome is Outcome.RECIPIENT:
+            out.recipients.append((phone, external_id))
     return out
 
 

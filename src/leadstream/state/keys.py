@@ -67,6 +67,7 @@ __all__ = [
     "logged_batch_key",
     "logged_batch_prefix",
     "lead_events_prefix",
+    "lead_of",
     "prefix_upper_bound",
     "ts_bytes",
 ]
@@ -128,6 +129,19 @@ def decode_compacted(value: bytes) -> tuple[int, int]:
     """(count, max occurredAt) of the events folded away by compaction."""
     count, max_ts = _COMPACTED_VALUE.unpack(value)
     return int(count), int(max_ts)
+
+
+def lead_of(key: bytes) -> tuple[bytes, bytes] | None:
+    """``(org, phone)`` of a key that is part of a lead's history or membership (``E``,
+    ``C``, ``M``); None for any other key."""
+    kind = key[:1]
+    if kind == _EVENT or kind == _COMPACTED:
+        _, org, phone, _rest = key.split(SEP, 3)
+        return org, phone
+    if kind == _MEMBER:
+        _, org, _campaign, phone = key.split(SEP, 3)
+        return org, phone
+    return None
 
 
 def prefix_upper_bound(prefix: bytes) -> bytes:

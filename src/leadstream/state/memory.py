@@ -49,7 +49,10 @@ class MemoryStore:
         data = self._data.get(partition, {})
         selected = keys[bisect.bisect_left(keys, lower) : bisect.bisect_left(keys, upper)]
         for key in reversed(selected) if reverse else selected:
-            yield key, data[key]
+            # Like a RocksDB iterator, a scan outlives writes made while it is suspended.
+            value = data.get(key)
+            if value is not None:
+                yield key, value
 
     def partitions(self) -> list[int]:
         return sorted(self._data)

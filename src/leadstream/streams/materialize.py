@@ -16,6 +16,11 @@ Commit order, documented once here: chunks and report are produced and committed
 together; only then is the partition's local state updated (``finish_send``: done marker,
 held trigger and filters dropped), and a crash in between is repaired on restart because
 the progress topic already says "done".
+
+A held send whose moment is near (``LEADSTREAM_PREPARE_SECONDS``) is evaluated ahead, a step
+at a time between other work, and kept current through the store's watch
+(:mod:`leadstream.domain.prepared`): at the moment only the leads written since are read
+again. Nothing about the output changes: the result is the one a full pass would give then.
 """
 
 from __future__ import annotations
@@ -32,8 +37,20 @@ import msgspec
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from leadstream.domain.partitioning import send_partition
-from leadstream.domain.send_state import PendingRecord, audience_filter_for, due_sends, finish_send
+from leadstream.domain.prepared import PreparedShare
+from leadstream.domain.send_state import (
+    PendingRecord,
+    audience_filter_for,
+    due_sends,
+    finish_send,
+    held_sends,
+    is_due,
+)
 from leadstream.domain.sends import (
+    AudienceFilterSpec,
+    PartitionResult,
+    SendRules,
+    SendTrigger,
     chunk_records,
     done_record,
     materialize_partition,
@@ -48,6 +65,7 @@ __all__ = ["Materializer", "ProgressView"]
 logger = logging.getLogger(__name__)
 
 SendId = tuple[str, str]
+ShareId = tuple[int, str, str]  # (partition, organizationId, sendId)
 _json = msgspec.json.Encoder()
 
 
@@ -158,21 +176,29 @@ class Materializer:
         self.view = ProgressView(s.kafka_bootstrap, s.topics.send_progress, s.partitions)
         self._producers: dict[tuple[str, int], Producer] = {}
         self._wake = asyncio.Event()
+        self._sleep = 0.5
+        # Held sends evaluated ahead of their moment (domain/prepared.py), valid while no
+        # rebalance starts: restores write the store without the watch seeing it.
+        self._prepared: dict[ShareId, PreparedShare] = {}
+        self._prepared_in = -1
+        self._to_build: list[ShareId] = []
+        self._builder: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        """The loop: every wake-up or half second, do what is due."""
+        """The loop: every wake-up, due moment or half second, do what is due."""
         self.view.start()
         try:
             while True:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                    await asyncio.wait_for(self._wake.wait(), self._sleep)
                 except TimeoutError:
                     pass
                 self._wake.clear()
                 if not self.topo.is_ready():
+                    self._sleep = 0.5
                     continue
                 try:
                     await self._step()
@@ -180,31 +206,143 @@ class Materializer:
                     logger.exception("materialize round failed; retrying")
                     await asyncio.sleep(1.0)
         finally:
+            if self._builder is not None:
+                self._builder.cancel()
             self.view.stop()
 
     async def _step(self) -> None:
+        s = self.topo.settings
         active = set(self.topo.active_partitions())
         for role, partition in list(self._producers):
             if partition not in active:
                 self._producers.pop((role, partition))
-        lead_ms = self.topo.settings.materialize_lead_seconds * 1000
+        # Fencing and reading the progress topic take a while: not at a send's moment.
         for partition in sorted(active):
-            for record in due_sends(self.topo.store, partition, now_ms=now_ms(), lead_ms=lead_ms):
-                try:
-                    await self._materialize(partition, record)
-                except Exception:  # noqa: BLE001 - one failing send must not hold up the others
-                    t = record.trigger
-                    logger.exception(
-                        "send %s:%s partition %d failed; retrying next round",
-                        t.organization_id,
-                        t.send_id,
-                        partition,
-                    )
+            for role in ("mat", "sum"):
+                await self._producer(role, partition)
+        if self._prepared_in != self.topo.rebalances():
+            for share_id in list(self._prepared):
+                self._drop(share_id)
+            self._prepared_in = self.topo.rebalances()
+        lead_ms = s.materialize_lead_seconds * 1000
+        # Partitions side by side: one's transaction commits while the next is computed.
+        await asyncio.gather(*(self._materialize_due(p, lead_ms) for p in sorted(active)))
+        next_due: int | None = None
+        for partition in sorted(active):
+            held = held_sends(self.topo.store, partition)
+            self._prepare(partition, held, lead_ms)
+            for record in held:
+                if not is_due(record, now_ms=now_ms(), lead_ms=lead_ms):
+                    at = record.trigger.due_at(lead_ms)
+                    next_due = at if next_due is None else min(next_due, at)
+        for share_id in [i for i in self._prepared if i[0] not in active]:
+            self._drop(share_id)
+        # Wake at the next due moment rather than up to half a second after it.
+        self._sleep = 0.5 if next_due is None else min(0.5, max(0.0, next_due - now_ms()) / 1000)
         n = self.topo.settings.partitions
         for key, dones in self.view.complete():
             home = send_partition(key[0], key[1], n)
             if home in active:
                 await self._summarize(home, key, dones)
+
+    async def _materialize_due(self, partition: int, lead_ms: int) -> None:
+        for record in due_sends(self.topo.store, partition, now_ms=now_ms(), lead_ms=lead_ms):
+            try:
+                await self._materialize(partition, record)
+            except Exception:  # noqa: BLE001 - one failing send must not hold up the others
+                t = record.trigger
+                logger.exception(
+                    "send %s:%s partition %d failed; retrying next round",
+                    t.organization_id,
+                    t.send_id,
+                    partition,
+                )
+
+    def _prepare(self, partition: int, held: list[PendingRecord], lead_ms: int) -> None:
+        """Start evaluating the held sends whose moment is near; forget the ones no longer
+        held (materialized, or finished by a previous owner)."""
+        s = self.topo.settings
+        horizon = now_ms() + s.prepare_seconds * 1000
+        held_ids = set()
+        for record in held:
+            t = record.trigger
+            share_id = (partition, t.organization_id, t.send_id)
+            held_ids.add(share_id)
+            if (
+                s.prepare_seconds == 0
+                or share_id in self._prepared
+                or is_due(record, now_ms=now_ms(), lead_ms=lead_ms)
+                or t.due_at(lead_ms) > horizon
+            ):
+                continue
+            audience_filter, _late = audience_filter_for(self.topo.store, partition, t)
+            share = PreparedShare(self._rules(t, audience_filter), partition)
+            # Watch first: a write during the pass is then evaluated again at the moment.
+            self.topo.store.watch(partition, t.organization_id, share.changed)
+            self._prepared[share_id] = share
+            self._to_build.append(share_id)
+        for share_id in [i for i in self._prepared if i[0] == partition and i not in held_ids]:
+            self._drop(share_id)
+        if self._to_build and (self._builder is None or self._builder.done()):
+            self._builder = asyncio.create_task(self._build_prepared())
+
+    async def _build_prepared(self) -> None:
+        """Evaluate prepared shares one at a time, a step at a time, between other work."""
+        while self._to_build:
+            share_id = self._to_build.pop(0)
+            share = self._prepared.get(share_id)
+            started = time.perf_counter()
+            for _ in share.steps(self.topo.store) if share is not None else ():
+                await asyncio.sleep(0)
+                if self._prepared.get(share_id) is not share:
+                    break  # dropped (a rebalance, or materialized meanwhile)
+            else:
+                if share is not None and share.complete:
+                    logger.info(
+                        "send %s:%s partition %d prepared: %d members in %.2f s",
+                        share_id[1],
+                        share_id[2],
+                        share_id[0],
+                        len(share.outcomes),
+                        time.perf_counter() - started,
+                    )
+
+    def _drop(self, share_id: ShareId) -> PreparedShare | None:
+        share = self._prepared.pop(share_id, None)
+        if share is not None:
+            self.topo.store.unwatch(share_id[0], share_id[1], share.changed)
+        return share
+
+    def _rules(self, trigger: SendTrigger, audience_filter: AudienceFilterSpec | None) -> SendRules:
+        s = self.topo.settings
+        return SendRules.of(
+            trigger,
+            audience_filter,
+            opt_out_type=s.opt_out_event_type,
+            opt_in_type=s.opt_in_event_type,
+        )
+
+    def _partition_result(
+        self, partition: int, rules: SendRules, share: PreparedShare | None
+    ) -> tuple[PartitionResult, str]:
+        """The partition's result from its prepared share when that is still valid (same
+        rules, few changes since), otherwise by a full pass; and which of the two it was."""
+        store = self.topo.store
+        if share is not None and share.rules == rules:
+            share.finish(store)
+            # Past a quarter of the members, a fresh pass is cheaper than per-lead reads.
+            if len(share.changed) <= len(share.outcomes) // 4 + 1000:
+                changed = share.refresh(store)
+                return share.result(), f"prepared, {changed} leads evaluated again"
+        result = materialize_partition(
+            store,
+            partition,
+            rules.trigger,
+            rules.audience_filter,
+            opt_out_type=rules.opt_out_type,
+            opt_in_type=rules.opt_in_type,
+        )
+        return result, "full pass"
 
     async def _producer(self, role: str, partition: int) -> Producer:
         existing = self._producers.get((role, partition))
@@ -267,18 +405,13 @@ class Materializer:
         key = (t.organization_id, t.send_id)
         await self._producer("mat", partition)
         if self.view.is_done(key, partition):
+            self._drop((partition, *key))
             finish_send(topo.store, partition, *key)
             return
         started = time.perf_counter()
+        share = self._drop((partition, *key))
         audience_filter, late_filters = audience_filter_for(topo.store, partition, t)
-        result = materialize_partition(
-            topo.store,
-            partition,
-            t,
-            audience_filter,
-            opt_out_type=s.opt_out_event_type,
-            opt_in_type=s.opt_in_event_type,
-        )
+        result, how = self._partition_result(partition, self._rules(t, audience_filter), share)
         chunks = chunk_records(t, partition, result.recipients, s.chunk_size)
         done = done_record(
             t,
@@ -299,12 +432,13 @@ class Materializer:
         finish_send(topo.store, partition, *key)
         topo.metrics.materialize_seconds.observe(time.perf_counter() - started)
         logger.info(
-            "send %s:%s partition %d: %d recipients in %d chunks",
+            "send %s:%s partition %d: %d recipients in %d chunks (%s)",
             key[0],
             key[1],
             partition,
             len(result.recipients),
             len(chunks),
+            how,
         )
 
     async def _summarize(

@@ -15,7 +15,7 @@ from leadstream.domain.ingest import Rejected
 from leadstream.domain.sends import AudienceFilterSpec, filter_parts
 from leadstream.metrics import Metrics
 from leadstream.settings import Settings
-from leadstream.state.port import PartitionStore
+from leadstream.state.watch import WatchedStore
 
 if TYPE_CHECKING:
     from faust.assignor.partition_assignor import PartitionAssignor
@@ -42,7 +42,7 @@ class Topology:
         app: faust.App,
         settings: Settings,
         table: Any,
-        store: PartitionStore,
+        store: WatchedStore,
         metrics: Metrics,
     ) -> None:
         self.app = app
@@ -70,6 +70,10 @@ class Topology:
         assignor = cast("PartitionAssignor", self.app.assignor)
         name = self.by_lead.get_topic_name()
         return sorted(tp.partition for tp in assignor.assigned_actives() if tp.topic == name)
+
+    def rebalances(self) -> int:
+        """How many rebalances have started so far (any change of assignment is one)."""
+        return int(self.app.rebalancing_count)
 
     def is_ready(self) -> bool:
         tables = cast("TableManager", self.app.tables)

@@ -1,0 +1,88 @@
+"""A :class:`PartitionStore` that tells watchers which leads were written.
+
+A send prepared ahead of its materialize moment (:mod:`leadstream.domain.prepared`) must
+learn of every later change to its members' histories and memberships. Every write goes
+through the store port, so the port is where changes are noticed: a watcher registers a
+set for (partition, organization), and each put or delete of an ``E``, ``C`` or ``M`` key
+(:func:`leadstream.state.keys.lead_of`) adds the lead's phone to every set registered for
+it. With no watcher on a partition a write costs one dict lookup more.
+
+Changelog restores bypass the port (faust writes RocksDB itself), so a watcher must not
+outlive a rebalance: :class:`~leadstream.streams.materialize.Materializer` drops its
+prepared sends whenever one starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+from leadstream.state import keys
+from leadstream.state.port import PartitionStore
+
+__all__ = ["WatchedStore"]
+
+logger = logging.getLogger(__name__)
+
+
+class WatchedStore:
+    """Wraps a store; see the module docstring."""
+
+    def __init__(self, inner: PartitionStore) -> None:
+        self._inner = inner
+        # partition -> org (bytes) -> the registered sets of changed phones
+        self._watchers: dict[int, dict[bytes, list[set[str]]]] = {}
+
+    def watch(self, partition: int, org: str, changed: set[str]) -> None:
+        """From now on, add to ``changed`` the phone of every lead of ``org`` written in
+        ``partition``."""
+        self._watchers.setdefault(partition, {}).setdefault(org.encode(), []).append(changed)
+
+    def unwatch(self, partition: int, org: str, changed: set[str]) -> None:
+        orgs = self._watchers.get(partition, {})
+        sets = orgs.get(org.encode(), [])
+        # By identity: two watchers' sets may be equal.
+        sets[:] = [s for s in sets if s is not changed]
+        if not sets:
+            orgs.pop(org.encode(), None)
+        if not orgs:
+            self._watchers.pop(partition, None)
+
+    def _note(self, orgs: dict[bytes, list[set[str]]], key: bytes) -> None:
+        lead = keys.lead_of(key)
+        if lead is None:
+            return
+        sets = orgs.get(lead[0])
+        if sets:
+            phone = lead[1].decode()
+            for changed in sets:
+                changed.add(phone)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self._inner.get(partition, key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self._inner.put(partition, key, value)
+        orgs = self._watchers.get(partition)
+        if orgs:
+            self._note(orgs, key)
+
+    def delete(self, partition: int, key: bytes) -> None:
+        self._inner.delete(partition, key)
+        orgs = self._watchers.get(partition)
+        if orgs:
+            self._note(orgs, key)
+
+    def put_batch(
+        self, partition: int, items: Sequence[tuple[bytes, bytes]], *, created_ms: int
+    ) -> None:
+        self._inner.put_batch(partition, items, created_ms=created_ms)
+        orgs = self._watchers.get(partition)
+        if orgs:
+            for key, _ in items:
+                self._note(orgs, key)
+
+    def iter_range(
+        self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return self._inner.iter_range(partition, lower, upper, reverse=reverse)
