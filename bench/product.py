@@ -336,39 +336,40 @@ def materialize_prepared(
     expected: dict[str, dict[str, int]],
     runs: int,
     *,
-    early: float = 10.0,
+    early_per_million: float = 15.0,
 ) -> tuple[dict[str, Any], BenchWorker]:
-    """Triggers that arrive ``early`` seconds before their materialize moment, as a
-    scheduler publishes them: seconds from the moment to the summary.
+    """Triggers that arrive before their materialize moment, as a scheduler publishes them
+    (``early_per_million`` seconds per million members, at least 5 s, so that the worker
+    has evaluated the send ahead): seconds from the moment to the summary.
 
     Every send fires within minutes after the dataset's fire time (so the counts stay those
     of :func:`~bench.dataset.stats`, checked with :func:`~bench.dataset.window_unchanged`);
     the worker restarts with a materialize lead that puts those moments just ahead."""
     restart_budget = 120.0
-    lead_s = int(ds.fire_ms / 1000 - time.time() - restart_budget - early)
+    lead_s = int(ds.fire_ms / 1000 - time.time() - restart_budget)
     if lead_s < 0:
         raise RuntimeError("the dataset's fire time is too close; regenerate it further ahead")
     worker = worker.restart(workdir, materialize_lead_seconds=lead_s)
     worker.wait_ready()
     fired: list[int] = []
+
+    def send(size: int, kind: str, name: str) -> tuple[float, int]:
+        moment = time.time() + max(5.0, early_per_million * size / 1_000_000)
+        scheduled_for = int(moment * 1000) + lead_s * 1000
+        fired.append(scheduled_for)
+        # The trigger goes out now, ahead of its moment (scheduled_for - lead).
+        send_id = f"prepared-{name}-{time.time_ns()}"  # unique even on reused topics
+        return _send(worker, size, kind, send_id, scheduled_for=scheduled_for, moment=moment)
+
+    # As in materialize(): the first send after a start also warms the broker's paths up.
+    send(min(int(k) for k in expected), "include", "warm-up")
     out: dict[str, Any] = {}
     for size_key, kinds in expected.items():
         out[size_key] = {}
         for kind, want in kinds.items():
             seconds = []
             for run in range(runs):
-                moment = time.time() + early
-                scheduled_for = int(moment * 1000) + lead_s * 1000
-                # The trigger goes out now, `early` seconds before scheduled_for - lead.
-                took, count = _send(
-                    worker,
-                    int(size_key),
-                    kind,
-                    f"prepared-{kind}-{size_key}-{run}",
-                    scheduled_for=scheduled_for,
-                    moment=moment,
-                )
-                fired.append(scheduled_for)
+                took, count = send(int(size_key), kind, f"{kind}-{size_key}-{run}")
                 if count != want:
                     raise RuntimeError(f"prepared {kind} on {size_key}: {count}, expected {want}")
                 seconds.append(took)
@@ -383,7 +384,7 @@ def materialize_prepared(
             )
     if not window_unchanged(ds, min(fired), max(fired)):
         raise RuntimeError("sends fired outside the range where the dataset's counts hold")
-    out["early_seconds"] = early
+    out["early_seconds_per_million"] = early_per_million
     out["lead_seconds"] = lead_s
     return out, worker
 

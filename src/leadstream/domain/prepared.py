@@ -7,7 +7,8 @@ A trigger that arrives early leaves time to do materialization's work in advance
 moment it starts, every write to a lead of the organization in that partition names the
 lead in :attr:`PreparedShare.changed` (filled by
 :class:`~leadstream.state.watch.WatchedStore`). At the materialize moment only those leads
-are evaluated again, so the share's result equals a fresh materialization at that moment.
+are evaluated again, so the share holds the recipients and counts a fresh materialization
+would give at that moment.
 
 Why a lead is evaluated again rather than patched: its outcome depends on its whole history
 (counts in a window, the latest opt event), which a single write does not tell.
@@ -22,7 +23,13 @@ import logging
 from collections.abc import Iterator
 
 from leadstream.domain.lead_index import OrgScan, lead_history
-from leadstream.domain.sends import Outcome, PartitionResult, SendRules, campaign_members
+from leadstream.domain.sends import (
+    Counts,
+    Outcome,
+    SendRules,
+    campaign_members,
+    recipient_json,
+)
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore
 
@@ -35,19 +42,23 @@ BUILD_STEP = 5_000
 
 
 class PreparedShare:
-    """Outcomes of one partition's campaign members for one send, kept current."""
+    """Outcomes of one partition's campaign members for one send, kept current.
+
+    Recipients are held encoded (:func:`~leadstream.domain.sends.recipient_json`) and the
+    counts are kept as outcomes change, so the moment only joins bytes. They are in phone
+    order, except that a lead which became a recipient after the pass comes last."""
 
     def __init__(self, rules: SendRules, partition: int, *, step: int = BUILD_STEP) -> None:
         self.rules = rules
         self.partition = partition
         self._step = step
-        # phone -> (externalId, outcome), in phone order until a new member arrives.
-        self.outcomes: dict[str, tuple[str | None, Outcome]] = {}
+        self.outcomes: dict[str, Outcome] = {}
+        self.recipients: dict[str, bytes] = {}
+        self._tally = [0] * len(Outcome)
         # Phones written since the share was started: register this set with the store's
         # watch before the first step.
         self.changed: set[str] = set()
         self.complete = False
-        self._in_order = True
         self._steps: Iterator[int] | None = None
 
     def steps(self, store: PartitionStore, *, reseek_after: int = 4) -> Iterator[int]:
@@ -62,15 +73,28 @@ class PreparedShare:
         t = self.rules.trigger
         org = t.organization_id
         scan = OrgScan(store, self.partition, org, reseek_after=reseek_after)
-        outcomes = self.outcomes
-        outcome = self.rules.outcome
+        evaluate = self.rules.outcome
         n = 0
         for phone, external_id in campaign_members(store, self.partition, org, t.campaign_id):
-            outcomes[phone] = (external_id, outcome(scan.history(phone), phone, external_id))
+            self._set(phone, external_id, evaluate(scan.history(phone), phone, external_id))
             n += 1
             if n % self._step == 0:
                 yield n
         self.complete = True
+
+    def _set(self, phone: str, external_id: str | None, outcome: Outcome) -> None:
+        self._unset(phone)
+        self.outcomes[phone] = outcome
+        self._tally[outcome] += 1
+        if outcome is Outcome.RECIPIENT:
+            self.recipients[phone] = recipient_json(phone, external_id)
+
+    def _unset(self, phone: str) -> None:
+        old = self.outcomes.pop(phone, None)
+        if old is not None:
+            self._tally[old] -= 1
+            if old is Outcome.RECIPIENT:
+                del self.recipients[phone]
 
     def finish(self, store: PartitionStore) -> None:
         """Run :meth:`steps` to its end (when the materialize moment comes first)."""
@@ -86,25 +110,18 @@ class PreparedShare:
         for phone in changed:
             value = store.get(self.partition, keys.member_key(org, campaign, phone))
             if value is None:
-                self.outcomes.pop(phone, None)
+                self._unset(phone)
                 continue
             external_id = keys.decode_external_id(value)
             history = lead_history(store, self.partition, org, phone)
-            if phone not in self.outcomes:
-                self._in_order = False
-            self.outcomes[phone] = (external_id, self.rules.outcome(history, phone, external_id))
+            self._set(phone, external_id, self.rules.outcome(history, phone, external_id))
         return len(changed)
 
-    def result(self) -> PartitionResult:
-        """Recipients in phone order and counts, as materialize_partition gives them."""
-        if not self._in_order:
-            self.outcomes = dict(sorted(self.outcomes.items()))
-            self._in_order = True
-        out = PartitionResult()
-        recipients = out.recipients
-        record = out.counts.record
-        for phone, (external_id, outcome) in self.outcomes.items():
-            record(outcome)
-            if outcome is Outcome.RECIPIENT:
-                recipients.append((phone, external_id))
-        return out
+    def counts(self) -> Counts:
+        tally = self._tally
+        return Counts(
+            audience=len(self.outcomes),
+            opted_out=tally[Outcome.OPTED_OUT],
+            dropped_by_audience_filter=tally[Outcome.DROPPED_BY_AUDIENCE_FILTER],
+            dropped_by_event_filter=tally[Outcome.DROPPED_BY_EVENT_FILTER],
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
@@ -42,11 +42,13 @@ __all__ = [
     "campaign_members",
     "chunk_records",
     "done_record",
+    "encode_chunks",
     "filter_parts",
     "keeps",
     "materialize_partition",
     "parse_audience_filter",
     "parse_trigger",
+    "recipient_json",
     "resolve_audience_filter",
     "send_key",
     "split_filter",
@@ -349,25 +351,45 @@ def send_key(org: str, send: str) -> str:
     return f"{org}:{send}"
 
 
+_json = msgspec.json.Encoder()
+
+
+def recipient_json(phone: str, external_id: str | None) -> bytes:
+    """One entry of a chunk's ``recipients``, encoded (chunks are assembled from these)."""
+    return _json.encode({"phoneE164": phone, "externalId": external_id})
+
+
+def encode_chunks(
+    trigger: SendTrigger, partition: int, recipients: Sequence[bytes], chunk_size: int
+) -> list[bytes]:
+    """The ``recipients`` chunks of one partition as JSON (none when it has no recipient),
+    from entries encoded by :func:`recipient_json`."""
+    out = []
+    for index, start in enumerate(range(0, len(recipients), chunk_size)):
+        head = _json.encode(
+            {
+                "type": "recipients",
+                "organizationId": trigger.organization_id,
+                "campaignId": trigger.campaign_id,
+                "sendId": trigger.send_id,
+                "scheduledFor": format_ms(trigger.scheduled_for),
+                "partition": partition,
+                "chunk": index,
+            }
+        )
+        body = b",".join(recipients[start : start + chunk_size])
+        out.append(b"".join((head[:-1], b',"recipients":[', body, b"]}")))
+    return out
+
+
 def chunk_records(
     trigger: SendTrigger, partition: int, recipients: list[tuple[str, str | None]], chunk_size: int
 ) -> list[dict[str, Any]]:
-    """The ``recipients`` chunks of one partition (none when it has no recipient)."""
+    """The chunks :func:`encode_chunks` writes for ``recipients``, decoded."""
+    entries = [recipient_json(phone, external_id) for phone, external_id in recipients]
     return [
-        {
-            "type": "recipients",
-            "organizationId": trigger.organization_id,
-            "campaignId": trigger.campaign_id,
-            "sendId": trigger.send_id,
-            "scheduledFor": format_ms(trigger.scheduled_for),
-            "partition": partition,
-            "chunk": index,
-            "recipients": [
-                {"phoneE164": phone, "externalId": external_id}
-                for phone, external_id in recipients[start : start + chunk_size]
-            ],
-        }
-        for index, start in enumerate(range(0, len(recipients), chunk_size))
+        msgspec.json.decode(chunk)
+        for chunk in encode_chunks(trigger, partition, entries, chunk_size)
     ]
 
 
@@ -377,12 +399,13 @@ def done_record(
     partition: int,
     late: bool,
     materialized_at: int,
-    result: PartitionResult,
+    recipient_count: int,
+    counts: Counts,
     chunk_count: int,
     late_audience_filters: int,
 ) -> dict[str, Any]:
     """What one partition reports once its chunks are committed (the progress topic)."""
-    c = result.counts
+    c = counts
     return {
         "type": "done",
         "organizationId": trigger.organization_id,
@@ -392,7 +415,7 @@ def done_record(
         "late": late,
         "partition": partition,
         "materializedAt": materialized_at,
-        "recipientCount": len(result.recipients),
+        "recipientCount": recipient_count,
         "chunkCount": chunk_count,
         "counts": [
             c.audience,

@@ -48,12 +48,13 @@ from leadstream.domain.send_state import (
 )
 from leadstream.domain.sends import (
     AudienceFilterSpec,
-    PartitionResult,
+    Counts,
     SendRules,
     SendTrigger,
-    chunk_records,
     done_record,
+    encode_chunks,
     materialize_partition,
+    recipient_json,
     send_key,
     summary_record,
 )
@@ -324,16 +325,18 @@ class Materializer:
 
     def _partition_result(
         self, partition: int, rules: SendRules, share: PreparedShare | None
-    ) -> tuple[PartitionResult, str]:
-        """The partition's result from its prepared share when that is still valid (same
-        rules, few changes since), otherwise by a full pass; and which of the two it was."""
+    ) -> tuple[list[bytes], Counts, str]:
+        """The partition's recipients (encoded) and counts: from its prepared share when
+        that is still valid (same rules, few changes since), otherwise by a full pass; and
+        which of the two it was."""
         store = self.topo.store
         if share is not None and share.rules == rules:
             share.finish(store)
             # Past a quarter of the members, a fresh pass is cheaper than per-lead reads.
             if len(share.changed) <= len(share.outcomes) // 4 + 1000:
                 changed = share.refresh(store)
-                return share.result(), f"prepared, {changed} leads evaluated again"
+                how = f"prepared, {changed} leads evaluated again"
+                return list(share.recipients.values()), share.counts(), how
         result = materialize_partition(
             store,
             partition,
@@ -342,7 +345,8 @@ class Materializer:
             opt_out_type=rules.opt_out_type,
             opt_in_type=rules.opt_in_type,
         )
-        return result, "full pass"
+        entries = [recipient_json(phone, external_id) for phone, external_id in result.recipients]
+        return entries, result.counts, "full pass"
 
     async def _producer(self, role: str, partition: int) -> Producer:
         existing = self._producers.get((role, partition))
@@ -409,36 +413,45 @@ class Materializer:
             finish_send(topo.store, partition, *key)
             return
         started = time.perf_counter()
+        behind_ms = now_ms() - t.due_at(s.materialize_lead_seconds * 1000)
         share = self._drop((partition, *key))
         audience_filter, late_filters = audience_filter_for(topo.store, partition, t)
-        result, how = self._partition_result(partition, self._rules(t, audience_filter), share)
-        chunks = chunk_records(t, partition, result.recipients, s.chunk_size)
+        rules = self._rules(t, audience_filter)
+        recipients, counts, how = self._partition_result(partition, rules, share)
+        chunks = encode_chunks(t, partition, recipients, s.chunk_size)
         done = done_record(
             t,
             partition=partition,
             late=record.late,
             materialized_at=now_ms(),
-            result=result,
+            recipient_count=len(recipients),
+            counts=counts,
             chunk_count=len(chunks),
             late_audience_filters=late_filters,
         )
         out_key = send_key(*key).encode()
         messages: list[tuple[str, bytes, bytes, int | None]] = [
-            (s.topics.send_recipients, out_key, _json.encode(c), None) for c in chunks
+            (s.topics.send_recipients, out_key, chunk, None) for chunk in chunks
         ]
         messages.append((s.topics.send_progress, out_key, _json.encode(done), partition))
+        computed = time.perf_counter()
         await self._transaction("mat", partition, messages)
         self.view.record_done(key, partition, done)
         finish_send(topo.store, partition, *key)
-        topo.metrics.materialize_seconds.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        topo.metrics.materialize_seconds.observe(took)
         logger.info(
-            "send %s:%s partition %d: %d recipients in %d chunks (%s)",
+            "send %s:%s partition %d: %d recipients in %d chunks (%s); began %d ms after the"
+            " moment, computed in %d ms, committed in %d ms",
             key[0],
             key[1],
             partition,
-            len(result.recipients),
+            len(recipients),
             len(chunks),
             how,
+            behind_ms,
+            1000 * (computed - started),
+            1000 * (time.perf_counter() - computed),
         )
 
     async def _summarize(
