@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import faust
 
@@ -11,6 +13,7 @@ from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import STORE_URL, TableStore
 from leadstream.state.watch import WatchedStore
 from leadstream.streams.apply import register_apply
+from leadstream.streams.lead_events import LeadEventsRouter
 from leadstream.streams.materialize import Materializer
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.routing import register_routers
@@ -57,7 +60,8 @@ def create_app(settings: Settings) -> faust.App:
     )
     metrics = Metrics()
     topo = Topology(app, settings, table, WatchedStore(TableStore(table)), metrics)
-    metrics.watch_lag(topo.lags)
+    router = LeadEventsRouter(settings, on_rejected=metrics.rows.labels("rejected").inc)
+    metrics.watch_lag(lambda: [*topo.lags(), *router.lags()])
     materializer = Materializer(topo)
     register_routers(topo)
     register_apply(topo, on_pending=materializer.wake)
@@ -75,5 +79,15 @@ def create_app(settings: Settings) -> faust.App:
     @app.task  # type: ignore[untyped-decorator]
     async def read_replies() -> None:
         replies.start()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def route_lead_events() -> None:
+        router.start()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_routing(_app: Any, **_kwargs: Any) -> None:
+        # Leave the group now, not a session timeout later: a restarted worker's router
+        # then gets the partitions at once.
+        await asyncio.get_running_loop().run_in_executor(None, router.stop)
 
     return app

@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 from leadstream.kafka_admin import ensure_topics
 from leadstream.recipients import SendList, read_send
 from leadstream.settings import Settings
+from leadstream.streams.lead_events import router_group
 from tests.support.kafka import end_offsets, produce, read_topic
 from tests.support.worker import WorkerProcess
 
@@ -115,18 +116,22 @@ class Stack:
     def committed_lag(self) -> int:
         """Messages of the input and lead-keyed topics not yet committed by the worker group."""
         total = 0
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.settings.app_id})
-        try:
-            for topic in (self.topics.lead_events, self.topics.by_lead):
-                ends = end_offsets(self.bootstrap, topic)
-                if not ends:
-                    continue
+        # lead-events has a consumer group of its own (streams/lead_events.py).
+        for group, topic in (
+            (router_group(self.settings), self.topics.lead_events),
+            (self.settings.app_id, self.topics.by_lead),
+        ):
+            ends = end_offsets(self.bootstrap, topic)
+            if not ends:
+                continue
+            c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+            try:
                 committed = c.committed([TopicPartition(topic, p) for p in ends], timeout=10)
-                for tp in committed:
-                    done = tp.offset if tp.offset >= 0 else 0
-                    total += ends[tp.partition] - done
-        finally:
-            c.close()
+            finally:
+                c.close()
+            for tp in committed:
+                done = tp.offset if tp.offset >= 0 else 0
+                total += ends[tp.partition] - done
         return total
 
     def wait_caught_up(self, timeout: float = 180.0) -> None:

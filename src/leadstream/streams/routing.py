@@ -1,20 +1,15 @@
-"""Agents on the input topics: validate, reject bad rows alone, route commands by lead."""
+"""Agents on the input topics: validate, reject bad rows alone, route commands by lead.
+
+``lead-events`` is the exception: :mod:`leadstream.streams.lead_events` reads it."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from leadstream.commands import ClaimTrigger, EventsBatch, MembersBatch
+from leadstream.commands import ClaimTrigger, MembersBatch
 from leadstream.domain.audience import parse_audience_members
-from leadstream.domain.ingest import (
-    IngestRules,
-    LeadEvent,
-    ParsedMessage,
-    Rejected,
-    decode_json,
-    parse_lead_events,
-)
+from leadstream.domain.ingest import Rejected, decode_json
 from leadstream.domain.partitioning import group_by_partition, send_partition
 from leadstream.domain.rejects import RowError
 from leadstream.domain.send_state import PendingRecord
@@ -25,9 +20,6 @@ __all__ = ["register_routers"]
 
 logger = logging.getLogger(__name__)
 
-ROUTE_BATCH = 1_000
-ROUTE_WITHIN = 0.02
-
 
 def _received_ms(msg: Any) -> int:
     # The broker's timestamp (the topics are created with LogAppendTime): the same on
@@ -36,41 +28,9 @@ def _received_ms(msg: Any) -> int:
 
 
 def register_routers(topo: Topology) -> None:
-    """Declare the agents of the four input topics."""
+    """Declare the agents of the audience, filter and trigger topics."""
     app, settings = topo.app, topo.settings
     n = settings.partitions
-    rules = IngestRules(settings.default_region, settings.max_future_skew_seconds * 1000)
-
-    @app.agent(topo.lead_events, name="route-lead-events")
-    async def route_lead_events(stream: Any) -> None:
-        # Messages are taken in groups (up to ROUTE_BATCH, or what arrived within
-        # ROUTE_WITHIN): one command per partition per group, not per message, so a stream
-        # of single-event messages is applied in batches too. faust acks the group's
-        # messages only after this body has handled them.
-        async for group in stream.take_events(ROUTE_BATCH, within=ROUTE_WITHIN):
-            events: list[LeadEvent] = []
-            for event in group:
-                msg = event.message
-                try:
-                    doc = decode_json(msg.value or b"")
-                    parsed = parse_lead_events(doc, now_ms=now_ms(), rules=rules)
-                except RowError as err:
-                    parsed = ParsedMessage(received=1)
-                    parsed.rejects.append(Rejected(err.reason, err.detail, raw=msg.value))
-                events.extend(parsed.events)
-                for rejected in parsed.rejects:
-                    await topo.reject(rejected, msg)
-                if parsed.rejects:
-                    logger.info(
-                        "%s[%s]@%s: %d of %d rows rejected",
-                        msg.topic,
-                        msg.partition,
-                        msg.offset,
-                        len(parsed.rejects),
-                        parsed.received,
-                    )
-            for partition, rows in group_by_partition(events, n).items():
-                await topo.send_rows(partition, rows, EventsBatch)
 
     @app.agent(topo.audience_members, name="route-audience-members")
     async def route_audience_members(stream: Any) -> None:

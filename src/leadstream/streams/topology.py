@@ -51,7 +51,6 @@ class Topology:
         self.store = store
         self.metrics = metrics
         names = settings.topics
-        self.lead_events = app.topic(names.lead_events, key_type=bytes, value_type=bytes)
         self.audience_members = app.topic(names.audience_members, key_type=bytes, value_type=bytes)
         self.audience_filters = app.topic(names.audience_filters, key_type=bytes, value_type=bytes)
         self.send_triggers = app.topic(names.send_triggers, key_type=bytes, value_type=bytes)
@@ -128,5 +127,3 @@ class Topology:
             rejected, source=msg.topic, partition=msg.partition, offset=msg.offset
         )
         await self.rejects.send(key=msg.key, value=codec.encode_json(record))
-        if msg.topic == self.lead_events.get_topic_name():
-            self.metrics.rows.labels("rejected").inc()
