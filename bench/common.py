@@ -115,10 +115,10 @@ class BenchWorker:
             time.sleep(0.1)
 
     def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        """Resident memory of the worker and its child processes (the lead-events router)."""
+        pid = self.proc.pid
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return sum(_rss(p) for p in [pid, *children])
 
     @property
     def url(self) -> str:
@@ -192,6 +192,13 @@ def wait_group_caught_up(
     finally:
         c.close()
     raise TimeoutError(f"group {group} did not catch up")
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def machine() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import STORE_URL, TableStore
 from leadstream.state.watch import WatchedStore
 from leadstream.streams.apply import register_apply
-from leadstream.streams.lead_events import LeadEventsRouter
+from leadstream.streams.lead_events import RouterProcess
 from leadstream.streams.materialize import Materializer
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.routing import register_routers
@@ -60,8 +60,11 @@ def create_app(settings: Settings) -> faust.App:
     )
     metrics = Metrics()
     topo = Topology(app, settings, table, WatchedStore(TableStore(table)), metrics)
-    router = LeadEventsRouter(settings, on_rejected=metrics.rows.labels("rejected").inc)
+    router = RouterProcess(settings)
     metrics.watch_lag(lambda: [*topo.lags(), *router.lags()])
+    metrics.before_exposition(
+        lambda: metrics.rows.labels("rejected").inc(router.rejected_since_last_call())
+    )
     materializer = Materializer(topo)
     register_routers(topo)
     register_apply(topo, on_pending=materializer.wake)

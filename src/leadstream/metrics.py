@@ -39,6 +39,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._hooks: list[Callable[[], None]] = []
         r = self.registry
         self.http_requests = Counter(
             "leadstream_http_requests",
@@ -80,5 +81,11 @@ class Metrics:
     def watch_lag(self, lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
         self.registry.register(_LagCollector(lags))
 
+    def before_exposition(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` before each exposition (to bring in what other processes counted)."""
+        self._hooks.append(hook)
+
     def exposition(self) -> bytes:
+        for hook in self._hooks:
+            hook()
         return generate_latest(self.registry)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -70,3 +73,26 @@ def test_sigkill_mid_ingest_then_restart_ends_with_exactly_the_reference_state(
         (org, phone, t, ts) for (org, phone), evs in ref.events.items() for t, ts in evs
     }
     assert changelog_state(stack) == reference_keys
+
+
+def test_a_worker_killed_alone_leaves_no_router_behind(stack: Stack) -> None:
+    """The lead-events router is a child process. When only the worker dies (the OOM killer
+    picks one process), the child notices within a second and exits: an orphan must not
+    keep reading lead-events beside the restarted worker."""
+    worker = stack.worker(name="parent")
+    pid = worker.proc.pid
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    assert children, "no router process"
+    os.kill(pid, signal.SIGKILL)  # the worker only, not its process group
+    worker.proc.wait(30)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{c}").exists() and not _zombie(c) for c in children):
+        assert time.monotonic() < deadline, "a child process outlived its worker"
+        time.sleep(0.1)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -130,6 +130,17 @@ def test_overwrite(subject):
     assert items(s.iter_range(0, b"", b"\xff")) == [(b"k", b"two")]
 
 
+def test_get_many_answers_every_key_in_order(subject):
+    s = subject.store
+    s.put(0, b"a", b"1")
+    s.put(0, b"c", b"")
+    s.put(1, b"b", b"other partition")
+    got = s.get_many(0, [b"c", b"b", b"a", b"a", b"zz"])
+    assert got == [b"", None, b"1", b"1", None]
+    assert all(type(v) is bytes for v in got if v is not None)
+    assert s.get_many(0, []) == []
+
+
 def test_empty_value_is_not_missing(subject):
     s = subject.store
     s.put(0, b"k", b"")

@@ -4,4 +4,6 @@ from leadstream.cli.main import main
 
 __all__: list[str] = []
 
-main()
+# Guarded: a spawned child process (streams/lead_events.py) imports this module again.
+if __name__ == "__main__":
+    main()

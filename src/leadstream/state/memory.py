@@ -23,6 +23,10 @@ class MemoryStore:
     def get(self, partition: int, key: bytes) -> bytes | None:
         return self._data.get(partition, {}).get(key)
 
+    def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
+        data = self._data.get(partition, {})
+        return [data.get(key) for key in keys]
+
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         data = self._data.setdefault(partition, {})
         if key not in data:

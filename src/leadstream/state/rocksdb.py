@@ -84,6 +84,12 @@ class TableStore:
         value = self._db(partition).get(key)
         return value if value is None else bytes(value)
 
+    def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values = self._db(partition).get(list(keys))
+        return [value if value is None else bytes(value) for value in values or ()]
+
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self._db(partition).put(key, value)
         self._table.send_changelog(

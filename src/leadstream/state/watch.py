@@ -61,6 +61,9 @@ class WatchedStore:
     def get(self, partition: int, key: bytes) -> bytes | None:
         return self._inner.get(partition, key)
 
+    def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
+        return self._inner.get_many(partition, keys)
+
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self._inner.put(partition, key, value)
         orgs = self._watchers.get(partition)

@@ -1,15 +1,17 @@
 """The ``lead-events`` router: validate, reject bad rows alone, route events by lead.
 
-This one input is read outside faust, by a confluent-kafka consumer in a thread of its own.
-Source systems often publish one event per message, and faust's per-message machinery
-(stream, event, acks; ~130 us a message on the event loop) capped that at ~7,500 events/s
-on a 2-core machine, all of it on the loop that also applies state and serves HTTP. Here
-messages are taken in batches straight from librdkafka, parsed, grouped by the lead's
-partition and produced as :class:`~leadstream.commands.EventsBatch` commands.
+This one input is read outside faust, by a confluent-kafka consumer in a process of its own
+(:class:`RouterProcess`, spawned by the worker). Source systems often publish one event per
+message, and faust's per-message machinery (stream, event, acks; ~130 us a message on the
+event loop) capped that at ~7,500 events/s on a 2-core machine, all of it on the loop that
+also applies state and serves HTTP. Here messages are taken in batches straight from
+librdkafka, parsed, grouped by the lead's partition and produced as
+:class:`~leadstream.commands.EventsBatch` commands. A process rather than a thread: parsing
+and applying then each have an interpreter lock, and a core, of their own.
 
-Delivery, documented once here: a batch's commands and rejects are produced and flushed
-(acks=all, idempotent) before its offsets are committed, so a crash replays at most
-uncommitted batches; replayed events are duplicates and change nothing (dedupe), a replayed
+Delivery, documented once here: a batch's offsets are committed only once every command and
+reject it produced is delivered (acks=all, idempotent), batches in order, so a crash replays
+at most uncommitted batches; replayed events are duplicates and change nothing (dedupe), a replayed
 reject is written again (rejects are at least once, as before). The consumer group is
 ``{app_id}-lead-events``: faust's own group speaks a protocol a plain consumer cannot join.
 """
@@ -17,9 +19,14 @@ reject is written again (rejects are at least once, as before). The consumer gro
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -40,12 +47,15 @@ from leadstream.kafka_admin import LARGE_MESSAGE_BYTES, poll_batch, produce
 from leadstream.settings import Settings
 from leadstream.streams.topology import COMMAND_ROWS
 
-__all__ = ["LeadEventsRouter", "router_group"]
+__all__ = ["LeadEventsRouter", "RouterProcess", "router_group"]
 
 logger = logging.getLogger(__name__)
 
 # Messages taken per batch at most; a batch is whatever has arrived, never waited for.
 ROUTE_BATCH = 2_000
+# Batches produced but not yet all delivered, at most: their offsets are committed in
+# order as each completes, so parsing the next batch overlaps the broker's acks.
+MAX_IN_FLIGHT = 4
 
 
 def router_group(settings: Settings) -> str:
@@ -95,6 +105,10 @@ class LeadEventsRouter:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.message.max.bytes": LARGE_MESSAGE_BYTES,
+                # The router polls every 0.1 s: a dead worker's partitions move on after
+                # 10 s instead of librdkafka's default 45 s.
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
                 "on_commit": _log_failed_commit,
             }
         )
@@ -108,32 +122,55 @@ class LeadEventsRouter:
                 "message.max.bytes": LARGE_MESSAGE_BYTES,
             }
         )
+        in_flight: deque[_InFlight] = deque()
+
+        def settle(*, wait: bool) -> None:
+            """Commit, in order, the offsets of the batches whose every message is
+            delivered; with ``wait``, first wait for all deliveries."""
+            if wait and producer.flush(60):
+                raise KafkaException("routed messages not delivered in 60 s")
+            producer.poll(0)
+            offsets: dict[int, int] = {}
+            while in_flight and in_flight[0].waiting == 0:
+                batch = in_flight.popleft()
+                if batch.error is not None:
+                    raise KafkaException(batch.error)
+                offsets.update(batch.offsets)  # in order: a later batch's offset is higher
+            if offsets:
+                topic = self._topics.lead_events
+                tps = [TopicPartition(topic, p, o) for p, o in offsets.items()]
+                if wait:
+                    consumer.commit(offsets=tps, asynchronous=False)
+                else:
+                    consumer.commit(offsets=tps, asynchronous=True)
+
+        def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            settle(wait=True)  # what was routed is committed before another worker reads on
+            self._forget_lags(partitions)
+
         consumer.subscribe(
-            [self._topics.lead_events], on_revoke=self._forget_lags, on_lost=self._forget_lags
+            [self._topics.lead_events],
+            on_revoke=revoked,
+            on_lost=lambda _c, partitions: self._forget_lags(partitions),
         )
         try:
             while not self._stop.is_set():
-                msgs = [m for m in poll_batch(consumer, 0.1, ROUTE_BATCH) if _usable(m)]
-                if not msgs:
-                    continue
-                self._route(producer, msgs)
-                # Everything the batch caused is on the broker: only now may it be skipped.
-                consumer.commit(asynchronous=True)
-                self._note_lags(consumer, msgs)
+                timeout = 0.005 if in_flight else 0.1
+                msgs = [m for m in poll_batch(consumer, timeout, ROUTE_BATCH) if _usable(m)]
+                if msgs:
+                    batch = _InFlight(_next_offsets(msgs))
+                    self._route(producer, msgs, batch)
+                    in_flight.append(batch)
+                    self._note_lags(consumer, msgs)
+                settle(wait=len(in_flight) > MAX_IN_FLIGHT)
+            settle(wait=True)
         finally:
-            producer.flush(10)
             consumer.close()
 
-    def _route(self, producer: Producer, msgs: list[Message]) -> None:
-        """Produce the batch's commands and rejects, and wait until all are delivered."""
+    def _route(self, producer: Producer, msgs: list[Message], batch: _InFlight) -> None:
+        """Produce the batch's commands and rejects; ``batch`` counts their deliveries."""
         now = time.time_ns() // 1_000_000
         events: list[LeadEvent] = []
-        failed: list[BaseException] = []
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failed.append(KafkaException(err))
-
         for msg in msgs:
             value = msg.value() or b""
             try:
@@ -147,12 +184,13 @@ class LeadEventsRouter:
                 record = codec.reject_record(
                     rejected, source=topic, partition=partition, offset=offset
                 )
+                batch.waiting += 1
                 produce(
                     producer,
                     self._topics.rejects,
                     codec.encode_json(record),
                     msg.key(),
-                    on_delivery=delivered,
+                    on_delivery=batch.delivered,
                 )
             if parsed.rejects:
                 self._on_rejected(len(parsed.rejects))
@@ -165,18 +203,14 @@ class LeadEventsRouter:
         for partition, rows in group_by_partition(events, self._settings.partitions).items():
             for i in range(0, len(rows), COMMAND_ROWS):
                 command = encode_command(EventsBatch(rows[i : i + COMMAND_ROWS]))
+                batch.waiting += 1
                 produce(
                     producer,
                     self._topics.by_lead,
                     command,
                     partition=partition,
-                    on_delivery=delivered,
+                    on_delivery=batch.delivered,
                 )
-        left = producer.flush(60)
-        if failed:
-            raise failed[0]
-        if left:
-            raise KafkaException(f"{left} routed messages not delivered in 60 s")
 
     def _note_lags(self, consumer: Consumer, msgs: list[Message]) -> None:
         last: dict[int, int] = {}
@@ -192,10 +226,33 @@ class LeadEventsRouter:
         with self._lock:
             self._lags.update(lags)
 
-    def _forget_lags(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _forget_lags(self, partitions: list[TopicPartition]) -> None:
         with self._lock:
             for tp in partitions:
                 self._lags.pop(tp.partition, None)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A routed batch: the offsets to commit once its ``waiting`` messages are delivered."""
+
+    offsets: dict[int, int]
+    waiting: int = 0
+    error: Any = None
+
+    def delivered(self, err: Any, _msg: Any) -> None:
+        self.waiting -= 1
+        if err is not None and self.error is None:
+            self.error = err
+
+
+def _next_offsets(msgs: list[Message]) -> dict[int, int]:
+    """Per partition, the offset after the batch's last message (what a commit names)."""
+    offsets: dict[int, int] = {}
+    for msg in msgs:
+        _topic, partition, offset = _position(msg)
+        offsets[partition] = max(offset + 1, offsets.get(partition, 0))
+    return offsets
 
 
 def _position(msg: Message) -> tuple[str, int, int]:
@@ -215,3 +272,71 @@ def _usable(msg: Message) -> bool:
 def _log_failed_commit(err: Any, partitions: list[TopicPartition]) -> None:
     if err is not None:
         logger.warning("lead-events: commit failed (the batch will be routed again): %s", err)
+
+
+class RouterProcess:
+    """A :class:`LeadEventsRouter` in a spawned child process.
+
+    The child reports rejected rows and per-partition lag through shared memory (no locks:
+    one writer, and a lock held by a killed child would hang the worker), stops on SIGTERM
+    (leaving its consumer group), and also when the worker that spawned it is gone, even
+    killed with SIGKILL: an orphan must not keep reading."""
+
+    def __init__(self, settings: Settings) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._topic = settings.topics.lead_events
+        self._rejected = ctx.RawValue("q", 0)
+        self._lags = ctx.RawArray("q", [-1] * settings.partitions)
+        self._reported = 0
+        self._process = ctx.Process(
+            target=_serve,
+            args=(settings.model_dump_json(), self._rejected, self._lags, os.getpid()),
+            name="leadstream-lead-events",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._process.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._process.pid is None:
+            return
+        self._process.terminate()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+
+    def rejected_since_last_call(self) -> int:
+        """Rows the router rejected since the previous call (for a counter)."""
+        total = int(self._rejected.value)
+        delta, self._reported = total - self._reported, total
+        return delta
+
+    def lags(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, messages behind) of the partitions the router reads."""
+        return [(self._topic, p, lag) for p, lag in enumerate(self._lags[:]) if lag >= 0]
+
+
+def _serve(settings_json: str, rejected: Any, lags: Any, parent: int) -> None:
+    """The child process: run the router until SIGTERM or until the parent is gone."""
+    settings = Settings.model_validate_json(settings_json)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # Ctrl-C in a terminal reaches the whole process group: the worker decides, via SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def count(n: int) -> None:
+        rejected.value += n  # only this process writes it
+
+    router = LeadEventsRouter(settings, on_rejected=count)
+    router.start()
+    try:
+        while not stopping.wait(0.5) and os.getppid() == parent:
+            current = {p: lag for _topic, p, lag in router.lags()}
+            lags[:] = [current.get(p, -1) for p in range(len(lags))]
+    finally:
+        router.stop()
