@@ -86,6 +86,11 @@ def create_app(settings: Settings) -> faust.App:
     @app.task  # type: ignore[untyped-decorator]
     async def route_lead_events() -> None:
         router.start()
+        while True:  # a router that died is started again, from its committed offsets
+            await asyncio.sleep(1.0)
+            code = router.revive()
+            if code is not None:
+                logger.error("the lead-events router exited with %s; started a new one", code)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_routing(_app: Any, **_kwargs: Any) -> None:

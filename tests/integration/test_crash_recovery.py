@@ -91,6 +91,43 @@ def test_a_worker_killed_alone_leaves_no_router_behind(stack: Stack) -> None:
         time.sleep(0.1)
 
 
+def test_a_router_that_dies_is_started_again(stack: Stack) -> None:
+    worker = stack.worker(name="revive")
+    first = _router_pid(worker.proc.pid)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _router_pid(worker.proc.pid, missing_ok=True) in (None, first):
+        assert time.monotonic() < deadline, "no new router"
+        time.sleep(0.2)
+    stack.send_events(
+        [
+            {
+                "organizationId": "revived",
+                "eventType": "purchase",
+                "phoneE164": "+15551110001",
+                "occurredAt": "2026-05-12T18:34:00Z",
+            }
+        ]
+    )
+    stack.wait_caught_up()
+    assert [e["eventType"] for e in worker.lead("revived", "+15551110001")["events"]] == [
+        "purchase"
+    ]
+    assert "the lead-events router exited with -9; started a new one" in worker.tail(400)
+
+
+def _router_pid(worker: int, *, missing_ok: bool = False) -> int | None:
+    for child in Path(f"/proc/{worker}/task/{worker}/children").read_text().split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in cmdline and not _zombie(int(child)):
+            return int(child)
+    assert missing_ok, "no router process"
+    return None
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"

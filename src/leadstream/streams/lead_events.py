@@ -283,14 +283,19 @@ class RouterProcess:
     killed with SIGKILL: an orphan must not keep reading."""
 
     def __init__(self, settings: Settings) -> None:
-        ctx = multiprocessing.get_context("spawn")
+        self._ctx = multiprocessing.get_context("spawn")
+        self._settings_json = settings.model_dump_json()
         self._topic = settings.topics.lead_events
-        self._rejected = ctx.RawValue("q", 0)
-        self._lags = ctx.RawArray("q", [-1] * settings.partitions)
+        self._rejected = self._ctx.RawValue("q", 0)
+        self._lags = self._ctx.RawArray("q", [-1] * settings.partitions)
         self._reported = 0
-        self._process = ctx.Process(
+        self._stopping = False
+        self._process = self._new_process()
+
+    def _new_process(self) -> Any:
+        return self._ctx.Process(
             target=_serve,
-            args=(settings.model_dump_json(), self._rejected, self._lags, os.getpid()),
+            args=(self._settings_json, self._rejected, self._lags, os.getpid()),
             name="leadstream-lead-events",
             daemon=True,
         )
@@ -298,7 +303,17 @@ class RouterProcess:
     def start(self) -> None:
         self._process.start()
 
+    def revive(self) -> int | None:
+        """Start a new child if the running one exited unasked; its exit code if so."""
+        if self._stopping or self._process.pid is None or self._process.is_alive():
+            return None
+        code: int | None = self._process.exitcode
+        self._process = self._new_process()
+        self._process.start()
+        return code
+
     def stop(self, timeout: float = 30.0) -> None:
+        self._stopping = True
         if self._process.pid is None:
             return
         self._process.terminate()
