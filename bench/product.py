@@ -10,6 +10,7 @@ import asyncio
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -302,30 +303,38 @@ def materialize(
     """Trigger to summary for each audience size and filter kind; counts must equal what
     the dataset says (the same numbers the PostgreSQL queries must return)."""
     _send(worker, min(int(k) for k in expected), "include", "warm-up", scheduled_for=ds.fire_ms)
+
+    def send(size: int, kind: str, name: str) -> tuple[float, int]:
+        return _send(worker, size, kind, name, scheduled_for=ds.fire_ms)
+
+    return _every_send(expected, runs, "materialize", send)
+
+
+def _every_send(
+    expected: dict[str, dict[str, int]],
+    runs: int,
+    label: str,
+    send: Callable[[int, str, str], tuple[float, int]],
+) -> dict[str, Any]:
+    """``runs`` sends of each audience size and filter kind: median seconds, each count
+    checked against ``expected``."""
     out: dict[str, Any] = {}
     for size_key, kinds in expected.items():
         out[size_key] = {}
         for kind, want in kinds.items():
             seconds = []
             for run in range(runs):
-                took, count = _send(
-                    worker,
-                    int(size_key),
-                    kind,
-                    f"{kind}-{size_key}-{run}",
-                    scheduled_for=ds.fire_ms,
-                )
+                took, count = send(int(size_key), kind, f"{kind}-{size_key}-{run}")
                 if count != want:
-                    raise RuntimeError(f"{kind} on {size_key}: {count}, expected {want}")
+                    raise RuntimeError(f"{label} {kind} on {size_key}: {count}, expected {want}")
                 seconds.append(took)
             out[size_key][kind] = {
                 "seconds": statistics.median(seconds),
                 "all_seconds": seconds,
                 "recipients": want,
             }
-            print(
-                f"  materialize {size_key} {kind}: {statistics.median(seconds):.2f} s", flush=True
-            )
+            median = statistics.median(seconds)
+            print(f"  {label} {size_key} {kind}: {median:.3f} s", flush=True)
     return out
 
 
@@ -363,25 +372,7 @@ def materialize_prepared(
 
     # As in materialize(): the first send after a start also warms the broker's paths up.
     send(min(int(k) for k in expected), "include", "warm-up")
-    out: dict[str, Any] = {}
-    for size_key, kinds in expected.items():
-        out[size_key] = {}
-        for kind, want in kinds.items():
-            seconds = []
-            for run in range(runs):
-                took, count = send(int(size_key), kind, f"{kind}-{size_key}-{run}")
-                if count != want:
-                    raise RuntimeError(f"prepared {kind} on {size_key}: {count}, expected {want}")
-                seconds.append(took)
-            out[size_key][kind] = {
-                "seconds": statistics.median(seconds),
-                "all_seconds": seconds,
-                "recipients": want,
-            }
-            print(
-                f"  materialize prepared {size_key} {kind}: {statistics.median(seconds):.3f} s",
-                flush=True,
-            )
+    out = _every_send(expected, runs, "materialize prepared", send)
     if not window_unchanged(ds, min(fired), max(fired)):
         raise RuntimeError("sends fired outside the range where the dataset's counts hold")
     out["early_seconds_per_million"] = early_per_million

@@ -46,7 +46,7 @@ class PreparedShare:
 
     Recipients are held encoded (:func:`~leadstream.domain.sends.recipient_json`) and the
     counts are kept as outcomes change, so the moment only joins bytes. They are in phone
-    order, except that a lead which became a recipient after the pass comes last."""
+    order, except that leads evaluated again (written after the pass) come last."""
 
     def __init__(self, rules: SendRules, partition: int, *, step: int = BUILD_STEP) -> None:
         self.rules = rules
