@@ -8,6 +8,8 @@ the partition (and so are in the same changelog partition).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 import msgspec
 
@@ -26,13 +28,25 @@ __all__ = [
     "MembersBatch",
     "Reply",
     "BroadcastTrigger",
+    "COMMAND_ROWS",
     "decode_command",
     "decode_reply",
     "encode_command",
     "encode_reply",
+    "row_slices",
 ]
 
 logger = logging.getLogger(__name__)
+
+# Rows per command message: keeps each well under Kafka's default 1 MB limit.
+COMMAND_ROWS = 5_000
+T = TypeVar("T")
+
+
+def row_slices(rows: Sequence[T]) -> Iterator[list[T]]:
+    """``rows`` in slices of at most :data:`COMMAND_ROWS`, one per command."""
+    for i in range(0, len(rows), COMMAND_ROWS):
+        yield list(rows[i : i + COMMAND_ROWS])
 
 
 class EventsBatch(msgspec.Struct, tag="E", array_like=True):

@@ -20,6 +20,7 @@ from leadstream.domain.ingest import (
     decode_json,
     group_by_partition,
     parse_lead_events,
+    parse_lead_events_message,
     retention_horizon,
 )
 from leadstream.domain.normalize import parse_rfc3339_ms
@@ -280,6 +281,21 @@ def test_decode_json_rejects_garbage(raw):
     with pytest.raises(RowError) as info:
         decode_json(raw)
     assert info.value.reason == Reason.INVALID_JSON
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe"])
+def test_a_message_that_is_not_json_is_one_reject_with_its_raw_bytes(raw):
+    out = parse_lead_events_message(raw, now_ms=NOW_MS, rules=RULES)
+    assert (out.events, out.received) == ([], 1)
+    assert [(r.reason, r.raw, r.index) for r in out.rejects] == [(Reason.INVALID_JSON, raw, None)]
+
+
+def test_a_json_message_is_parsed_as_lead_events():
+    doc = {"organizationId": "acme", "eventType": "purchase", "phoneE164": "+15551234567",
+           "occurredAt": T0}  # fmt: skip
+    out = parse_lead_events_message(msgspec.json.encode(doc), now_ms=NOW_MS, rules=RULES)
+    assert out == parse(doc)
+    assert len(out.events) == 1
 
 
 def test_year_zero_in_a_batch_is_a_reject_not_a_crash():

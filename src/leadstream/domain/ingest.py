@@ -31,6 +31,7 @@ __all__ = [
     "decode_json",
     "group_by_partition",
     "parse_lead_events",
+    "parse_lead_events_message",
     "retention_horizon",
 ]
 
@@ -116,6 +117,18 @@ def parse_lead_events(doc: Any, *, now_ms: int, rules: IngestRules) -> ParsedMes
         return out
     _parse_row(doc, None, org, doc.get("eventType"), now_ms, rules, out, {})
     return out
+
+
+def parse_lead_events_message(raw: bytes, *, now_ms: int, rules: IngestRules) -> ParsedMessage:
+    """One ``lead-events`` message as read from Kafka: a value that is not JSON at all is
+    one reject carrying the raw bytes; anything else is :func:`parse_lead_events`."""
+    try:
+        doc = decode_json(raw)
+    except RowError as err:
+        out = ParsedMessage(received=1)
+        out.rejects.append(Rejected(err.reason, err.detail, raw=raw))
+        return out
+    return parse_lead_events(doc, now_ms=now_ms, rules=rules)
 
 
 def _parse_batch(doc: dict[str, Any], *, now_ms: int, rules: IngestRules) -> ParsedMessage:

@@ -15,7 +15,7 @@ prepared sends whenever one starts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore
@@ -48,15 +48,17 @@ class WatchedStore:
         if not orgs:
             self._watchers.pop(partition, None)
 
-    def _note(self, orgs: dict[bytes, list[set[str]]], key: bytes) -> None:
-        lead = keys.lead_of(key)
-        if lead is None:
+    def _notify(self, partition: int, written: Iterable[bytes]) -> None:
+        orgs = self._watchers.get(partition)
+        if not orgs:
             return
-        sets = orgs.get(lead[0])
-        if sets:
-            phone = lead[1].decode()
-            for changed in sets:
-                changed.add(phone)
+        for key in written:
+            lead = keys.lead_of(key)
+            sets = orgs.get(lead[0]) if lead is not None else None
+            if lead is not None and sets:
+                phone = lead[1].decode()
+                for changed in sets:
+                    changed.add(phone)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         return self._inner.get(partition, key)
@@ -66,24 +68,17 @@ class WatchedStore:
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self._inner.put(partition, key, value)
-        orgs = self._watchers.get(partition)
-        if orgs:
-            self._note(orgs, key)
+        self._notify(partition, (key,))
 
     def delete(self, partition: int, key: bytes) -> None:
         self._inner.delete(partition, key)
-        orgs = self._watchers.get(partition)
-        if orgs:
-            self._note(orgs, key)
+        self._notify(partition, (key,))
 
     def put_batch(
         self, partition: int, items: Sequence[tuple[bytes, bytes]], *, created_ms: int
     ) -> None:
         self._inner.put_batch(partition, items, created_ms=created_ms)
-        orgs = self._watchers.get(partition)
-        if orgs:
-            for key, _ in items:
-                self._note(orgs, key)
+        self._notify(partition, (key for key, _ in items))
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False

@@ -32,20 +32,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from leadstream import codec
-from leadstream.commands import EventsBatch, encode_command
-from leadstream.domain.ingest import (
-    IngestRules,
-    LeadEvent,
-    ParsedMessage,
-    Rejected,
-    decode_json,
-    parse_lead_events,
-)
+from leadstream.commands import EventsBatch, encode_command, row_slices
+from leadstream.domain.ingest import IngestRules, LeadEvent, parse_lead_events_message
 from leadstream.domain.partitioning import group_by_partition
-from leadstream.domain.rejects import RowError
 from leadstream.kafka_admin import LARGE_MESSAGE_BYTES, poll_batch, produce
 from leadstream.settings import Settings
-from leadstream.streams.topology import COMMAND_ROWS
 
 __all__ = ["LeadEventsRouter", "RouterProcess", "router_group"]
 
@@ -161,7 +152,7 @@ class LeadEventsRouter:
                     batch = _InFlight(_next_offsets(msgs))
                     self._route(producer, msgs, batch)
                     in_flight.append(batch)
-                    self._note_lags(consumer, msgs)
+                    self._note_lags(consumer, batch.offsets)
                 settle(wait=len(in_flight) > MAX_IN_FLIGHT)
             settle(wait=True)
         finally:
@@ -172,12 +163,7 @@ class LeadEventsRouter:
         now = time.time_ns() // 1_000_000
         events: list[LeadEvent] = []
         for msg in msgs:
-            value = msg.value() or b""
-            try:
-                parsed = parse_lead_events(decode_json(value), now_ms=now, rules=self._rules)
-            except RowError as err:
-                parsed = ParsedMessage(received=1)
-                parsed.rejects.append(Rejected(err.reason, err.detail, raw=value))
+            parsed = parse_lead_events_message(msg.value() or b"", now_ms=now, rules=self._rules)
             events.extend(parsed.events)
             for rejected in parsed.rejects:
                 topic, partition, offset = _position(msg)
@@ -201,8 +187,8 @@ class LeadEventsRouter:
                     parsed.received,
                 )
         for partition, rows in group_by_partition(events, self._settings.partitions).items():
-            for i in range(0, len(rows), COMMAND_ROWS):
-                command = encode_command(EventsBatch(rows[i : i + COMMAND_ROWS]))
+            for part in row_slices(rows):
+                command = encode_command(EventsBatch(part))
                 batch.waiting += 1
                 produce(
                     producer,
@@ -212,17 +198,13 @@ class LeadEventsRouter:
                     on_delivery=batch.delivered,
                 )
 
-    def _note_lags(self, consumer: Consumer, msgs: list[Message]) -> None:
-        last: dict[int, int] = {}
-        for msg in msgs:
-            _topic, partition, offset = _position(msg)
-            last[partition] = max(offset, last.get(partition, -1))
+    def _note_lags(self, consumer: Consumer, next_offsets: dict[int, int]) -> None:
         lags = {}
-        for partition, offset in last.items():
+        for partition, offset in next_offsets.items():
             _low, high = consumer.get_watermark_offsets(
                 TopicPartition(self._topics.lead_events, partition), cached=True
             )
-            lags[partition] = max(0, high - offset - 1)
+            lags[partition] = max(0, high - offset)
         with self._lock:
             self._lags.update(lags)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import faust
 
 from leadstream import codec
-from leadstream.commands import Command, FilterPart, encode_command
+from leadstream.commands import COMMAND_ROWS, Command, FilterPart, encode_command, row_slices
 from leadstream.domain.ingest import Rejected
 from leadstream.domain.sends import AudienceFilterSpec, filter_parts
 from leadstream.metrics import Metrics
@@ -21,12 +21,10 @@ if TYPE_CHECKING:
     from faust.assignor.partition_assignor import PartitionAssignor
     from faust.tables.manager import TableManager
 
-__all__ = ["COMMAND_ROWS", "Topology", "now_ms"]
+__all__ = ["Topology", "now_ms"]
 
 logger = logging.getLogger(__name__)
 
-# Rows per internal command message: keeps each well under Kafka's default 1 MB limit.
-COMMAND_ROWS = 5_000
 T = TypeVar("T")
 
 
@@ -93,9 +91,9 @@ class Topology:
         *,
         wait: bool = False,
     ) -> None:
-        """``rows`` as commands of at most :data:`COMMAND_ROWS` rows each."""
-        for i in range(0, len(rows), COMMAND_ROWS):
-            await self.send_command(partition, make(list(rows[i : i + COMMAND_ROWS])), wait=wait)
+        """``rows`` as commands of at most :data:`~leadstream.commands.COMMAND_ROWS` rows each."""
+        for part in row_slices(rows):
+            await self.send_command(partition, make(part), wait=wait)
 
     async def broadcast_filter(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 
 from faust.web import Request, Response
 
-from leadstream.commands import ApplyReply, EventsBatch, FilterReply, FilterRequest
+from leadstream.commands import ApplyReply, EventsBatch, FilterReply, FilterRequest, row_slices
 from leadstream.domain.auth import AuthError, authenticate
 from leadstream.domain.ingest import (
     MAX_BATCH_EVENTS,
@@ -29,7 +29,7 @@ from leadstream.domain.partitioning import group_by_partition, send_partition
 from leadstream.domain.rejects import RowError
 from leadstream.domain.sends import parse_audience_filter
 from leadstream.streams.replies import ReplyWaiter
-from leadstream.streams.topology import COMMAND_ROWS, Topology, now_ms
+from leadstream.streams.topology import Topology, now_ms
 from leadstream.web.http import (
     AuthFile,
     MeteredView,
@@ -213,9 +213,8 @@ async def _apply(topo: Topology, replies: ReplyWaiter, events: list[Any]) -> tup
     try:
         expected = 0
         for partition, rows in group_by_partition(events, topo.settings.partitions).items():
-            for i in range(0, len(rows), COMMAND_ROWS):
-                command = EventsBatch(rows[i : i + COMMAND_ROWS], reply_to=request)
-                await topo.send_command(partition, command, wait=True)
+            for part in row_slices(rows):
+                await topo.send_command(partition, EventsBatch(part, reply_to=request), wait=True)
                 expected += 1
         inserted = duplicates = 0
         for _ in range(expected):
