@@ -68,7 +68,7 @@ def create_app(settings: Settings) -> faust.App:
     materializer = Materializer(topo)
     register_routers(topo)
     register_apply(topo, on_pending=materializer.wake)
-    register_views(topo)
+    register_views(topo, routing=router.running)
     replies = ReplyWaiter(settings.kafka_bootstrap, settings.topics.replies)
     auth = AuthFile(settings.auth_path)
     register_webhooks(topo, replies, auth)

@@ -285,6 +285,9 @@ class RouterProcess:
     def start(self) -> None:
         self._process.start()
 
+    def running(self) -> bool:
+        return self._process.pid is not None and self._process.is_alive()
+
     def revive(self) -> int | None:
         """Start a new child if the running one exited unasked; its exit code if so."""
         if self._stopping or self._process.pid is None or self._process.is_alive():

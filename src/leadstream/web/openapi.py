@@ -258,7 +258,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/readyz": {
                 "get": {
-                    "summary": "Broker reachable and recovery finished.",
+                    "summary": "Broker reachable, recovery finished, lead-events router running.",
                     "responses": {
                         "200": {"description": "Ready", "content": _json(Readiness)},
                         "503": {"description": "Starting", "content": _json(Readiness)},

@@ -19,6 +19,8 @@ from leadstream.streams.topology import Topology
 from leadstream.web.openapi import openapi_document
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from faust.assignor import PartitionAssignor
 
 __all__ = ["register_views"]
@@ -26,8 +28,9 @@ __all__ = ["register_views"]
 logger = logging.getLogger(__name__)
 
 
-def register_views(topo: Topology) -> None:
-    """Attach the worker's read-only views to the app."""
+def register_views(topo: Topology, *, routing: Callable[[], bool]) -> None:
+    """Attach the worker's read-only views to the app. ``routing`` says whether the
+    lead-events router is running: a worker without one is not ready."""
     app, settings = topo.app, topo.settings
     is_ready = topo.is_ready
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
@@ -58,7 +61,7 @@ def register_views(topo: Topology) -> None:
             reachable = await asyncio.get_running_loop().run_in_executor(
                 None, broker_reachable, admin
             )
-            if reachable and is_ready():
+            if reachable and is_ready() and routing():
                 return self.json({"status": "ready", "partitions": topo.active_partitions()})
             return self.json({"status": "starting"}, status=503)
 
