@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 
 # confluent_kafka.admin imports NewTopic from cimpl without re-exporting it (no __all__).
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata  # type: ignore[attr-defined]
 
 from leadstream.settings import Settings
 
@@ -21,6 +21,7 @@ __all__ = [
     "LARGE_MESSAGE_BYTES",
     "ensure_topics",
     "required_topics",
+    "unready_topics",
     "wait_for_broker",
 ]
 
@@ -86,14 +87,53 @@ def broker_reachable(admin: AdminClient, timeout: float = 2.0) -> bool:
     return True
 
 
-def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
-    """Create the missing topics (partitions, replication from settings); return those created."""
+def ensure_topics(
+    settings: Settings, names: list[str] | None = None, *, timeout: float = 60.0
+) -> list[str]:
+    """Create the missing topics (partitions, replication from settings) and wait until the
+    broker's metadata shows every wanted topic with a leader for each partition; return
+    those created.
+
+    The wait matters: CreateTopics returns once the controller has committed the topic,
+    and a broker serves it in metadata a moment later (seconds on a broker still loading
+    a large metadata log after a restart). A consumer that joins its group in between is
+    assigned nothing for the missing topic until its next metadata refresh, minutes on."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     wanted = names if names is not None else required_topics(settings)
     existing = set(admin.list_topics(timeout=30).topics)
     missing = [n for n in wanted if n not in existing]
-    if not missing:
-        return []
+    created = _create(admin, settings, missing) if missing else []
+    deadline = time.monotonic() + timeout
+    while unready := unready_topics(admin.list_topics(timeout=30).topics, wanted):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"topics not served by the broker {timeout:.0f} s after creation: "
+                + "; ".join(f"{name} ({why})" for name, why in sorted(unready.items()))
+            )
+        time.sleep(0.2)
+    return created
+
+
+def unready_topics(served: Mapping[str, TopicMetadata], wanted: list[str]) -> dict[str, str]:
+    """The wanted topics a metadata answer (``ClusterMetadata.topics``) does not yet show
+    ready for clients, each with the reason."""
+    unready: dict[str, str] = {}
+    for name in wanted:
+        topic = served.get(name)
+        if topic is None:
+            unready[name] = "not in metadata"
+        elif topic.error is not None:
+            unready[name] = str(topic.error)
+        elif not topic.partitions:
+            unready[name] = "no partitions"
+        elif leaderless := sorted(
+            p.id for p in topic.partitions.values() if p.leader < 0 or p.error is not None
+        ):
+            unready[name] = f"no leader for partitions {leaderless}"
+    return unready
+
+
+def _create(admin: AdminClient, settings: Settings, names: list[str]) -> list[str]:
     futures = admin.create_topics(
         [
             NewTopic(
@@ -102,7 +142,7 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
                 replication_factor=settings.replication_factor,
                 config=_topic_config(settings, name),
             )
-            for name in missing
+            for name in names
         ]
     )
     created = []

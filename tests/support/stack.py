@@ -115,7 +115,11 @@ class Stack:
 
     def committed_lag(self) -> int:
         """Messages of the input and lead-keyed topics not yet committed by the worker group."""
-        total = 0
+        return sum(self.lagging().values())
+
+    def lagging(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> messages not yet committed, for the partitions that lag."""
+        behind: dict[tuple[str, int], int] = {}
         # lead-events has a consumer group of its own (streams/lead_events.py).
         for group, topic in (
             (router_group(self.settings), self.topics.lead_events),
@@ -130,9 +134,10 @@ class Stack:
             finally:
                 c.close()
             for tp in committed:
-                done = tp.offset if tp.offset >= 0 else 0
-                total += ends[tp.partition] - done
-        return total
+                lag = ends[tp.partition] - (tp.offset if tp.offset >= 0 else 0)
+                if lag:
+                    behind[(topic, tp.partition)] = lag
+        return behind
 
     def wait_caught_up(self, timeout: float = 180.0) -> None:
         """Until the worker group has committed everything produced so far (twice in a row,
@@ -147,4 +152,4 @@ class Stack:
             else:
                 zero_seen = 0
             time.sleep(1.0)
-        raise TimeoutError(f"worker group still lags by {self.committed_lag()} messages")
+        raise TimeoutError(f"the worker still lags (topic, partition: messages): {self.lagging()}")
