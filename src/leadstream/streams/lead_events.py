@@ -25,9 +25,9 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -38,12 +38,18 @@ from leadstream.domain.partitioning import group_by_partition
 from leadstream.kafka_admin import LARGE_MESSAGE_BYTES, poll_batch, produce
 from leadstream.settings import Settings
 
-__all__ = ["LeadEventsRouter", "RouterProcess", "router_group"]
+__all__ = ["LeadEventsRouter", "RouterProcess", "router_group", "size_slices"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
 # Messages taken per batch at most; a batch is whatever has arrived, never waited for.
 ROUTE_BATCH = 2_000
+# Bytes of message values parsed at most before their commands are produced: a poll after
+# a burst returns many 50,000-event messages at once, and routing them as one batch kept
+# the apply agent idle until the whole poll was parsed.
+ROUTE_BYTES = 1 << 20
 # Batches produced but not yet all delivered, at most: their offsets are committed in
 # order as each completes, so parsing the next batch overlaps the broker's acks.
 MAX_IN_FLIGHT = 4
@@ -148,12 +154,13 @@ class LeadEventsRouter:
             while not self._stop.is_set():
                 timeout = 0.005 if in_flight else 0.1
                 msgs = [m for m in poll_batch(consumer, timeout, ROUTE_BATCH) if _usable(m)]
-                if msgs:
-                    batch = _InFlight(_next_offsets(msgs))
-                    self._route(producer, msgs, batch)
+                for part in size_slices(msgs, lambda m: len(m.value() or b""), ROUTE_BYTES):
+                    batch = _InFlight(_next_offsets(part))
+                    self._route(producer, part, batch)
                     in_flight.append(batch)
                     self._note_lags(consumer, batch.offsets)
-                settle(wait=len(in_flight) > MAX_IN_FLIGHT)
+                    settle(wait=len(in_flight) > MAX_IN_FLIGHT)
+                settle(wait=False)
             settle(wait=True)
         finally:
             consumer.close()
@@ -226,6 +233,22 @@ class _InFlight:
         self.waiting -= 1
         if err is not None and self.error is None:
             self.error = err
+
+
+def size_slices(items: list[T], size: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+    """``items`` in order, cut into runs of at most ``limit`` total size; an item larger
+    than ``limit`` is a run of its own."""
+    part: list[T] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if part and total + n > limit:
+            yield part
+            part, total = [], 0
+        part.append(item)
+        total += n
+    if part:
+        yield part
 
 
 def _next_offsets(msgs: list[Message]) -> dict[int, int]:
