@@ -249,9 +249,10 @@ def main(argv: list[str] | None = None) -> None:
     with broker() as bootstrap, tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         workdir = Path(tmp)
         result["leadstream"] = _leadstream(bootstrap, workdir, ds, expected, sizes, args)
-        # HTTP needs no dataset. Held, its ~600 MB made this machine page out and stall the
-        # HTTP clients for seconds (p99 3.5-10 s seen by the client, all answers under
-        # 0.5 s in the worker's own histogram); freed, p99 was 43 ms. See BENCHMARKS.md.
+        # HTTP needs no dataset. While this process held ~600 MB of it, the HTTP clients
+        # (a process of their own) stalled for up to seconds: client p99 55 ms-10 s over
+        # five runs, every answer under 0.5 s in the worker's own histogram. Freed: p99
+        # 43 ms. See BENCHMARKS.md.
         del ds, expected
         gc.collect()
         print("leadstream: HTTP", flush=True)

@@ -126,9 +126,9 @@ def unready_topics(served: Mapping[str, TopicMetadata], wanted: list[str]) -> di
             unready[name] = str(topic.error)
         elif not topic.partitions:
             unready[name] = "no partitions"
-        elif leaderless := sorted(
-            p.id for p in topic.partitions.values() if p.leader < 0 or p.error is not None
-        ):
+        # Only a leader counts: a partition can carry an error such as
+        # REPLICA_NOT_AVAILABLE while a follower is down and still serve its clients.
+        elif leaderless := sorted(p.id for p in topic.partitions.values() if p.leader < 0):
             unready[name] = f"no leader for partitions {leaderless}"
     return unready
 

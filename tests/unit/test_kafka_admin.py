@@ -33,6 +33,12 @@ def test_a_partition_without_a_leader_makes_its_topic_not_ready() -> None:
     }
 
 
+def test_a_partition_with_a_leader_is_ready_despite_a_replica_error() -> None:
+    t = topic("a", [1, 1])
+    t.partitions[1].error = KafkaError(KafkaError.REPLICA_NOT_AVAILABLE)
+    assert unready_topics({"a": t}, ["a"]) == {}
+
+
 def test_a_topic_error_or_no_partitions_is_not_ready() -> None:
     err = KafkaError(KafkaError.LEADER_NOT_AVAILABLE)
     served = {"a": topic("a", [1], error=err), "b": topic("b", [])}
