@@ -250,9 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         workdir = Path(tmp)
         result["leadstream"] = _leadstream(bootstrap, workdir, ds, expected, sizes, args)
         # HTTP needs no dataset. While this process held ~600 MB of it, the HTTP clients
-        # (a process of their own) stalled for up to seconds: client p99 55 ms-10 s over
-        # five runs, every answer under 0.5 s in the worker's own histogram. Freed: p99
-        # 43 ms. See BENCHMARKS.md.
+        # (a process of their own) stalled for up to seconds: client p99 55 ms-11.6 s over
+        # six runs, while the worker's own histogram put every answer within 0.5 s. Freed:
+        # p99 43 ms. See BENCHMARKS.md.
         del ds, expected
         gc.collect()
         print("leadstream: HTTP", flush=True)
