@@ -100,17 +100,18 @@ def ensure_topics(
     assigned nothing for the missing topic until its next metadata refresh, minutes on."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     wanted = names if names is not None else required_topics(settings)
-    existing = set(admin.list_topics(timeout=30).topics)
-    missing = [n for n in wanted if n not in existing]
+    served = admin.list_topics(timeout=30).topics
+    missing = [n for n in wanted if n not in served]
     created = _create(admin, settings, missing) if missing else []
     deadline = time.monotonic() + timeout
-    while unready := unready_topics(admin.list_topics(timeout=30).topics, wanted):
+    while unready := unready_topics(served, wanted):
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"topics not served by the broker {timeout:.0f} s after creation: "
                 + "; ".join(f"{name} ({why})" for name, why in sorted(unready.items()))
             )
         time.sleep(0.2)
+        served = admin.list_topics(timeout=30).topics
     return created
 
 

@@ -20,6 +20,7 @@ from leadstream.domain.send_state import apply_members
 from leadstream.domain.sends import (
     AudienceFilterSpec,
     EventFilter,
+    Outcome,
     SendRules,
     SendTrigger,
     materialize_partition,
@@ -140,6 +141,16 @@ def test_without_the_refresh_a_prepared_share_is_stale() -> None:
     assert share.refresh(store) == 1
     assert list(share.recipients) == [PHONES[0], PHONES[2]]
     assert share.counts().dropped_by_event_filter == 1
+
+
+def test_a_share_is_refreshed_only_while_few_of_its_members_changed() -> None:
+    trigger = SendTrigger("a", "c1", "s", BASE, ())
+    share = PreparedShare(SendRules.of(trigger, None, **OPT), 0)
+    share.outcomes = dict.fromkeys((f"+1555{i:07d}" for i in range(8_000)), Outcome.RECIPIENT)
+    share.changed = {f"+1555{i:07d}" for i in range(3_000)}  # 8,000 // 4 + 1,000
+    assert share.worth_refreshing()
+    share.changed.add("+15559999999")
+    assert not share.worth_refreshing()
 
 
 def test_the_watch_reports_history_and_membership_writes_of_its_organization_only() -> None:

@@ -101,6 +101,11 @@ class PreparedShare:
         for _ in self.steps(store):
             pass
 
+    def worth_refreshing(self) -> bool:
+        """Whether evaluating the changed leads again beats a full pass: past a quarter of
+        the members (plus a margin for small audiences), per-lead reads cost more."""
+        return len(self.changed) <= len(self.outcomes) // 4 + 1000
+
     def refresh(self, store: PartitionStore) -> int:
         """Evaluate again every lead written since the share started; how many there were."""
         t = self.rules.trigger

@@ -405,7 +405,6 @@ def done_record(
     late_audience_filters: int,
 ) -> dict[str, Any]:
     """What one partition reports once its chunks are committed (the progress topic)."""
-    c = counts
     return {
         "type": "done",
         "organizationId": trigger.organization_id,
@@ -418,10 +417,10 @@ def done_record(
         "recipientCount": recipient_count,
         "chunkCount": chunk_count,
         "counts": [
-            c.audience,
-            c.opted_out,
-            c.dropped_by_audience_filter,
-            c.dropped_by_event_filter,
+            counts.audience,
+            counts.opted_out,
+            counts.dropped_by_audience_filter,
+            counts.dropped_by_event_filter,
         ],
         "lateAudienceFilters": late_audience_filters,
     }

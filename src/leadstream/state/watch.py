@@ -54,11 +54,11 @@ class WatchedStore:
             return
         for key in written:
             lead = keys.lead_of(key)
-            sets = orgs.get(lead[0]) if lead is not None else None
-            if lead is not None and sets:
-                phone = lead[1].decode()
-                for changed in sets:
-                    changed.add(phone)
+            if lead is None or not (sets := orgs.get(lead[0])):
+                continue
+            phone = lead[1].decode()
+            for changed in sets:
+                changed.add(phone)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         return self._inner.get(partition, key)

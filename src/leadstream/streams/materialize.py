@@ -332,8 +332,7 @@ class Materializer:
         store = self.topo.store
         if share is not None and share.rules == rules:
             share.finish(store)
-            # Past a quarter of the members, a fresh pass is cheaper than per-lead reads.
-            if len(share.changed) <= len(share.outcomes) // 4 + 1000:
+            if share.worth_refreshing():
                 changed = share.refresh(store)
                 how = f"prepared, {changed} leads evaluated again"
                 return list(share.recipients.values()), share.counts(), how
@@ -438,8 +437,7 @@ class Materializer:
         await self._transaction("mat", partition, messages)
         self.view.record_done(key, partition, done)
         finish_send(topo.store, partition, *key)
-        took = time.perf_counter() - started
-        topo.metrics.materialize_seconds.observe(took)
+        topo.metrics.materialize_seconds.observe(time.perf_counter() - started)
         logger.info(
             "send %s:%s partition %d: %d recipients in %d chunks (%s); began %d ms after the"
             " moment, computed in %d ms, committed in %d ms",
