@@ -5,6 +5,8 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 COPY deploy ./deploy
 RUN pip install --no-cache-dir .
+# The API listens on every interface of the container (publish it with care); every route
+# that touches tenant data needs a key of that tenant (leadstream keys create).
 ENV LEADSTREAM_DATA_DIR=/data \
     LEADSTREAM_WEB_HOST=0.0.0.0
 VOLUME /data

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.common import BenchWorker, wait_group_caught_up
 from bench.dataset import ATTENDED, DOI, PURCHASE, WINDOW_MINUTES, Dataset, window_unchanged
-from leadstream.auth_file import save_auth
+from leadstream.auth_file import load_auth, save_auth
 from leadstream.domain.auth import ApiKey, AuthConfig, hash_api_key, with_key
 from leadstream.domain.normalize import format_ms
 from leadstream.domain.sends import send_key
@@ -38,6 +38,7 @@ __all__ = [
     "materialize",
     "materialize_prepared",
     "realtime_ingest",
+    "restart_after_kill",
 ]
 
 ORG = "bench"
@@ -434,9 +435,15 @@ def footprint_and_rebuild(
     data = Path(worker.settings.data_dir)
     out: dict[str, Any] = {"rss_bytes": worker.rss_bytes(), "data_dir_bytes": _tree_bytes(data)}
     worker.stop()
+    # The same worker with its state lost (its instance id kept, as a pod keeps its name):
+    # the time is the rebuild's, not a wait for the stopped member's session to end.
+    instance_id = (data / "instance-id").read_text().strip()
     shutil.rmtree(data)
     worker = BenchWorker(
-        worker.settings.kafka_bootstrap, workdir, settings=worker.settings, **WORKER
+        worker.settings.kafka_bootstrap,
+        workdir,
+        settings=worker.settings,
+        **{**WORKER, "instance_id": instance_id},
     )
     out["rebuild_seconds"] = worker.wait_ready()
     out["rebuilt_data_dir_bytes"] = _tree_bytes(data)
@@ -446,3 +453,40 @@ def footprint_and_rebuild(
     if count != want:
         raise RuntimeError(f"after the rebuild {kind} on {size} gave {count}, expected {want}")
     return out, worker
+
+
+def restart_after_kill(
+    worker: BenchWorker, workdir: Path, ds: Dataset, runs: int
+) -> tuple[dict[str, Any], BenchWorker]:
+    """SIGKILL the loaded worker (its router child follows) and start it again on the same
+    data dir: seconds from the kill until /readyz is 200 with every partition, and until a
+    lead of the dataset is read back from it. Medians of ``runs``."""
+    ready: list[float] = []
+    serving: list[float] = []
+    partitions = worker.settings.partitions
+    phone = ds.phones[0]
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    auth = worker.settings.auth_path
+    save_auth(auth, with_key(load_auth(auth), ORG, ApiKey("ak", hash_api_key(API_KEY), "t")))
+    for _ in range(runs):
+        killed = time.perf_counter()
+        worker.proc.kill()
+        worker.proc.wait(60)
+        worker = BenchWorker(
+            worker.settings.kafka_bootstrap, workdir, settings=worker.settings, **worker.overrides
+        )
+        while True:
+            answer = httpx.get(f"{worker.url}/readyz", timeout=5)
+            if answer.status_code == 200 and len(answer.json()["partitions"]) == partitions:
+                break
+            time.sleep(0.05)
+        ready.append(time.perf_counter() - killed)
+        url = f"{worker.url}/api/v1/leads/{ORG}/{phone}"
+        while httpx.get(url, headers=headers, timeout=5).status_code != 200:
+            time.sleep(0.05)
+        serving.append(time.perf_counter() - killed)
+    return {
+        "ready_seconds": statistics.median(ready),
+        "serving_seconds": statistics.median(serving),
+        "runs": {"ready": ready, "serving": serving},
+    }, worker

@@ -58,6 +58,8 @@ def _leadstream(
         small = min(sizes)
         check = (small, "sticky_exclude", wanted[str(small)]["sticky_exclude"])
         out["footprint"], worker = product.footprint_and_rebuild(worker, workdir, ds, check)
+        print("leadstream: restart after SIGKILL", flush=True)
+        out["restart"], worker = product.restart_after_kill(worker, workdir, ds, args.runs)
     finally:
         worker.stop()
     print("leadstream: real-time ingest", flush=True)
@@ -187,6 +189,26 @@ def table(result: dict[str, Any]) -> list[dict[str, Any]]:
         "-",
         True,
     )
+    if "restart" in ls:  # absent from runs before 2026-11-30
+        restart = ls["restart"]
+        row(
+            "SIGKILL, restart on the same data dir: ready with every partition",
+            restart["ready_seconds"],
+            None,
+            "s",
+            None,
+            "<= 10 s",
+            restart["ready_seconds"] <= 10,
+        )
+        row(
+            "SIGKILL, restart: a lead read back",
+            restart["serving_seconds"],
+            None,
+            "s",
+            None,
+            "<= 10 s",
+            restart["serving_seconds"] <= 10,
+        )
     return rows
 
 

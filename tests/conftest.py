@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,9 +22,28 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture
 def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
     """A fresh application: uuid app id and topic prefix, data under tmp_path."""
-    run = uuid.uuid4().hex[:10]
-    s = Stack(kafka_bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=tmp_path)
+    s = new_stack(kafka_bootstrap, tmp_path)
     try:
         yield s
     finally:
+        s.close()
+
+
+def new_stack(bootstrap: str, root: Path, **overrides: Any) -> Stack:
+    """A stack of its own: uuid app id and topic prefix, data under ``root``."""
+    run = uuid.uuid4().hex[:10]
+    return Stack(bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=root, **overrides)
+
+
+@pytest.fixture
+def make_stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """``make_stack(**settings)``: a fresh stack with those settings, closed at the end."""
+    made: list[Stack] = []
+
+    def make(**overrides: Any) -> Stack:
+        made.append(new_stack(kafka_bootstrap, tmp_path / f"s{len(made)}", **overrides))
+        return made[-1]
+
+    yield make
+    for s in made:
         s.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 
@@ -19,9 +19,13 @@ from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.routing import register_routers
 from leadstream.streams.topology import Topology
 from leadstream.web.audience import register_audience_upload
-from leadstream.web.http import AuthFile
+from leadstream.web.http import AuthFile, Offload, guard_routes
+from leadstream.web.openapi import openapi_document
 from leadstream.web.views import register_views
 from leadstream.web.webhooks import register_audience_filter, register_webhooks
+
+if TYPE_CHECKING:
+    from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 __all__ = ["create_app"]
 
@@ -40,6 +44,10 @@ def create_app(settings: Settings) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Static membership: a restarted worker rejoins as itself (worker.py).
+        consumer_group_instance_id=settings.group_instance_id,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
         web_enabled=True,
         web_port=settings.web_port,
         web_bind=settings.web_host,
@@ -48,8 +56,14 @@ def create_app(settings: Settings) -> faust.App:
         # Every topic and the table carry bytes we encode ourselves (commands.py, state/keys.py).
         key_serializer="raw",
         value_serializer="raw",
-        # A 50,000-event webhook body is several MB; aiohttp's default limit is 1 MB.
+        # Bodies are read by the views, each with its limit (web/http.py, stream_body).
         web_application_options={"client_max_size": settings.max_body_bytes},
+        # faust's own pages read tables and routing without any credential: none served.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
     )
     table = app.Table(
         LEADS_TABLE,
@@ -65,15 +79,25 @@ def create_app(settings: Settings) -> faust.App:
     metrics.before_exposition(
         lambda: metrics.rows.labels("rejected").inc(router.rejected_since_last_call())
     )
+    metrics.before_exposition(
+        lambda: metrics.dead_letters.labels(settings.topics.lead_events).inc(
+            router.dead_letters_since_last_call()
+        )
+    )
     materializer = Materializer(topo)
     register_routers(topo)
     register_apply(topo, on_pending=materializer.wake)
-    register_views(topo, routing=router.running)
     replies = ReplyWaiter(settings.kafka_bootstrap, settings.topics.replies)
     auth = AuthFile(settings.auth_path)
-    register_webhooks(topo, replies, auth)
+    offload = Offload()
+    register_views(topo, auth, routing=router.running)
+    register_webhooks(topo, replies, auth, offload)
     register_audience_upload(topo, auth)
-    register_audience_filter(topo, replies, auth)
+    register_audience_filter(topo, replies, auth, offload)
+    # Only what /openapi.json describes is served; every error is JSON.
+    cast("AiohttpWeb", app.web).web_app.middlewares.append(
+        guard_routes(openapi_document(), metrics)
+    )
 
     @app.task  # type: ignore[untyped-decorator]
     async def materialize() -> None:

@@ -72,6 +72,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.dead_letters = Counter(
+            "leadstream_dead_letters",
+            "Messages skipped after every attempt to process them failed (reason "
+            "internal_error on rejects), by the topic they were read from",
+            ["topic"],
+            registry=r,
+        )
         self.duplicate_triggers = Counter(
             "leadstream_duplicate_triggers",
             "Triggers ignored because the send was claimed",

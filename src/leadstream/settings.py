@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
 
 from pydantic import Field
@@ -53,6 +54,25 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path(".leadstream"), description="Where RocksDB and the local broker live."
     )
+    instance_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description=(
+            "This worker's stable identity in its consumer groups (static membership): a "
+            "worker restarted with the same id takes its partitions back at once "
+            "[default: generated once, kept in DATA_DIR/instance-id]."
+        ),
+    )
+    session_timeout_seconds: float = Field(
+        15.0,
+        ge=6,
+        le=90,
+        description=(
+            "How long a worker that stopped heartbeating keeps its partitions before the "
+            "group gives them to the others (a worker restarted with its instance id "
+            "does not wait for it)."
+        ),
+    )
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of the lead-keyed state.")
     replication_factor: int = Field(
         1, ge=1, description="Replication of topics leadstream creates."
@@ -84,6 +104,16 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How long a webhook waits for Kafka and for its rows to be applied."
     )
     log_level: str = Field("info")
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """This worker's ``group.instance.id`` in its consumer groups: the instance id and
+        where it serves HTTP. faust keeps a member's URL in its assignment, so a worker that
+        comes back on another address is another member (and waits out the old one)."""
+        if self.instance_id is None:
+            return None
+        where = zlib.crc32(f"{self.web_host}:{self.web_port}".encode())
+        return f"{self.instance_id}-{where:08x}"
 
     @property
     def auth_path(self) -> Path:

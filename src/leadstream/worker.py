@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from pathlib import Path
 
 from leadstream.app import create_app
 from leadstream.kafka_admin import ensure_topics, wait_for_broker
 from leadstream.settings import Settings
 
-__all__ = ["run_worker"]
+__all__ = ["run_worker", "stored_instance_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,29 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
     wait_for_broker(settings.kafka_bootstrap)
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.instance_id is None:
+        settings = settings.model_copy(
+            update={"instance_id": stored_instance_id(settings.data_dir)}
+        )
+    logger.info("group instance id %s (static membership)", settings.group_instance_id)
     app = create_app(settings)
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
+
+
+def stored_instance_id(data_dir: Path) -> str:
+    """The worker's instance id kept in ``data_dir/instance-id``, made on first use.
+
+    It goes with the data directory on purpose: a worker restarted on the same state is
+    the same member of its groups, and takes its partitions back without waiting for its
+    old session to run out."""
+    path = data_dir / "instance-id"
+    try:
+        stored = path.read_text().strip()
+    except FileNotFoundError:
+        stored = ""
+    if stored:
+        return stored
+    made = f"leadstream-{uuid.uuid4().hex[:12]}"
+    path.write_text(made + "\n")
+    return made

@@ -88,6 +88,8 @@ def test_publish_jsonl_and_csv_then_inspect_a_lead(stack: Stack, tmp_path: Path)
         f"{stack.topics.lead_events}; 0 lines skipped; 0 messages failed"
     )
 
+    # Reading a lead takes a key of its organization (here from the environment).
+    env = {**env, "LEADSTREAM_API_KEY": stack.api_key(42)}
     deadline = time.monotonic() + 60
     while True:
         shown = leadstream("lead", "42", "(555) 123-4567", "--url", worker.url, env=env)
@@ -104,6 +106,14 @@ def test_publish_jsonl_and_csv_then_inspect_a_lead(stack: Stack, tmp_path: Path)
     bad = leadstream("lead", "42", "not-a-phone", "--url", worker.url, env=env, check=False)
     assert bad.returncode == 1
     assert "invalid_phone" in bad.stderr
+    other = stack.api_key(7)
+    args = ("lead", "42", "+15551234567", "--url", worker.url)
+    foreign = leadstream(*args, "--api-key", other, env=env, check=False)
+    assert foreign.returncode == 1 and '"forbidden"' in foreign.stderr
+    assert other not in foreign.stderr + foreign.stdout
+    keyless = {k: v for k, v in env.items() if k != "LEADSTREAM_API_KEY"}
+    missing = leadstream(*args, env=keyless, check=False)
+    assert missing.returncode == 2 and "--api-key" in missing.stderr
 
 
 def test_checked_in_schemas_match_the_models() -> None:

@@ -64,7 +64,7 @@ def test_sigkill_mid_ingest_then_restart_ends_with_exactly_the_reference_state(
     worker.kill()
     assert stack.committed_lag() > 0, "the kill came too late to test anything"
 
-    worker = stack.worker(name="after-kill")
+    worker = stack.worker(name="after-kill", port=worker.port)
     stack.wait_caught_up(timeout=300)
 
     expected = {lead: ref.expected(*lead) for lead in ref.events}

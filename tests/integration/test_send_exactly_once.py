@@ -102,7 +102,7 @@ def test_sigkill_in_the_middle_of_a_50000_lead_send(kafka_bootstrap: str, tmp_pa
         partial = stack.send_list("big", ORG, timeout=3)
         assert partial.summary is None, "the kill came after the send finished: nothing tested"
 
-        stack.worker(name="after-kill")
+        stack.worker(name="after-kill", port=worker.port)
         result = stack.send_list("big", ORG, timeout=240)
         assert result.summary is not None
         phones = [r["phoneE164"] for r in result.recipients]

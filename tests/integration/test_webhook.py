@@ -263,7 +263,9 @@ def test_metrics_count_requests_rows_and_lag(served) -> None:
     )
     before = httpx.get(f"{worker.url}/metrics", timeout=10).text
     assert post(worker, body, **bearer()).status_code == 200
-    assert post(worker, body, content_type="text/plain").status_code == 415
+    assert post(worker, body, content_type="text/plain", **bearer()).status_code == 415
+    # Without a credential: refused before anything else (and counted too).
+    assert post(worker, body, content_type="text/plain").status_code == 401
     text = httpx.get(f"{worker.url}/metrics", timeout=10).text
 
     def value(sample: str, page: str) -> float:
@@ -274,8 +276,10 @@ def test_metrics_count_requests_rows_and_lag(served) -> None:
 
     ok = 'leadstream_http_requests_total{endpoint="/api/v1/webhooks/lead-events",status="200"}'
     bad = 'leadstream_http_requests_total{endpoint="/api/v1/webhooks/lead-events",status="415"}'
+    refused = bad.replace('"415"', '"401"')
     assert value(ok, text) == value(ok, before) + 1
     assert value(bad, text) == value(bad, before) + 1
+    assert value(refused, text) == value(refused, before) + 1
     for outcome in ("inserted", "rejected"):
         sample = f'leadstream_rows_total{{outcome="{outcome}"}}'
         assert value(sample, text) == value(sample, before) + 1

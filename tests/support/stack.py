@@ -9,6 +9,9 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
+from leadstream.auth_file import load_auth, save_auth
+from leadstream.domain.auth import ApiKey, hash_api_key, new_api_key, with_key
+from leadstream.domain.normalize import normalize_organization_id
 from leadstream.kafka_admin import ensure_topics
 from leadstream.recipients import SendList, read_send
 from leadstream.settings import Settings
@@ -31,7 +34,11 @@ class Stack:
         self.bootstrap = bootstrap
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        # Every worker of the stack reads one auth file (a worker's own data dir would
+        # otherwise hold its own): the test's, or one made here.
+        overrides.setdefault("auth_file", root / "auth.json")
         self.overrides = overrides
+        self._keys: dict[str, str] = {}
         self.settings = Settings(
             kafka_bootstrap=bootstrap,
             app_id=app_id,
@@ -55,10 +62,31 @@ class Stack:
             **{f"LEADSTREAM_{k.upper()}": str(v) for k, v in self.overrides.items()},
         }
 
+    def api_key(self, org: Any) -> str:
+        """An API key of ``org`` in the stack's auth file (made on first use); workers
+        pick up the file's changes by themselves."""
+        canonical = normalize_organization_id(org)
+        if canonical not in self._keys:
+            key = new_api_key()
+            path = self.settings.auth_path
+            record = ApiKey(f"ak_test_{canonical}", hash_api_key(key), "test")
+            save_auth(path, with_key(load_auth(path), canonical, record))
+            self._keys[canonical] = key
+        return self._keys[canonical]
+
     def worker(
-        self, *, name: str = "w", data_dir: Path | None = None, wait: bool = True
+        self,
+        *,
+        name: str = "w",
+        data_dir: Path | None = None,
+        wait: bool = True,
+        port: int | None = None,
     ) -> WorkerProcess:
-        w = WorkerProcess(self.env(data_dir), self.root / f"{name}.log")
+        """A worker process; ``port`` to start one again where an earlier one served (as a
+        restarted deployment does: the same address keeps its static group membership)."""
+        w = WorkerProcess(self.env(data_dir), self.root / f"{name}.log", api_key=self.api_key)
+        if port is not None:
+            w.port = port
         self.workers.append(w)
         return w.start(wait=wait)
 
@@ -121,9 +149,13 @@ class Stack:
         """(topic, partition) -> messages not yet committed, for the partitions that lag."""
         behind: dict[tuple[str, int], int] = {}
         # lead-events has a consumer group of its own (streams/lead_events.py).
+        t = self.topics
         for group, topic in (
-            (router_group(self.settings), self.topics.lead_events),
-            (self.settings.app_id, self.topics.by_lead),
+            (router_group(self.settings), t.lead_events),
+            (self.settings.app_id, t.audience_members),
+            (self.settings.app_id, t.audience_filters),
+            (self.settings.app_id, t.send_triggers),
+            (self.settings.app_id, t.by_lead),
         ):
             ends = end_offsets(self.bootstrap, topic)
             if not ends:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ class WorkerProcess:
 
     env: dict[str, str]
     log_path: Path
+    # The key of an organization, for reading its leads (Stack.api_key).
+    api_key: Callable[[Any], str] | None = None
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     _http: httpx.Client | None = field(default=None, repr=False)
@@ -79,7 +82,11 @@ class WorkerProcess:
         # made a 5,000-lead check take two minutes.
         if self._http is None:
             self._http = httpx.Client(timeout=10)
-        resp = self._http.get(f"{self.url}/api/v1/leads/{org}/{phone}")
+        assert self.api_key is not None, "reading a lead needs a key of its organization"
+        resp = self._http.get(
+            f"{self.url}/api/v1/leads/{org}/{phone}",
+            headers={"Authorization": f"Bearer {self.api_key(org)}"},
+        )
         resp.raise_for_status()
         return dict(resp.json())
 

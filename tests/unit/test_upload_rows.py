@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import tempfile
 import tracemalloc
 from collections.abc import Iterator
@@ -101,14 +103,67 @@ def test_a_bad_json_document_is_refused_before_any_row(body: bytes, status: int)
     assert caught.value.status == status
 
 
-def test_numbers_any_json_allows_are_read_and_rejected_as_rows() -> None:
-    """Found by schemathesis: an integer beyond 64 bits (or 1e400) passed the check and then
-    broke the read, a 500. Numbers are read exactly now; the row decides what is valid."""
+def test_numbers_beyond_64_bits_or_a_double_refuse_the_document_whole() -> None:
+    """Numbers are read as yajl reads them. Exact reading (Decimal and Python int) made
+    ijson crash the whole worker with a segmentation fault on an integer of more than
+    4,300 digits (CPython's int-from-string limit); now an integer beyond 64 bits or a
+    float beyond a double is a 400 naming the overflow, before any row is applied."""
     big = 21236042809838428413562849958
-    body = b'{"members": [{"phoneE164": 1e400}, {"x": -%d}, {"phoneE164": "+1555"}]}' % big
-    rows = read(body, "json")
-    assert [(i, p) for i, _, p in rows] == [(0, None), (1, None), (2, None)]
-    assert rows[1][1] == {"x": -big}
+    for body in (
+        b'{"members": [{"phoneE164": 1e400}]}',
+        b'{"members": [{"x": -%d}]}' % big,
+        b'[{"phoneE164": 1' + b"0" * 5000 + b"}]",
+    ):
+        with pytest.raises(BodyError) as caught:
+            json_members_prefix(io.BytesIO(body))
+        assert caught.value.status == 400 and "overflow" in caught.value.message
+    rows = read(b'{"members": [{"phoneE164": 15551234567, "x": 1.5e300}]}', "json")
+    assert rows == [(0, {"phoneE164": 15551234567, "x": 1.5e300}, None)]
+
+
+def test_a_five_thousand_digit_integer_does_not_crash_the_process() -> None:
+    """The crash above, in a process of its own so that a regression shows as an exit
+    code rather than as the end of the test run."""
+    code = (
+        "import io; from leadstream.web.audience import BodyError, json_members_prefix\n"
+        "body = b'[{\"a\": 1' + b'0' * 5000 + b'}]'\n"
+        "try:\n    json_members_prefix(io.BytesIO(body))\n"
+        "except BodyError as err:\n    print(err.status)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "400"), done.stderr
+
+
+def test_depth_beyond_the_bound_is_refused_in_the_check_pass_without_building_it() -> None:
+    deep = b'{"members": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"
+    tracemalloc.start()
+    try:
+        with pytest.raises(BodyError) as caught:
+            json_members_prefix(io.BytesIO(deep))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.status == 400 and "deeper than 64" in caught.value.message
+    assert peak < PEAK_BOUND
+    fine = b'{"members": [{"phoneE164": "+15550000001", "m": ' + b"[" * 60 + b"]" * 60 + b"}]}"
+    assert [i for i, _, _ in read(fine, "json")] == [0]
+
+
+def test_a_csv_line_the_csv_module_refuses_is_one_rejected_row() -> None:
+    body = b'phoneE164,externalId\n+15550000001,a\n"' + b"x" * 200_000 + b'",b\n+15550000002,c\n'
+    rows = read(body, "csv")
+    assert [(i, r, p and p.split(":")[0]) for i, r, p in rows] == [
+        (0, {"phoneE164": "+15550000001", "externalId": "a"}, None),
+        (1, None, "unreadable CSV line"),
+        (2, {"phoneE164": "+15550000002", "externalId": "c"}, None),
+    ]
+
+
+def test_an_ndjson_line_too_deep_is_one_rejected_row() -> None:
+    body = b'{"phoneE164": "+15550000001"}\n' + b"[" * 5000 + b"]" * 5000 + b"\n{}\n"
+    rows = read(body, "ndjson")
+    assert [(i, p is None) for i, _, p in rows] == [(0, True), (1, False), (2, True)]
+    assert "deeper than 64" in str(rows[1][2])
 
 
 def test_a_bad_json_document_says_why_in_one_line() -> None:

@@ -493,12 +493,22 @@ def keys_revoke(
 @click.option(
     "--url", default=None, help="Worker base URL [default: http://127.0.0.1:$LEADSTREAM_WEB_PORT]."
 )
-def lead(organization_id: str, phone: str, url: str | None) -> None:
+@click.option(
+    "--api-key",
+    envvar="LEADSTREAM_API_KEY",
+    show_envvar=True,
+    required=True,
+    help="An API key of the lead's organization (leadstream keys create).",
+)
+def lead(organization_id: str, phone: str, url: str | None, api_key: str) -> None:
     """Show one lead's stored events (read-only, from a running worker)."""
     base = url or f"http://127.0.0.1:{Settings().web_port}"
     path = f"/api/v1/leads/{urllib.parse.quote(organization_id)}/{urllib.parse.quote(phone)}"
+    request = urllib.request.Request(  # noqa: S310 - user-given URL
+        base + path, headers={"Authorization": f"Bearer {api_key}"}
+    )
     try:
-        with urllib.request.urlopen(base + path, timeout=10) as resp:  # noqa: S310 - user-given URL
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - user-given URL
             click.echo(json.dumps(json.load(resp), indent=2))
     except urllib.error.HTTPError as exc:
         click.echo(exc.read().decode(errors="replace"), err=True)

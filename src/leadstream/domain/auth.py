@@ -29,6 +29,7 @@ __all__ = [
     "OrgAuth",
     "SigningKey",
     "authenticate",
+    "has_credentials",
     "hash_api_key",
     "new_api_key",
     "new_signing_secret",
@@ -41,6 +42,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TIMESTAMP_TOLERANCE_S = 300
+_SIGNATURE_HEADERS = ("x-leadstream-signature", "x-setter-signature")
 _API_KEY_PREFIX = "lsk_"
 
 
@@ -118,6 +120,15 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def has_credentials(headers: Mapping[str, str]) -> bool:
+    """Whether the request carries a credential at all (valid or not): a Bearer token or
+    a signature header."""
+    authorization = _header(headers, "authorization")
+    if authorization is not None and authorization.lower().startswith("bearer "):
+        return True
+    return any(_header(headers, name) for name in _SIGNATURE_HEADERS)
+
+
 def _bearer_org(config: AuthConfig, token: str) -> str | None:
     digest = hash_api_key(token)
     found = None
@@ -168,9 +179,7 @@ def authenticate(
     if authorization is not None and authorization.lower().startswith("bearer "):
         org = _bearer_org(config, authorization[7:].strip())
     if org is None:
-        signature = _header(headers, "x-leadstream-signature") or _header(
-            headers, "x-setter-signature"
-        )
+        signature = next(filter(None, (_header(headers, n) for n in _SIGNATURE_HEADERS)), None)
         if signature is not None:
             org = _signature_org(
                 config, signature.strip(), body, _header(headers, "x-leadstream-timestamp"), now_s

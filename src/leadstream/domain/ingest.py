@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from leadstream.domain.decode import decode_json
 from leadstream.domain.normalize import (
     normalize_event_type,
     normalize_metadata,
@@ -82,14 +83,6 @@ class ParsedMessage:
     events: list[LeadEvent] = field(default_factory=list)
     rejects: list[Rejected] = field(default_factory=list)
     received: int = 0
-
-
-def decode_json(raw: bytes | str) -> Any:
-    """Decode a UTF-8 JSON document or raise ``RowError(invalid_json)``."""
-    try:
-        return msgspec.json.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise RowError(Reason.INVALID_JSON, f"not valid UTF-8 JSON: {exc}") from None
 
 
 def _raw_phone(row: Any) -> str | None:

@@ -22,6 +22,8 @@ class Reason(StrEnum):
     METADATA_TOO_LARGE = "metadata_too_large"
     INVALID_JSON = "invalid_json"
     BATCH_TOO_LARGE = "batch_too_large"
+    # A message that raised something unexpected on every one of its bounded attempts.
+    INTERNAL_ERROR = "internal_error"
 
 
 class RowError(ValueError):

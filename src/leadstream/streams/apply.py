@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from leadstream.commands import (
@@ -45,56 +46,8 @@ def register_apply(topo: Topology, on_pending: Callable[[], None]) -> None:
     @app.agent(topo.by_lead, name="apply-lead-commands")
     async def apply(stream: Any) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            command = decode_command(event.message.value)
-            if isinstance(command, EventsBatch):
-                now = now_ms()
-                horizon = retention_horizon(now, settings.event_retention_days)
-                with topo.metrics.apply_seconds.time():
-                    result = apply_events(
-                        store, partition, command.events, horizon_ms=horizon, now_ms=now
-                    )
-                topo.metrics.rows.labels("inserted").inc(result.inserted)
-                topo.metrics.rows.labels("duplicate").inc(result.duplicates)
-                if command.reply_to is not None:
-                    reply = ApplyReply(command.reply_to, result.inserted, result.duplicates)
-                    await topo.replies.send(
-                        key=command.reply_to.encode(), value=encode_reply(reply)
-                    )
-            elif isinstance(command, MembersBatch):
-                apply_members(store, partition, command.ops)
-            elif isinstance(command, ClaimTrigger):
-                claim = claim_trigger(store, partition, command.send)
-                t = command.send.trigger
-                if claim is Claim.DUPLICATE:
-                    topo.metrics.duplicate_triggers.inc()
-                    logger.warning(
-                        "duplicate trigger for organization %s send %s ignored: the first wins",
-                        t.organization_id,
-                        t.send_id,
-                    )
-                    continue
-                for target in range(settings.partitions):
-                    await topo.send_command(target, BroadcastTrigger(command.send))
-            elif isinstance(command, BroadcastTrigger):
-                if store_pending(store, partition, command.send):
-                    on_pending()
-            elif isinstance(command, FilterRequest):
-                await _filter_request(topo, event.message, command)
-            elif isinstance(command, FilterPart):
-                store_filter_part(
-                    store,
-                    partition,
-                    org=command.organization_id,
-                    send=command.send_id,
-                    received_at=command.received_at,
-                    seq=command.seq,
-                    part=command.part,
-                    parts=command.parts,
-                    mode=command.mode,
-                    external_ids=command.external_ids,
-                    phones=command.phones,
-                )
+            msg = event.message
+            await topo.process(msg, partial(_apply_command, topo, msg, on_pending))
 
     @app.timer(interval=settings.compaction_interval_seconds)  # type: ignore[untyped-decorator]
     async def compact() -> None:
@@ -111,6 +64,54 @@ def register_apply(topo: Topology, on_pending: Callable[[], None]) -> None:
             if removed:
                 logger.info("compacted partition %d: folded %d old events", partition, removed)
             await asyncio.sleep(0)
+
+
+async def _apply_command(topo: Topology, msg: Any, on_pending: Callable[[], None]) -> None:
+    """Apply one lead-keyed command to the message's partition."""
+    settings, store, partition = topo.settings, topo.store, msg.partition
+    command = decode_command(msg.value)
+    if isinstance(command, EventsBatch):
+        now = now_ms()
+        horizon = retention_horizon(now, settings.event_retention_days)
+        with topo.metrics.apply_seconds.time():
+            result = apply_events(store, partition, command.events, horizon_ms=horizon, now_ms=now)
+        topo.metrics.rows.labels("inserted").inc(result.inserted)
+        topo.metrics.rows.labels("duplicate").inc(result.duplicates)
+        if command.reply_to is not None:
+            reply = ApplyReply(command.reply_to, result.inserted, result.duplicates)
+            await topo.replies.send(key=command.reply_to.encode(), value=encode_reply(reply))
+    elif isinstance(command, MembersBatch):
+        apply_members(store, partition, command.ops)
+    elif isinstance(command, ClaimTrigger):
+        if claim_trigger(store, partition, command.send) is Claim.DUPLICATE:
+            topo.metrics.duplicate_triggers.inc()
+            logger.warning(
+                "duplicate trigger for organization %s send %s ignored: the first wins",
+                command.send.trigger.organization_id,
+                command.send.trigger.send_id,
+            )
+            return
+        for target in range(settings.partitions):
+            await topo.send_command(target, BroadcastTrigger(command.send))
+    elif isinstance(command, BroadcastTrigger):
+        if store_pending(store, partition, command.send):
+            on_pending()
+    elif isinstance(command, FilterRequest):
+        await _filter_request(topo, msg, command)
+    elif isinstance(command, FilterPart):
+        store_filter_part(
+            store,
+            partition,
+            org=command.organization_id,
+            send=command.send_id,
+            received_at=command.received_at,
+            seq=command.seq,
+            part=command.part,
+            parts=command.parts,
+            mode=command.mode,
+            external_ids=command.external_ids,
+            phones=command.phones,
+        )
 
 
 async def _filter_request(topo: Topology, msg: Any, request: FilterRequest) -> None:

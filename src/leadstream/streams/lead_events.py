@@ -33,10 +33,17 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from leadstream import codec
 from leadstream.commands import EventsBatch, encode_command, row_slices
-from leadstream.domain.ingest import IngestRules, LeadEvent, parse_lead_events_message
+from leadstream.domain.ingest import (
+    IngestRules,
+    LeadEvent,
+    ParsedMessage,
+    Rejected,
+    parse_lead_events_message,
+)
 from leadstream.domain.partitioning import group_by_partition
 from leadstream.kafka_admin import LARGE_MESSAGE_BYTES, poll_batch, produce
 from leadstream.settings import Settings
+from leadstream.streams.retry import with_retries
 
 __all__ = ["LeadEventsRouter", "RouterProcess", "router_group", "size_slices"]
 
@@ -63,11 +70,17 @@ def router_group(settings: Settings) -> str:
 class LeadEventsRouter:
     """Reads ``lead-events`` in a thread; see the module docstring."""
 
-    def __init__(self, settings: Settings, on_rejected: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_rejected: Callable[[int], None],
+        on_dead_letter: Callable[[], None] = lambda: None,
+    ) -> None:
         self._settings = settings
         self._topics = settings.topics
         self._rules = IngestRules(settings.default_region, settings.max_future_skew_seconds * 1000)
         self._on_rejected = on_rejected
+        self._on_dead_letter = on_dead_letter
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._lags: dict[int, int] = {}
@@ -107,6 +120,8 @@ class LeadEventsRouter:
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
                 "on_commit": _log_failed_commit,
+                # Static membership, as the worker's own group (worker.py).
+                **({"group.instance.id": s.group_instance_id} if s.group_instance_id else {}),
             }
         )
         producer = Producer(
@@ -170,7 +185,7 @@ class LeadEventsRouter:
         now = time.time_ns() // 1_000_000
         events: list[LeadEvent] = []
         for msg in msgs:
-            parsed = parse_lead_events_message(msg.value() or b"", now_ms=now, rules=self._rules)
+            parsed = self._parse(msg, now)
             events.extend(parsed.events)
             for rejected in parsed.rejects:
                 topic, partition, offset = _position(msg)
@@ -204,6 +219,20 @@ class LeadEventsRouter:
                     partition=partition,
                     on_delivery=batch.delivered,
                 )
+
+    def _parse(self, msg: Message, now: int) -> ParsedMessage:
+        """One message's events and rejects; a message whose parsing raised something
+        unexpected on every attempt is one ``internal_error`` reject (streams/retry.py)."""
+        value = msg.value() or b""
+        outcome = with_retries(
+            lambda: parse_lead_events_message(value, now_ms=now, rules=self._rules),
+            raw=value,
+            what="{}[{}]@{}".format(*_position(msg)),
+        )
+        if isinstance(outcome, Rejected):
+            self._on_dead_letter()
+            return ParsedMessage(rejects=[outcome], received=1)
+        return outcome
 
     def _note_lags(self, consumer: Consumer, next_offsets: dict[int, int]) -> None:
         lags = {}
@@ -292,15 +321,23 @@ class RouterProcess:
         self._settings_json = settings.model_dump_json()
         self._topic = settings.topics.lead_events
         self._rejected = self._ctx.RawValue("q", 0)
+        self._dead_letters = self._ctx.RawValue("q", 0)
         self._lags = self._ctx.RawArray("q", [-1] * settings.partitions)
         self._reported = 0
+        self._dead_reported = 0
         self._stopping = False
         self._process = self._new_process()
 
     def _new_process(self) -> Any:
         return self._ctx.Process(
             target=_serve,
-            args=(self._settings_json, self._rejected, self._lags, os.getpid()),
+            args=(
+                self._settings_json,
+                self._rejected,
+                self._dead_letters,
+                self._lags,
+                os.getpid(),
+            ),
             name="leadstream-lead-events",
             daemon=True,
         )
@@ -335,12 +372,18 @@ class RouterProcess:
         delta, self._reported = total - self._reported, total
         return delta
 
+    def dead_letters_since_last_call(self) -> int:
+        """Messages the router dead-lettered since the previous call (for a counter)."""
+        total = int(self._dead_letters.value)
+        delta, self._dead_reported = total - self._dead_reported, total
+        return delta
+
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages behind) of the partitions the router reads."""
         return [(self._topic, p, lag) for p, lag in enumerate(self._lags[:]) if lag >= 0]
 
 
-def _serve(settings_json: str, rejected: Any, lags: Any, parent: int) -> None:
+def _serve(settings_json: str, rejected: Any, dead_letters: Any, lags: Any, parent: int) -> None:
     """The child process: run the router until SIGTERM or until the parent is gone."""
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(
@@ -355,7 +398,10 @@ def _serve(settings_json: str, rejected: Any, lags: Any, parent: int) -> None:
     def count(n: int) -> None:
         rejected.value += n  # only this process writes it
 
-    router = LeadEventsRouter(settings, on_rejected=count)
+    def count_dead() -> None:
+        dead_letters.value += 1  # only this process writes it
+
+    router = LeadEventsRouter(settings, on_rejected=count, on_dead_letter=count_dead)
     router.start()
     try:
         while not stopping.wait(0.5) and os.getppid() == parent:

@@ -112,7 +112,7 @@ class ProgressView:
                 for msg in msgs:
                     value = msg.value()
                     if msg.error() is None and value:
-                        self._apply(msgspec.json.decode(value))
+                        self._apply_value(value)
                 positions = self._consumer.position(
                     [TopicPartition(self._topic, p) for p in range(self._partitions)]
                 )
@@ -123,6 +123,14 @@ class ProgressView:
             except Exception:  # noqa: BLE001 - the view must outlive a broker hiccup
                 logger.exception("progress view: read failed; retrying")
                 self._stop.wait(1.0)
+
+    def _apply_value(self, value: bytes) -> None:
+        try:
+            self._apply(msgspec.json.decode(value))
+        except (msgspec.DecodeError, AttributeError, KeyError, TypeError, ValueError):
+            # Not written by a materializer: skipped alone. (Raising would lose the rest of
+            # the poll, since the consumer's position has moved past it.)
+            logger.warning("progress view: skipped an unreadable record")
 
     def _apply(self, record: dict[str, Any]) -> None:
         key = (str(record["organizationId"]), str(record["sendId"]))

@@ -12,6 +12,7 @@ import logging
 import threading
 import uuid
 
+import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
 from leadstream.commands import Reply, decode_reply
@@ -78,7 +79,13 @@ class ReplyWaiter:
                     value = msg.value()
                     if msg.error() is not None or not value:
                         continue
-                    reply = decode_reply(value)
+                    try:
+                        reply = decode_reply(value)
+                    except (msgspec.DecodeError, ValueError):
+                        # Not written by a worker: skipped, so that one stray message
+                        # cannot end every HTTP request's wait.
+                        logger.warning("replies: skipped an undecodable message")
+                        continue
                     with self._lock:
                         target = self._waiting.get(reply.request)
                     if target is not None:

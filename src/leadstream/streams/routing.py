@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from leadstream.commands import ClaimTrigger, MembersBatch
 from leadstream.domain.audience import parse_audience_members
-from leadstream.domain.ingest import Rejected, decode_json
+from leadstream.domain.decode import decode_json
+from leadstream.domain.ingest import Rejected
 from leadstream.domain.partitioning import group_by_partition, send_partition
 from leadstream.domain.rejects import RowError
 from leadstream.domain.send_state import PendingRecord
@@ -28,50 +30,60 @@ def _received_ms(msg: Any) -> int:
 
 
 def register_routers(topo: Topology) -> None:
-    """Declare the agents of the audience, filter and trigger topics."""
-    app, settings = topo.app, topo.settings
-    n = settings.partitions
+    """Declare the agents of the audience, filter and trigger topics: each message is
+    handled by one function below, with bounded retries (``Topology.process``)."""
+    app = topo.app
 
     @app.agent(topo.audience_members, name="route-audience-members")
     async def route_audience_members(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            try:
-                ops, rejects, _ = parse_audience_members(
-                    decode_json(msg.value or b""), region=settings.default_region
-                )
-            except RowError as err:
-                ops, rejects = [], [Rejected(err.reason, err.detail, raw=msg.value)]
-            for partition, members in group_by_partition(ops, n).items():
-                await topo.send_rows(partition, members, MembersBatch)
-            for rejected in rejects:
-                await topo.reject(rejected, msg)
+            await topo.process(msg, partial(_route_members, topo, msg))
 
     @app.agent(topo.send_triggers, name="route-send-triggers")
     async def route_send_triggers(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            try:
-                trigger = parse_trigger(decode_json(msg.value or b""))
-            except RowError as err:
-                await topo.reject(Rejected(err.reason, err.detail, raw=msg.value), msg)
-                continue
-            pending = PendingRecord.on_receipt(trigger, _received_ms(msg))
-            home = send_partition(trigger.organization_id, trigger.send_id, n)
-            await topo.send_command(home, ClaimTrigger(pending))
+            await topo.process(msg, partial(_route_trigger, topo, msg))
 
     @app.agent(topo.audience_filters, name="route-audience-filters")
     async def route_audience_filters(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            try:
-                org, campaign, send, spec = parse_audience_filter(
-                    decode_json(msg.value or b""), region=settings.default_region
-                )
-            except RowError as err:
-                await topo.reject(Rejected(err.reason, err.detail, raw=msg.value), msg)
-                continue
-            seq = (msg.partition << 48) | msg.offset
-            await topo.broadcast_filter(
-                org, campaign, send, spec, received_at=_received_ms(msg), seq=seq
-            )
+            await topo.process(msg, partial(_route_filter, topo, msg))
+
+
+async def _route_members(topo: Topology, msg: Any) -> None:
+    try:
+        ops, rejects, _ = parse_audience_members(
+            decode_json(msg.value or b""), region=topo.settings.default_region
+        )
+    except RowError as err:
+        ops, rejects = [], [Rejected(err.reason, err.detail, raw=msg.value)]
+    for partition, members in group_by_partition(ops, topo.settings.partitions).items():
+        await topo.send_rows(partition, members, MembersBatch)
+    for rejected in rejects:
+        await topo.reject(rejected, msg)
+
+
+async def _route_trigger(topo: Topology, msg: Any) -> None:
+    try:
+        trigger = parse_trigger(decode_json(msg.value or b""))
+    except RowError as err:
+        await topo.reject(Rejected(err.reason, err.detail, raw=msg.value), msg)
+        return
+    pending = PendingRecord.on_receipt(trigger, _received_ms(msg))
+    home = send_partition(trigger.organization_id, trigger.send_id, topo.settings.partitions)
+    await topo.send_command(home, ClaimTrigger(pending))
+
+
+async def _route_filter(topo: Topology, msg: Any) -> None:
+    try:
+        org, campaign, send, spec = parse_audience_filter(
+            decode_json(msg.value or b""), region=topo.settings.default_region
+        )
+    except RowError as err:
+        await topo.reject(Rejected(err.reason, err.detail, raw=msg.value), msg)
+        return
+    seq = (msg.partition << 48) | msg.offset
+    await topo.broadcast_filter(org, campaign, send, spec, received_at=_received_ms(msg), seq=seq)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import faust
@@ -16,6 +16,7 @@ from leadstream.domain.sends import AudienceFilterSpec, filter_parts
 from leadstream.metrics import Metrics
 from leadstream.settings import Settings
 from leadstream.state.watch import WatchedStore
+from leadstream.streams.retry import with_retries_async
 
 if TYPE_CHECKING:
     from faust.assignor.partition_assignor import PartitionAssignor
@@ -119,6 +120,15 @@ class Topology:
         monitor = self.app.monitor
         ends, read = monitor.tp_end_offsets or {}, monitor.tp_read_offsets or {}
         return [(tp.topic, tp.partition, max(0, end - read.get(tp, 0))) for tp, end in ends.items()]
+
+    async def process(self, msg: Any, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` for the message ``msg`` with bounded retries; a message that fails
+        every attempt is dead-lettered on ``rejects`` and counted, and the agent goes on."""
+        where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
+        dead = await with_retries_async(work, raw=msg.value, what=where)
+        if dead is not None:
+            self.metrics.dead_letters.labels(msg.topic).inc()
+            await self.reject(dead, msg)
 
     async def reject(self, rejected: Rejected, msg: Any) -> None:
         record = codec.reject_record(

@@ -2,40 +2,47 @@
 members, read as a stream and never held whole: CSV ``phoneE164,externalId[,op]``, NDJSON,
 or a JSON document (an array of members or ``{"members": [...]}``, parsed incrementally).
 
-The body is spooled to a temporary file (memory up to 8 MiB, then disk) so that an HMAC
-signature can be checked before any row is applied; a JSON document is then checked for
-syntax and shape in one streaming pass (so a malformed document is a 400 with nothing
-applied, not half an upload). Rows are read back one at a time, validated alone (a bad row
-lands in ``rejects`` with its index) and sent by lead with acks=all before the answer.
+The body is spooled to a temporary file (memory up to 8 MiB, then disk; at most
+``LEADSTREAM_MAX_BODY_BYTES``) so that an HMAC signature can be checked before any row is
+applied; a JSON document is then checked for syntax, depth and shape in one streaming pass
+(so a malformed document is a 400 with nothing applied, not half an upload). Rows are read
+back one at a time, validated alone (a bad row lands in ``rejects`` with its index) and sent
+by lead with acks=all before the answer. Checking and reading run on a thread, a slice of
+rows at a time, so that a large upload never holds up the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import logging
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
+from itertools import islice
 from typing import IO, Any
 
 import ijson
-import msgspec
-from faust.web import Request, Response
+from faust.web import Request, Response, View
 
 from leadstream.commands import MembersBatch
 from leadstream.domain.audience import MemberOp, parse_member_row
 from leadstream.domain.auth import AuthError, authenticate
-from leadstream.domain.normalize import normalize_id
+from leadstream.domain.decode import MAX_JSON_DEPTH, decode_json
+from leadstream.domain.ingest import MAX_BATCH_EVENTS
+from leadstream.domain.normalize import normalize_id, normalize_organization_id
 from leadstream.domain.partitioning import group_by_partition
 from leadstream.domain.rejects import Reason, RowError
 from leadstream.streams.topology import Topology
 from leadstream.web.http import (
     AuthFile,
-    MeteredView,
-    auth_failed,
+    BodyError,
+    auth_error,
     error_response,
     media_type,
+    stream_body,
     unavailable,
 )
 
@@ -43,6 +50,7 @@ __all__ = [
     "MAX_AUDIENCE_MEMBERS",
     "BodyError",
     "json_members_prefix",
+    "member_outcomes",
     "register_audience_upload",
     "upload_rows",
 ]
@@ -52,6 +60,11 @@ logger = logging.getLogger(__name__)
 MAX_AUDIENCE_MEMBERS = 1_000_000
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 _MEDIA_TYPES = {"text/csv": "csv", "application/x-ndjson": "ndjson", "application/json": "json"}
+# Rows read and validated per hop to the reading thread.
+_ROWS_PER_STEP = 10_000
+
+# One member's outcome: the operation to send, or its reject as the answer lists it.
+Outcome = MemberOp | dict[str, Any]
 
 
 def upload_rows(
@@ -62,13 +75,12 @@ def upload_rows(
     A JSON document must have been checked first: ``json_prefix`` is where its members
     are (see :func:`json_members_prefix`)."""
     if kind == "csv":
-        text = io.TextIOWrapper(body, encoding="utf-8", errors="replace", newline="")
-        reader = csv.DictReader(text)
-        for index, record in enumerate(reader):
-            yield index, {k: v for k, v in record.items() if k and v not in (None, "")}, None
+        yield from _csv_rows(body)
         return
     if kind == "json":
-        for index, row in enumerate(ijson.items(body, json_prefix)):
+        # Numbers as yajl reads them (64-bit integers, doubles): the check pass refused
+        # larger ones, and ijson's exact reading of a >4,300-digit integer crashes Python.
+        for index, row in enumerate(ijson.items(body, json_prefix, use_float=True)):
             yield (
                 (index, row, None) if isinstance(row, dict) else (index, None, "not a JSON object")
             )
@@ -78,9 +90,9 @@ def upload_rows(
         if not line.strip():
             continue
         try:
-            row = msgspec.json.decode(line)
-        except msgspec.DecodeError as exc:
-            yield index, None, f"not valid JSON: {exc}"
+            row = decode_json(line)
+        except RowError as err:
+            yield index, None, err.detail
         else:
             yield (
                 (index, row, None) if isinstance(row, dict) else (index, None, "not a JSON object")
@@ -88,12 +100,43 @@ def upload_rows(
         index += 1
 
 
-class BodyError(Exception):
-    """The whole body is unusable: nothing of it is applied."""
+def _csv_rows(body: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    text = io.TextIOWrapper(body, encoding="utf-8", errors="replace", newline="")
+    reader = csv.DictReader(text)
+    index = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit
+            yield index, None, f"unreadable CSV line: {exc}"
+        else:
+            yield index, {k: v for k, v in record.items() if k and v not in (None, "")}, None
+        index += 1
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+
+def member_outcomes(
+    rows: Iterator[tuple[int, dict[str, Any] | None, str | None]],
+    org: str,
+    campaign: str,
+    region: str,
+) -> Iterator[Outcome]:
+    """Each row validated alone: its operation, or its reject ``{index, phoneE164, reason,
+    detail}``."""
+    for index, row, problem in rows:
+        try:
+            if row is None:
+                raise RowError(Reason.INVALID_JSON, problem or "unreadable row")
+            yield parse_member_row(row, org, campaign, region)
+        except RowError as err:
+            phone = row.get("phoneE164") if row else None
+            yield {
+                "index": index,
+                "phoneE164": phone if isinstance(phone, str) else None,
+                "reason": err.reason.value,
+                "detail": err.detail,
+            }
 
 
 def _reason(exc: Exception) -> str:
@@ -106,15 +149,31 @@ def _reason(exc: Exception) -> str:
 
 def json_members_prefix(body: IO[bytes]) -> str:
     """The ijson prefix of the members of a JSON upload, after one streaming pass that
-    checks the whole document's syntax and shape (:class:`BodyError` if either is wrong)."""
+    checks the whole document's syntax, depth (:data:`MAX_JSON_DEPTH`) and shape
+    (:class:`BodyError` if any is wrong). Numbers must fit a 64-bit integer or a double.
+
+    Events without prefixes (``basic_parse``): a prefix is as long as the nesting is deep,
+    and one per event made a deeply nested body cost memory quadratic in its depth."""
+    depth = 0
     top: str | None = None
+    key: str | None = None
     members_array = False
     try:
-        for prefix, event, _ in ijson.parse(body):
-            if top is None:
-                top = event
-            elif prefix == "members" and event == "start_array":
-                members_array = True
+        for event, value in ijson.basic_parse(body, use_float=True):
+            if event in ("start_map", "start_array"):
+                depth += 1
+                if depth > MAX_JSON_DEPTH:
+                    raise BodyError(
+                        400, "invalid_json", f"the body nests deeper than {MAX_JSON_DEPTH} levels"
+                    )
+                if top is None:
+                    top = event
+                elif depth == 2 and key == "members" and event == "start_array":
+                    members_array = True
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+            elif event == "map_key" and depth == 1:
+                key = value
     except ijson.JSONError as exc:
         raise BodyError(
             400, "invalid_json", f"the body is not valid JSON: {_reason(exc)}"
@@ -128,19 +187,16 @@ def json_members_prefix(body: IO[bytes]) -> str:
 
 def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
     app, settings = topo.app, topo.settings
+    limit = settings.max_body_bytes
 
     async def flush(pending: list[MemberOp]) -> None:
         for partition, members in group_by_partition(pending, settings.partitions).items():
             await topo.send_rows(partition, members, MembersBatch, wait=True)
         pending.clear()
 
-    @app.page("/api/v1/campaigns/{campaign_id}/audience")
-    class Audience(MeteredView):
-        endpoint = "/api/v1/campaigns/{campaignId}/audience"
-        metrics = topo.metrics
-
-        async def handle(self, request: Request, **params: Any) -> Response:
-            campaign_id = str(params["campaign_id"])
+    @app.page("/api/v1/campaigns/{campaignId}/audience")
+    class Audience(View):
+        async def post(self, request: Request, **params: Any) -> Response:
             kind = _MEDIA_TYPES.get(media_type(request))
             if kind is None:
                 return error_response(
@@ -149,64 +205,40 @@ def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
                     "unsupported_media_type",
                     "send text/csv, application/x-ndjson or application/json",
                 )
-            try:
-                campaign = normalize_id(campaign_id, reason=Reason.INVALID_JSON, what="campaignId")
-            except RowError as err:
-                return error_response(self, 422, "invalid_campaign_id", err.detail)
             with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as body:
-                stream: Any = request.content  # type: ignore[attr-defined]
-                async for chunk in stream.iter_chunked(1 << 16):
-                    body.write(chunk)
-
-                def chunks() -> Iterator[bytes]:
-                    body.seek(0)
-                    while chunk := body.read(1 << 16):
-                        yield chunk
-
                 try:
-                    org = authenticate(auth.config(), request.headers, chunks, now_s=time.time())
-                except AuthError as err:
-                    return auth_failed(self, err)
+                    await stream_body(request, limit, body.write)
+                    org = await _authenticate(request, body, auth)
+                    campaign = _campaign(params["campaignId"], request, org)
+                    json_prefix = ""
+                    if kind == "json":
+                        json_prefix = await asyncio.to_thread(_check_json, body)
+                except BodyError as err:
+                    return error_response(self, err.status, err.code, err.message)
                 body.seek(0)
-                json_prefix = ""
-                if kind == "json":
-                    try:
-                        json_prefix = json_members_prefix(body)
-                    except BodyError as err:
-                        return error_response(self, err.status, err.code, err.message)
-                    body.seek(0)
+                rows = upload_rows(body, kind, json_prefix)
+                outcomes = member_outcomes(rows, org, campaign, settings.default_region)
                 received = accepted = 0
                 rejects: list[dict[str, Any]] = []
                 pending: list[MemberOp] = []
                 try:
-                    for index, row, problem in upload_rows(body, kind, json_prefix):
-                        received += 1
-                        if received > MAX_AUDIENCE_MEMBERS:
-                            return error_response(
-                                self,
-                                413,
-                                "too_many_members",
-                                f"at most {MAX_AUDIENCE_MEMBERS} members per upload; "
-                                f"the first {accepted} were applied, send the rest again",
-                            )
-                        try:
-                            if row is None:
-                                raise RowError(Reason.INVALID_JSON, problem or "unreadable row")
-                            pending.append(
-                                parse_member_row(row, org, campaign, settings.default_region)
-                            )
-                            accepted += 1
-                        except RowError as err:
-                            phone = row.get("phoneE164") if row else None
-                            rejects.append(
-                                {
-                                    "index": index,
-                                    "phoneE164": phone if isinstance(phone, str) else None,
-                                    "reason": err.reason.value,
-                                    "detail": err.detail,
-                                }
-                            )
-                        if len(pending) >= 50_000:
+                    while step := await asyncio.to_thread(_next_rows, outcomes):
+                        for outcome in step:
+                            received += 1
+                            if received > MAX_AUDIENCE_MEMBERS:
+                                return error_response(
+                                    self,
+                                    413,
+                                    "too_many_members",
+                                    f"at most {MAX_AUDIENCE_MEMBERS} members per upload; "
+                                    f"the first {accepted} were applied, send the rest again",
+                                )
+                            if isinstance(outcome, MemberOp):
+                                pending.append(outcome)
+                                accepted += 1
+                            else:
+                                rejects.append(outcome)
+                        if len(pending) >= MAX_BATCH_EVENTS:
                             await flush(pending)
                     await flush(pending)
                 except (TimeoutError, OSError) as exc:
@@ -221,3 +253,41 @@ def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
                     "rejects": rejects,
                 }
             )
+
+
+def _next_rows(outcomes: Iterator[Outcome]) -> list[Outcome]:
+    return list(islice(outcomes, _ROWS_PER_STEP))
+
+
+async def _authenticate(request: Request, body: IO[bytes], auth: AuthFile) -> str:
+    """The organization of the request's credential; a signature is checked over the
+    spooled body, in a thread (an HMAC of 64 MB takes a while)."""
+
+    def chunks() -> Iterator[bytes]:
+        body.seek(0)
+        while chunk := body.read(1 << 16):
+            yield chunk
+
+    check = partial(authenticate, auth.config(), request.headers, chunks, now_s=time.time())
+    try:
+        return await asyncio.to_thread(check)
+    except AuthError as err:
+        raise auth_error(err) from None
+
+
+def _campaign(raw_campaign: str, request: Request, org: str) -> str:
+    """The campaign of the path; an ``organizationId`` query parameter, when given, must be
+    the credential's organization (403 otherwise)."""
+    claimed = request.query.get("organizationId")
+    try:
+        if claimed is not None and normalize_organization_id(claimed) != org:
+            raise BodyError(403, "forbidden", "this credential does not act for that organization")
+        return normalize_id(raw_campaign, reason=Reason.INVALID_JSON, what="campaignId")
+    except RowError as err:
+        code = "invalid_campaign_id" if err.reason is Reason.INVALID_JSON else err.reason.value
+        raise BodyError(422, code, err.detail) from None
+
+
+def _check_json(body: IO[bytes]) -> str:
+    body.seek(0)
+    return json_members_prefix(body)

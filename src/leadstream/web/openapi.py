@@ -75,6 +75,7 @@ class AudienceFilterBody(BaseModel):
     """The organization is the credential's; an organizationId in the body must match it."""
 
     model_config = ConfigDict(extra="allow")
+    organizationId: Id | None = Field(None, description="If given, the credential's own.")
     campaignId: Id
     sendId: Id
     mode: Literal["include", "exclude"]
@@ -123,8 +124,26 @@ _MODELS: list[type[BaseModel]] = [
 ]
 
 
-def _json(model: type[BaseModel]) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+def _json(model: type[BaseModel], example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+_PHONE = "+15551234567"
+_EVENTS_EXAMPLE = {
+    "organizationId": 42,
+    "eventType": "mastery_purchase",
+    "events": [{"phoneE164": _PHONE, "occurredAt": "2026-05-12T18:34:00Z"}],
+}
+_FILTER_EXAMPLE = {
+    "organizationId": 42,
+    "campaignId": "mastery",
+    "sendId": "day2",
+    "mode": "exclude",
+    "leads": [{"phoneE164": _PHONE}, {"externalId": "crm-123"}],
+}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
@@ -162,7 +181,10 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Ingest one event or up to 50,000; answers after they are applied.",
                     "security": security,
-                    "requestBody": {"required": True, "content": _json(WebhookLeadEvents)},
+                    "requestBody": {
+                        "required": True,
+                        "content": _json(WebhookLeadEvents, _EVENTS_EXAMPLE),
+                    },
                     "responses": {
                         "200": {"description": "Accepted", "content": _json(WebhookAccepted)},
                         **_errors(400, 401, 403, 413, 415, 422, 503),
@@ -174,7 +196,10 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "The audience filter of a send; the latest received replaces "
                     "earlier ones, an identical repeat is a no-op.",
                     "security": security,
-                    "requestBody": {"required": True, "content": _json(AudienceFilterBody)},
+                    "requestBody": {
+                        "required": True,
+                        "content": _json(AudienceFilterBody, _FILTER_EXAMPLE),
+                    },
                     "responses": {
                         "200": {
                             "description": "Accepted or already received",
@@ -195,15 +220,27 @@ def openapi_document() -> dict[str, Any]:
                             "name": "campaignId",
                             "in": "path",
                             "required": True,
+                            "example": "mastery",
                             "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                        },
+                        {
+                            "name": "organizationId",
+                            "in": "query",
+                            "required": False,
+                            "description": "If given, must be the credential's organization.",
+                            "schema": {"type": "string"},
                         },
                     ],
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "text/csv": {"schema": {"type": "string"}},
+                            "text/csv": {
+                                "schema": {"type": "string"},
+                                "example": f"phoneE164,externalId\n{_PHONE},crm-123\n",
+                            },
                             "application/x-ndjson": {"schema": {"type": "string"}},
                             "application/json": {
+                                "example": {"members": [{"phoneE164": _PHONE}]},
                                 "schema": {
                                     "oneOf": [
                                         {"type": "array", "items": {"type": "object"}},
@@ -217,7 +254,7 @@ def openapi_document() -> dict[str, Any]:
                                             },
                                         },
                                     ]
-                                }
+                                },
                             },
                         },
                     },
@@ -229,36 +266,42 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/leads/{organizationId}/{phone}": {
                 "get": {
-                    "summary": "One lead's stored events (read-only).",
+                    "summary": "One lead's stored events (read-only), for a key of its "
+                    "organization (a signature is of the empty body).",
+                    "security": security,
                     "parameters": [
                         {
                             "name": "organizationId",
                             "in": "path",
                             "required": True,
+                            "example": "42",
                             "schema": {"type": "string"},
                         },
                         {
                             "name": "phone",
                             "in": "path",
                             "required": True,
+                            "example": _PHONE,
                             "schema": {"type": "string"},
                         },
                     ],
                     "responses": {
                         "200": {"description": "The lead", "content": _json(LeadView)},
-                        **_errors(400, 421, 503),
+                        **_errors(400, 401, 403, 421, 503),
                     },
                 }
             },
             "/healthz": {
                 "get": {
                     "summary": "The process is up.",
+                    "security": [],
                     "responses": {"200": {"description": "Up", "content": _json(Health)}},
                 }
             },
             "/readyz": {
                 "get": {
                     "summary": "Broker reachable, recovery finished, lead-events router running.",
+                    "security": [],
                     "responses": {
                         "200": {"description": "Ready", "content": _json(Readiness)},
                         "503": {"description": "Starting", "content": _json(Readiness)},
@@ -268,6 +311,7 @@ def openapi_document() -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics.",
+                    "security": [],
                     "responses": {
                         "200": {
                             "description": "Text exposition format",
@@ -279,6 +323,7 @@ def openapi_document() -> dict[str, Any]:
             "/openapi.json": {
                 "get": {
                     "summary": "This document.",
+                    "security": [],
                     "responses": {
                         "200": {
                             "description": "OpenAPI 3.1",

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 import faust
 from confluent_kafka.admin import AdminClient
 from faust.web import Request, Response, View
 
+from leadstream.domain.auth import AuthError, authenticate
 from leadstream.domain.lead_index import latest_opt, lead_events
 from leadstream.domain.normalize import format_ms, normalize_organization_id, normalize_phone
 from leadstream.domain.partitioning import lead_partition
 from leadstream.domain.rejects import RowError
 from leadstream.kafka_admin import broker_reachable
 from leadstream.streams.topology import Topology
+from leadstream.web.http import AuthFile, auth_failed, error_response
 from leadstream.web.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -28,7 +31,7 @@ __all__ = ["register_views"]
 logger = logging.getLogger(__name__)
 
 
-def register_views(topo: Topology, *, routing: Callable[[], bool]) -> None:
+def register_views(topo: Topology, auth: AuthFile, *, routing: Callable[[], bool]) -> None:
     """Attach the worker's read-only views to the app. ``routing`` says whether the
     lead-events router is running: a worker without one is not ready."""
     app, settings = topo.app, topo.settings
@@ -65,16 +68,25 @@ def register_views(topo: Topology, *, routing: Callable[[], bool]) -> None:
                 return self.json({"status": "ready", "partitions": topo.active_partitions()})
             return self.json({"status": "starting"}, status=503)
 
-    @app.page("/api/v1/leads/{organization_id}/{phone}")
+    @app.page("/api/v1/leads/{organizationId}/{phone}")
     class Lead(View):
-        async def get(self, request: Request, organization_id: str, phone: str) -> Response:
+        async def get(self, request: Request, **path: str) -> Response:
             try:
-                org = normalize_organization_id(organization_id)
-                e164 = normalize_phone(phone, settings.default_region)
+                key_org = authenticate(auth.config(), request.headers, b"", now_s=time.time())
+            except AuthError as err:
+                return auth_failed(self, err)
+            try:
+                org = normalize_organization_id(path["organizationId"])
             except RowError as err:
-                return self.json(
-                    {"error": {"code": err.reason.value, "message": err.detail}}, status=400
+                return error_response(self, 400, err.reason.value, err.detail)
+            if org != key_org:
+                return error_response(
+                    self, 403, "forbidden", "this credential does not act for that organization"
                 )
+            try:
+                e164 = normalize_phone(path["phone"], settings.default_region)
+            except RowError as err:
+                return error_response(self, 400, err.reason.value, err.detail)
             partition = lead_partition(org, e164, settings.partitions)
             if partition not in topo.active_partitions() or not is_ready():
                 return self.json(

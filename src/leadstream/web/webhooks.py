@@ -10,32 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
+from functools import partial
 from typing import Any
 
-from faust.web import Request, Response
+from faust.web import Request, Response, View
 
 from leadstream.commands import ApplyReply, EventsBatch, FilterReply, FilterRequest, row_slices
-from leadstream.domain.auth import AuthError, authenticate
-from leadstream.domain.ingest import (
-    MAX_BATCH_EVENTS,
-    IngestRules,
-    decode_json,
-    parse_lead_events,
-)
+from leadstream.domain.decode import MAX_JSON_BYTES
+from leadstream.domain.ingest import MAX_BATCH_EVENTS, IngestRules, parse_lead_events
 from leadstream.domain.normalize import normalize_organization_id
 from leadstream.domain.partitioning import group_by_partition, send_partition
 from leadstream.domain.rejects import RowError
-from leadstream.domain.sends import parse_audience_filter
+from leadstream.domain.sends import FILTER_DEADLINE_MS, parse_audience_filter
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.topology import Topology, now_ms
 from leadstream.web.http import (
     AuthFile,
-    MeteredView,
-    auth_failed,
+    BodyError,
+    Offload,
     error_response,
-    media_type,
+    json_request,
     unavailable,
 )
 
@@ -44,50 +39,25 @@ __all__ = ["register_audience_filter", "register_webhooks"]
 logger = logging.getLogger(__name__)
 
 
-def register_webhooks(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> None:
+def register_webhooks(
+    topo: Topology, replies: ReplyWaiter, auth: AuthFile, offload: Offload
+) -> None:
     """Attach the webhook views to the app."""
     app, settings = topo.app, topo.settings
     rules = IngestRules(settings.default_region, settings.max_future_skew_seconds * 1000)
-
+    limit = min(settings.max_body_bytes, MAX_JSON_BYTES)
     metrics = topo.metrics
 
     @app.page("/api/v1/webhooks/lead-events")
-    class LeadEvents(MeteredView):
-        endpoint = "/api/v1/webhooks/lead-events"
-        metrics = topo.metrics
-
-        async def handle(self, request: Request, **params: Any) -> Response:
-            if media_type(request) != "application/json":
-                return error_response(self, 415, "unsupported_media_type", "send application/json")
-            length = request.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-                return error_response(
-                    self, 413, "body_too_large", f"at most {settings.max_body_bytes} bytes"
-                )
+    class LeadEvents(View):
+        async def post(self, request: Request, **params: Any) -> Response:
             try:
-                body = await request.read()
-            except Exception as exc:  # noqa: BLE001 - aiohttp's own 413 when over client_max_size
-                if getattr(exc, "status", None) == 413:
-                    return error_response(
-                        self, 413, "body_too_large", f"at most {settings.max_body_bytes} bytes"
-                    )
-                raise
-            try:
-                org = authenticate(auth.config(), request.headers, body, now_s=time.time())
-            except AuthError as err:
-                return auth_failed(self, err)
-            try:
-                doc = decode_json(body)
-            except RowError as err:
-                return error_response(self, 400, "invalid_json", err.detail)
-            if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
-                return error_response(
-                    self, 422, "invalid_body", "expected {organizationId, eventType, events: [...]}"
-                )
-            if len(doc["events"]) > MAX_BATCH_EVENTS:
-                return error_response(
-                    self, 413, "batch_too_large", f"a batch holds at most {MAX_BATCH_EVENTS} events"
-                )
+                org, doc = await json_request(request, auth=auth, offload=offload, limit=limit)
+            except BodyError as err:
+                return error_response(self, err.status, err.code, err.message)
+            shape = "expected {organizationId, eventType, events: [...]}"
+            if not isinstance(doc, dict):
+                return error_response(self, 422, "invalid_body", shape)
             try:
                 claimed = normalize_organization_id(doc.get("organizationId"))
             except RowError as err:
@@ -96,7 +66,15 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> N
                 return error_response(
                     self, 403, "forbidden", "this credential does not act for that organization"
                 )
-            parsed = parse_lead_events(doc, now_ms=now_ms(), rules=rules)
+            if not isinstance(doc.get("events"), list):
+                return error_response(self, 422, "invalid_body", shape)
+            if len(doc["events"]) > MAX_BATCH_EVENTS:
+                return error_response(
+                    self, 413, "batch_too_large", f"a batch holds at most {MAX_BATCH_EVENTS} events"
+                )
+            parse = partial(parse_lead_events, doc, now_ms=now_ms(), rules=rules)
+            # A row is ~100 bytes: as many rows as a large body would have bytes.
+            parsed = await offload.run(len(doc["events"]) * 100, parse)
             metrics.rows.labels("rejected").inc(len(parsed.rejects))
             try:
                 inserted, duplicates = await asyncio.wait_for(
@@ -125,28 +103,21 @@ def register_webhooks(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> N
             )
 
 
-def register_audience_filter(topo: Topology, replies: ReplyWaiter, auth: AuthFile) -> None:
+def register_audience_filter(
+    topo: Topology, replies: ReplyWaiter, auth: AuthFile, offload: Offload
+) -> None:
     """``POST /api/v1/webhooks/campaigns/audience-filter``: the organization comes from the
     credential; the send's home partition decides accepted / already_received / late."""
     app, settings = topo.app, topo.settings
+    limit = min(settings.max_body_bytes, MAX_JSON_BYTES)
 
     @app.page("/api/v1/webhooks/campaigns/audience-filter")
-    class AudienceFilterView(MeteredView):
-        endpoint = "/api/v1/webhooks/campaigns/audience-filter"
-        metrics = topo.metrics
-
-        async def handle(self, request: Request, **params: Any) -> Response:
-            if media_type(request) != "application/json":
-                return error_response(self, 415, "unsupported_media_type", "send application/json")
-            body = await request.read()
+    class AudienceFilterView(View):
+        async def post(self, request: Request, **params: Any) -> Response:
             try:
-                org = authenticate(auth.config(), request.headers, body, now_s=time.time())
-            except AuthError as err:
-                return auth_failed(self, err)
-            try:
-                doc = decode_json(body)
-            except RowError as err:
-                return error_response(self, 400, "invalid_json", err.detail)
+                org, doc = await json_request(request, auth=auth, offload=offload, limit=limit)
+            except BodyError as err:
+                return error_response(self, err.status, err.code, err.message)
             if not isinstance(doc, dict):
                 return error_response(
                     self, 422, "invalid_body", "expected {campaignId, sendId, mode, leads}"
@@ -161,8 +132,14 @@ def register_audience_filter(topo: Topology, replies: ReplyWaiter, auth: AuthFil
                         self, 403, "forbidden", "this credential does not act for that organization"
                     )
             try:
-                _, campaign, send, spec = parse_audience_filter(
-                    {**doc, "organizationId": org}, region=settings.default_region
+                parse = partial(
+                    parse_audience_filter,
+                    {**doc, "organizationId": org},
+                    region=settings.default_region,
+                )
+                leads = doc.get("leads")
+                _, campaign, send, spec = await offload.run(
+                    len(leads) * 100 if isinstance(leads, list) else 0, parse
                 )
             except RowError as err:
                 return error_response(self, 422, err.reason.value, err.detail)
@@ -198,7 +175,8 @@ def register_audience_filter(topo: Topology, replies: ReplyWaiter, auth: AuthFil
                     self,
                     409,
                     "filter_deadline_passed",
-                    "the filter deadline (5 minutes before scheduledFor) has passed; "
+                    f"the filter deadline ({FILTER_DEADLINE_MS // 60_000} minutes before "
+                    "scheduledFor) has passed; "
                     "this filter is ignored and counted",
                 )
             if reply.status == "already_received":

@@ -1,0 +1,136 @@
+"""Bounded retries, then a dead letter that names the error's type and nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from leadstream.domain.ingest import Rejected
+from leadstream.domain.rejects import Reason
+from leadstream.settings import Settings
+from leadstream.streams import retry
+from leadstream.streams.retry import ATTEMPTS, with_retries, with_retries_async
+from leadstream.worker import stored_instance_id
+
+SECRET = "+15551234567"
+
+
+@pytest.fixture(autouse=True)
+def no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retry, "BACKOFF_SECONDS", (0.0, 0.0))
+
+
+def flaky(failures: int) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def work() -> str:
+        calls.append(1)
+        if len(calls) <= failures:
+            raise KeyError(SECRET)
+        return "done"
+
+    return calls, work
+
+
+def test_a_transient_failure_is_retried_and_succeeds() -> None:
+    calls, work = flaky(ATTEMPTS - 1)
+    assert with_retries(work, raw=b"m", what="t[0]@1") == "done"  # type: ignore[arg-type]
+    assert len(calls) == ATTEMPTS
+
+
+def test_a_lasting_failure_is_a_dead_letter_with_the_type_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls, work = flaky(10)
+    with caplog.at_level(logging.WARNING):
+        dead = with_retries(work, raw=b"raw", what="t[0]@1")  # type: ignore[arg-type]
+    assert len(calls) == ATTEMPTS
+    assert isinstance(dead, Rejected)
+    assert dead.reason is Reason.INTERNAL_ERROR and dead.raw == b"raw"
+    assert dead.detail == f"KeyError on each of {ATTEMPTS} attempts; the message was skipped"
+    # Logged with where it happened, never with the message (a phone, here).
+    assert "KeyError at test_retry.py:" in caplog.text
+    assert SECRET not in caplog.text and SECRET not in dead.detail
+
+
+def test_the_async_form_retries_the_same_way() -> None:
+    calls, work = flaky(ATTEMPTS - 1)
+
+    async def attempt() -> None:
+        work()  # type: ignore[operator]
+
+    assert asyncio.run(with_retries_async(attempt, raw=b"m", what="x")) is None
+    calls, work = flaky(10)
+    dead = asyncio.run(with_retries_async(attempt, raw=b"m", what="x"))
+    assert dead is not None and dead.reason is Reason.INTERNAL_ERROR
+    assert len(calls) == ATTEMPTS
+
+
+def test_cancellation_is_not_swallowed() -> None:
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(with_retries_async(cancelled, raw=b"", what="x"))
+
+
+def test_the_instance_id_is_made_once_and_kept_with_the_data(tmp_path: Path) -> None:
+    first = stored_instance_id(tmp_path)
+    assert first == stored_instance_id(tmp_path)
+    assert (tmp_path / "instance-id").read_text().strip() == first
+    other = tmp_path / "other"
+    other.mkdir()
+    assert stored_instance_id(other) != first
+
+
+def test_the_group_instance_id_changes_with_the_address_only() -> None:
+    base = Settings(instance_id="w1", web_port=6066)
+    assert base.group_instance_id is not None and base.group_instance_id.startswith("w1-")
+    assert base.group_instance_id == Settings(instance_id="w1", web_port=6066).group_instance_id
+    assert base.group_instance_id != Settings(instance_id="w1", web_port=6067).group_instance_id
+    assert Settings(instance_id=None).group_instance_id is None
+
+
+class _Message:
+    """What the router reads of a message (confluent-kafka's Message is not constructible)."""
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return "lead-events"
+
+    def partition(self) -> int:
+        return 3
+
+    def offset(self) -> int:
+        return 41
+
+
+def test_the_router_dead_letters_a_message_whose_parsing_always_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from leadstream.streams import lead_events
+
+    dead: list[int] = []
+    router = lead_events.LeadEventsRouter(
+        Settings(), on_rejected=lambda n: None, on_dead_letter=lambda: dead.append(1)
+    )
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(lead_events, "parse_lead_events_message", broken)
+    parsed = router._parse(_Message(b'{"x": 1}'), now=0)  # type: ignore[arg-type]
+    assert parsed.events == [] and parsed.received == 1 and dead == [1]
+    (rejected,) = parsed.rejects
+    assert rejected.reason is Reason.INTERNAL_ERROR and rejected.raw == b'{"x": 1}'
+    monkeypatch.undo()
+    good = b'{"organizationId": 1, "eventType": "x", "phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"}'
+    assert len(router._parse(_Message(good), now=1_780_000_000_000).events) == 1  # type: ignore[arg-type]
