@@ -19,8 +19,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from leadstream.kafka_admin import ensure_topics
-from leadstream.localkafka import KAFKA_VERSION, LocalKafka
+from leadstream.kafka.admin import ensure_topics
+from leadstream.kafka.local import KAFKA_VERSION, LocalKafka
 from leadstream.settings import Settings
 
 BENCH_BOOTSTRAP = "127.0.0.1:39192"

@@ -22,11 +22,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.common import BenchWorker, wait_group_caught_up
 from bench.dataset import ATTENDED, DOI, PURCHASE, WINDOW_MINUTES, Dataset, window_unchanged
-from leadstream.auth_file import load_auth, save_auth
+from leadstream.client.publish import make_producer
 from leadstream.domain.auth import ApiKey, AuthConfig, hash_api_key, with_key
 from leadstream.domain.normalize import format_ms
-from leadstream.domain.sends import send_key
-from leadstream.publish import make_producer
+from leadstream.kafka.config import KafkaConnection
+from leadstream.web.keys import load_auth, save_auth
+from leadstream.wire.records import send_key
 
 __all__ = [
     "FILTERS",
@@ -64,7 +65,7 @@ def _rows(ds: Dataset, start: int, stop: int) -> list[dict[str, str]]:
 
 
 def event_batches(ds: Dataset, size: int = 50_000) -> list[bytes]:
-    """The dataset as SPEC batch messages of ``size`` events (rows carry their eventType)."""
+    """The dataset as contract batch messages of ``size`` events (rows carry their eventType)."""
     return [
         msgspec.json.encode({"organizationId": ORG, "events": _rows(ds, i, i + size)})
         for i in range(0, len(ds.events), size)
@@ -80,7 +81,7 @@ def _applied(worker: BenchWorker) -> tuple[int, int]:
 def _until_applied(worker: BenchWorker, values: list[bytes], rows: int) -> float:
     """Seconds from the first produce of ``values`` to ``lead-events`` until the worker has
     applied ``rows`` rows."""
-    producer = make_producer(worker.settings.kafka_bootstrap)
+    producer = make_producer(KafkaConnection.of(worker.settings))
     start = time.perf_counter()
     for value in values:
         producer.produce(worker.settings.topics.lead_events, value=value)
@@ -259,7 +260,7 @@ def http_latency(
 def load_audiences(worker: BenchWorker, ds: Dataset, sizes: list[int]) -> dict[str, float]:
     """Campaign ``c<size>`` gets the first ``size`` phones as its audience."""
     s = worker.settings
-    producer = make_producer(s.kafka_bootstrap)
+    producer = make_producer(KafkaConnection.of(s))
     start = time.perf_counter()
     for size in sizes:
         for i in range(0, size, 50_000):
@@ -325,7 +326,7 @@ def _send(
         "scheduledFor": format_ms(scheduled_for),
         "eventFilter": FILTERS[kind],
     }
-    producer = make_producer(s.kafka_bootstrap)
+    producer = make_producer(KafkaConnection.of(s))
     started: list[float] = []
 
     def fire() -> None:

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import faust
 
+from leadstream.ingress import StreamIngress
+from leadstream.kafka.config import KafkaConnection
+from leadstream.materialize.materializer import Materializer
 from leadstream.metrics import Metrics
 from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import STORE_URL, TableStore
 from leadstream.state.watch import WatchedStore
 from leadstream.streams.apply import register_apply
-from leadstream.streams.lead_events import RouterProcess
-from leadstream.streams.materialize import Materializer
 from leadstream.streams.replies import ReplyWaiter
+from leadstream.streams.router import RouterProcess
 from leadstream.streams.routing import register_routers
 from leadstream.streams.topology import Topology
-from leadstream.web.audience import register_audience_upload
-from leadstream.web.http import AuthFile, Offload, guard_routes
-from leadstream.web.openapi import openapi_document
-from leadstream.web.views import register_views
-from leadstream.web.webhooks import register_audience_filter, register_webhooks
-
-if TYPE_CHECKING:
-    from faust.web.drivers.aiohttp import Web as AiohttpWeb
+from leadstream.web.http import Context, Offload
+from leadstream.web.keys import AuthFile
+from leadstream.web.routes import serve
 
 __all__ = ["create_app"]
 
@@ -34,37 +31,7 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> faust.App:
     """Build the faust application for ``settings``; nothing runs until a worker starts it."""
-    app = faust.App(
-        settings.app_id,
-        broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
-        store=STORE_URL,
-        datadir=str(settings.data_dir / "worker"),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        # Static membership: a restarted worker rejoins as itself (worker.py).
-        consumer_group_instance_id=settings.group_instance_id,
-        broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
-        web_enabled=True,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
-        web_host=settings.web_host,
-        autodiscover=False,
-        # Every topic and the table carry bytes we encode ourselves (commands.py, state/keys.py).
-        key_serializer="raw",
-        value_serializer="raw",
-        # Bodies are read by the views, each with its limit (web/http.py, stream_body).
-        web_application_options={"client_max_size": settings.max_body_bytes},
-        # faust's own pages read tables and routing without any credential: none served.
-        web_router_enabled=False,
-        web_tables_enabled=False,
-        web_graph_enabled=False,
-        web_stats_enabled=False,
-        web_metrics_enabled=False,
-    )
+    app = _faust_app(settings)
     table = app.Table(
         LEADS_TABLE,
         partitions=settings.partitions,
@@ -75,29 +42,13 @@ def create_app(settings: Settings) -> faust.App:
     metrics = Metrics()
     topo = Topology(app, settings, table, WatchedStore(TableStore(table)), metrics)
     router = RouterProcess(settings)
-    metrics.watch_lag(lambda: [*topo.lags(), *router.lags()])
-    metrics.before_exposition(
-        lambda: metrics.rows.labels("rejected").inc(router.rejected_since_last_call())
-    )
-    metrics.before_exposition(
-        lambda: metrics.dead_letters.labels(settings.topics.lead_events).inc(
-            router.dead_letters_since_last_call()
-        )
-    )
+    _watch(metrics, topo, router)
     materializer = Materializer(topo)
     register_routers(topo)
-    register_apply(topo, on_pending=materializer.wake)
-    replies = ReplyWaiter(settings.kafka_bootstrap, settings.topics.replies)
-    auth = AuthFile(settings.auth_path)
-    offload = Offload()
-    register_views(topo, auth, routing=router.running)
-    register_webhooks(topo, replies, auth, offload)
-    register_audience_upload(topo, auth)
-    register_audience_filter(topo, replies, auth, offload)
-    # Only what /openapi.json describes is served; every error is JSON.
-    cast("AiohttpWeb", app.web).web_app.middlewares.append(
-        guard_routes(openapi_document(), metrics)
-    )
+    register_apply(topo, on_held=materializer.wake)
+    replies = ReplyWaiter(KafkaConnection.of(settings), settings.topics.replies)
+    ingress = StreamIngress(topo, replies, routing=router.running)
+    serve(app, Context(ingress, settings, AuthFile(settings.auth_path), Offload()), metrics)
 
     @app.task  # type: ignore[untyped-decorator]
     async def materialize() -> None:
@@ -118,8 +69,56 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_routing(_app: Any, **_kwargs: Any) -> None:
-        # Leave the group now, not a session timeout later: a restarted worker's router
-        # then gets the partitions at once.
+        # The router child commits what it routed and stops before the worker exits.
         await asyncio.get_running_loop().run_in_executor(None, router.stop)
 
     return app
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=KafkaConnection.of(settings).faust_brokers(),
+        store=STORE_URL,
+        datadir=str(settings.data_dir / "worker"),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # Static membership: a restarted worker rejoins as itself (worker.py).
+        consumer_group_instance_id=settings.group_instance_id,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        autodiscover=False,
+        # Topics and the table carry bytes we encode ourselves (wire/, state/keys.py).
+        key_serializer="raw",
+        value_serializer="raw",
+        # Bodies are read by the views, each with its limit (web/http.py, stream_body).
+        web_application_options={"client_max_size": settings.max_body_bytes},
+        # faust's own pages read tables and routing without any credential: none served.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+    )
+
+
+def _watch(metrics: Metrics, topo: Topology, router: RouterProcess) -> None:
+    """Lags of every partition read here, and the router child's counters, in this
+    process's metrics."""
+    settings = topo.settings
+    metrics.watch_lag(lambda: [*topo.lags(), *router.lags()])
+    metrics.before_exposition(
+        lambda: metrics.rows.labels("rejected").inc(router.rejected_since_last_call())
+    )
+    metrics.before_exposition(
+        lambda: metrics.dead_letters.labels(settings.topics.lead_events).inc(
+            router.dead_letters_since_last_call()
+        )
+    )

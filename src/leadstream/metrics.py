@@ -40,49 +40,49 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._hooks: list[Callable[[], None]] = []
-        r = self.registry
+        registry = self.registry
         self.http_requests = Counter(
             "leadstream_http_requests",
             "HTTP requests by endpoint and status",
             ["endpoint", "status"],
-            registry=r,
+            registry=registry,
         )
         self.http_seconds = Histogram(
             "leadstream_http_request_seconds",
             "HTTP request latency",
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
+            registry=registry,
         )
         self.rows = Counter(
             "leadstream_rows",
             "Lead-event rows by outcome (inserted, duplicate, rejected)",
             ["outcome"],
-            registry=r,
+            registry=registry,
         )
         self.apply_seconds = Histogram(
             "leadstream_ingest_apply_seconds",
             "Time to apply one lead-keyed batch to the table",
             buckets=_LATENCY_BUCKETS,
-            registry=r,
+            registry=registry,
         )
         self.materialize_seconds = Histogram(
             "leadstream_materialize_seconds",
             "Time to materialize and commit one partition's share of a send",
             buckets=_LATENCY_BUCKETS,
-            registry=r,
+            registry=registry,
         )
         self.dead_letters = Counter(
             "leadstream_dead_letters",
             "Messages skipped after every attempt to process them failed (reason "
             "internal_error on rejects), by the topic they were read from",
             ["topic"],
-            registry=r,
+            registry=registry,
         )
         self.duplicate_triggers = Counter(
             "leadstream_duplicate_triggers",
             "Triggers ignored because the send was claimed",
-            registry=r,
+            registry=registry,
         )
 
     def watch_lag(self, lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:

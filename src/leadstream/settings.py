@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import zlib
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["LEADS_TABLE", "Settings", "Topics"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["LEADS_TABLE", "MAX_CHUNK_SIZE", "Settings", "Topics"]
 
 # The lead table's name; faust names its changelog "{app id}-{table}-changelog".
 LEADS_TABLE = "leads"
+# Recipients in one send-recipients chunk, at most.
+MAX_CHUNK_SIZE = 50_000
 
 
 class Topics:
-    """Topic names derived from the settings (SPEC section 5).
+    """Topic names derived from the settings (docs/contract.md, section 4).
 
     External topics carry ``topic_prefix``; internal ones are named after ``app_id`` so
     that two applications (or two test runs) never share state.
@@ -93,7 +92,7 @@ class Settings(BaseSettings):
             "current, so that little is left to do at the moment (0: never)."
         ),
     )
-    chunk_size: int = Field(5000, ge=1, le=50_000)
+    chunk_size: int = Field(5000, ge=1, le=MAX_CHUNK_SIZE)
     opt_out_event_type: str = Field("opted_out", min_length=1, max_length=100)
     opt_in_event_type: str = Field("opted_in", min_length=1, max_length=100)
     auth_file: Path | None = Field(

@@ -7,7 +7,8 @@ import uuid
 from pathlib import Path
 
 from leadstream.app import create_app
-from leadstream.kafka_admin import ensure_topics, wait_for_broker
+from leadstream.kafka.admin import ensure_topics, wait_for_broker
+from leadstream.kafka.config import KafkaConnection
 from leadstream.settings import Settings
 
 __all__ = ["run_worker", "stored_instance_id"]
@@ -23,7 +24,7 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
     from faust.worker import Worker
 
     if local_kafka:
-        from leadstream.localkafka import LocalKafka
+        from leadstream.kafka.local import LocalKafka
 
         status = LocalKafka(settings.data_dir / "kafka", settings.kafka_bootstrap).start()
         logger.info(
@@ -32,7 +33,7 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
             status.bootstrap,
             status.log_path,
         )
-    wait_for_broker(settings.kafka_bootstrap)
+    wait_for_broker(KafkaConnection.of(settings))
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.instance_id is None:

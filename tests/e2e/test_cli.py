@@ -121,7 +121,7 @@ def test_checked_in_schemas_match_the_models() -> None:
 
 
 def test_kafka_start_status_stop_lifecycle(tmp_path: Path) -> None:
-    from leadstream.localkafka import KAFKA_VERSION
+    from leadstream.kafka.local import KAFKA_VERSION
     from tests.support.worker import free_broker_port
 
     port = free_broker_port()
@@ -234,8 +234,8 @@ def test_publish_audience_trigger_and_recipients(tmp_path: Path, kafka_bootstrap
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
-    from leadstream.auth_file import load_auth
     from leadstream.domain.auth import AuthError, authenticate, sign
+    from leadstream.web.keys import load_auth
 
     auth = tmp_path / "auth.json"
     env = {"LEADSTREAM_AUTH_FILE": str(auth)}

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from leadstream.auth_file import save_auth
 from leadstream.domain.auth import ApiKey, AuthConfig, hash_api_key, with_key
+from leadstream.web.keys import save_auth
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration

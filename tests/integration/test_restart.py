@@ -12,7 +12,7 @@ import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from leadstream.streams.lead_events import router_group
+from leadstream.streams.router import router_group
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import httpx
 import msgspec
 import pytest
 
-from leadstream.auth_file import save_auth
 from leadstream.domain.auth import ApiKey, AuthConfig, SigningKey, hash_api_key, sign, with_key
+from leadstream.web.keys import save_auth
 from tests.support.stack import Stack
 from tests.support.worker import WorkerProcess
 
@@ -203,7 +203,7 @@ def test_two_workers_serving_http_give_exact_counts(kafka_bootstrap: str, tmp_pa
 
 def test_kafka_down_answers_503_and_a_retry_converges(tmp_path: Path) -> None:
     """On a broker of its own, stopped in the middle of the test."""
-    from leadstream.localkafka import LocalKafka
+    from leadstream.kafka.local import LocalKafka
     from tests.support.worker import free_broker_port
 
     port = free_broker_port()
@@ -473,8 +473,8 @@ def test_audience_filter_endpoint_repeat_deadline_and_effect(
 def test_keys_revoked_or_rotated_while_the_worker_runs(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    from leadstream.auth_file import load_auth
     from leadstream.domain.auth import revoked
+    from leadstream.web.keys import load_auth
 
     auth = tmp_path / "auth.json"
     config = with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t"))

@@ -41,7 +41,7 @@ def broker() -> Iterator[str]:
         with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from leadstream.localkafka import LocalKafka
+    from leadstream.kafka.local import LocalKafka
 
     home = Path(
         os.environ.get("LEADSTREAM_TEST_KAFKA_HOME", Path.cwd() / ".leadstream" / "test-kafka")

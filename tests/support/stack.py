@@ -9,13 +9,14 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
-from leadstream.auth_file import load_auth, save_auth
+from leadstream.client.recipients import SendList, read_send
 from leadstream.domain.auth import ApiKey, hash_api_key, new_api_key, with_key
 from leadstream.domain.normalize import normalize_organization_id
-from leadstream.kafka_admin import ensure_topics
-from leadstream.recipients import SendList, read_send
+from leadstream.kafka.admin import ensure_topics
+from leadstream.kafka.config import KafkaConnection
 from leadstream.settings import Settings
-from leadstream.streams.lead_events import router_group
+from leadstream.streams.router import router_group
+from leadstream.web.keys import load_auth, save_auth
 from tests.support.kafka import end_offsets, produce, read_topic
 from tests.support.worker import WorkerProcess
 
@@ -124,7 +125,7 @@ class Stack:
 
     def send_list(self, send_id: str, org: Any, timeout: float = 120.0) -> SendList:
         return read_send(
-            self.bootstrap,
+            KafkaConnection.of(self.settings),
             self.topics.send_recipients,
             str(send_id),
             organization_id=str(org),

@@ -1,6 +1,6 @@
-"""``audience-members`` values (SPEC section 5, and the batch extension of the publisher).
+"""``audience-members`` values (docs/contract.md, section 3.1, single and batch shapes).
 
-A bad row is rejected alone with its index and reason (SPEC section 3); the rest are kept.
+A bad row is rejected alone with its index and reason (docs/contract.md, section 2.3); the rest are kept.
 """
 
 from __future__ import annotations

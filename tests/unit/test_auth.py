@@ -7,7 +7,6 @@ import stat
 
 import pytest
 
-from leadstream.auth_file import load_auth, save_auth
 from leadstream.domain.auth import (
     ApiKey,
     AuthConfig,
@@ -22,6 +21,7 @@ from leadstream.domain.auth import (
     sign,
     with_key,
 )
+from leadstream.web.keys import load_auth, save_auth
 
 NOW = 1_800_000_000.0
 BODY = b'{"organizationId": "42", "eventType": "x", "events": []}'

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadstream.codec import MAX_REJECT_RAW_BYTES, encode_json, reject_record
 from leadstream.domain.audience import parse_audience_members
 from leadstream.domain.decode import (
     MAX_JSON_BYTES,
@@ -24,6 +23,7 @@ from leadstream.domain.decode import (
 from leadstream.domain.ingest import IngestRules, Rejected, parse_lead_events
 from leadstream.domain.rejects import Reason, RowError
 from leadstream.domain.sends import parse_audience_filter, parse_trigger
+from leadstream.wire.records import MAX_REJECT_RAW_BYTES, encode_json, reject_record
 
 NOW_MS = 1_780_000_000_000
 RULES = IngestRules()
@@ -190,7 +190,7 @@ def _reject_is_well_formed(rejected: Rejected) -> None:
     assert isinstance(rejected.reason, Reason) and rejected.detail
     record = reject_record(rejected, source="t", partition=0, offset=0)
     encoded = encode_json(record)
-    assert len(record["raw"].encode()) <= MAX_REJECT_RAW_BYTES
+    assert len(record.raw.encode()) <= MAX_REJECT_RAW_BYTES
     assert msgspec.json.decode(encoded)["reason"] == rejected.reason.value
 
 

@@ -1,17 +1,16 @@
-"""SPEC sections 3 and 5: parsing lead-events messages, per-row rejects, repartitioning, codec."""
+"""docs/contract.md, sections 2 and 4: parsing lead-events messages, per-row rejects, repartitioning, records."""
 
 from __future__ import annotations
 
 import json
 import zlib
+from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leadstream import codec
-from leadstream.commands import EventsBatch, decode_command, encode_command
 from leadstream.domain.ingest import (
     MAX_BATCH_EVENTS,
     IngestRules,
@@ -26,6 +25,14 @@ from leadstream.domain.ingest import (
 from leadstream.domain.normalize import parse_rfc3339_ms
 from leadstream.domain.partitioning import lead_partition
 from leadstream.domain.rejects import Reason, RowError
+from leadstream.wire import records
+from leadstream.wire.commands import EventsBatch, decode_command, encode_command
+
+
+def reject_record(rejected: Any, **where: Any) -> dict[str, Any]:
+    """The reject as a consumer of ``rejects`` reads it."""
+    return msgspec.json.decode(records.encode_json(records.reject_record(rejected, **where)))
+
 
 NOW_MS = parse_rfc3339_ms("2026-05-12T18:40:00Z")
 T0 = "2026-05-12T18:34:00Z"
@@ -449,7 +456,7 @@ def test_event_batch_round_trip(events):
 
 
 def test_big_integer_metadata_survives_the_pipeline():
-    """Valid JSON metadata must either be rejected as a row or survive the repartition codec.
+    """Valid JSON metadata must either be rejected as a row or survive the repartition records.
 
     Found bug: msgspec decodes 18446744073709551616 as a Python int, normalize_metadata accepts
     it, then encode_event_batch raises OverflowError (msgpack ints are at most 64-bit), which
@@ -474,7 +481,7 @@ def test_reject_record_fields():
         phone="abc",
         organization_id="42",
     )
-    rec = codec.reject_record(rej, source="lead-events", partition=2, offset=17)
+    rec = reject_record(rej, source="lead-events", partition=2, offset=17)
     assert rec == {
         "source": "lead-events",
         "partition": 2,
@@ -487,15 +494,15 @@ def test_reject_record_fields():
         "organizationId": "42",
     }
     # the record is JSON as the contract says
-    assert json.loads(codec.encode_json(rec)) == rec
+    assert json.loads(records.encode_json(rec)) == rec
 
 
 def test_reject_record_index_only_when_set():
-    zero = codec.reject_record(
+    zero = reject_record(
         Rejected(Reason.INVALID_JSON, "d", index=0, raw=None), source="s", partition=0, offset=0
     )
     assert zero["index"] == 0
-    none = codec.reject_record(
+    none = reject_record(
         Rejected(Reason.BATCH_TOO_LARGE, "d", raw=b"{}"), source="s", partition=0, offset=0
     )
     assert "index" not in none
@@ -517,18 +524,18 @@ def test_reject_record_index_only_when_set():
     ],
 )
 def test_reject_raw_cut_to_4_kib(raw):
-    rec = codec.reject_record(
+    rec = reject_record(
         Rejected(Reason.INVALID_JSON, "d", raw=raw), source="s", partition=0, offset=0
     )
     assert isinstance(rec["raw"], str)
-    assert len(rec["raw"].encode("utf-8")) <= codec.MAX_REJECT_RAW_BYTES == 4096
+    assert len(rec["raw"].encode("utf-8")) <= records.MAX_REJECT_RAW_BYTES == 4096
     assert len(rec["raw"]) >= 1000
     msgspec.json.encode(rec)  # serializable
 
 
 def test_reject_raw_small_values_kept_whole():
     for raw, text in [(b'{"a":1}', '{"a":1}'), ({"a": 1}, '{"a":1}'), ("x", '"x"'), (None, "null")]:
-        rec = codec.reject_record(
+        rec = reject_record(
             Rejected(Reason.INVALID_JSON, "d", raw=raw), source="s", partition=0, offset=0
         )
         assert rec["raw"] == text

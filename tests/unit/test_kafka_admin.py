@@ -5,7 +5,7 @@ from __future__ import annotations
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import PartitionMetadata, TopicMetadata
 
-from leadstream.kafka_admin import unready_topics
+from leadstream.kafka.admin import unready_topics
 
 
 def topic(name: str, leaders: list[int], error: KafkaError | None = None) -> TopicMetadata:

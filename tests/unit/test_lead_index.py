@@ -1,4 +1,4 @@
-"""SPEC section 3: dedupe, counts, opt state and compaction of the per-lead event index.
+"""docs/contract.md, section 2: dedupe, counts, opt state and compaction of the per-lead event index.
 
 Everything is checked against a brute-force reference: a plain Python set of
 ``(org, phone, eventType, occurredAt)`` tuples.

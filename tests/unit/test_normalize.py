@@ -1,4 +1,4 @@
-"""SPEC section 2: canonical forms of the scalar fields and the reason codes of bad ones."""
+"""docs/contract.md, section 1: canonical forms of the scalar fields and the reason codes of bad ones."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from leadstream.domain.sends import (
 from leadstream.state import keys
 from leadstream.state.memory import MemoryStore
 from leadstream.state.watch import WatchedStore
+from leadstream.wire.records import encode_recipient
 
 BASE = 1_700_000_000_000
 MIN = 60_000
@@ -105,7 +106,7 @@ def test_prepared_share_equals_a_fresh_materialization(
         "a", "c1", "s", BASE + fire * MIN, tuple(filters), audience_filter is not None
     )
     rules = SendRules.of(trigger, audience_filter, **OPT)
-    share = PreparedShare(rules, 0, step=step)
+    share = PreparedShare(rules, 0, step=step, encode=encode_recipient)
     store.watch(0, "a", share.changed)
     steps = share.steps(store)
     for action in actions:
@@ -131,7 +132,7 @@ def test_without_the_refresh_a_prepared_share_is_stale() -> None:
     for phone in PHONES[:3]:
         apply_member(store, "a", phone, "c1", False)
     trigger = SendTrigger("a", "c1", "s", BASE, (EventFilter("exclude", "buy"),))
-    share = PreparedShare(SendRules.of(trigger, None, **OPT), 0)
+    share = PreparedShare(SendRules.of(trigger, None, **OPT), 0, encode=encode_recipient)
     store.watch(0, "a", share.changed)
     share.finish(store)
     apply_event(store, "a", PHONES[1], "buy", 0)
@@ -145,7 +146,7 @@ def test_without_the_refresh_a_prepared_share_is_stale() -> None:
 
 def test_a_share_is_refreshed_only_while_few_of_its_members_changed() -> None:
     trigger = SendTrigger("a", "c1", "s", BASE, ())
-    share = PreparedShare(SendRules.of(trigger, None, **OPT), 0)
+    share = PreparedShare(SendRules.of(trigger, None, **OPT), 0, encode=encode_recipient)
     share.outcomes = dict.fromkeys((f"+1555{i:07d}" for i in range(8_000)), Outcome.RECIPIENT)
     share.changed = {f"+1555{i:07d}" for i in range(3_000)}  # 8,000 // 4 + 1,000
     assert share.worth_refreshing()

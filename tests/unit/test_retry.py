@@ -116,21 +116,21 @@ class _Message:
 def test_the_router_dead_letters_a_message_whose_parsing_always_raises(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from leadstream.streams import lead_events
+    from leadstream.streams import router
 
     dead: list[int] = []
-    router = lead_events.LeadEventsRouter(
+    reader = router.LeadEventsRouter(
         Settings(), on_rejected=lambda n: None, on_dead_letter=lambda: dead.append(1)
     )
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise ZeroDivisionError
 
-    monkeypatch.setattr(lead_events, "parse_lead_events_message", broken)
-    parsed = router._parse(_Message(b'{"x": 1}'), now=0)  # type: ignore[arg-type]
+    monkeypatch.setattr(router, "parse_lead_events_message", broken)
+    parsed = reader._parse(_Message(b'{"x": 1}'), now=0)  # type: ignore[arg-type]
     assert parsed.events == [] and parsed.received == 1 and dead == [1]
     (rejected,) = parsed.rejects
     assert rejected.reason is Reason.INTERNAL_ERROR and rejected.raw == b'{"x": 1}'
     monkeypatch.undo()
     good = b'{"organizationId": 1, "eventType": "x", "phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"}'
-    assert len(router._parse(_Message(good), now=1_780_000_000_000).events) == 1  # type: ignore[arg-type]
+    assert len(reader._parse(_Message(good), now=1_780_000_000_000).events) == 1  # type: ignore[arg-type]

@@ -8,13 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import msgspec
 import pydantic
 import pytest
 
-from leadstream import codec
 from leadstream.domain.ingest import IngestRules, parse_lead_events
-from leadstream.models import TOPIC_SCHEMAS, SendTrigger
-from leadstream.schemas import check_schemas, render_schemas, write_schemas
+from leadstream.wire import records
+from leadstream.wire.models import TOPIC_SCHEMAS, SendTrigger
+from leadstream.wire.schemas import check_schemas, render_schemas, write_schemas
+
+
+def reject_record(rejected: Any, **where: Any) -> dict[str, Any]:
+    """The reject as a consumer of ``rejects`` reads it."""
+    return msgspec.json.decode(records.encode_json(records.reject_record(rejected, **where)))
+
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 NOW_MS = 1_778_610_000_000  # 2026-05-12T18:20:00Z
@@ -39,7 +46,7 @@ def _model_accepts(topic: str, value: Any) -> bool:
 def test_checked_in_schemas_match_the_models() -> None:
     stale = check_schemas(SCHEMA_DIR)
     assert stale == [], (
-        f"schemas/ is out of date with leadstream.models ({', '.join(stale)}); "
+        f"schemas/ is out of date with leadstream.wire.models ({', '.join(stale)}); "
         "run `leadstream schemas` and commit the result"
     )
 
@@ -91,7 +98,7 @@ def test_check_schemas_of_a_missing_directory_names_every_file(tmp_path: Path) -
     assert sorted(check_schemas(tmp_path / "nope")) == sorted(render_schemas())
 
 
-# --- examples of the contract (SPEC sections 2-5) -----------------------------------------
+# --- examples of the contract (docs/contract.md) -----------------------------------------
 
 SINGLE_EVENT = {
     "organizationId": 42,
@@ -208,6 +215,15 @@ VALID = [
     pytest.param("send-recipients", SUMMARY, id="summary"),
     pytest.param("rejects", REJECT, id="reject"),
     pytest.param("audience-members", AUDIENCE_MEMBER, id="audience-member"),
+    pytest.param(
+        "audience-members",
+        {
+            "organizationId": 42,
+            "campaignId": "mastery",
+            "members": [{"phoneE164": "+15551234567", "externalId": "x1"}, {"phoneE164": "7"}],
+        },
+        id="audience-batch",
+    ),
     pytest.param(
         "audience-members",
         {**AUDIENCE_MEMBER, "externalId": "crm-981", "op": "remove"},
@@ -389,6 +405,66 @@ def test_emitted_rejects_validate() -> None:
     assert len(rejected) == 8
     validator = _validator("rejects")
     for item in rejected:
-        record = codec.reject_record(item, source="lead-events", partition=1, offset=99)
+        record = reject_record(item, source="lead-events", partition=1, offset=99)
         assert [e.message for e in validator.iter_errors(record)] == []
         assert _model_accepts("rejects", record)
+
+
+# --- the records leadstream writes, held against the models -------------------------------
+
+
+def _wire_names(struct: type[msgspec.Struct]) -> set[str]:
+    config = struct.__struct_config__
+    names = {f.encode_name for f in msgspec.structs.fields(struct)}
+    return names | ({config.tag_field} if config.tag_field else set())
+
+
+def _model_names(model: type[pydantic.BaseModel]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def test_every_output_record_names_exactly_the_fields_of_its_model() -> None:
+    from leadstream.wire import models, records
+
+    pairs = [
+        (records.Recipient, models.Recipient),
+        (records.SendCounts, models.SendCounts),
+        (records.SendSummary, models.SendSummary),
+        (records.RejectRecord, models.Reject),
+    ]
+    for struct, model in pairs:
+        assert _wire_names(struct) == _model_names(model), struct.__name__
+    chunk = _wire_names(records._ChunkHead) | {"recipients"}
+    assert chunk == _model_names(models.RecipientsChunk)
+
+
+def test_written_chunks_and_summaries_validate_against_the_models_and_schemas() -> None:
+    from leadstream.domain.sends import Counts, SendTrigger
+    from leadstream.wire import records
+
+    trigger = SendTrigger("42", "c", "s", NOW_MS)
+    entries = [
+        records.encode_recipient(f"+1555000{i:04d}", None if i % 2 else f"x{i}") for i in range(7)
+    ]
+    chunks = records.encode_chunks(trigger, 3, entries, 5)
+    dones = [
+        records.done_record(
+            trigger,
+            partition=p,
+            late=False,
+            materialized_at=NOW_MS + p,
+            recipient_count=len(entries) if p == 3 else 0,
+            counts=Counts(9, 1, 1, 0) if p == 3 else Counts(),
+            chunk_count=len(chunks) if p == 3 else 0,
+            late_audience_filters=0,
+        )
+        for p in range(4)
+    ]
+    summary = records.encode_json(records.summary_record(dones))
+    validator = _validator("send-recipients")
+    for value in [*chunks, summary]:
+        document = msgspec.json.decode(value)
+        assert not list(validator.iter_errors(document)), document
+        assert _model_accepts("send-recipients", document)
+    # The progress record decodes back to what was written.
+    assert records.decode_progress(records.encode_json(dones[3])) == dones[3]

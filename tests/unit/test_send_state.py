@@ -1,6 +1,6 @@
 """Per-partition send state (domain/send_state.py) over a real MemoryStore.
 
-SPEC section 4: the first trigger per (organizationId, sendId) wins; a trigger is held until
+docs/contract.md, section 3: the first trigger per (organizationId, sendId) wins; a trigger is held until
 ``scheduledFor - lead`` (late ones at once); the latest complete audience filter applies.
 """
 

@@ -1,8 +1,8 @@
-"""SPEC section 4 (filters and materialization) and the opt-out rule of section 3.
+"""The contract's filters and materialization (docs/contract.md, section 3) and its opt-out rule.
 
 Everything runs over a real :class:`MemoryStore` filled through ``apply_members`` and
 ``apply_events``; the property test at the end compares whole sends with a brute-force
-reference written from the SPEC text in plain Python.
+reference written from the contract's text in plain Python.
 """
 
 from __future__ import annotations
@@ -40,20 +40,21 @@ from leadstream.domain.sends import (
     EventFilter,
     SendTrigger,
     campaign_members,
-    chunk_records,
-    done_record,
-    encode_chunks,
     keeps,
     materialize_partition,
     parse_audience_filter,
     parse_trigger,
-    recipient_json,
     resolve_audience_filter,
-    send_key,
     split_filter,
-    summary_record,
 )
 from leadstream.state.memory import MemoryStore
+from leadstream.wire.records import (
+    done_record,
+    encode_chunks,
+    encode_recipient,
+    send_key,
+)
+from leadstream.wire.records import summary_record as summary_struct
 
 PROPS = settings(max_examples=100, deadline=None)
 PARTITIONS = 4
@@ -376,7 +377,7 @@ def test_include_and_exclude_partition_the_audience() -> None:
 
 def test_window_reaching_back_before_1970() -> None:
     # 30,000,000 minutes (about 57 years, "ever" to a user) reaches back before
-    # 1970-01-01 from 2026. SPEC: within.minutes is any int >= 1; the event is inside.
+    # 1970-01-01 from 2026. The contract: within.minutes is any int >= 1; the event is inside.
     w = World().member(P1).member(P2)
     w.event(P1, "buy", T - DAY)
     t = trig({"mode": "include", "eventType": "buy", "within": {"minutes": 30_000_000}})
@@ -725,6 +726,19 @@ def test_removed_members_are_not_in_the_audience() -> None:
 # --- records -------------------------------------------------------------------------------
 
 
+def chunk_records(
+    trigger: SendTrigger, partition: int, recipients: list[tuple[str, str | None]], size: int
+) -> list[dict[str, Any]]:
+    """The chunks written for ``recipients``, decoded."""
+    entries = [encode_recipient(phone, external_id) for phone, external_id in recipients]
+    return [msgspec.json.decode(c) for c in encode_chunks(trigger, partition, entries, size)]
+
+
+def summary_record(dones: list[Any]) -> dict[str, Any]:
+    """The summary as a consumer reads it."""
+    return msgspec.json.decode(msgspec.json.encode(summary_struct(dones)))
+
+
 def test_chunk_records() -> None:
     t = trig(sendId="s9")
     assert chunk_records(t, 3, [], 5) == []
@@ -755,7 +769,7 @@ def test_chunk_records() -> None:
     assert [len(c["recipients"]) for c in chunk_records(t, 0, recipients[:5], 4)] == [4, 1]
     assert [len(c["recipients"]) for c in chunk_records(t, 0, recipients, 1)] == [1] * 11
     # Chunks are spliced from encoded entries: the bytes are those of the whole document.
-    entries = [recipient_json(p, x) for p, x in recipients]
+    entries = [encode_recipient(p, x) for p, x in recipients]
     assert encode_chunks(t, 3, entries, 4) == [msgspec.json.encode(c) for c in chunks]
 
 
@@ -876,7 +890,7 @@ def test_summary_not_late_when_no_partition_is_late() -> None:
     assert s["counts"]["lateAudienceFilters"] == 0
 
 
-# --- property: whole sends against a brute-force reading of SPEC section 4 ------------------
+# --- property: whole sends against a brute-force reading of the contract (section 3) ------------------
 
 H_ORGS = [ORG, "420"]
 H_CAMPAIGNS = [CAMPAIGN, "camp10"]
@@ -948,7 +962,7 @@ def reference_send(
     doc: dict[str, Any],
     received: list[tuple[int, str, frozenset[str], frozenset[str]]],
 ) -> tuple[set[tuple[str, str | None]], tuple[int, int, int, int], int]:
-    """SPEC section 4, read literally."""
+    """The contract's materialization, read literally."""
     org, campaign, t = str(doc["organizationId"]), str(doc["campaignId"]), T
     audience: dict[str, str | None] = {}
     for o, c, phone, ext, remove in ops:

@@ -1,13 +1,12 @@
-"""Audience membership messages: validation and normalization (SPEC section 5)."""
+"""Audience membership messages: validation and normalization (docs/contract.md, section 4)."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import msgspec
 
-from leadstream.domain.ingest import MAX_BATCH_EVENTS, Rejected
+from leadstream.domain.ingest import MAX_BATCH_EVENTS, MAX_REJECT_PHONE_CHARS, Rejected
 from leadstream.domain.normalize import normalize_id, normalize_organization_id, normalize_phone
 from leadstream.domain.rejects import Reason, RowError
 
@@ -18,8 +17,6 @@ __all__ = [
     "parse_audience_members",
     "parse_member_row",
 ]
-
-logger = logging.getLogger(__name__)
 
 MAX_EXTERNAL_ID_CHARS = 256
 
@@ -60,7 +57,7 @@ def parse_member_row(row: dict[str, Any], org: str, campaign: str, region: str) 
 def parse_audience_members(doc: Any, *, region: str) -> tuple[list[MemberOp], list[Rejected], int]:
     """Members of one ``audience-members`` value: ``(ops, rejects, received)``.
 
-    Besides the single shape of SPEC section 5, a batch ``{organizationId, campaignId,
+    Besides the single shape of docs/contract.md (section 4), a batch ``{organizationId, campaignId,
     members: [{phoneE164, externalId?, op?}]}`` is accepted (what ``leadstream publish
     audience`` sends); each bad row is rejected alone with its index.
     """
@@ -92,6 +89,8 @@ def parse_audience_members(doc: Any, *, region: str) -> tuple[list[MemberOp], li
             ops.append(parse_member_row(row, org, campaign, region))
         except RowError as err:
             phone = row.get("phoneE164")
-            raw_phone = str(phone)[:64] if isinstance(phone, str | int) else None
+            raw_phone = (
+                str(phone)[:MAX_REJECT_PHONE_CHARS] if isinstance(phone, str | int) else None
+            )
             rejects.append(Rejected(err.reason, err.detail, at, row, raw_phone, org))
     return ops, rejects, received

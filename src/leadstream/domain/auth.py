@@ -1,7 +1,7 @@
 """Per-organization credentials: API keys (stored only as hashes) and HMAC signing keys.
 
 Pure rules over an :class:`AuthConfig` value; reading and writing the file
-(``LEADSTREAM_AUTH_FILE``) happens in :mod:`leadstream.auth_file`.
+(``LEADSTREAM_AUTH_FILE``) happens in :mod:`leadstream.web.keys`.
 
 A request authenticates with ``Authorization: Bearer <api key>`` or with an HMAC-SHA256 of
 the raw body in ``X-Leadstream-Signature: sha256=<hex>`` (``X-Setter-Signature`` accepted
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 
@@ -32,14 +31,13 @@ __all__ = [
     "has_credentials",
     "hash_api_key",
     "new_api_key",
+    "new_key",
     "new_signing_secret",
     "revoked",
     "sign",
     "with_key",
     "with_timestamp_required",
 ]
-
-logger = logging.getLogger(__name__)
 
 TIMESTAMP_TOLERANCE_S = 300
 _SIGNATURE_HEADERS = ("x-leadstream-signature", "x-setter-signature")
@@ -77,6 +75,18 @@ class AuthError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def new_key(kind: str, created_at: str) -> tuple[ApiKey | SigningKey, str]:
+    """A new key of ``kind`` (``api`` or ``signing``): its record for the auth file and the
+    secret to hand out once (an API key's record keeps only its hash)."""
+    if kind == "api":
+        secret = new_api_key()
+        return ApiKey("ak_" + secrets.token_hex(6), hash_api_key(secret), created_at), secret
+    if kind == "signing":
+        secret = new_signing_secret()
+        return SigningKey("sk_" + secrets.token_hex(6), secret, created_at), secret
+    raise ValueError(f"a key is api or signing, not {kind!r}")
 
 
 def new_api_key() -> str:

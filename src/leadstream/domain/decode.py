@@ -19,7 +19,7 @@ from leadstream.domain.rejects import Reason, RowError
 
 __all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "decode_json", "nesting_exceeds"]
 
-# Also the largest message leadstream lets on its topics (kafka_admin.LARGE_MESSAGE_BYTES):
+# Also the largest message leadstream lets on its topics (kafka/config.py, LARGE_MESSAGE_BYTES):
 # a 50,000-event batch is ~5 MB, and a document this size decodes to a few hundred MB of
 # Python objects at worst (``[{},{},...]``), which a worker survives.
 MAX_JSON_BYTES = 16 * 1024 * 1024

@@ -1,12 +1,11 @@
 """Turning one ``lead-events`` message into normalized events and per-row rejects.
 
-A message is either a single event or a batch (SPEC section 5). Every row is checked on
+A message is either a single event or a batch (docs/contract.md, section 4). Every row is checked on
 its own: a bad row becomes a :class:`Rejected` with its index, the rest are kept.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +24,7 @@ from leadstream.domain.rejects import Reason, RowError
 
 __all__ = [
     "MAX_BATCH_EVENTS",
+    "MAX_REJECT_PHONE_CHARS",
     "IngestRules",
     "LeadEvent",
     "ParsedMessage",
@@ -36,9 +36,9 @@ __all__ = [
     "retention_horizon",
 ]
 
-logger = logging.getLogger(__name__)
-
 MAX_BATCH_EVENTS = 50_000
+# A reject names the row's phone as written, cut to this many characters.
+MAX_REJECT_PHONE_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +89,7 @@ def _raw_phone(row: Any) -> str | None:
     if isinstance(row, dict):
         phone = row.get("phoneE164")
         if isinstance(phone, str | int) and not isinstance(phone, bool):
-            return str(phone)[:64]
+            return str(phone)[:MAX_REJECT_PHONE_CHARS]
     return None
 
 

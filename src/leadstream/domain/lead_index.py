@@ -14,7 +14,6 @@ and opt-out answers never change, and windows up to the retention still see ever
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,8 +36,6 @@ __all__ = [
     "lead_events",
     "lead_history",
 ]
-
-logger = logging.getLogger(__name__)
 
 PRESENT = b"\x01"
 SEP = keys.SEP

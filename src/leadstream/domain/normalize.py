@@ -1,4 +1,4 @@
-"""Validation and canonical forms of the contract's scalar fields (SPEC section 2).
+"""Validation and canonical forms of the contract's scalar fields (docs/contract.md, section 1).
 
 Each ``normalize_*`` function returns the canonical value or raises :class:`RowError`
 with the reason code the contract names. Nothing is trimmed or guessed silently.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import calendar
 import functools
-import logging
 import re
 import time
 import unicodedata
@@ -21,7 +20,9 @@ from leadstream.domain.phone_fast import canonical_e164
 from leadstream.domain.rejects import Reason, RowError
 
 __all__ = [
+    "MAX_ID_DIGITS",
     "MAX_METADATA_BYTES",
+    "SAFE_ID_PATTERN",
     "MIN_OCCURRED_AT_MS",
     "format_ms",
     "normalize_event_type",
@@ -34,14 +35,15 @@ __all__ = [
     "parse_rfc3339_ms",
 ]
 
-logger = logging.getLogger(__name__)
-
 MAX_METADATA_BYTES = 4096
 MAX_EVENT_TYPE_CHARS = 100
 # 2000-01-01T00:00:00Z: anything earlier is a clock or unit bug, not a lead's history.
 MIN_OCCURRED_AT_MS = 946_684_800_000
 
-_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# An id written as a string; one written as an integer has at most MAX_ID_DIGITS digits.
+SAFE_ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+MAX_ID_DIGITS = 64
+_SAFE_ID = re.compile(SAFE_ID_PATTERN)
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
@@ -60,8 +62,8 @@ def normalize_id(value: Any, *, reason: Reason, what: str) -> str:
         if value <= 0:
             raise RowError(reason, f"{what} must be a positive integer, got {value}")
         text = str(value)
-        if len(text) > 64:
-            raise RowError(reason, f"{what} has more than 64 digits")
+        if len(text) > MAX_ID_DIGITS:
+            raise RowError(reason, f"{what} has more than {MAX_ID_DIGITS} digits")
         return text
     if isinstance(value, str):
         if _SAFE_ID.fullmatch(value) is None:
@@ -73,7 +75,7 @@ def normalize_id(value: Any, *, reason: Reason, what: str) -> str:
 
 
 def normalize_organization_id(value: Any) -> str:
-    """Canonical organizationId (SPEC section 2)."""
+    """Canonical organizationId (docs/contract.md, section 1)."""
     return normalize_id(value, reason=Reason.INVALID_ORGANIZATION_ID, what="organizationId")
 
 
@@ -232,10 +234,10 @@ def normalize_occurred_at(value: Any, *, now_ms: int, max_future_skew_ms: int) -
 def format_ms(ms: int) -> str:
     """``YYYY-MM-DDTHH:MM:SS.sssZ`` for UTC milliseconds since the epoch."""
     seconds, millis = divmod(ms, 1000)
-    t = time.gmtime(seconds)
+    parts = time.gmtime(seconds)
     return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
-        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z"
+        f"{parts.tm_year:04d}-{parts.tm_mon:02d}-{parts.tm_mday:02d}"
+        f"T{parts.tm_hour:02d}:{parts.tm_min:02d}:{parts.tm_sec:02d}.{millis:03d}Z"
     )
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import zlib
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
 __all__ = ["HasLead", "group_by_partition", "lead_partition", "send_partition"]
-
-logger = logging.getLogger(__name__)
 
 
 def lead_partition(organization_id: str, phone: str, partitions: int) -> int:

@@ -19,23 +19,14 @@ write marks it, and :meth:`PreparedShare.refresh` reads it again.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from leadstream.domain.lead_index import OrgScan, lead_history
-from leadstream.domain.sends import (
-    Counts,
-    Outcome,
-    SendRules,
-    campaign_members,
-    recipient_json,
-)
+from leadstream.domain.sends import Counts, Outcome, SendRules, campaign_members
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore
 
 __all__ = ["PreparedShare"]
-
-logger = logging.getLogger(__name__)
 
 # Members evaluated between two steps of PreparedShare.steps (about 20 ms of work).
 BUILD_STEP = 5_000
@@ -44,13 +35,22 @@ BUILD_STEP = 5_000
 class PreparedShare:
     """Outcomes of one partition's campaign members for one send, kept current.
 
-    Recipients are held encoded (:func:`~leadstream.domain.sends.recipient_json`) and the
-    counts are kept as outcomes change, so the moment only joins bytes. They are in phone
-    order, except that leads evaluated again (written after the pass) come last."""
+    Recipients are held as ``encode(phone, externalId)`` gives them (the output's own
+    entries) and the counts are kept as outcomes change, so the moment only joins bytes.
+    They are in phone order, except that leads evaluated again (written after the pass)
+    come last."""
 
-    def __init__(self, rules: SendRules, partition: int, *, step: int = BUILD_STEP) -> None:
+    def __init__(
+        self,
+        rules: SendRules,
+        partition: int,
+        *,
+        encode: Callable[[str, str | None], bytes],
+        step: int = BUILD_STEP,
+    ) -> None:
         self.rules = rules
         self.partition = partition
+        self._encode = encode
         self._step = step
         self.outcomes: dict[str, Outcome] = {}
         self.recipients: dict[str, bytes] = {}
@@ -70,12 +70,12 @@ class PreparedShare:
         return self._steps
 
     def _build(self, store: PartitionStore, reseek_after: int) -> Iterator[int]:
-        t = self.rules.trigger
-        org = t.organization_id
+        trigger = self.rules.trigger
+        org = trigger.organization_id
         scan = OrgScan(store, self.partition, org, reseek_after=reseek_after)
         evaluate = self.rules.outcome
         n = 0
-        for phone, external_id in campaign_members(store, self.partition, org, t.campaign_id):
+        for phone, external_id in campaign_members(store, self.partition, org, trigger.campaign_id):
             self._set(phone, external_id, evaluate(scan.history(phone), phone, external_id))
             n += 1
             if n % self._step == 0:
@@ -87,7 +87,7 @@ class PreparedShare:
         self.outcomes[phone] = outcome
         self._tally[outcome] += 1
         if outcome is Outcome.RECIPIENT:
-            self.recipients[phone] = recipient_json(phone, external_id)
+            self.recipients[phone] = self._encode(phone, external_id)
 
     def _unset(self, phone: str) -> None:
         old = self.outcomes.pop(phone, None)
@@ -108,8 +108,8 @@ class PreparedShare:
 
     def refresh(self, store: PartitionStore) -> int:
         """Evaluate again every lead written since the share started; how many there were."""
-        t = self.rules.trigger
-        org, campaign = t.organization_id, t.campaign_id
+        trigger = self.rules.trigger
+        org, campaign = trigger.organization_id, trigger.campaign_id
         changed = list(self.changed)
         self.changed.clear()
         for phone in changed:

@@ -1,13 +1,10 @@
-"""Reject reason codes (SPEC section 3) and the error raised by row validators."""
+"""Reject reason codes (docs/contract.md, section 2) and the error raised by row validators."""
 
 from __future__ import annotations
 
-import logging
 from enum import StrEnum
 
 __all__ = ["Reason", "RowError"]
-
-logger = logging.getLogger(__name__)
 
 
 class Reason(StrEnum):

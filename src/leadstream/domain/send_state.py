@@ -6,7 +6,6 @@ return what the caller must send on (a trigger claim returns whether to broadcas
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from enum import StrEnum
@@ -39,8 +38,6 @@ __all__ = [
     "store_filter_part",
     "store_pending",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 class PendingRecord(msgspec.Struct, array_like=True, frozen=True):
@@ -90,13 +87,13 @@ class Claim(StrEnum):
 
 def claim_trigger(store: PartitionStore, partition: int, pending: PendingRecord) -> Claim:
     """The first trigger for (organizationId, sendId) wins; later ones produce nothing."""
-    t = pending.trigger
-    key = keys.claim_key(t.organization_id, t.send_id)
+    trigger = pending.trigger
+    key = keys.claim_key(trigger.organization_id, trigger.send_id)
     existing = store.get(partition, key)
     if existing is None:
         store.put(partition, key, _encoder.encode(pending))
         return Claim.FIRST
-    if _pending_decoder.decode(existing).trigger == t:
+    if _pending_decoder.decode(existing).trigger == trigger:
         # Re-broadcast: if the first broadcast was lost in a crash, this completes it.
         return Claim.REPEAT
     return Claim.DUPLICATE
@@ -108,9 +105,10 @@ def is_done(store: PartitionStore, partition: int, org: str, send: str) -> bool:
 
 def store_pending(store: PartitionStore, partition: int, pending: PendingRecord) -> bool:
     """Hold the trigger in this partition until due; False when already held or done."""
-    t = pending.trigger
-    key = keys.pending_key(t.organization_id, t.send_id)
-    if is_done(store, partition, t.organization_id, t.send_id) or store.get(partition, key):
+    trigger = pending.trigger
+    key = keys.pending_key(trigger.organization_id, trigger.send_id)
+    done = is_done(store, partition, trigger.organization_id, trigger.send_id)
+    if done or store.get(partition, key):
         return False
     store.put(partition, key, _encoder.encode(pending))
     return True

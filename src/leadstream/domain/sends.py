@@ -1,4 +1,5 @@
-"""Sends: trigger validation, event and audience filters, and materialization (SPEC section 4).
+"""Sends: trigger validation, event and audience filters, and materialization
+(docs/contract.md, section 3).
 
 Materialization of one send over one partition's leads counts each audience member at
 the first step that drops it, in this order: opted out, audience filter, event filters.
@@ -7,18 +8,16 @@ the first step that drops it, in this order: opted out, audience filter, event f
 from __future__ import annotations
 
 import hashlib
-import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
 from leadstream.domain.audience import normalize_external_id
 from leadstream.domain.lead_index import LeadHistory, OrgScan
 from leadstream.domain.normalize import (
-    format_ms,
     normalize_event_type,
     normalize_id,
     normalize_organization_id,
@@ -37,31 +36,31 @@ __all__ = [
     "EventFilter",
     "Outcome",
     "PartitionResult",
+    "SendId",
     "SendRules",
     "SendTrigger",
     "campaign_members",
-    "chunk_records",
-    "done_record",
-    "encode_chunks",
     "filter_parts",
     "keeps",
     "materialize_partition",
     "parse_audience_filter",
     "parse_trigger",
-    "recipient_json",
     "resolve_audience_filter",
-    "send_key",
     "split_filter",
-    "summary_record",
 ]
-
-logger = logging.getLogger(__name__)
 
 FILTER_DEADLINE_MS = 5 * 60_000
 # Generous ceilings that keep every value inside the 64-bit encodings downstream.
 MAX_WITHIN_MINUTES = 100 * 366 * 24 * 60
 MAX_MIN_COUNT = 1_000_000
 Mode = Literal["include", "exclude"]
+
+
+class SendId(NamedTuple):
+    """A send is named by its organization and its sendId (the first trigger wins)."""
+
+    organization_id: str
+    send_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +276,7 @@ class PartitionResult:
 
 @dataclass(frozen=True, slots=True)
 class SendRules:
-    """Everything that decides a member's :class:`Outcome` for one send, in SPEC order."""
+    """Everything that decides a member's :class:`Outcome` for one send, in the contract's order."""
 
     trigger: SendTrigger
     # None when the trigger does not enable it, or enables it and none was received.
@@ -328,7 +327,7 @@ def materialize_partition(
     opt_in_type: str,
     reseek_after: int = 4,
 ) -> PartitionResult:
-    """The send's recipients among this partition's leads, in SPEC order, with counts.
+    """The send's recipients among this partition's leads, in the contract's order, with counts.
 
     Members come in phone order, and so do the organization's event keys: one merged
     pass (:class:`~leadstream.domain.lead_index.OrgScan`) gives each member's history."""
@@ -344,114 +343,6 @@ def materialize_partition(
         if outcome is Outcome.RECIPIENT:
             out.recipients.append((phone, external_id))
     return out
-
-
-def send_key(org: str, send: str) -> str:
-    """The ``send-recipients`` message key of a send."""
-    return f"{org}:{send}"
-
-
-_json = msgspec.json.Encoder()
-
-
-def recipient_json(phone: str, external_id: str | None) -> bytes:
-    """One entry of a chunk's ``recipients``, encoded (chunks are assembled from these)."""
-    return _json.encode({"phoneE164": phone, "externalId": external_id})
-
-
-def encode_chunks(
-    trigger: SendTrigger, partition: int, recipients: Sequence[bytes], chunk_size: int
-) -> list[bytes]:
-    """The ``recipients`` chunks of one partition as JSON (none when it has no recipient),
-    from entries encoded by :func:`recipient_json`."""
-    out = []
-    for index, start in enumerate(range(0, len(recipients), chunk_size)):
-        head = _json.encode(
-            {
-                "type": "recipients",
-                "organizationId": trigger.organization_id,
-                "campaignId": trigger.campaign_id,
-                "sendId": trigger.send_id,
-                "scheduledFor": format_ms(trigger.scheduled_for),
-                "partition": partition,
-                "chunk": index,
-            }
-        )
-        body = b",".join(recipients[start : start + chunk_size])
-        out.append(b"".join((head[:-1], b',"recipients":[', body, b"]}")))
-    return out
-
-
-def chunk_records(
-    trigger: SendTrigger, partition: int, recipients: list[tuple[str, str | None]], chunk_size: int
-) -> list[dict[str, Any]]:
-    """The chunks :func:`encode_chunks` writes for ``recipients``, decoded."""
-    entries = [recipient_json(phone, external_id) for phone, external_id in recipients]
-    return [
-        msgspec.json.decode(chunk)
-        for chunk in encode_chunks(trigger, partition, entries, chunk_size)
-    ]
-
-
-def done_record(
-    trigger: SendTrigger,
-    *,
-    partition: int,
-    late: bool,
-    materialized_at: int,
-    recipient_count: int,
-    counts: Counts,
-    chunk_count: int,
-    late_audience_filters: int,
-) -> dict[str, Any]:
-    """What one partition reports once its chunks are committed (the progress topic)."""
-    return {
-        "type": "done",
-        "organizationId": trigger.organization_id,
-        "campaignId": trigger.campaign_id,
-        "sendId": trigger.send_id,
-        "scheduledFor": trigger.scheduled_for,
-        "late": late,
-        "partition": partition,
-        "materializedAt": materialized_at,
-        "recipientCount": recipient_count,
-        "chunkCount": chunk_count,
-        "counts": [
-            counts.audience,
-            counts.opted_out,
-            counts.dropped_by_audience_filter,
-            counts.dropped_by_event_filter,
-        ],
-        "lateAudienceFilters": late_audience_filters,
-    }
-
-
-def summary_record(dones: list[dict[str, Any]]) -> dict[str, Any]:
-    """The one summary of a send, from the done reports of all its partitions."""
-    first = dones[0]
-    audience, opted_out, by_filter, by_events = (
-        sum(d["counts"][i] for d in dones) for i in range(4)
-    )
-    return {
-        "type": "summary",
-        "organizationId": first["organizationId"],
-        "campaignId": first["campaignId"],
-        "sendId": first["sendId"],
-        "scheduledFor": format_ms(first["scheduledFor"]),
-        "materializedAt": format_ms(max(d["materializedAt"] for d in dones)),
-        "late": any(d["late"] for d in dones),
-        "recipientCount": sum(d["recipientCount"] for d in dones),
-        "chunkCount": sum(d["chunkCount"] for d in dones),
-        "partitions": len(dones),
-        "counts": {
-            "audience": audience,
-            "optedOut": opted_out,
-            "droppedByAudienceFilter": by_filter,
-            "droppedByEventFilter": by_events,
-            # Every partition saw the same broadcast filters; they agree on this count.
-            "lateAudienceFilters": max(d["lateAudienceFilters"] for d in dones),
-        },
-    }
 
 
 def split_filter(

@@ -32,7 +32,6 @@ every partition (triggers and filters are broadcast).
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 from collections.abc import Sequence
@@ -71,8 +70,6 @@ __all__ = [
     "prefix_upper_bound",
     "ts_bytes",
 ]
-
-logger = logging.getLogger(__name__)
 
 SEP = b"\x00"
 _EVENT = b"E"

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import bisect
-import logging
 from collections.abc import Iterator, Sequence
 
 from leadstream.state import keys
 
 __all__ = ["MemoryStore"]
-
-logger = logging.getLogger(__name__)
 
 
 class MemoryStore:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from leadstream.state.keys import prefix_upper_bound
 
 __all__ = ["PartitionStore", "iter_prefix"]
-
-logger = logging.getLogger(__name__)
 
 
 class PartitionStore(Protocol):

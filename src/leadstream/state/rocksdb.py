@@ -14,7 +14,6 @@ duplicates so that reprocessing closes that gap.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -25,8 +24,6 @@ from rocksdict import Rdict, ReadOptions, WriteBatch
 from leadstream.state import keys
 
 __all__ = ["STORE_URL", "LeadStore", "TableStore"]
-
-logger = logging.getLogger(__name__)
 
 
 # A logged batch record holds at most this many items and about this many bytes: ~45-byte

@@ -14,15 +14,12 @@ prepared sends whenever one starts.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Sequence
 
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore
 
 __all__ = ["WatchedStore"]
-
-logger = logging.getLogger(__name__)
 
 
 class WatchedStore:

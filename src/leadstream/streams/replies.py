@@ -13,10 +13,11 @@ import threading
 import uuid
 
 import msgspec
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
-from leadstream.commands import Reply, decode_reply
-from leadstream.kafka_admin import poll_batch
+from leadstream.kafka.config import KafkaConnection
+from leadstream.kafka.io import poll_batch
+from leadstream.wire.commands import Reply, decode_reply
 
 __all__ = ["ReplyWaiter"]
 
@@ -26,19 +27,14 @@ logger = logging.getLogger(__name__)
 class ReplyWaiter:
     """Futures keyed by request id, resolved from a consumer thread."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, connection: KafkaConnection, topic: str) -> None:
         self._topic = topic
         self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[Reply]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._started = threading.Event()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"leadstream-replies-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-            }
-        )
+        # Assigned, never subscribed: the group only names this reader.
+        self._consumer = connection.consumer(connection.private_group("replies", uuid.uuid4().hex))
         self._thread = threading.Thread(target=self._run, name="http-replies", daemon=True)
 
     def start(self) -> None:

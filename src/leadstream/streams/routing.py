@@ -1,32 +1,23 @@
 """Agents on the input topics: validate, reject bad rows alone, route commands by lead.
 
-``lead-events`` is the exception: :mod:`leadstream.streams.lead_events` reads it."""
+``lead-events`` is the exception: :mod:`leadstream.streams.router` reads it."""
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 from typing import Any
 
-from leadstream.commands import ClaimTrigger, MembersBatch
 from leadstream.domain.audience import parse_audience_members
 from leadstream.domain.decode import decode_json
 from leadstream.domain.ingest import Rejected
 from leadstream.domain.partitioning import group_by_partition, send_partition
 from leadstream.domain.rejects import RowError
 from leadstream.domain.send_state import PendingRecord
-from leadstream.domain.sends import parse_audience_filter, parse_trigger
-from leadstream.streams.topology import Topology, now_ms
+from leadstream.domain.sends import SendId, parse_audience_filter, parse_trigger
+from leadstream.streams.topology import Topology, received_ms
+from leadstream.wire.commands import ClaimTrigger, MembersBatch, filter_commands
 
 __all__ = ["register_routers"]
-
-logger = logging.getLogger(__name__)
-
-
-def _received_ms(msg: Any) -> int:
-    # The broker's timestamp (the topics are created with LogAppendTime): the same on
-    # every reprocessing, so a replayed trigger or filter is judged exactly as before.
-    return int(msg.timestamp * 1000) if msg.timestamp else now_ms()
 
 
 def register_routers(topo: Topology) -> None:
@@ -72,7 +63,7 @@ async def _route_trigger(topo: Topology, msg: Any) -> None:
     except RowError as err:
         await topo.reject(Rejected(err.reason, err.detail, raw=msg.value), msg)
         return
-    pending = PendingRecord.on_receipt(trigger, _received_ms(msg))
+    pending = PendingRecord.on_receipt(trigger, received_ms(msg))
     home = send_partition(trigger.organization_id, trigger.send_id, topo.settings.partitions)
     await topo.send_command(home, ClaimTrigger(pending))
 
@@ -85,5 +76,12 @@ async def _route_filter(topo: Topology, msg: Any) -> None:
     except RowError as err:
         await topo.reject(Rejected(err.reason, err.detail, raw=msg.value), msg)
         return
-    seq = (msg.partition << 48) | msg.offset
-    await topo.broadcast_filter(org, campaign, send, spec, received_at=_received_ms(msg), seq=seq)
+    for partition, part in filter_commands(
+        SendId(org, send),
+        campaign,
+        spec,
+        received_at=received_ms(msg),
+        seq=(msg.partition << 48) | msg.offset,
+        partitions=topo.settings.partitions,
+    ):
+        await topo.send_command(partition, part)

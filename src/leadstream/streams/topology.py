@@ -2,35 +2,38 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import faust
 
-from leadstream import codec
-from leadstream.commands import COMMAND_ROWS, Command, FilterPart, encode_command, row_slices
 from leadstream.domain.ingest import Rejected
-from leadstream.domain.sends import AudienceFilterSpec, filter_parts
 from leadstream.metrics import Metrics
 from leadstream.settings import Settings
 from leadstream.state.watch import WatchedStore
 from leadstream.streams.retry import with_retries_async
+from leadstream.wire.commands import Command, encode_command, row_slices
+from leadstream.wire.records import encode_json, reject_record
 
 if TYPE_CHECKING:
     from faust.assignor.partition_assignor import PartitionAssignor
     from faust.tables.manager import TableManager
 
-__all__ = ["Topology", "now_ms"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["Topology", "now_ms", "received_ms"]
 
 T = TypeVar("T")
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def received_ms(msg: Any) -> int:
+    """When the broker took ``msg`` (the topics that need it are created with
+    LogAppendTime): the same on every reprocessing, so a replayed trigger or filter is
+    judged exactly as before."""
+    return int(msg.timestamp * 1000) if msg.timestamp else now_ms()
 
 
 class Topology:
@@ -92,28 +95,9 @@ class Topology:
         *,
         wait: bool = False,
     ) -> None:
-        """``rows`` as commands of at most :data:`~leadstream.commands.COMMAND_ROWS` rows each."""
+        """``rows`` as commands of at most ``COMMAND_ROWS`` rows each."""
         for part in row_slices(rows):
             await self.send_command(partition, make(part), wait=wait)
-
-    async def broadcast_filter(
-        self,
-        org: str,
-        campaign: str,
-        send: str,
-        spec: AudienceFilterSpec,
-        *,
-        received_at: int,
-        seq: int,
-    ) -> None:
-        """Send every partition its part(s) of an audience filter (see ``filter_parts``)."""
-        parts_by_partition = filter_parts(org, spec, self.settings.partitions, COMMAND_ROWS)
-        for partition, parts in parts_by_partition.items():
-            for index, (ext, phones) in enumerate(parts):
-                part = FilterPart(
-                    org, campaign, send, received_at, seq, index, len(parts), spec.mode, ext, phones
-                )
-                await self.send_command(partition, part)
 
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages behind) of every partition faust reads here."""
@@ -131,7 +115,7 @@ class Topology:
             await self.reject(dead, msg)
 
     async def reject(self, rejected: Rejected, msg: Any) -> None:
-        record = codec.reject_record(
+        record = reject_record(
             rejected, source=msg.topic, partition=msg.partition, offset=msg.offset
         )
-        await self.rejects.send(key=msg.key, value=codec.encode_json(record))
+        await self.rejects.send(key=msg.key, value=encode_json(record))

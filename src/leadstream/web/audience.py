@@ -20,38 +20,39 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from typing import IO, Any
 
 import ijson
-from faust.web import Request, Response, View
+from faust.web import Request, Response
 
-from leadstream.commands import MembersBatch
 from leadstream.domain.audience import MemberOp, parse_member_row
 from leadstream.domain.auth import AuthError, authenticate
 from leadstream.domain.decode import MAX_JSON_DEPTH, decode_json
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
 from leadstream.domain.normalize import normalize_id, normalize_organization_id
-from leadstream.domain.partitioning import group_by_partition
 from leadstream.domain.rejects import Reason, RowError
-from leadstream.streams.topology import Topology
 from leadstream.web.http import (
-    AuthFile,
     BodyError,
+    ServedView,
+    answer_reject,
     auth_error,
     error_response,
     media_type,
     stream_body,
     unavailable,
 )
+from leadstream.web.ingress import Ingress
+from leadstream.web.keys import AuthFile
 
 __all__ = [
     "MAX_AUDIENCE_MEMBERS",
     "BodyError",
     "json_members_prefix",
+    "AudienceUpload",
     "member_outcomes",
-    "register_audience_upload",
     "upload_rows",
 ]
 
@@ -131,12 +132,9 @@ def member_outcomes(
             yield parse_member_row(row, org, campaign, region)
         except RowError as err:
             phone = row.get("phoneE164") if row else None
-            yield {
-                "index": index,
-                "phoneE164": phone if isinstance(phone, str) else None,
-                "reason": err.reason.value,
-                "detail": err.detail,
-            }
+            yield answer_reject(
+                index, phone if isinstance(phone, str) else None, err.reason, err.detail
+            )
 
 
 def _reason(exc: Exception) -> str:
@@ -185,74 +183,78 @@ def json_members_prefix(body: IO[bytes]) -> str:
     raise BodyError(422, "invalid_body", 'expected a JSON array of members or {"members": [...]}')
 
 
-def register_audience_upload(topo: Topology, auth: AuthFile) -> None:
-    app, settings = topo.app, topo.settings
-    limit = settings.max_body_bytes
-
-    async def flush(pending: list[MemberOp]) -> None:
-        for partition, members in group_by_partition(pending, settings.partitions).items():
-            await topo.send_rows(partition, members, MembersBatch, wait=True)
-        pending.clear()
-
-    @app.page("/api/v1/campaigns/{campaignId}/audience")
-    class Audience(View):
-        async def post(self, request: Request, **params: Any) -> Response:
-            kind = _MEDIA_TYPES.get(media_type(request))
-            if kind is None:
-                return error_response(
-                    self,
-                    415,
-                    "unsupported_media_type",
-                    "send text/csv, application/x-ndjson or application/json",
-                )
-            with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as body:
-                try:
-                    await stream_body(request, limit, body.write)
-                    org = await _authenticate(request, body, auth)
-                    campaign = _campaign(params["campaignId"], request, org)
-                    json_prefix = ""
-                    if kind == "json":
-                        json_prefix = await asyncio.to_thread(_check_json, body)
-                except BodyError as err:
-                    return error_response(self, err.status, err.code, err.message)
+class AudienceUpload(ServedView):
+    async def post(self, request: Request, **params: Any) -> Response:
+        context = self.context
+        kind = _MEDIA_TYPES.get(media_type(request))
+        if kind is None:
+            return error_response(
+                self,
+                415,
+                "unsupported_media_type",
+                "send text/csv, application/x-ndjson or application/json",
+            )
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as body:
+            try:
+                await stream_body(request, context.settings.max_body_bytes, body.write)
+                org = await _authenticate(request, body, context.auth)
+                campaign = _campaign(params["campaignId"], request, org)
+                json_prefix = await asyncio.to_thread(_check_json, body) if kind == "json" else ""
                 body.seek(0)
                 rows = upload_rows(body, kind, json_prefix)
-                outcomes = member_outcomes(rows, org, campaign, settings.default_region)
-                received = accepted = 0
-                rejects: list[dict[str, Any]] = []
-                pending: list[MemberOp] = []
-                try:
-                    while step := await asyncio.to_thread(_next_rows, outcomes):
-                        for outcome in step:
-                            received += 1
-                            if received > MAX_AUDIENCE_MEMBERS:
-                                return error_response(
-                                    self,
-                                    413,
-                                    "too_many_members",
-                                    f"at most {MAX_AUDIENCE_MEMBERS} members per upload; "
-                                    f"the first {accepted} were applied, send the rest again",
-                                )
-                            if isinstance(outcome, MemberOp):
-                                pending.append(outcome)
-                                accepted += 1
-                            else:
-                                rejects.append(outcome)
-                        if len(pending) >= MAX_BATCH_EVENTS:
-                            await flush(pending)
-                    await flush(pending)
-                except (TimeoutError, OSError) as exc:
-                    logger.warning("audience upload: Kafka did not confirm: %r", exc)
-                    return unavailable(self, "Kafka did not confirm in time; retry the upload")
-            return self.json(
-                {
-                    "status": "accepted",
-                    "received": received,
-                    "accepted": accepted,
-                    "rejected": len(rejects),
-                    "rejects": rejects,
-                }
-            )
+                outcomes = member_outcomes(rows, org, campaign, context.settings.default_region)
+                tally = await _send(context.ingress, outcomes)
+            except BodyError as err:
+                return error_response(self, err.status, err.code, err.message)
+            except (TimeoutError, OSError) as exc:
+                logger.warning("audience upload: Kafka did not confirm: %r", exc)
+                return unavailable(self, "Kafka did not confirm in time; retry the upload")
+        return self.json(tally.answer())
+
+
+@dataclass(slots=True)
+class _Tally:
+    received: int = 0
+    accepted: int = 0
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+
+    def answer(self) -> dict[str, Any]:
+        return {
+            "status": "accepted",
+            "received": self.received,
+            "accepted": self.accepted,
+            "rejected": len(self.rejects),
+            "rejects": self.rejects,
+        }
+
+
+async def _send(ingress: Ingress, outcomes: Iterator[Outcome]) -> _Tally:
+    """Read the members a step at a time on a thread and send the valid ones on, at most
+    50,000 at once; :class:`BodyError` 413 past :data:`MAX_AUDIENCE_MEMBERS` (what was
+    read before it is sent, and the answer says how many that was)."""
+    tally = _Tally()
+    pending: list[MemberOp] = []
+    while step := await asyncio.to_thread(_next_rows, outcomes):
+        for outcome in step:
+            tally.received += 1
+            if tally.received > MAX_AUDIENCE_MEMBERS:
+                await ingress.send_members(pending)
+                raise BodyError(
+                    413,
+                    "too_many_members",
+                    f"at most {MAX_AUDIENCE_MEMBERS} members per upload; "
+                    f"the first {tally.accepted} were applied, send the rest again",
+                )
+            if isinstance(outcome, MemberOp):
+                pending.append(outcome)
+                tally.accepted += 1
+            else:
+                tally.rejects.append(outcome)
+        if len(pending) >= MAX_BATCH_EVENTS:
+            await ingress.send_members(pending)
+            pending = []
+    await ingress.send_members(pending)
+    return tally
 
 
 def _next_rows(outcomes: Iterator[Outcome]) -> list[Outcome]:

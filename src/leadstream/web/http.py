@@ -5,40 +5,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web as aio
 from faust.web import Request, Response, View
 
-from leadstream.auth_file import load_auth
-from leadstream.domain.auth import AuthConfig, AuthError, authenticate, has_credentials
-from leadstream.domain.decode import decode_json
-from leadstream.domain.rejects import RowError
+from leadstream.domain.auth import AuthError, authenticate, has_credentials
+from leadstream.domain.decode import MAX_JSON_BYTES, decode_json
+from leadstream.domain.rejects import Reason, RowError
 from leadstream.metrics import Metrics
+from leadstream.settings import Settings
+from leadstream.web.ingress import Ingress
+from leadstream.web.keys import AuthFile
 
 __all__ = [
     "OFF_LOOP_BYTES",
     "RETRY_AFTER_SECONDS",
-    "AuthFile",
     "BodyError",
+    "Context",
+    "ServedView",
     "Offload",
+    "answer_reject",
     "auth_error",
     "auth_failed",
     "error_response",
     "guard_routes",
     "json_request",
     "media_type",
+    "now_ms",
     "read_body",
     "stream_body",
     "unavailable",
 ]
 
 T = TypeVar("T")
+Json = dict[str, Any]
 
 # Bodies above this size are decoded and parsed in a thread, so that one large request
 # never holds up the others (or health checks) on the event loop.
@@ -51,23 +56,21 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
 
 
-class AuthFile:
-    """The auth file, re-read when it changes (keys are managed while workers run)."""
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every view works with: the ingress service, the settings, the keys, and the
+    pool that runs heavy parsing off the event loop. One per app (web/routes.py)."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._stamp: tuple[int, int] | None = None
-        self._config = AuthConfig()
+    ingress: Ingress
+    settings: Settings
+    auth: AuthFile
+    offload: Offload
 
-    def config(self) -> AuthConfig:
-        try:
-            st = os.stat(self._path)
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            return AuthConfig()
-        if stamp != self._stamp:
-            self._config, self._stamp = load_auth(self._path), stamp
-        return self._config
+
+class ServedView(View):
+    """A view of the worker's API; ``context`` is bound when the routes are served."""
+
+    context: ClassVar[Context]
 
 
 def error_response(view: View, status: int, code: str, message: str, **headers: str) -> Response:
@@ -126,27 +129,36 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def answer_reject(index: int | None, phone: str | None, reason: Reason, detail: str) -> Json:
+    """One entry of an answer's ``rejects``: the row's index, its phone as written, why."""
+    return {"index": index, "phoneE164": phone, "reason": reason.value, "detail": detail}
+
+
 def auth_error(err: AuthError) -> BodyError:
     """401 or 403 as a :class:`BodyError`, saying nothing about which part was wrong."""
     return BodyError(err.status, "unauthorized" if err.status == 401 else "forbidden", err.message)
 
 
-async def json_request(
-    request: Request, *, auth: AuthFile, offload: Offload, limit: int
-) -> tuple[str, Any]:
-    """What every JSON endpoint does first: the media type, the body (at most ``limit``
-    bytes), the credential (the organization it acts for) and the decoded body, in that
-    order; :class:`BodyError` at the first that fails."""
+async def json_request(request: Request, context: Context) -> tuple[str, Any]:
+    """What every JSON endpoint does first: the media type, the body (at most the smaller
+    of ``LEADSTREAM_MAX_BODY_BYTES`` and :data:`MAX_JSON_BYTES`), the credential (the
+    organization it acts for) and the decoded body, in that order; :class:`BodyError` at
+    the first that fails."""
     if media_type(request) != "application/json":
         raise BodyError(415, "unsupported_media_type", "send application/json")
-    body = await read_body(request, limit)
-    check = partial(authenticate, auth.config(), request.headers, body, now_s=time.time())
+    body = await read_body(request, min(context.settings.max_body_bytes, MAX_JSON_BYTES))
+    config = context.auth.config()
+    check = partial(authenticate, config, request.headers, body, now_s=time.time())
     try:
-        org = await offload.run(len(body), check)
+        org = await context.offload.run(len(body), check)
     except AuthError as err:
         raise auth_error(err) from None
     try:
-        doc = await offload.run(len(body), partial(decode_json, body))
+        doc = await context.offload.run(len(body), partial(decode_json, body))
     except RowError as err:
         raise BodyError(400, "invalid_json", err.detail) from None
     return org, doc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,11 +10,9 @@ from pydantic.json_schema import models_json_schema
 from leadstream import __version__
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
 from leadstream.domain.rejects import Reason
-from leadstream.models import Id
+from leadstream.wire.models import Id
 
 __all__ = ["openapi_document"]
-
-logger = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -146,6 +143,10 @@ _FILTER_EXAMPLE = {
 }
 
 
+# Either credential: a Bearer API key or an HMAC signature of the body.
+_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"signature": []}]
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): {"description": "Error", "content": _json(ErrorBody)} for s in statuses}
 
@@ -159,7 +160,6 @@ def openapi_document() -> dict[str, Any]:
         ],
         ref_template="#/components/schemas/{model}",
     )
-    security: list[dict[str, list[str]]] = [{"bearer": []}, {"signature": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "leadstream worker", "version": __version__},
@@ -176,161 +176,195 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         },
-        "paths": {
-            "/api/v1/webhooks/lead-events": {
-                "post": {
-                    "summary": "Ingest one event or up to 50,000; answers after they are applied.",
-                    "security": security,
-                    "requestBody": {
+        "paths": {**_ingest_paths(), **_lead_paths(), **_public_paths()},
+    }
+
+
+def _ingest_paths() -> dict[str, Any]:
+    """The routes that write a tenant's data."""
+    return {**_lead_events_path(), **_audience_filter_path(), **_audience_upload_path()}
+
+
+def _lead_events_path() -> dict[str, Any]:
+    """Lead events over HTTP."""
+    return {
+        "/api/v1/webhooks/lead-events": {
+            "post": {
+                "summary": "Ingest one event or up to 50,000; answers after they are applied.",
+                "security": _SECURITY,
+                "requestBody": {
+                    "required": True,
+                    "content": _json(WebhookLeadEvents, _EVENTS_EXAMPLE),
+                },
+                "responses": {
+                    "200": {"description": "Accepted", "content": _json(WebhookAccepted)},
+                    **_errors(400, 401, 403, 413, 415, 422, 503),
+                },
+            }
+        },
+    }
+
+
+def _audience_filter_path() -> dict[str, Any]:
+    """A send's audience filter over HTTP."""
+    return {
+        "/api/v1/webhooks/campaigns/audience-filter": {
+            "post": {
+                "summary": "The audience filter of a send; the latest received replaces "
+                "earlier ones, an identical repeat is a no-op.",
+                "security": _SECURITY,
+                "requestBody": {
+                    "required": True,
+                    "content": _json(AudienceFilterBody, _FILTER_EXAMPLE),
+                },
+                "responses": {
+                    "200": {
+                        "description": "Accepted or already received",
+                        "content": _json(AudienceFilterAnswer),
+                    },
+                    **_errors(400, 401, 403, 409, 415, 422, 503),
+                },
+            }
+        },
+    }
+
+
+def _audience_upload_path() -> dict[str, Any]:
+    """An audience upload."""
+    return {
+        "/api/v1/campaigns/{campaignId}/audience": {
+            "post": {
+                "summary": "Upload up to 1,000,000 members (CSV phoneE164,externalId[,op], "
+                "NDJSON, or a JSON array or {members: [...]}), read as a stream; answers "
+                "after Kafka has every row.",
+                "security": _SECURITY,
+                "parameters": [
+                    {
+                        "name": "campaignId",
+                        "in": "path",
                         "required": True,
-                        "content": _json(WebhookLeadEvents, _EVENTS_EXAMPLE),
+                        "example": "mastery",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
                     },
-                    "responses": {
-                        "200": {"description": "Accepted", "content": _json(WebhookAccepted)},
-                        **_errors(400, 401, 403, 413, 415, 422, 503),
+                    {
+                        "name": "organizationId",
+                        "in": "query",
+                        "required": False,
+                        "description": "If given, must be the credential's organization.",
+                        "schema": {"type": "string"},
                     },
-                }
-            },
-            "/api/v1/webhooks/campaigns/audience-filter": {
-                "post": {
-                    "summary": "The audience filter of a send; the latest received replaces "
-                    "earlier ones, an identical repeat is a no-op.",
-                    "security": security,
-                    "requestBody": {
-                        "required": True,
-                        "content": _json(AudienceFilterBody, _FILTER_EXAMPLE),
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "Accepted or already received",
-                            "content": _json(AudienceFilterAnswer),
-                        },
-                        **_errors(400, 401, 403, 409, 415, 422, 503),
-                    },
-                }
-            },
-            "/api/v1/campaigns/{campaignId}/audience": {
-                "post": {
-                    "summary": "Upload up to 1,000,000 members (CSV phoneE164,externalId[,op], "
-                    "NDJSON, or a JSON array or {members: [...]}), read as a stream; answers "
-                    "after Kafka has every row.",
-                    "security": security,
-                    "parameters": [
-                        {
-                            "name": "campaignId",
-                            "in": "path",
-                            "required": True,
-                            "example": "mastery",
-                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
-                        },
-                        {
-                            "name": "organizationId",
-                            "in": "query",
-                            "required": False,
-                            "description": "If given, must be the credential's organization.",
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "text/csv": {
                             "schema": {"type": "string"},
+                            "example": f"phoneE164,externalId\n{_PHONE},crm-123\n",
                         },
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "text/csv": {
-                                "schema": {"type": "string"},
-                                "example": f"phoneE164,externalId\n{_PHONE},crm-123\n",
-                            },
-                            "application/x-ndjson": {"schema": {"type": "string"}},
-                            "application/json": {
-                                "example": {"members": [{"phoneE164": _PHONE}]},
-                                "schema": {
-                                    "oneOf": [
-                                        {"type": "array", "items": {"type": "object"}},
-                                        {
-                                            "type": "object",
-                                            "properties": {
-                                                "members": {
-                                                    "type": "array",
-                                                    "items": {"type": "object"},
-                                                }
-                                            },
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                        "application/json": {
+                            "example": {"members": [{"phoneE164": _PHONE}]},
+                            "schema": {
+                                "oneOf": [
+                                    {"type": "array", "items": {"type": "object"}},
+                                    {
+                                        "type": "object",
+                                        "properties": {
+                                            "members": {
+                                                "type": "array",
+                                                "items": {"type": "object"},
+                                            }
                                         },
-                                    ]
-                                },
+                                    },
+                                ]
                             },
                         },
                     },
-                    "responses": {
-                        "200": {"description": "Accepted", "content": _json(AudienceAccepted)},
-                        **_errors(400, 401, 403, 413, 415, 422, 503),
+                },
+                "responses": {
+                    "200": {"description": "Accepted", "content": _json(AudienceAccepted)},
+                    **_errors(400, 401, 403, 413, 415, 422, 503),
+                },
+            }
+        },
+    }
+
+
+def _lead_paths() -> dict[str, Any]:
+    """The route that reads one lead."""
+    return {
+        "/api/v1/leads/{organizationId}/{phone}": {
+            "get": {
+                "summary": "One lead's stored events (read-only), for a key of its "
+                "organization (a signature is of the empty body).",
+                "security": _SECURITY,
+                "parameters": [
+                    {
+                        "name": "organizationId",
+                        "in": "path",
+                        "required": True,
+                        "example": "42",
+                        "schema": {"type": "string"},
                     },
-                }
-            },
-            "/api/v1/leads/{organizationId}/{phone}": {
-                "get": {
-                    "summary": "One lead's stored events (read-only), for a key of its "
-                    "organization (a signature is of the empty body).",
-                    "security": security,
-                    "parameters": [
-                        {
-                            "name": "organizationId",
-                            "in": "path",
-                            "required": True,
-                            "example": "42",
-                            "schema": {"type": "string"},
-                        },
-                        {
-                            "name": "phone",
-                            "in": "path",
-                            "required": True,
-                            "example": _PHONE,
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "responses": {
-                        "200": {"description": "The lead", "content": _json(LeadView)},
-                        **_errors(400, 401, 403, 421, 503),
+                    {
+                        "name": "phone",
+                        "in": "path",
+                        "required": True,
+                        "example": _PHONE,
+                        "schema": {"type": "string"},
                     },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "The process is up.",
-                    "security": [],
-                    "responses": {"200": {"description": "Up", "content": _json(Health)}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Broker reachable, recovery finished, lead-events router running.",
-                    "security": [],
-                    "responses": {
-                        "200": {"description": "Ready", "content": _json(Readiness)},
-                        "503": {"description": "Starting", "content": _json(Readiness)},
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics.",
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "Text exposition format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document.",
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "OpenAPI 3.1",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
-            },
+                ],
+                "responses": {
+                    "200": {"description": "The lead", "content": _json(LeadView)},
+                    **_errors(400, 401, 403, 421, 503),
+                },
+            }
+        },
+    }
+
+
+def _public_paths() -> dict[str, Any]:
+    """The routes open to anyone: health, readiness, metrics, this document."""
+    return {
+        "/healthz": {
+            "get": {
+                "summary": "The process is up.",
+                "security": [],
+                "responses": {"200": {"description": "Up", "content": _json(Health)}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Broker reachable, recovery finished, lead-events router running.",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Ready", "content": _json(Readiness)},
+                    "503": {"description": "Starting", "content": _json(Readiness)},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
         },
     }

@@ -1,21 +1,22 @@
-"""Pydantic models of every topic value (SPEC section 5), the source of ``schemas/*.json``.
+"""Pydantic models of every topic value (docs/contract.md, section 4), the source of
+``schemas/*.json``.
 
 These models are the documented contract, not the hot path: ingest and materialization
-validate with the plain functions of :mod:`leadstream.domain`. The models describe exactly
-what those functions accept (inputs) and what leadstream emits (outputs), and where a rule
-cannot be written in JSON Schema (control characters, the 4 KiB metadata limit, date
-validity) the model checks it by calling the same domain function, and the schema states
-it in a ``description``.
+validate with the plain functions of :mod:`leadstream.domain`, and write the records of
+:mod:`leadstream.wire.records`. The models describe exactly what those functions accept
+(inputs) and what leadstream emits (outputs; tests/unit/test_schemas.py holds each output
+model against the record that is written), and where a rule cannot be written in JSON
+Schema (control characters, the 4 KiB metadata limit, date validity) the model checks it by
+calling the same domain function, and the schema states it in a ``description``.
 
-Inputs allow any extra key (SPEC section 5: "Inputs may have any key"); outputs forbid
-keys that are not listed, so a consumer can rely on the schema as the whole record.
+Inputs allow any extra key (docs/contract.md, section 4); outputs forbid keys that are not
+listed, so a consumer can rely on the schema as the whole record.
 Optional input keys that the domain treats as absent when ``null`` accept ``null``;
 the others (e.g. a row's own ``eventType``) do not, because ``null`` there is rejected.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -32,14 +33,18 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import TypeAliasType
 
-from leadstream.domain.ingest import MAX_BATCH_EVENTS
+from leadstream.domain.ingest import MAX_BATCH_EVENTS, MAX_REJECT_PHONE_CHARS
 from leadstream.domain.normalize import (
+    MAX_ID_DIGITS,
     MAX_METADATA_BYTES,
+    SAFE_ID_PATTERN,
     normalize_event_type,
     normalize_metadata,
     parse_rfc3339_ms,
 )
 from leadstream.domain.rejects import Reason
+from leadstream.settings import MAX_CHUNK_SIZE
+from leadstream.wire.records import MAX_REJECT_RAW_BYTES
 
 __all__ = [
     "TOPIC_SCHEMAS",
@@ -47,6 +52,9 @@ __all__ = [
     "AudienceFilterLead",
     "AudienceFilterSwitch",
     "AudienceMember",
+    "AudienceMemberBatch",
+    "AudienceMemberRow",
+    "AudienceMembersValue",
     "EventFilter",
     "LeadByExternalId",
     "LeadByPhone",
@@ -64,11 +72,8 @@ __all__ = [
     "Within",
 ]
 
-logger = logging.getLogger(__name__)
-
-# Kept in step with normalize._SAFE_ID and normalize_id's 64-digit limit on integers.
-_SAFE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-_MAX_INT_ID_EXCLUSIVE = 10**64
+_SAFE_ID_PATTERN = f"^{SAFE_ID_PATTERN}$"
+_MAX_INT_ID_EXCLUSIVE = 10**MAX_ID_DIGITS
 # The shape normalize._RFC3339 accepts; [0-9] rather than \d, which is Unicode-wide in
 # some regex dialects. Date validity and the offset range are checked by parse_rfc3339_ms.
 _RFC3339_PATTERN = (
@@ -79,10 +84,6 @@ _UTC_MILLIS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.
 # libphonenumber's E.164: '+', a 1-3 digit country code not starting with 0, and a national
 # number of up to 17 digits (its MAX_LENGTH_FOR_NSN), so longer than ITU's 15 digits.
 _E164_PATTERN = r"^\+[1-9][0-9]{1,19}$"
-# codec._raw_phone keeps at most this many characters of the raw phone of a reject.
-_MAX_REJECT_PHONE_CHARS = 64
-_MAX_REJECT_RAW_CHARS = 4096
-_MAX_CHUNK_RECIPIENTS = 50_000
 
 _OUTPUT = ConfigDict(extra="forbid")
 
@@ -342,6 +343,35 @@ class AudienceMember(_Input):
     op: Literal["add", "remove"] = Field(default="add", description="Add or remove the member.")
 
 
+class AudienceMemberRow(_Input):
+    """One member of an audience batch."""
+
+    _NOT_NULL = ("externalId", "op")
+
+    phoneE164: PhoneInput = Field(description="The member's phone.")
+    externalId: str | SkipJsonSchema[None] = Field(
+        default=None, description="The source system's id of the member."
+    )
+    op: Literal["add", "remove"] = Field(default="add", description="Add or remove the member.")
+
+
+class AudienceMemberBatch(_Input):
+    """Many members of one campaign; each row is validated on its own (a bad row is
+    rejected alone, with its index)."""
+
+    organizationId: Id = Field(description="The tenant of every member.")
+    campaignId: Id = Field(description="The campaign whose audience changes.")
+    members: list[AudienceMemberRow] = Field(
+        max_length=MAX_BATCH_EVENTS, description=f"The members, at most {MAX_BATCH_EVENTS}."
+    )
+
+
+class AudienceMembersValue(RootModel[AudienceMember | AudienceMemberBatch]):
+    """An "audience-members" value: one member, or a batch (told apart by "members")."""
+
+    model_config = ConfigDict(title="AudienceMembersValue")
+
+
 # --- audience-filters -----------------------------------------------------------------------
 
 
@@ -484,7 +514,7 @@ class RecipientsChunk(BaseModel):
     partition: StrictInt = Field(ge=0, description="The lead-state partition that produced it.")
     chunk: StrictInt = Field(ge=0, description="The chunk's number within its partition.")
     recipients: list[Recipient] = Field(
-        max_length=_MAX_CHUNK_RECIPIENTS,
+        max_length=MAX_CHUNK_SIZE,
         description="At most LEADSTREAM_CHUNK_SIZE (default 5,000) recipients.",
     )
 
@@ -534,7 +564,7 @@ class SendRecipientsValue(
 # --- rejects --------------------------------------------------------------------------------
 
 
-_RejectPhone = Annotated[str, Field(max_length=_MAX_REJECT_PHONE_CHARS)]
+_RejectPhone = Annotated[str, Field(max_length=MAX_REJECT_PHONE_CHARS)]
 
 
 class Reject(BaseModel):
@@ -548,10 +578,10 @@ class Reject(BaseModel):
     index: Annotated[StrictInt, Field(ge=0)] | SkipJsonSchema[None] = Field(
         default=None, description="The row's index in its batch; absent for a whole message."
     )
-    reason: Reason = Field(description="The reason code (SPEC section 3).")
+    reason: Reason = Field(description="The reason code (docs/contract.md).")
     detail: str = Field(description="Human-readable explanation.")
     raw: str = Field(
-        max_length=_MAX_REJECT_RAW_CHARS,
+        max_length=MAX_REJECT_RAW_BYTES,
         description="The rejected input as text, cut to 4 KiB: the row or message re-encoded "
         "as compact JSON, or the received bytes (invalid UTF-8 replaced) when they were not JSON.",
     )
@@ -566,7 +596,7 @@ class Reject(BaseModel):
 
 TOPIC_SCHEMAS: dict[str, type[BaseModel]] = {
     "lead-events": LeadEventsValue,
-    "audience-members": AudienceMember,
+    "audience-members": AudienceMembersValue,
     "audience-filters": AudienceFilter,
     "send-triggers": SendTrigger,
     "send-recipients": SendRecipientsValue,

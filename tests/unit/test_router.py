@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leadstream.streams.lead_events import size_slices
+from leadstream.streams.router import size_slices
 
 
 def test_small_items_share_a_run_and_a_large_one_stands_alone() -> None:

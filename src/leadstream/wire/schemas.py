@@ -1,4 +1,4 @@
-"""JSON Schema files of the topic values, rendered from :mod:`leadstream.models`.
+"""JSON Schema files of the topic values, rendered from :mod:`leadstream.wire.models`.
 
 ``schemas/*.schema.json`` are checked in: they are the contract's machine-readable form, and
 a unit test fails when they drift from the models (regenerate with ``leadstream schemas``).
@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-from leadstream.models import TOPIC_SCHEMAS
+from leadstream.wire.models import TOPIC_SCHEMAS
 
 __all__ = [
     "JSON_SCHEMA_DIALECT",

@@ -6,14 +6,15 @@ message, and faust's per-message machinery (stream, event, acks; ~130 us a messa
 event loop) capped that at ~7,500 events/s on a 2-core machine, all of it on the loop that
 also applies state and serves HTTP. Here messages are taken in batches straight from
 librdkafka, parsed, grouped by the lead's partition and produced as
-:class:`~leadstream.commands.EventsBatch` commands. A process rather than a thread: parsing
-and applying then each have an interpreter lock, and a core, of their own.
+:class:`~leadstream.wire.commands.EventsBatch` commands. A process rather than a thread:
+parsing and applying then each have an interpreter lock, and a core, of their own.
 
-Delivery, documented once here: a batch's offsets are committed only once every command and
-reject it produced is delivered (acks=all, idempotent), batches in order, so a crash replays
-at most uncommitted batches; replayed events are duplicates and change nothing (dedupe), a replayed
-reject is written again (rejects are at least once, as before). The consumer group is
-``{app_id}-lead-events``: faust's own group speaks a protocol a plain consumer cannot join.
+Delivery (step 1 of the exactly-once protocol in :mod:`leadstream.materialize.materializer`):
+a batch's offsets are committed only once every command and reject it produced is
+delivered (acks=all, idempotent), batches in order, so a crash replays at most uncommitted
+batches; replayed events are duplicates and change nothing (dedupe), a replayed reject is
+written again (rejects are at least once). The consumer group is ``{app_id}-lead-events``:
+faust's own group speaks a protocol a plain consumer cannot join.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from leadstream import codec
-from leadstream.commands import EventsBatch, encode_command, row_slices
 from leadstream.domain.ingest import (
     IngestRules,
     LeadEvent,
@@ -41,9 +40,12 @@ from leadstream.domain.ingest import (
     parse_lead_events_message,
 )
 from leadstream.domain.partitioning import group_by_partition
-from leadstream.kafka_admin import LARGE_MESSAGE_BYTES, poll_batch, produce
+from leadstream.kafka.config import KafkaConnection
+from leadstream.kafka.io import poll_batch, produce
 from leadstream.settings import Settings
 from leadstream.streams.retry import with_retries
+from leadstream.wire.commands import EventsBatch, encode_command, row_slices
+from leadstream.wire.records import encode_json, reject_record
 
 __all__ = ["LeadEventsRouter", "RouterProcess", "router_group", "size_slices"]
 
@@ -106,58 +108,34 @@ class LeadEventsRouter:
                 logger.exception("lead-events router failed; starting again in 1 s")
                 self._stop.wait(1.0)
 
-    def _consume(self) -> None:
-        s = self._settings
-        consumer = Consumer(
+    def _clients(self) -> tuple[Consumer, Producer]:
+        settings = self._settings
+        connection = KafkaConnection.of(settings)
+        consumer = connection.consumer(
+            router_group(settings),
             {
-                "bootstrap.servers": s.kafka_bootstrap,
-                "group.id": router_group(s),
-                "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "fetch.message.max.bytes": LARGE_MESSAGE_BYTES,
                 # The router polls every 0.1 s: a dead worker's partitions move on after
                 # 10 s instead of librdkafka's default 45 s.
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
                 "on_commit": _log_failed_commit,
                 # Static membership, as the worker's own group (worker.py).
-                **({"group.instance.id": s.group_instance_id} if s.group_instance_id else {}),
-            }
+                **(
+                    {"group.instance.id": settings.group_instance_id}
+                    if settings.group_instance_id
+                    else {}
+                ),
+            },
         )
-        producer = Producer(
-            {
-                "bootstrap.servers": s.kafka_bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 2,
-                "compression.type": "lz4",
-                "message.max.bytes": LARGE_MESSAGE_BYTES,
-            }
-        )
-        in_flight: deque[_InFlight] = deque()
+        return consumer, connection.producer({"linger.ms": 2, "compression.type": "lz4"})
 
-        def settle(*, wait: bool) -> None:
-            """Commit, in order, the offsets of the batches whose every message is
-            delivered; with ``wait``, first wait for all deliveries."""
-            if wait and producer.flush(60):
-                raise KafkaException("routed messages not delivered in 60 s")
-            producer.poll(0)
-            offsets: dict[int, int] = {}
-            while in_flight and in_flight[0].waiting == 0:
-                batch = in_flight.popleft()
-                if batch.error is not None:
-                    raise KafkaException(batch.error)
-                offsets.update(batch.offsets)  # in order: a later batch's offset is higher
-            if offsets:
-                topic = self._topics.lead_events
-                tps = [TopicPartition(topic, p, o) for p, o in offsets.items()]
-                if wait:
-                    consumer.commit(offsets=tps, asynchronous=False)
-                else:
-                    consumer.commit(offsets=tps, asynchronous=True)
+    def _consume(self) -> None:
+        consumer, producer = self._clients()
+        commits = _Commits(consumer, producer, self._topics.lead_events)
 
         def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            settle(wait=True)  # what was routed is committed before another worker reads on
+            commits.settle(wait=True)  # what was routed is committed before another reads on
             self._forget_lags(partitions)
 
         consumer.subscribe(
@@ -167,16 +145,16 @@ class LeadEventsRouter:
         )
         try:
             while not self._stop.is_set():
-                timeout = 0.005 if in_flight else 0.1
+                timeout = 0.005 if commits.in_flight else 0.1
                 msgs = [m for m in poll_batch(consumer, timeout, ROUTE_BATCH) if _usable(m)]
                 for part in size_slices(msgs, lambda m: len(m.value() or b""), ROUTE_BYTES):
                     batch = _InFlight(_next_offsets(part))
                     self._route(producer, part, batch)
-                    in_flight.append(batch)
+                    commits.in_flight.append(batch)
                     self._note_lags(consumer, batch.offsets)
-                    settle(wait=len(in_flight) > MAX_IN_FLIGHT)
-                settle(wait=False)
-            settle(wait=True)
+                    commits.settle(wait=len(commits.in_flight) > MAX_IN_FLIGHT)
+                commits.settle(wait=False)
+            commits.settle(wait=True)
         finally:
             consumer.close()
 
@@ -189,14 +167,12 @@ class LeadEventsRouter:
             events.extend(parsed.events)
             for rejected in parsed.rejects:
                 topic, partition, offset = _position(msg)
-                record = codec.reject_record(
-                    rejected, source=topic, partition=partition, offset=offset
-                )
+                record = reject_record(rejected, source=topic, partition=partition, offset=offset)
                 batch.waiting += 1
                 produce(
                     producer,
                     self._topics.rejects,
-                    codec.encode_json(record),
+                    encode_json(record),
                     msg.key(),
                     on_delivery=batch.delivered,
                 )
@@ -262,6 +238,36 @@ class _InFlight:
         self.waiting -= 1
         if err is not None and self.error is None:
             self.error = err
+
+
+class _Commits:
+    """Routed batches in the order they were read; each one's offsets are committed once
+    it and every batch before it are delivered."""
+
+    def __init__(self, consumer: Consumer, producer: Producer, topic: str) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._topic = topic
+        self.in_flight: deque[_InFlight] = deque()
+
+    def settle(self, *, wait: bool) -> None:
+        """Commit, in order, the offsets of the batches whose every message is delivered;
+        with ``wait``, first wait for all deliveries (and commit synchronously)."""
+        if wait and self._producer.flush(60):
+            raise KafkaException("routed messages not delivered in 60 s")
+        self._producer.poll(0)
+        offsets: dict[int, int] = {}
+        while self.in_flight and self.in_flight[0].waiting == 0:
+            batch = self.in_flight.popleft()
+            if batch.error is not None:
+                raise KafkaException(batch.error)
+            offsets.update(batch.offsets)  # in order: a later batch's offset is higher
+        if offsets:
+            tps = [TopicPartition(self._topic, p, o) for p, o in offsets.items()]
+            if wait:
+                self._consumer.commit(offsets=tps, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=tps, asynchronous=True)
 
 
 def size_slices(items: list[T], size: Callable[[T], int], limit: int) -> Iterator[list[T]]:

@@ -13,11 +13,12 @@ from typing import Any
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
-from leadstream.codec import encode_json
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
 from leadstream.domain.normalize import normalize_organization_id
 from leadstream.domain.rejects import RowError
-from leadstream.kafka_admin import LARGE_MESSAGE_BYTES, produce
+from leadstream.kafka.config import KafkaConnection
+from leadstream.kafka.io import produce
+from leadstream.wire.records import encode_json
 
 __all__ = [
     "FileRow",
@@ -26,6 +27,7 @@ __all__ = [
     "PublishReport",
     "batch_rows",
     "make_producer",
+    "publish_member_rows",
     "publish_values",
     "publish_event_rows",
     "read_event_rows",
@@ -52,10 +54,11 @@ class PublishReport:
     messages: int = 0
     skipped: list[str] = field(default_factory=list)
     failed: int = 0
+    what: str = "events"
 
     def summary(self, topic: str) -> str:
         return (
-            f"published {self.rows} events in {self.messages} messages to {topic}; "
+            f"published {self.rows} {self.what} in {self.messages} messages to {topic}; "
             f"{len(self.skipped)} lines skipped; {self.failed} messages failed"
         )
 
@@ -138,18 +141,9 @@ def batch_rows(
         yield "", [], bad
 
 
-def make_producer(bootstrap: str, **overrides: Any) -> Producer:
+def make_producer(connection: KafkaConnection) -> Producer:
     """An idempotent, acks=all producer able to send 50,000-event batches."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        "acks": "all",
-        "enable.idempotence": True,
-        "compression.type": "zstd",
-        "linger.ms": 20,
-        "message.max.bytes": LARGE_MESSAGE_BYTES,
-    }
-    config.update(overrides)
-    return Producer(config)
+    return connection.producer({"compression.type": "zstd", "linger.ms": 20})
 
 
 def publish_event_rows(
@@ -206,6 +200,31 @@ def batch_members(
             {"organizationId": organization_id, "campaignId": campaign_id, "members": members},
             bad,
         )
+
+
+def publish_member_rows(
+    producer: Producer,
+    topic: str,
+    rows: Iterable[FileRow],
+    *,
+    organization_id: str,
+    campaign_id: str,
+) -> PublishReport:
+    """Produce audience ``rows`` as batch messages of up to 50,000 members (keyed by the
+    organization); waits until every message is acknowledged."""
+    report = PublishReport(what="members")
+
+    def values() -> Iterator[tuple[bytes, bytes]]:
+        batches = batch_members(rows, organization_id=organization_id, campaign_id=campaign_id)
+        for value, bad in batches:
+            report.skipped.extend(b.error or f"line {b.line}" for b in bad)
+            if value["members"]:
+                report.rows += len(value["members"])
+                report.messages += 1
+                yield organization_id.encode(), encode_json(value)
+
+    _sent, report.failed = publish_values(producer, topic, values())
+    return report
 
 
 def publish_values(

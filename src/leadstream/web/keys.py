@@ -1,8 +1,8 @@
-"""The auth file (``LEADSTREAM_AUTH_FILE``): read, and written atomically with mode 0600."""
+"""The auth file (``LEADSTREAM_AUTH_FILE``): read (and re-read by a running worker when it
+changes), and written atomically with mode 0600 (``leadstream keys``)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -11,9 +11,7 @@ import msgspec
 
 from leadstream.domain.auth import AuthConfig
 
-__all__ = ["load_auth", "save_auth"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["AuthFile", "load_auth", "save_auth"]
 
 
 def load_auth(path: Path) -> AuthConfig:
@@ -37,3 +35,22 @@ def save_auth(path: Path, config: AuthConfig) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class AuthFile:
+    """The auth file, re-read when it changes (keys are managed while workers run)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stamp: tuple[int, int] | None = None
+        self._config = AuthConfig()
+
+    def config(self) -> AuthConfig:
+        try:
+            st = os.stat(self._path)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            return AuthConfig()
+        if stamp != self._stamp:
+            self._config, self._stamp = load_auth(self._path), stamp
+        return self._config

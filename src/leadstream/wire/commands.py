@@ -7,7 +7,6 @@ the partition (and so are in the same changelog partition).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
@@ -16,6 +15,7 @@ import msgspec
 from leadstream.domain.audience import MemberOp
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.send_state import PendingRecord
+from leadstream.domain.sends import AudienceFilterSpec, SendId, filter_parts
 
 __all__ = [
     "ApplyReply",
@@ -33,10 +33,9 @@ __all__ = [
     "decode_reply",
     "encode_command",
     "encode_reply",
+    "filter_commands",
     "row_slices",
 ]
-
-logger = logging.getLogger(__name__)
 
 # Rows per command message: keeps each well under Kafka's default 1 MB limit.
 COMMAND_ROWS = 5_000
@@ -119,6 +118,38 @@ class FilterRequest(msgspec.Struct, tag="Q", array_like=True):
 
 
 Command = EventsBatch | MembersBatch | ClaimTrigger | BroadcastTrigger | FilterPart | FilterRequest
+
+
+def filter_commands(
+    send: SendId,
+    campaign: str,
+    spec: AudienceFilterSpec,
+    *,
+    received_at: int,
+    seq: int,
+    partitions: int,
+) -> list[tuple[int, FilterPart]]:
+    """An audience filter as the parts each partition receives (see ``filter_parts``):
+    ``(partition, part)`` pairs, at most :data:`COMMAND_ROWS` leads a part."""
+    org = send.organization_id
+    out: list[tuple[int, FilterPart]] = []
+    for partition, parts in filter_parts(org, spec, partitions, COMMAND_ROWS).items():
+        for index, (external_ids, phones) in enumerate(parts):
+            part = FilterPart(
+                org,
+                campaign,
+                send.send_id,
+                received_at,
+                seq,
+                index,
+                len(parts),
+                spec.mode,
+                external_ids,
+                phones,
+            )
+            out.append((partition, part))
+    return out
+
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)

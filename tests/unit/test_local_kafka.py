@@ -1,4 +1,4 @@
-"""Pure parts of leadstream.localkafka: version pin, bootstrap parsing, generated config."""
+"""Pure parts of leadstream.kafka.local: version pin, bootstrap parsing, generated config."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from leadstream import localkafka
-from leadstream.localkafka import KAFKA_VERSION, KafkaStatus, LocalKafka, LocalKafkaError
+from leadstream.kafka import local
+from leadstream.kafka.local import KAFKA_VERSION, KafkaStatus, LocalKafka, LocalKafkaError
 
 POM = """<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -22,23 +22,23 @@ POM = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def test_version_comes_from_the_deploy_pom() -> None:
-    pom = localkafka._DEPLOY_DIR / "pom.xml"
+    pom = local._DEPLOY_DIR / "pom.xml"
     assert pom.is_file()
-    assert KAFKA_VERSION == localkafka._read_kafka_version(pom)
+    assert KAFKA_VERSION == local._read_kafka_version(pom)
     assert re.fullmatch(r"\d+\.\d+\.\d+", KAFKA_VERSION)
     # The logging config the launcher points log4j2 at ships beside the pom.
-    assert (localkafka._DEPLOY_DIR / "log4j2.yaml").is_file()
+    assert (local._DEPLOY_DIR / "log4j2.yaml").is_file()
 
 
 def test_read_kafka_version(tmp_path: Path) -> None:
     pom = tmp_path / "pom.xml"
     pom.write_text(POM)
-    assert localkafka._read_kafka_version(pom) == "9.8.7"
+    assert local._read_kafka_version(pom) == "9.8.7"
     pom.write_text(POM.replace("kafka.version", "other.version"))
     with pytest.raises(LocalKafkaError, match="kafka.version"):
-        localkafka._read_kafka_version(pom)
+        local._read_kafka_version(pom)
     with pytest.raises(LocalKafkaError):
-        localkafka._read_kafka_version(tmp_path / "missing.xml")
+        local._read_kafka_version(tmp_path / "missing.xml")
 
 
 @pytest.mark.parametrize(
@@ -51,17 +51,17 @@ def test_read_kafka_version(tmp_path: Path) -> None:
     ],
 )
 def test_parse_bootstrap(text: str, expected: tuple[str, int]) -> None:
-    assert localkafka._parse_bootstrap(text) == expected
+    assert local._parse_bootstrap(text) == expected
 
 
 @pytest.mark.parametrize("text", ["localhost", ":9092", "localhost:", "host:x", "h:0", "h:65535"])
 def test_parse_bootstrap_rejects(text: str) -> None:
     with pytest.raises(ValueError):
-        localkafka._parse_bootstrap(text)
+        local._parse_bootstrap(text)
 
 
 def test_server_properties_single_node(tmp_path: Path) -> None:
-    props = localkafka._server_properties("localhost", 9092, tmp_path / "data")
+    props = local._server_properties("localhost", 9092, tmp_path / "data")
     assert props["listeners"] == "PLAINTEXT://localhost:9092,CONTROLLER://localhost:9093"
     assert props["advertised.listeners"] == "PLAINTEXT://localhost:9092"
     assert props["controller.quorum.voters"] == "1@localhost:9093"
@@ -80,13 +80,13 @@ def test_server_properties_single_node(tmp_path: Path) -> None:
 
 
 def test_server_properties_ipv6() -> None:
-    props = localkafka._server_properties("::1", 19092, Path("/d"))
+    props = local._server_properties("::1", 19092, Path("/d"))
     assert props["listeners"] == "PLAINTEXT://[::1]:19092,CONTROLLER://[::1]:19093"
     assert props["controller.quorum.voters"] == "1@[::1]:19093"
 
 
 def test_render_properties_escapes_backslashes() -> None:
-    text = localkafka._render_properties({"a": "1", "log.dirs": "C:\\x"})
+    text = local._render_properties({"a": "1", "log.dirs": "C:\\x"})
     assert text.startswith("#")
     assert text.endswith("\n")
     assert "a=1\n" in text
@@ -94,7 +94,7 @@ def test_render_properties_escapes_backslashes() -> None:
 
 
 def test_cluster_id_shape() -> None:
-    ids = {localkafka._new_cluster_id() for _ in range(200)}
+    ids = {local._new_cluster_id() for _ in range(200)}
     assert len(ids) == 200
     for cid in ids:
         # Kafka's Uuid text form: 16 bytes, url-safe base64, no padding.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import KafkaError
+
+from leadstream.kafka.config import KafkaConnection
 
 __all__ = ["SendList", "read_send"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -34,18 +33,18 @@ def _matches(key: bytes | None, organization_id: str | None, send_id: str) -> bo
 
 
 def iter_send(
-    bootstrap: str, topic: str, send_id: str, *, organization_id: str | None, timeout: float
+    connection: KafkaConnection,
+    topic: str,
+    send_id: str,
+    *,
+    organization_id: str | None,
+    timeout: float,
 ) -> Iterator[dict[str, Any]]:
     """Chunk and summary values of the send in topic order, read_committed, until the
     summary or ``timeout`` seconds without it."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"leadstream-recipients-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
+    consumer = connection.consumer(
+        connection.private_group("recipients", uuid.uuid4().hex),
+        {"auto.offset.reset": "earliest", "isolation.level": "read_committed"},
     )
     consumer.subscribe([topic])
     deadline = time.monotonic() + timeout
@@ -76,7 +75,7 @@ def iter_send(
 
 
 def read_send(
-    bootstrap: str,
+    connection: KafkaConnection,
     topic: str,
     send_id: str,
     *,
@@ -86,7 +85,7 @@ def read_send(
     """The whole list of a send (see :func:`iter_send`)."""
     out = SendList([], 0, None)
     for value in iter_send(
-        bootstrap, topic, send_id, organization_id=organization_id, timeout=timeout
+        connection, topic, send_id, organization_id=organization_id, timeout=timeout
     ):
         if value.get("type") == "summary":
             out.summary = value

@@ -1,24 +1,21 @@
-"""Small confluent-kafka helpers: create topics, wait for a broker, produce with backpressure."""
+"""Cluster administration: create the product's topics, wait for a broker to answer."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import KafkaException
 
 # confluent_kafka.admin imports NewTopic from cimpl without re-exporting it (no __all__).
 from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata  # type: ignore[attr-defined]
 
+from leadstream.kafka.config import LARGE_MESSAGE_BYTES, KafkaConnection
 from leadstream.settings import Settings
 
 __all__ = [
-    "poll_batch",
     "broker_reachable",
-    "produce",
-    "LARGE_MESSAGE_BYTES",
     "ensure_topics",
     "required_topics",
     "unready_topics",
@@ -27,45 +24,42 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# A 50,000-event batch is several MB of JSON; the broker's 1 MB default would refuse it.
-LARGE_MESSAGE_BYTES = 16 * 1024 * 1024
-
 
 def required_topics(settings: Settings) -> list[str]:
-    t = settings.topics
+    topics = settings.topics
     return [
-        t.lead_events,
-        t.audience_members,
-        t.audience_filters,
-        t.send_triggers,
-        t.send_recipients,
-        t.rejects,
-        t.send_progress,
+        topics.lead_events,
+        topics.audience_members,
+        topics.audience_filters,
+        topics.send_triggers,
+        topics.send_recipients,
+        topics.rejects,
+        topics.send_progress,
         # Internal, but created here before the worker joins its group: faust creates its
         # internal topics concurrently with the first assignment, and a topic missing at
         # that moment is left unassigned until the next metadata refresh (minutes).
-        t.by_lead,
-        t.leads_changelog,
-        t.replies,
+        topics.by_lead,
+        topics.leads_changelog,
+        topics.replies,
     ]
 
 
 def _topic_config(settings: Settings, name: str) -> dict[str, str]:
-    t = settings.topics
+    topics = settings.topics
     config = {"max.message.bytes": str(LARGE_MESSAGE_BYTES)}
-    if name == t.leads_changelog:
+    if name == topics.leads_changelog:
         config["cleanup.policy"] = "compact"
-    if name == t.replies:
+    if name == topics.replies:
         config["retention.ms"] = str(3_600_000)  # a reply is read within seconds or never
-    if name in (t.send_triggers, t.audience_filters):
+    if name in (topics.send_triggers, topics.audience_filters):
         # Receive time decides lateness and which filter is latest: let the broker set it.
         config["message.timestamp.type"] = "LogAppendTime"
     return config
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
+def wait_for_broker(connection: KafkaConnection, timeout: float = 60.0) -> None:
     """Return once the cluster answers a metadata request, or raise ``TimeoutError``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = connection.admin()
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -75,7 +69,9 @@ def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
         except KafkaException as exc:
             last = exc
             time.sleep(0.5)
-    raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f} s: {last}")
+    raise TimeoutError(
+        f"no Kafka broker answered at {connection.bootstrap} within {timeout:.0f} s: {last}"
+    )
 
 
 def broker_reachable(admin: AdminClient, timeout: float = 2.0) -> bool:
@@ -98,7 +94,7 @@ def ensure_topics(
     and a broker serves it in metadata a moment later (seconds on a broker still loading
     a large metadata log after a restart). A consumer that joins its group in between is
     assigned nothing for the missing topic until its next metadata refresh, minutes on."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = KafkaConnection.of(settings).admin()
     wanted = names if names is not None else required_topics(settings)
     served = admin.list_topics(timeout=30).topics
     missing = [n for n in wanted if n not in served]
@@ -156,38 +152,3 @@ def _create(admin: AdminClient, settings: Settings, names: list[str]) -> list[st
                 raise
     logger.info("created topics %s", ", ".join(created) or "(none)")
     return created
-
-
-def produce(
-    producer: Producer,
-    topic: str,
-    value: bytes,
-    key: bytes | None = None,
-    *,
-    partition: int | None = None,
-    on_delivery: Callable[[Any, Any], None] | None = None,
-) -> None:
-    """``producer.produce``, waiting for room when the local queue is full."""
-    kwargs: dict[str, Any] = {"value": value, "key": key}
-    if partition is not None:
-        kwargs["partition"] = partition
-    if on_delivery is not None:
-        kwargs["on_delivery"] = on_delivery
-    while True:
-        try:
-            producer.produce(topic, **kwargs)
-            return
-        except BufferError:
-            producer.poll(0.1)
-
-
-def poll_batch(consumer: Consumer, timeout: float = 0.1, most: int = 500) -> list[Message]:
-    """What is there now: waits up to ``timeout`` for the first message only.
-
-    (``Consumer.consume(n, timeout)`` waits the whole timeout unless n arrive, which put a
-    fixed delay on every HTTP answer that waits for a reply.)
-    """
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    return [first, *consumer.consume(most - 1, 0)]

@@ -1,0 +1,56 @@
+"""What the CLI's commands share: options that show their environment variable, and the
+settings built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from leadstream.settings import Settings
+
+__all__ = [
+    "auth_file_option",
+    "bootstrap_option",
+    "data_dir_option",
+    "env_option",
+    "prefix_option",
+    "settings_from",
+]
+
+# What a click decorator accepts and returns (click.decorators.FC).
+_FC = TypeVar("_FC", bound=Callable[..., Any] | click.Command)
+
+
+def env_option(name: str, env: str, **kwargs: Any) -> Callable[[_FC], _FC]:
+    """An option read from ``env`` when not given; ``--help`` names the variable."""
+    return click.option(name, envvar=env, show_envvar=True, default=None, **kwargs)
+
+
+def settings_from(**overrides: Any) -> Settings:
+    """The settings from the environment, with the options that were given on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+bootstrap_option = env_option(
+    "--bootstrap",
+    "LEADSTREAM_KAFKA_BOOTSTRAP",
+    help="Kafka bootstrap servers [default: localhost:9092].",
+)
+data_dir_option = env_option(
+    "--data-dir",
+    "LEADSTREAM_DATA_DIR",
+    type=click.Path(path_type=Path),
+    help="Directory for RocksDB state and the local broker [default: .leadstream].",
+)
+prefix_option = env_option(
+    "--topic-prefix", "LEADSTREAM_TOPIC_PREFIX", help="Prefix of topic names."
+)
+auth_file_option = env_option(
+    "--auth-file",
+    "LEADSTREAM_AUTH_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The auth file [default: DATA_DIR/auth.json].",
+)

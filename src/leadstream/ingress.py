@@ -1,0 +1,135 @@
+"""The worker's ingress service: what the HTTP API asks (:class:`leadstream.web.ingress.Ingress`),
+done with the stream layer's handles. Built in ``create_app``; the web views see only the
+protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from leadstream.domain.audience import MemberOp
+from leadstream.domain.ingest import LeadEvent
+from leadstream.domain.lead_index import latest_opt, lead_events
+from leadstream.domain.partitioning import group_by_partition, lead_partition, send_partition
+from leadstream.domain.sends import AudienceFilterSpec, SendId
+from leadstream.kafka.admin import broker_reachable
+from leadstream.kafka.config import KafkaConnection
+from leadstream.streams.replies import ReplyWaiter
+from leadstream.streams.topology import Topology
+from leadstream.web.ingress import LeadState, NotServedHere
+from leadstream.wire.commands import (
+    ApplyReply,
+    EventsBatch,
+    FilterReply,
+    FilterRequest,
+    MembersBatch,
+    row_slices,
+)
+
+if TYPE_CHECKING:
+    from faust.assignor import PartitionAssignor
+
+__all__ = ["StreamIngress"]
+
+
+class StreamIngress:
+    """Writes go to the lead-keyed topic (acks=all); answers come back on the replies
+    topic; reads come from this worker's store."""
+
+    def __init__(self, topo: Topology, replies: ReplyWaiter, routing: Callable[[], bool]) -> None:
+        self._topo = topo
+        self._replies = replies
+        self._routing = routing  # is the lead-events router running?
+        self._admin = KafkaConnection.of(topo.settings).admin()
+
+    async def apply_events(self, events: list[LeadEvent]) -> tuple[int, int]:
+        """Send the rows by lead with acks=all, then sum the apply agent's counts."""
+        request = uuid.uuid4().hex
+        queue = self._replies.expect(request)
+        try:
+            expected = 0
+            partitions = self._topo.settings.partitions
+            for partition, rows in group_by_partition(events, partitions).items():
+                for part in row_slices(rows):
+                    command = EventsBatch(part, reply_to=request)
+                    await self._topo.send_command(partition, command, wait=True)
+                    expected += 1
+            inserted = duplicates = 0
+            for _ in range(expected):
+                reply = await queue.get()
+                if isinstance(reply, ApplyReply):
+                    inserted += reply.inserted
+                    duplicates += reply.duplicates
+            return inserted, duplicates
+        finally:
+            self._replies.forget(request)
+
+    async def send_members(self, ops: list[MemberOp]) -> None:
+        partitions = self._topo.settings.partitions
+        for partition, members in group_by_partition(ops, partitions).items():
+            await self._topo.send_rows(partition, members, MembersBatch, wait=True)
+
+    async def decide_audience_filter(
+        self, send: SendId, campaign: str, spec: AudienceFilterSpec
+    ) -> str:
+        request = uuid.uuid4().hex
+        queue = self._replies.expect(request)
+        try:
+            command = FilterRequest(
+                send.organization_id,
+                campaign,
+                send.send_id,
+                spec.mode,
+                sorted(spec.external_ids),
+                sorted(spec.phones),
+                request,
+            )
+            home = send_partition(*send, self._topo.settings.partitions)
+            await self._topo.send_command(home, command, wait=True)
+            while True:
+                reply = await queue.get()
+                if isinstance(reply, FilterReply):
+                    return reply.status
+        finally:
+            self._replies.forget(request)
+
+    def read_lead(self, org: str, phone: str) -> LeadState | NotServedHere:
+        topo, s = self._topo, self._topo.settings
+        partition = lead_partition(org, phone, s.partitions)
+        ready = topo.is_ready()
+        if not ready or partition not in topo.active_partitions():
+            return NotServedHere(partition, ready, self._owner(partition))
+        opt = latest_opt(
+            topo.store,
+            partition,
+            org,
+            phone,
+            opt_out_type=s.opt_out_event_type,
+            opt_in_type=s.opt_in_event_type,
+        )
+        return LeadState(partition, opt.opted_out, lead_events(topo.store, partition, org, phone))
+
+    async def ready_partitions(self) -> list[int] | None:
+        reachable = await asyncio.get_running_loop().run_in_executor(
+            None, broker_reachable, self._admin
+        )
+        if reachable and self._topo.is_ready() and self._routing():
+            return self._topo.active_partitions()
+        return None
+
+    def count_rejected(self, rows: int) -> None:
+        self._topo.metrics.rows.labels("rejected").inc(rows)
+
+    def metrics_text(self) -> str:
+        return self._topo.metrics.exposition().decode()
+
+    def _owner(self, partition: int) -> str | None:
+        """The worker that holds ``partition``, as the group's assignment says."""
+        name = self._topo.by_lead.get_topic_name()
+        assignor = cast("PartitionAssignor", self._topo.app.assignor)
+        for host, topics in assignor.external_topics_metadata().items():
+            if partition in topics.get(name, ()):
+                return str(host)
+        return None

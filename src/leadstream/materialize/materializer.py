@@ -1,0 +1,255 @@
+"""The materializer: turns each held send into its recipient list on ``send-recipients``,
+exactly once, per partition, and emits each send's summary from its home partition.
+
+How a send comes out exactly once, end to end:
+
+1. Input is delivered at least once and applied idempotently. The lead-events router
+   commits a batch's offsets only once every command it produced is delivered
+   (:mod:`leadstream.streams.router`); faust commits the other input topics after their
+   agents sent on. A replay changes nothing: events are deduplicated, memberships are
+   set-like, the first claim of a send wins, a filter part is keyed by its own position.
+2. The apply agent writes each partition's commands in one order into the lead table,
+   whose changelog faust keeps, so a new owner restores the same state
+   (:mod:`leadstream.streams.apply`).
+3. Before a worker decides anything for a partition, it initializes that partition's
+   transactional producers (``{app}-mat-{p}``, ``{app}-sum-{p}``): this fences any earlier
+   owner and aborts what it left open. Then it reads the progress topic's partition p to
+   its end, read_committed (:meth:`TransactionalOutput.ready`).
+4. A due send whose ``done`` for partition p is already on the progress topic is out:
+   only step 7 remains.
+5. The partition's recipients and counts are computed (from the prepared share when it is
+   still valid, else by a full pass).
+6. All the partition's chunks on ``send-recipients`` and its ``done`` record on the
+   progress topic (partition p) are one transaction.
+7. Only then is the local state finished (done marker, held trigger and filters dropped,
+   changelogged). A crash between 6 and 7 is repaired by step 4.
+8. The send's home partition, once the progress topic holds every partition's ``done``,
+   writes the summary and a ``summarized`` marker in one transaction of ``{app}-sum-{home}``
+   (after the same fence and read, step 3), unless the marker is there already.
+
+A dispatcher reading with ``isolation.level=read_committed`` therefore sees each
+recipient once and one summary, after every chunk, across crashes and rebalances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from leadstream.domain.partitioning import send_partition
+from leadstream.domain.prepared import PreparedShare
+from leadstream.domain.send_state import (
+    PendingRecord,
+    audience_filter_for,
+    due_sends,
+    finish_send,
+    held_sends,
+)
+from leadstream.domain.sends import (
+    AudienceFilterSpec,
+    Counts,
+    SendId,
+    SendRules,
+    SendTrigger,
+    materialize_partition,
+)
+from leadstream.kafka.config import KafkaConnection
+from leadstream.materialize.output import OutMessage, Role, TransactionalOutput
+from leadstream.materialize.progress import ProgressView
+from leadstream.materialize.schedule import Schedule
+from leadstream.materialize.shares import PreparedShares, ShareId
+from leadstream.streams.topology import Topology, now_ms
+from leadstream.wire.records import (
+    PartitionDone,
+    Summarized,
+    done_record,
+    encode_chunks,
+    encode_json,
+    encode_recipient,
+    send_key,
+    summary_record,
+)
+
+__all__ = ["Materializer"]
+
+logger = logging.getLogger(__name__)
+
+
+class Materializer:
+    """Materializes due sends of this worker's partitions; emits summaries it is home for."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        settings = topo.settings
+        self.progress = ProgressView(
+            KafkaConnection.of(settings), settings.topics.send_progress, settings.partitions
+        )
+        self.output = TransactionalOutput(
+            KafkaConnection.of(settings), settings.app_id, self.progress
+        )
+        self.shares = PreparedShares(topo.store, self._rules, settings.prepare_seconds)
+        self.schedule = Schedule()
+        self._lead_ms = settings.materialize_lead_seconds * 1000
+
+    def wake(self) -> None:
+        """A send was held: look now rather than at the next tick."""
+        self.schedule.wake()
+
+    async def run(self) -> None:
+        """The loop: every wake-up, due moment or half second, do what is due."""
+        self.progress.start()
+        try:
+            while True:
+                await self.schedule.wait()
+                if not self.topo.is_ready():
+                    self.schedule.idle()
+                    continue
+                try:
+                    await self._round()
+                except Exception:  # noqa: BLE001 - retried on the next round
+                    logger.exception("materialize round failed; retrying")
+                    await asyncio.sleep(1.0)
+        finally:
+            self.shares.close()
+            self.progress.stop()
+
+    async def _round(self) -> None:
+        active = set(self.topo.active_partitions())
+        self.output.keep_only(active)
+        self.shares.keep_only(active)
+        # Fencing and reading the progress topic take a while: not at a send's moment.
+        for partition in sorted(active):
+            for role in Role:
+                await self.output.ready(role, partition)
+        self.shares.valid_in(self.topo.rebalances())
+        # Partitions side by side: one's transaction commits while the next is computed.
+        await asyncio.gather(*(self._materialize_due(p) for p in sorted(active)))
+        held = {p: held_sends(self.topo.store, p) for p in sorted(active)}
+        for partition, records in held.items():
+            self.shares.prepare(partition, records, now_ms=now_ms(), lead_ms=self._lead_ms)
+        self.schedule.plan(
+            (r for records in held.values() for r in records),
+            now_ms=now_ms(),
+            lead_ms=self._lead_ms,
+        )
+        for send, dones in self.progress.complete():
+            home = send_partition(send.organization_id, send.send_id, self.topo.settings.partitions)
+            if home in active:
+                await self._summarize(home, send, dones)
+
+    async def _materialize_due(self, partition: int) -> None:
+        store = self.topo.store
+        for record in due_sends(store, partition, now_ms=now_ms(), lead_ms=self._lead_ms):
+            try:
+                await self._materialize(partition, record)
+            except Exception:  # noqa: BLE001 - one failing send must not hold up the others
+                trigger = record.trigger
+                logger.exception(
+                    "send %s:%s partition %d failed; retrying next round",
+                    trigger.organization_id,
+                    trigger.send_id,
+                    partition,
+                )
+
+    def _rules(self, trigger: SendTrigger, audience_filter: AudienceFilterSpec | None) -> SendRules:
+        settings = self.topo.settings
+        return SendRules.of(
+            trigger,
+            audience_filter,
+            opt_out_type=settings.opt_out_event_type,
+            opt_in_type=settings.opt_in_event_type,
+        )
+
+    def _partition_result(
+        self, partition: int, rules: SendRules, share: PreparedShare | None
+    ) -> tuple[list[bytes], Counts, str]:
+        """The partition's recipients (encoded) and counts: from its prepared share when
+        that is still valid (same rules, few changes since), otherwise by a full pass; and
+        which of the two it was."""
+        store = self.topo.store
+        if share is not None and share.rules == rules:
+            share.finish(store)
+            if share.worth_refreshing():
+                changed = share.refresh(store)
+                how = f"prepared, {changed} leads evaluated again"
+                return list(share.recipients.values()), share.counts(), how
+        result = materialize_partition(
+            store,
+            partition,
+            rules.trigger,
+            rules.audience_filter,
+            opt_out_type=rules.opt_out_type,
+            opt_in_type=rules.opt_in_type,
+        )
+        entries = [encode_recipient(phone, external_id) for phone, external_id in result.recipients]
+        return entries, result.counts, "full pass"
+
+    async def _materialize(self, partition: int, record: PendingRecord) -> None:
+        """Steps 3 to 7 of the protocol above, for one send and one partition."""
+        topo, settings = self.topo, self.topo.settings
+        trigger = record.trigger
+        send = SendId(trigger.organization_id, trigger.send_id)
+        await self.output.ready(Role.SHARE, partition)  # 3
+        share = self.shares.take(ShareId(partition, send))
+        if self.progress.is_done(send, partition):  # 4
+            finish_send(topo.store, partition, *send)
+            return
+        started = time.perf_counter()
+        behind_ms = now_ms() - trigger.due_at(self._lead_ms)
+        audience_filter, late_filters = audience_filter_for(topo.store, partition, trigger)
+        recipients, counts, how = self._partition_result(  # 5
+            partition, self._rules(trigger, audience_filter), share
+        )
+        chunks = encode_chunks(trigger, partition, recipients, settings.chunk_size)
+        done = done_record(
+            trigger,
+            partition=partition,
+            late=record.late,
+            materialized_at=now_ms(),
+            recipient_count=len(recipients),
+            counts=counts,
+            chunk_count=len(chunks),
+            late_audience_filters=late_filters,
+        )
+        key = send_key(*send).encode()
+        messages = [OutMessage(settings.topics.send_recipients, key, chunk) for chunk in chunks]
+        messages.append(
+            OutMessage(settings.topics.send_progress, key, encode_json(done), partition)
+        )
+        computed = time.perf_counter()
+        await self.output.commit(Role.SHARE, partition, messages)  # 6
+        self.progress.record_done(send, done)
+        finish_send(topo.store, partition, *send)  # 7
+        topo.metrics.materialize_seconds.observe(time.perf_counter() - started)
+        logger.info(
+            "send %s:%s partition %d: %d recipients in %d chunks (%s); began %d ms after the"
+            " moment, computed in %d ms, committed in %d ms",
+            *send,
+            partition,
+            len(recipients),
+            len(chunks),
+            how,
+            behind_ms,
+            1000 * (computed - started),
+            1000 * (time.perf_counter() - computed),
+        )
+
+    async def _summarize(self, home: int, send: SendId, dones: list[PartitionDone]) -> None:
+        """Step 8 of the protocol above."""
+        await self.output.ready(Role.SUMMARY, home)
+        if self.progress.is_summarized(send):
+            return
+        summary = summary_record(dones)
+        key = send_key(*send).encode()
+        marker = encode_json(Summarized(*send))
+        await self.output.commit(
+            Role.SUMMARY,
+            home,
+            [
+                OutMessage(self.topo.settings.topics.send_recipients, key, encode_json(summary)),
+                OutMessage(self.topo.settings.topics.send_progress, key, marker, home),
+            ],
+        )
+        self.progress.record_summarized(send)
+        logger.info("send %s:%s summary: %d recipients", *send, summary.recipient_count)

@@ -1,0 +1,40 @@
+"""Every route of the worker's HTTP API, and how they are served on a faust app."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import faust
+
+from leadstream.metrics import Metrics
+from leadstream.web.audience import AudienceUpload
+from leadstream.web.http import Context, ServedView, guard_routes
+from leadstream.web.openapi import openapi_document
+from leadstream.web.views import Health, Lead, MetricsView, OpenApi, Ready
+from leadstream.web.webhooks import AudienceFilter, LeadEvents
+
+if TYPE_CHECKING:
+    from faust.web.drivers.aiohttp import Web as AiohttpWeb
+
+__all__ = ["ROUTES", "serve"]
+
+# The same paths as /openapi.json describes (a test holds them together).
+ROUTES: dict[str, type[ServedView]] = {
+    "/healthz": Health,
+    "/readyz": Ready,
+    "/metrics": MetricsView,
+    "/openapi.json": OpenApi,
+    "/api/v1/leads/{organizationId}/{phone}": Lead,
+    "/api/v1/webhooks/lead-events": LeadEvents,
+    "/api/v1/webhooks/campaigns/audience-filter": AudienceFilter,
+    "/api/v1/campaigns/{campaignId}/audience": AudienceUpload,
+}
+
+
+def serve(app: faust.App, context: Context, metrics: Metrics) -> None:
+    """Register every route on ``app``, each view bound to ``context``; serve only what
+    /openapi.json describes, with JSON errors (:func:`guard_routes`)."""
+    for path, view in ROUTES.items():
+        app.page(path)(type(view.__name__, (view,), {"context": context}))
+    guard = guard_routes(openapi_document(), metrics)
+    cast("AiohttpWeb", app.web).web_app.middlewares.append(guard)

@@ -1,0 +1,258 @@
+"""What leadstream writes on topics, as typed records (snake_case here, camelCase on the
+wire): the recipient chunks and summary of a send (``send-recipients``), each partition's
+report on the internal progress topic, and the ``rejects`` record.
+
+The field names and their order are the JSON a consumer reads; the pydantic models in
+:mod:`leadstream.wire.models` describe the same records for the JSON Schemas, and a test
+holds the two together. Chunks are assembled from recipient entries encoded once
+(:func:`encode_recipient`), so a prepared send only joins bytes at its moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from leadstream.domain.ingest import Rejected
+from leadstream.domain.normalize import format_ms
+from leadstream.domain.sends import Counts, SendTrigger
+
+__all__ = [
+    "MAX_REJECT_RAW_BYTES",
+    "PartitionDone",
+    "Progress",
+    "RejectRecord",
+    "SendCounts",
+    "SendSummary",
+    "Summarized",
+    "decode_progress",
+    "done_record",
+    "encode_chunks",
+    "encode_json",
+    "encode_recipient",
+    "reject_record",
+    "send_key",
+    "summary_record",
+]
+
+MAX_REJECT_RAW_BYTES = 4096
+
+_json = msgspec.json.Encoder()
+
+
+def encode_json(value: Any) -> bytes:
+    return _json.encode(value)
+
+
+# -- send-recipients -------------------------------------------------------------------------
+
+
+def send_key(org: str, send: str) -> str:
+    """The ``send-recipients`` message key of a send (and of its progress records)."""
+    return f"{org}:{send}"
+
+
+class Recipient(msgspec.Struct, rename="camel"):
+    phone_e164: str
+    external_id: str | None
+
+
+class _ChunkHead(msgspec.Struct, rename="camel", tag_field="type", tag="recipients"):
+    """A chunk without its recipients, which :func:`encode_chunks` appends as bytes."""
+
+    organization_id: str
+    campaign_id: str
+    send_id: str
+    scheduled_for: str
+    partition: int
+    chunk: int
+
+
+class SendCounts(msgspec.Struct, rename="camel"):
+    audience: int
+    opted_out: int
+    dropped_by_audience_filter: int
+    dropped_by_event_filter: int
+    late_audience_filters: int
+
+
+class SendSummary(msgspec.Struct, rename="camel", tag_field="type", tag="summary"):
+    """The last record of a send: after every chunk, once."""
+
+    organization_id: str
+    campaign_id: str
+    send_id: str
+    scheduled_for: str
+    materialized_at: str
+    late: bool
+    recipient_count: int
+    chunk_count: int
+    partitions: int
+    counts: SendCounts
+
+
+def encode_recipient(phone: str, external_id: str | None) -> bytes:
+    """One entry of a chunk's ``recipients``, encoded (chunks are assembled from these)."""
+    return _json.encode(Recipient(phone, external_id))
+
+
+def encode_chunks(
+    trigger: SendTrigger, partition: int, recipients: Sequence[bytes], chunk_size: int
+) -> list[bytes]:
+    """The ``recipients`` chunks of one partition as JSON (none when it has no recipient),
+    from entries encoded by :func:`encode_recipient`."""
+    out = []
+    for index, start in enumerate(range(0, len(recipients), chunk_size)):
+        head = _json.encode(
+            _ChunkHead(
+                trigger.organization_id,
+                trigger.campaign_id,
+                trigger.send_id,
+                format_ms(trigger.scheduled_for),
+                partition,
+                index,
+            )
+        )
+        body = b",".join(recipients[start : start + chunk_size])
+        out.append(b"".join((head[:-1], b',"recipients":[', body, b"]}")))
+    return out
+
+
+# -- the progress topic (internal) -----------------------------------------------------------
+
+
+class PartitionDone(msgspec.Struct, rename="camel", tag_field="type", tag="done"):
+    """One partition's share of a send is committed: what the summary needs of it."""
+
+    organization_id: str
+    campaign_id: str
+    send_id: str
+    scheduled_for: int  # UTC milliseconds
+    late: bool
+    partition: int
+    materialized_at: int  # UTC milliseconds
+    recipient_count: int
+    chunk_count: int
+    # audience, opted out, dropped by the audience filter, dropped by event filters
+    counts: tuple[int, int, int, int]
+    late_audience_filters: int
+
+
+class Summarized(msgspec.Struct, rename="camel", tag_field="type", tag="summarized"):
+    """The send's summary is committed; nobody emits it again."""
+
+    organization_id: str
+    send_id: str
+
+
+Progress = PartitionDone | Summarized
+_progress = msgspec.json.Decoder(Progress)
+
+
+def decode_progress(value: bytes) -> Progress:
+    """A progress record; ``msgspec.DecodeError`` for anything a materializer did not write."""
+    return _progress.decode(value)
+
+
+def done_record(
+    trigger: SendTrigger,
+    *,
+    partition: int,
+    late: bool,
+    materialized_at: int,
+    recipient_count: int,
+    counts: Counts,
+    chunk_count: int,
+    late_audience_filters: int,
+) -> PartitionDone:
+    """What one partition reports once its chunks are committed."""
+    return PartitionDone(
+        trigger.organization_id,
+        trigger.campaign_id,
+        trigger.send_id,
+        trigger.scheduled_for,
+        late,
+        partition,
+        materialized_at,
+        recipient_count,
+        chunk_count,
+        (
+            counts.audience,
+            counts.opted_out,
+            counts.dropped_by_audience_filter,
+            counts.dropped_by_event_filter,
+        ),
+        late_audience_filters,
+    )
+
+
+def summary_record(dones: Sequence[PartitionDone]) -> SendSummary:
+    """The one summary of a send, from the done reports of all its partitions."""
+    first = dones[0]
+    audience, opted_out, by_filter, by_events = (sum(d.counts[i] for d in dones) for i in range(4))
+    return SendSummary(
+        first.organization_id,
+        first.campaign_id,
+        first.send_id,
+        format_ms(first.scheduled_for),
+        format_ms(max(d.materialized_at for d in dones)),
+        any(d.late for d in dones),
+        sum(d.recipient_count for d in dones),
+        sum(d.chunk_count for d in dones),
+        len(dones),
+        SendCounts(
+            audience,
+            opted_out,
+            by_filter,
+            by_events,
+            # Every partition saw the same broadcast filters; they agree on this count.
+            max(d.late_audience_filters for d in dones),
+        ),
+    )
+
+
+# -- rejects ---------------------------------------------------------------------------------
+
+
+class RejectRecord(msgspec.Struct, rename="camel", omit_defaults=True):
+    """The ``rejects`` topic value: where the input was, why it was refused, the input cut
+    to :data:`MAX_REJECT_RAW_BYTES`, and for a row its index, raw phone and organization."""
+
+    source: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+    raw: str
+    index: int | None = None
+    phone_e164: str | None = None
+    organization_id: str | None = None
+
+
+def _raw_text(raw: Any) -> str:
+    if isinstance(raw, bytes | bytearray):
+        text = bytes(raw[:MAX_REJECT_RAW_BYTES]).decode("utf-8", errors="replace")
+    else:
+        try:
+            text = _json.encode(raw)[:MAX_REJECT_RAW_BYTES].decode("utf-8", errors="ignore")
+        except (TypeError, msgspec.EncodeError):
+            text = repr(raw)
+    # Replacement characters take 3 bytes each: cut again, on a character boundary.
+    return text.encode()[:MAX_REJECT_RAW_BYTES].decode("utf-8", errors="ignore")
+
+
+def reject_record(rejected: Rejected, *, source: str, partition: int, offset: int) -> RejectRecord:
+    """The record of ``rejected``, read from ``source`` at ``partition``/``offset``."""
+    return RejectRecord(
+        source,
+        partition,
+        offset,
+        rejected.reason.value,
+        rejected.detail,
+        _raw_text(rejected.raw),
+        rejected.index,
+        rejected.phone,
+        rejected.organization_id,
+    )
