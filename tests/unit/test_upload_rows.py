@@ -176,3 +176,32 @@ def test_a_bad_json_document_says_why_in_one_line() -> None:
 def test_empty_json_array_and_members_are_no_rows() -> None:
     assert read(b"[]", "json") == []
     assert read(b'{"members": []}', "json") == []
+
+
+class _RecordingIngress:
+    """Takes what an upload sends on (the upload's logic alone, no worker)."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def send_members(self, ops: list[object]) -> None:
+        self.sent.extend(ops)
+
+
+def test_past_the_member_limit_what_was_accepted_is_sent_and_the_answer_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from leadstream.web import audience
+
+    monkeypatch.setattr(audience, "MAX_AUDIENCE_MEMBERS", 10)
+    body = b"".join(msgspec.json.encode(m) + b"\n" for m in MEMBERS[:15])
+    rows = upload_rows(io.BytesIO(body), "ndjson", "")
+    outcomes = audience.member_outcomes(rows, "42", "c", "US")
+    ingress = _RecordingIngress()
+    with pytest.raises(BodyError) as caught:
+        asyncio.run(audience._send(ingress, outcomes))  # type: ignore[arg-type]
+    assert caught.value.status == 413
+    assert "the first 10 were applied" in caught.value.message
+    assert [op.phone for op in ingress.sent] == [m["phoneE164"] for m in MEMBERS[:10]]  # type: ignore[attr-defined]
