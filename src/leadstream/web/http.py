@@ -1,5 +1,5 @@
-"""What the worker's HTTP endpoints share: errors, the auth file, bounded bodies, the
-route guard, and work moved off the event loop."""
+"""What the worker's HTTP endpoints share: their context, JSON errors, bounded bodies,
+the JSON request preamble, the route guard, and work moved off the event loop."""
 
 from __future__ import annotations
 
