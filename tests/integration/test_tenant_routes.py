@@ -171,5 +171,7 @@ def test_metrics_carry_no_phone_number(served) -> None:
     assert "leadstream_http_requests" in text
     for phone in phones:
         assert phone.lstrip("+") not in text
-    labels = " ".join(re.findall(r"\{[^}]*\}", text))
+    # Label values besides topic names (which come from configuration, and a test's
+    # random prefix can be all digits) hold no long run of digits, as a phone would.
+    labels = re.sub(r'topic="[^"]*"', "", " ".join(re.findall(r"\{[^}]*\}", text)))
     assert not re.search(r"\d{8,}", labels), labels
