@@ -6,9 +6,12 @@ import logging
 import uuid
 from pathlib import Path
 
+from faust.worker import Worker
+
 from leadstream.app import create_app
 from leadstream.kafka.admin import ensure_topics, wait_for_broker
 from leadstream.kafka.config import KafkaConnection
+from leadstream.kafka.local import LocalKafka
 from leadstream.settings import Settings
 
 __all__ = ["run_worker", "stored_instance_id"]
@@ -21,11 +24,7 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
 
     Blocks until the worker stops (SIGINT/SIGTERM).
     """
-    from faust.worker import Worker
-
     if local_kafka:
-        from leadstream.kafka.local import LocalKafka
-
         status = LocalKafka(settings.data_dir / "kafka", settings.kafka_bootstrap).start()
         logger.info(
             "local Kafka %s running at %s (log %s)",
