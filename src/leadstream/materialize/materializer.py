@@ -82,12 +82,9 @@ class Materializer:
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
         settings = topo.settings
-        self.progress = ProgressView(
-            KafkaConnection.of(settings), settings.topics.send_progress, settings.partitions
-        )
-        self.output = TransactionalOutput(
-            KafkaConnection.of(settings), settings.app_id, self.progress
-        )
+        connection = KafkaConnection.of(settings)
+        self.progress = ProgressView(connection, settings.topics.send_progress, settings.partitions)
+        self.output = TransactionalOutput(connection, settings.app_id, self.progress)
         self.shares = PreparedShares(topo.store, self._rules, settings.prepare_seconds)
         self.schedule = Schedule()
         self._lead_ms = settings.materialize_lead_seconds * 1000

@@ -31,7 +31,6 @@ __all__ = [
     "Offload",
     "answer_reject",
     "auth_error",
-    "auth_failed",
     "error_response",
     "guard_routes",
     "json_request",
@@ -78,12 +77,6 @@ def error_response(view: View, status: int, code: str, message: str, **headers: 
     for name, value in headers.items():
         response.headers[name] = value
     return response
-
-
-def auth_failed(view: View, err: AuthError) -> Response:
-    """401 or 403, saying nothing about which part of the credential was wrong."""
-    code = "unauthorized" if err.status == 401 else "forbidden"
-    return error_response(view, err.status, code, err.message)
 
 
 def unavailable(view: View, message: str) -> Response:

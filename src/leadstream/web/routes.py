@@ -9,7 +9,6 @@ import faust
 from leadstream.metrics import Metrics
 from leadstream.web.audience import AudienceUpload
 from leadstream.web.http import Context, ServedView, guard_routes
-from leadstream.web.openapi import openapi_document
 from leadstream.web.views import Health, Lead, MetricsView, OpenApi, Ready
 from leadstream.web.webhooks import AudienceFilter, LeadEvents
 
@@ -36,5 +35,5 @@ def serve(app: faust.App, context: Context, metrics: Metrics) -> None:
     /openapi.json describes, with JSON errors (:func:`guard_routes`)."""
     for path, view in ROUTES.items():
         app.page(path)(type(view.__name__, (view,), {"context": context}))
-    guard = guard_routes(openapi_document(), metrics)
+    guard = guard_routes(OpenApi.document, metrics)
     cast("AiohttpWeb", app.web).web_app.middlewares.append(guard)

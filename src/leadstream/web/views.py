@@ -11,7 +11,7 @@ from faust.web import Request, Response
 from leadstream.domain.auth import AuthError, authenticate
 from leadstream.domain.normalize import format_ms, normalize_organization_id, normalize_phone
 from leadstream.domain.rejects import RowError
-from leadstream.web.http import ServedView, auth_failed, error_response
+from leadstream.web.http import ServedView, auth_error, error_response
 from leadstream.web.ingress import NotServedHere
 from leadstream.web.openapi import openapi_document
 
@@ -54,7 +54,8 @@ class Lead(ServedView):
         try:
             key_org = authenticate(context.auth.config(), request.headers, b"", now_s=time.time())
         except AuthError as err:
-            return auth_failed(self, err)
+            refused = auth_error(err)
+            return error_response(self, refused.status, refused.code, refused.message)
         try:
             org = normalize_organization_id(path["organizationId"])
         except RowError as err:
