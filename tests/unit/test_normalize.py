@@ -473,3 +473,9 @@ def test_metadata_optional_and_objects_only():
     assert normalize_metadata({"a": [1, {"b": None}]}) == b'{"a":[1,{"b":null}]}'
     for bad in ([1, 2], "x", 1, True, 1.5):
         assert reason_of(normalize_metadata, bad) == Reason.INVALID_JSON
+
+
+@pytest.mark.parametrize("raw", ["+49000000", "+4900000000"])
+def test_a_number_whose_e164_form_is_not_stable_is_refused(raw):
+    # Found by the property above: libphonenumber drops a zero on each formatting.
+    assert reason_of(normalize_phone, raw, "US") == Reason.INVALID_PHONE

@@ -138,7 +138,14 @@ def _normalize_phone_slow(value: Any, region: str) -> str:
         raise RowError(Reason.INVALID_PHONE, f"{value[:40]!r} lacks an area code")
     if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
         raise RowError(Reason.INVALID_PHONE, f"{value[:40]!r} is not a possible phone number")
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    # The canonical form must read back as itself, or one lead would be stored under two
+    # phones. libphonenumber breaks that for national numbers of zeros only ("+49000000"
+    # formats as "+4900000", which formats as "+490000"): no real phone, refused.
+    again = phonenumbers.parse(e164, region)
+    if phonenumbers.format_number(again, phonenumbers.PhoneNumberFormat.E164) != e164:
+        raise RowError(Reason.INVALID_PHONE, f"{value[:40]!r} is not a possible phone number")
+    return e164
 
 
 def normalize_event_type(value: Any) -> str:
