@@ -5,6 +5,11 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 COPY deploy ./deploy
 RUN pip install --no-cache-dir .
+# Not root: the same uid the Kubernetes manifests run it as (deploy/kubernetes). /data is
+# made here, owned by that user, so that a new volume mounted on it inherits the owner.
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /data leadstream \
+    && mkdir /data && chown leadstream:leadstream /data
+USER 10001
 # The API listens on every interface of the container (publish it with care); every route
 # that touches tenant data needs a key of that tenant (leadstream keys create).
 ENV LEADSTREAM_DATA_DIR=/data \

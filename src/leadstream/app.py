@@ -78,7 +78,8 @@ def create_app(settings: Settings) -> faust.App:
 def _faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
-        broker=KafkaConnection.of(settings).faust_brokers(),
+        # The brokers, TLS and SASL, and the group session (kafka/config.py).
+        **KafkaConnection.of(settings).faust_options(),
         store=STORE_URL,
         datadir=str(settings.data_dir / "worker"),
         topic_partitions=settings.partitions,
@@ -88,8 +89,6 @@ def _faust_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         # Static membership: a restarted worker rejoins as itself (worker.py).
         consumer_group_instance_id=settings.group_instance_id,
-        broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 5),
         web_enabled=True,
         web_port=settings.web_port,
         web_bind=settings.web_host,
@@ -114,9 +113,13 @@ def _watch(metrics: Metrics, topo: Topology, router: RouterProcess) -> None:
     process's metrics."""
     settings = topo.settings
     metrics.watch_lag(lambda: [*topo.lags(), *router.lags()])
-    metrics.before_exposition(
-        lambda: metrics.rows.labels("rejected").inc(router.rejected_since_last_call())
-    )
+
+    def count_router_rejects() -> None:
+        by_reason = router.rejects_since_last_call()
+        metrics.rows.labels("rejected").inc(sum(by_reason.values()))
+        metrics.count_rejects(settings.topics.lead_events, by_reason)
+
+    metrics.before_exposition(count_router_rejects)
     metrics.before_exposition(
         lambda: metrics.dead_letters.labels(settings.topics.lead_events).inc(
             router.dead_letters_since_last_call()

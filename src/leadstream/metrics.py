@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from leadstream.domain.rejects import Reason
 
 __all__ = ["Metrics"]
 
 logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# A send's summary comes seconds after its moment when all goes well, minutes when a
+# partition's owner changed or a worker was down meanwhile.
+_SEND_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class _LagCollector(Collector):
@@ -60,6 +65,8 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        for outcome in ("inserted", "duplicate", "rejected"):
+            self.rows.labels(outcome)  # at 0 from the start, for rate() and increase()
         self.apply_seconds = Histogram(
             "leadstream_ingest_apply_seconds",
             "Time to apply one lead-keyed batch to the table",
@@ -70,6 +77,25 @@ class Metrics:
             "leadstream_materialize_seconds",
             "Time to materialize and commit one partition's share of a send",
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        # Labels are bounded: a reason is a code of domain.rejects.Reason, a topic one of
+        # the configured input topics. Never an organization or a phone.
+        self.rejects = Counter(
+            "leadstream_rejects",
+            "Records written to the rejects topic, by reason code and the topic the input "
+            "was read from (rows refused in an HTTP answer are not written there; they count "
+            "in leadstream_rows_total only)",
+            ["reason", "topic"],
+            registry=registry,
+        )
+        self.send_summary_seconds = Histogram(
+            "leadstream_send_summary_seconds",
+            "Seconds from a send's materialize moment (scheduledFor minus the materialize "
+            "lead), or from its trigger's arrival when that came later, to the commit of "
+            "its summary; a negative difference (clock skew between broker and worker) is "
+            "observed as 0",
+            buckets=_SEND_BUCKETS,
             registry=registry,
         )
         self.dead_letters = Counter(
@@ -84,6 +110,12 @@ class Metrics:
             "Triggers ignored because the send was claimed",
             registry=registry,
         )
+
+    def count_rejects(self, topic: str, by_reason: Mapping[Reason, int]) -> None:
+        """Count reject records of input read from ``topic``, by reason."""
+        for reason, n in by_reason.items():
+            if n:
+                self.rejects.labels(reason.value, topic).inc(n)
 
     def watch_lag(self, lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
         self.registry.register(_LagCollector(lags))

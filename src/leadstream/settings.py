@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["LEADS_TABLE", "MAX_CHUNK_SIZE", "Settings", "Topics"]
@@ -45,6 +46,34 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEADSTREAM_", extra="ignore", frozen=True)
 
     kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers.")
+    # How every Kafka client connects (kafka/config.py). Each of these, when set, wins over
+    # the same setting in the properties file.
+    kafka_config_file: Path | None = Field(
+        None,
+        description=(
+            "A client properties file as managed Kafka services hand them out "
+            "(bootstrap.servers, security.protocol, sasl.*, ssl.*.location)."
+        ),
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to the brokers."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_ssl_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA(s) that sign the brokers' certificates "
+        "[default: the system's trust store].",
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        None, description="PEM client certificate (mutual TLS), with kafka_ssl_key_file."
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        None, description="PEM private key of the client certificate (unencrypted)."
+    )
     app_id: str = Field(
         "leadstream",
         pattern=r"^[A-Za-z0-9._-]{1,100}$",
@@ -103,6 +132,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How long a webhook waits for Kafka and for its rows to be applied."
     )
     log_level: str = Field("info")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as one JSON object per line."
+    )
 
     @property
     def group_instance_id(self) -> str | None:

@@ -12,6 +12,7 @@ from leadstream.app import create_app
 from leadstream.kafka.admin import ensure_topics, wait_for_broker
 from leadstream.kafka.config import KafkaConnection
 from leadstream.kafka.local import LocalKafka
+from leadstream.logs import logging_config
 from leadstream.settings import Settings
 
 __all__ = ["run_worker", "stored_instance_id"]
@@ -32,7 +33,9 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
             status.bootstrap,
             status.log_path,
         )
-    wait_for_broker(KafkaConnection.of(settings))
+    connection = KafkaConnection.of(settings)
+    logger.info("Kafka at %s", connection.describe())
+    wait_for_broker(connection)
     ensure_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.instance_id is None:
@@ -41,7 +44,17 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
         )
     logger.info("group instance id %s (static membership)", settings.group_instance_id)
     app = create_app(settings)
-    worker = Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = Worker(
+        app,
+        loglevel=settings.log_level,
+        quiet=True,
+        # faust (mode) sets up logging again as it starts: our handler and format instead
+        # of its colored ones (leadstream/logs.py).
+        logging_config=logging_config(settings.log_level, settings.log_format),
+    )
+    if settings.log_format == "json":
+        # faust's terminal spinner (log levels from WARN up) writes escape codes to stdout.
+        worker.spinner = None
     worker.execute_from_commandline()
 
 

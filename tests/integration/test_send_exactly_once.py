@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from tests.support.kafka import end_offsets
+from tests.support.reference import iso, seed
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -19,66 +19,10 @@ pytestmark = pytest.mark.integration
 ORG = "eo"
 
 
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def make_stack(bootstrap: str, root: Path, **overrides: object) -> Stack:
     run = uuid.uuid4().hex[:10]
     overrides.setdefault("materialize_lead_seconds", 2 * 86_400)
     return Stack(bootstrap, app_id=f"ls-{run}", topic_prefix=f"t{run}-", root=root, **overrides)
-
-
-def seed(stack: Stack, leads: int, *, seed: int) -> dict[str, set[str]]:
-    """Audience of ``leads`` phones, some opted out, some purchasers, some attendees."""
-    rng = random.Random(seed)
-    now = datetime.now(UTC)
-    phones = [f"+1444{i:07d}" for i in range(leads)]
-    stack.members(
-        ORG, "camp", [{"phoneE164": p, "externalId": f"e{i}"} for i, p in enumerate(phones)]
-    )
-    facts: dict[str, set[str]] = {"opted_out": set(), "purchase": set(), "attended": set()}
-    rows = []
-    for p in phones:
-        if rng.random() < 0.1:
-            facts["opted_out"].add(p)
-            rows.append(
-                {
-                    "phoneE164": p,
-                    "eventType": "opted_out",
-                    "occurredAt": iso(now - timedelta(days=2)),
-                }
-            )
-        if rng.random() < 0.2:
-            facts["purchase"].add(p)
-            rows.append(
-                {
-                    "phoneE164": p,
-                    "eventType": "purchase",
-                    "occurredAt": iso(now - timedelta(days=rng.randint(1, 20))),
-                }
-            )
-        if rng.random() < 0.3:
-            recent = rng.random() < 0.5
-            if recent:
-                facts["attended"].add(p)
-            rows.append(
-                {
-                    "phoneE164": p,
-                    "eventType": "attended",
-                    "occurredAt": iso(
-                        now - (timedelta(minutes=30) if recent else timedelta(days=1))
-                    ),
-                }
-            )
-    stack.send_events(
-        [
-            {"organizationId": ORG, "events": rows[i : i + 50_000]}
-            for i in range(0, len(rows), 50_000)
-        ]
-    )
-    facts["all"] = set(phones)
-    return facts
 
 
 def test_sigkill_in_the_middle_of_a_50000_lead_send(kafka_bootstrap: str, tmp_path: Path) -> None:

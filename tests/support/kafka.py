@@ -13,6 +13,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from leadstream.kafka.config import KafkaConnection
+
 KAFKA_IMAGE = "apache/kafka:4.4.0"
 LOCAL_TEST_BOOTSTRAP = "127.0.0.1:39092"
 
@@ -56,10 +58,19 @@ def broker() -> Iterator[str]:
             local.stop()
 
 
-def producer(bootstrap: str) -> Producer:
+# Where a helper connects: a plaintext bootstrap, or a connection with its security.
+Kafka = str | KafkaConnection
+
+
+def client_config(kafka: Kafka) -> dict[str, Any]:
+    """The connection keys of a confluent-kafka client."""
+    return {"bootstrap.servers": kafka} if isinstance(kafka, str) else kafka.common()
+
+
+def producer(bootstrap: Kafka) -> Producer:
     return Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
@@ -69,7 +80,7 @@ def producer(bootstrap: str) -> Producer:
     )
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes | None = None) -> None:
+def produce(bootstrap: Kafka, topic: str, values: list[bytes], key: bytes | None = None) -> None:
     p = producer(bootstrap)
     errors: list[Any] = []
     for value in values:
@@ -86,8 +97,8 @@ def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes | None =
     assert not errors, errors
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "leadstream-tests-probe"})
+def end_offsets(bootstrap: Kafka, topic: str) -> dict[int, int]:
+    c = Consumer({**client_config(bootstrap), "group.id": "leadstream-tests-probe"})
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
         if meta.error is not None:
@@ -101,13 +112,13 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def read_topic(
-    bootstrap: str, topic: str, *, timeout: float = 30.0, expect: int | None = None
+    bootstrap: Kafka, topic: str, *, timeout: float = 30.0, expect: int | None = None
 ) -> list[Any]:
     """Every message of ``topic`` from the start: until ``expect`` messages were read, or
     (without ``expect``) until the end offsets seen at the start are reached."""
     c = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "group.id": f"leadstream-tests-{time.time_ns()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from leadstream.domain.normalize import format_ms, parse_rfc3339_ms
+
+if TYPE_CHECKING:
+    from tests.support.stack import Stack
 
 
 class Reference:
@@ -62,3 +66,59 @@ def synthetic_batches(
         for i in range(0, len(rows), batch_size)
     ]
     return batches, ref
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seed(stack: Stack, leads: int, *, seed: int, org: str = "eo") -> dict[str, set[str]]:
+    """Audience of ``leads`` phones, some opted out, some purchasers, some attendees."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    phones = [f"+1444{i:07d}" for i in range(leads)]
+    stack.members(
+        org, "camp", [{"phoneE164": p, "externalId": f"e{i}"} for i, p in enumerate(phones)]
+    )
+    facts: dict[str, set[str]] = {"opted_out": set(), "purchase": set(), "attended": set()}
+    rows = []
+    for p in phones:
+        if rng.random() < 0.1:
+            facts["opted_out"].add(p)
+            rows.append(
+                {
+                    "phoneE164": p,
+                    "eventType": "opted_out",
+                    "occurredAt": iso(now - timedelta(days=2)),
+                }
+            )
+        if rng.random() < 0.2:
+            facts["purchase"].add(p)
+            rows.append(
+                {
+                    "phoneE164": p,
+                    "eventType": "purchase",
+                    "occurredAt": iso(now - timedelta(days=rng.randint(1, 20))),
+                }
+            )
+        if rng.random() < 0.3:
+            recent = rng.random() < 0.5
+            if recent:
+                facts["attended"].add(p)
+            rows.append(
+                {
+                    "phoneE164": p,
+                    "eventType": "attended",
+                    "occurredAt": iso(
+                        now - (timedelta(minutes=30) if recent else timedelta(days=1))
+                    ),
+                }
+            )
+    stack.send_events(
+        [
+            {"organizationId": org, "events": rows[i : i + 50_000]}
+            for i in range(0, len(rows), 50_000)
+        ]
+    )
+    facts["all"] = set(phones)
+    return facts

@@ -17,7 +17,7 @@ from leadstream.kafka.config import KafkaConnection
 from leadstream.settings import Settings
 from leadstream.streams.router import router_group
 from leadstream.web.keys import load_auth, save_auth
-from tests.support.kafka import end_offsets, produce, read_topic
+from tests.support.kafka import client_config, end_offsets, produce, read_topic
 from tests.support.worker import WorkerProcess
 
 
@@ -49,6 +49,8 @@ class Stack:
             **overrides,
         )
         self.topics = self.settings.topics
+        # How the test's own clients connect: as the workers do.
+        self.kafka = KafkaConnection.of(self.settings)
         self.workers: list[WorkerProcess] = []
         ensure_topics(self.settings)
 
@@ -98,14 +100,14 @@ class Stack:
     # -- input ---------------------------------------------------------------------------
     def send_events(self, values: list[Any]) -> None:
         produce(
-            self.bootstrap,
+            self.kafka,
             self.topics.lead_events,
             [v if isinstance(v, bytes) else msgspec.json.encode(v) for v in values],
         )
 
     def send(self, topic: str, values: list[Any]) -> None:
         produce(
-            self.bootstrap,
+            self.kafka,
             topic,
             [v if isinstance(v, bytes) else msgspec.json.encode(v) for v in values],
         )
@@ -125,7 +127,7 @@ class Stack:
 
     def send_list(self, send_id: str, org: Any, timeout: float = 120.0) -> SendList:
         return read_send(
-            KafkaConnection.of(self.settings),
+            self.kafka,
             self.topics.send_recipients,
             str(send_id),
             organization_id=str(org),
@@ -134,12 +136,12 @@ class Stack:
 
     def send_values(self, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
         """Every committed (key, value) on send-recipients so far."""
-        msgs = read_topic(self.bootstrap, self.topics.send_recipients, timeout=timeout)
+        msgs = read_topic(self.kafka, self.topics.send_recipients, timeout=timeout)
         return [(m.key().decode(), msgspec.json.decode(m.value())) for m in msgs]
 
     # -- observation ---------------------------------------------------------------------
     def rejects(self, expect: int, timeout: float = 60.0) -> list[dict[str, Any]]:
-        msgs = read_topic(self.bootstrap, self.topics.rejects, expect=expect, timeout=timeout)
+        msgs = read_topic(self.kafka, self.topics.rejects, expect=expect, timeout=timeout)
         return [msgspec.json.decode(m.value()) for m in msgs]
 
     def committed_lag(self) -> int:
@@ -158,10 +160,10 @@ class Stack:
             (self.settings.app_id, t.send_triggers),
             (self.settings.app_id, t.by_lead),
         ):
-            ends = end_offsets(self.bootstrap, topic)
+            ends = end_offsets(self.kafka, topic)
             if not ends:
                 continue
-            c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+            c = Consumer({**client_config(self.kafka), "group.id": group})
             try:
                 committed = c.committed([TopicPartition(topic, p) for p in ends], timeout=10)
             finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,13 +23,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def free_broker_port() -> int:
-    """A free port whose successor is free too: a local broker's controller takes port + 1."""
+def free_broker_port(ports: int = 2) -> int:
+    """A free port whose ``ports - 1`` successors are free too: a local broker takes
+    port + 1 for its controller (and a cluster three ports per node)."""
     while True:
         port = free_port()
+        if port + ports > 65535:
+            continue
         try:
-            with socket.create_server(("127.0.0.1", port + 1)):
-                return port
+            with contextlib.ExitStack() as held:
+                for successor in range(port + 1, port + ports):
+                    held.enter_context(socket.create_server(("127.0.0.1", successor)))
+            return port
         except OSError:
             continue
 

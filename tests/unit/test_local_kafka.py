@@ -1,15 +1,24 @@
-"""Pure parts of leadstream.kafka.local: version pin, bootstrap parsing, generated config."""
+"""Pure parts of leadstream.kafka.local: version pin, bootstrap parsing, generated config,
+the layout of one node and of a cluster, the TLS material of a secured one."""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from leadstream.kafka import local
-from leadstream.kafka.local import KAFKA_VERSION, KafkaStatus, LocalKafka, LocalKafkaError
+from leadstream.kafka.local import (
+    KAFKA_VERSION,
+    KafkaStatus,
+    LocalKafka,
+    LocalKafkaError,
+    distribution,
+)
+from leadstream.kafka.local import cluster as local
+from leadstream.kafka.properties import read_properties
 
 POM = """<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -22,23 +31,23 @@ POM = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def test_version_comes_from_the_deploy_pom() -> None:
-    pom = local._DEPLOY_DIR / "pom.xml"
+    pom = distribution.DEPLOY_DIR / "pom.xml"
     assert pom.is_file()
-    assert KAFKA_VERSION == local._read_kafka_version(pom)
+    assert KAFKA_VERSION == distribution._read_kafka_version(pom)
     assert re.fullmatch(r"\d+\.\d+\.\d+", KAFKA_VERSION)
     # The logging config the launcher points log4j2 at ships beside the pom.
-    assert (local._DEPLOY_DIR / "log4j2.yaml").is_file()
+    assert (distribution.DEPLOY_DIR / "log4j2.yaml").is_file()
 
 
 def test_read_kafka_version(tmp_path: Path) -> None:
     pom = tmp_path / "pom.xml"
     pom.write_text(POM)
-    assert local._read_kafka_version(pom) == "9.8.7"
+    assert distribution._read_kafka_version(pom) == "9.8.7"
     pom.write_text(POM.replace("kafka.version", "other.version"))
     with pytest.raises(LocalKafkaError, match="kafka.version"):
-        local._read_kafka_version(pom)
+        distribution._read_kafka_version(pom)
     with pytest.raises(LocalKafkaError):
-        local._read_kafka_version(tmp_path / "missing.xml")
+        distribution._read_kafka_version(tmp_path / "missing.xml")
 
 
 @pytest.mark.parametrize(
@@ -60,19 +69,25 @@ def test_parse_bootstrap_rejects(text: str) -> None:
         local._parse_bootstrap(text)
 
 
-def test_server_properties_single_node(tmp_path: Path) -> None:
-    props = local._server_properties("localhost", 9092, tmp_path / "data")
+def node_properties(bootstrap: str, **layout: Any) -> list[dict[str, str]]:
+    kafka = LocalKafka(Path("/k"), bootstrap, **layout)
+    return [local.server_properties(n, kafka.nodes, kafka.secure) for n in kafka.nodes]
+
+
+def test_server_properties_single_node() -> None:
+    [props] = node_properties("localhost:9092")
     assert props["listeners"] == "PLAINTEXT://localhost:9092,CONTROLLER://localhost:9093"
     assert props["advertised.listeners"] == "PLAINTEXT://localhost:9092"
     assert props["controller.quorum.voters"] == "1@localhost:9093"
     assert props["process.roles"] == "broker,controller"
-    assert props["log.dirs"] == str(tmp_path / "data")
+    assert props["log.dirs"] == "/k/data"
     # Transactions and consumer groups need their internal topics to fit one node.
     for key in (
         "offsets.topic.replication.factor",
         "transaction.state.log.replication.factor",
         "transaction.state.log.min.isr",
         "min.insync.replicas",
+        "default.replication.factor",
     ):
         assert props[key] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
@@ -80,17 +95,61 @@ def test_server_properties_single_node(tmp_path: Path) -> None:
 
 
 def test_server_properties_ipv6() -> None:
-    props = local._server_properties("::1", 19092, Path("/d"))
+    [props] = node_properties("[::1]:19092")
     assert props["listeners"] == "PLAINTEXT://[::1]:19092,CONTROLLER://[::1]:19093"
     assert props["controller.quorum.voters"] == "1@[::1]:19093"
 
 
-def test_render_properties_escapes_backslashes() -> None:
-    text = local._render_properties({"a": "1", "log.dirs": "C:\\x"})
-    assert text.startswith("#")
-    assert text.endswith("\n")
-    assert "a=1\n" in text
-    assert "log.dirs=C:\\\\x\n" in text
+def test_three_nodes_take_three_ports_each_and_replicate_three_times() -> None:
+    kafka = LocalKafka(Path("/k"), "127.0.0.1:20000", brokers=3)
+    assert kafka.bootstrap == "127.0.0.1:20000,127.0.0.1:20003,127.0.0.1:20006"
+    assert [n.home for n in kafka.nodes] == [Path(f"/k/node-{i}") for i in (1, 2, 3)]
+    props = node_properties("127.0.0.1:20000", brokers=3)
+    voters = "1@127.0.0.1:20001,2@127.0.0.1:20004,3@127.0.0.1:20007"
+    assert {p["controller.quorum.voters"] for p in props} == {voters}
+    assert [p["node.id"] for p in props] == ["1", "2", "3"]
+    assert props[2]["listeners"] == "PLAINTEXT://127.0.0.1:20006,CONTROLLER://127.0.0.1:20007"
+    for p in props:
+        assert p["default.replication.factor"] == "3"
+        assert p["offsets.topic.replication.factor"] == "3"
+        # Two copies at least for a write to count: one broker can go.
+        assert p["min.insync.replicas"] == "2"
+        assert p["transaction.state.log.min.isr"] == "2"
+
+
+def test_a_secured_node_has_no_plaintext_listener_for_clients(tmp_path: Path) -> None:
+    kafka = LocalKafka(tmp_path, "127.0.0.1:20000", secure=True)
+    assert kafka.secure is not None
+    kafka.secure.ensure("127.0.0.1", [1])
+    kafka.secure.write_client_properties(kafka.bootstrap, kafka.mtls_bootstrap)
+    [props] = [local.server_properties(n, kafka.nodes, kafka.secure) for n in kafka.nodes]
+    assert props["listeners"] == (
+        "SASL_SSL://127.0.0.1:20000,MTLS://127.0.0.1:20002,CONTROLLER://127.0.0.1:20001"
+    )
+    assert "PLAINTEXT://" not in props["advertised.listeners"]
+    assert props["listener.name.mtls.ssl.client.auth"] == "required"
+    assert props["inter.broker.listener.name"] == "SASL_SSL"
+    # The files clients are handed read back as the connection they describe.
+    sasl = read_properties(kafka.secure.sasl_properties)
+    assert (sasl.bootstrap, sasl.protocol, sasl.sasl_mechanism) == (
+        "127.0.0.1:20000",
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+    )
+    assert sasl.sasl_password == kafka.secure.passwords()["leadstream"]
+    mtls = read_properties(kafka.secure.mtls_properties)
+    assert (mtls.bootstrap, mtls.protocol) == ("127.0.0.1:20002", "SSL")
+    assert mtls.ssl_cert_file == kafka.secure.client_cert_file
+    # Keys and passwords are the owner's only.
+    for private in (kafka.secure.client_key_file, kafka.secure.sasl_properties):
+        assert private.stat().st_mode & 0o077 == 0
+
+
+def test_a_home_keeps_its_layout(tmp_path: Path) -> None:
+    (tmp_path / "layout.json").write_text('{"brokers": 3, "secure": false}')
+    assert len(LocalKafka.existing(tmp_path, "127.0.0.1:20000").nodes) == 3
+    with pytest.raises(LocalKafkaError, match="3 broker"):
+        LocalKafka(tmp_path, "127.0.0.1:20000").start()
 
 
 def test_cluster_id_shape() -> None:
@@ -104,11 +163,12 @@ def test_cluster_id_shape() -> None:
 
 def test_layout_and_status_without_a_broker(tmp_path: Path) -> None:
     kafka = LocalKafka(tmp_path / "home", bootstrap="127.0.0.1:1", cache_dir=tmp_path / "c")
-    assert kafka.controller_port == 2
+    [node] = kafka.nodes
+    assert node.ports == {"client": 1, "controller": 2}
     assert kafka.log_path == tmp_path / "home" / "logs" / "server.log"
     (tmp_path / "home").mkdir()
     # A stale pid (here: this test process, which is not a broker) is ignored.
-    kafka.pid_path.write_text(f"{os.getpid()}\n")
+    node.pid_path.write_text(f"{os.getpid()}\n")
     assert kafka.status() == KafkaStatus(
         running=False,
         pid=None,
@@ -117,9 +177,19 @@ def test_layout_and_status_without_a_broker(tmp_path: Path) -> None:
         version=KAFKA_VERSION,
     )
     kafka.stop()  # idempotent: nothing to stop, stale pid file removed
-    assert not kafka.pid_path.exists()
+    assert not node.pid_path.exists()
 
 
 def test_default_cache_dir_is_per_version(tmp_path: Path) -> None:
     kafka = LocalKafka(tmp_path)
     assert kafka.cache_dir.name == f"kafka-{KAFKA_VERSION}"
+
+
+def test_written_config_escapes_backslashes_and_is_private(tmp_path: Path) -> None:
+    [node] = LocalKafka(tmp_path, "127.0.0.1:20000").nodes
+    node.write_config({"a": "1", "log.dirs": "C:\\x"})
+    text = node.config_path.read_text()
+    assert text.startswith("#") and text.endswith("\n")
+    assert "a=1\n" in text
+    assert "log.dirs=C:\\\\x\n" in text
+    assert node.config_path.stat().st_mode & 0o077 == 0

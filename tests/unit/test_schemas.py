@@ -457,6 +457,7 @@ def test_written_chunks_and_summaries_validate_against_the_models_and_schemas() 
             counts=Counts(9, 1, 1, 0) if p == 3 else Counts(),
             chunk_count=len(chunks) if p == 3 else 0,
             late_audience_filters=0,
+            received_at=0,
         )
         for p in range(4)
     ]

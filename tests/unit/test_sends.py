@@ -830,6 +830,7 @@ def test_counts_identity_and_summary_over_partitions() -> None:
                 counts=res.counts,
                 chunk_count=len(chunks),
                 late_audience_filters=2,
+                received_at=0,
             )
         )
     # i = 0..29: opted out i%5==0 (6); of the rest, x1 x2 x3 dropped by the audience
@@ -881,6 +882,7 @@ def test_summary_not_late_when_no_partition_is_late() -> None:
                 counts=res.counts,
                 chunk_count=len(chunk_records(t, p, res.recipients, 5000)),
                 late_audience_filters=0,
+                received_at=0,
             )
         )
     s = summary_record(dones)
@@ -1112,6 +1114,7 @@ def test_materialization_matches_reference(
                 counts=res.counts,
                 chunk_count=len(chunks),
                 late_audience_filters=late,
+                received_at=0,
             )
         )
 

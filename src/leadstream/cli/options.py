@@ -3,12 +3,17 @@ settings built from them."""
 
 from __future__ import annotations
 
+import functools
+import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from leadstream.kafka.admin import KafkaUnavailable
+from leadstream.kafka.properties import KafkaConfigError
 from leadstream.settings import Settings
 
 __all__ = [
@@ -16,9 +21,16 @@ __all__ = [
     "bootstrap_option",
     "data_dir_option",
     "env_option",
+    "exits_when_kafka_refuses",
     "prefix_option",
     "settings_from",
 ]
+
+logger = logging.getLogger("leadstream")
+
+# Exit status of a command that could not use Kafka (a supervisor restarts it; a person
+# reads the one line that says why).
+KAFKA_UNUSABLE = 3
 
 # What a click decorator accepts and returns (click.decorators.FC).
 _FC = TypeVar("_FC", bound=Callable[..., Any] | click.Command)
@@ -27,6 +39,22 @@ _FC = TypeVar("_FC", bound=Callable[..., Any] | click.Command)
 def env_option(name: str, env: str, **kwargs: Any) -> Callable[[_FC], _FC]:
     """An option read from ``env`` when not given; ``--help`` names the variable."""
     return click.option(name, envvar=env, show_envvar=True, default=None, **kwargs)
+
+
+def exits_when_kafka_refuses(command: Callable[..., None]) -> Callable[..., None]:
+    """A command that ends with one log line and a non-zero exit, not a traceback, when
+    the Kafka configuration cannot be honoured or the cluster refuses or cannot be
+    reached (the message names the cause and never a secret)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except (KafkaConfigError, KafkaUnavailable) as exc:
+            logger.error("cannot use Kafka: %s", exc)  # noqa: TRY400 - the cause is the message
+            sys.exit(KAFKA_UNUSABLE)
+
+    return run
 
 
 def settings_from(**overrides: Any) -> Settings:

@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from leadstream.cli.options import bootstrap_option, data_dir_option, env_option, prefix_option
+from leadstream.cli.options import (
+    bootstrap_option,
+    data_dir_option,
+    env_option,
+    exits_when_kafka_refuses,
+    prefix_option,
+)
 from leadstream.cli.options import settings_from as _settings
 from leadstream.kafka.local import LocalKafka
 
@@ -31,6 +37,7 @@ __all__ = ["kafka", "worker"]
     show_envvar=True,
     help="Start the local single-node Kafka under DATA_DIR/kafka first (if not running).",
 )
+@exits_when_kafka_refuses
 def worker(local_kafka: bool, **options: Any) -> None:
     """Run the stream processor and its HTTP API."""
     # Imported here: faust and the stream layer take a while to import, and no other
@@ -52,32 +59,66 @@ def worker(local_kafka: bool, **options: Any) -> None:
 
 @click.group()
 def kafka() -> None:
-    """A local single-node Apache Kafka (KRaft) for machines without Docker."""
+    """A local Apache Kafka (KRaft) for machines without Docker: one broker, or a replicated
+    cluster, plaintext or secured."""
 
 
-def _local_kafka(bootstrap: str | None, data_dir: Path | None) -> LocalKafka:
+def _local_kafka(
+    bootstrap: str | None,
+    data_dir: Path | None,
+    *,
+    brokers: int | None = None,
+    secure: bool = False,
+) -> LocalKafka:
     settings = _settings(kafka_bootstrap=bootstrap, data_dir=data_dir)
-    return LocalKafka(settings.data_dir / "kafka", settings.kafka_bootstrap)
+    home = settings.data_dir / "kafka"
+    # A cluster's bootstrap lists every node; the first one's address places them all.
+    first = settings.kafka_bootstrap.split(",")[0]
+    if brokers is None:
+        return LocalKafka.existing(home, first)
+    return LocalKafka(home, first, brokers=brokers, secure=secure)
 
 
 @kafka.command("start")
 @bootstrap_option
 @data_dir_option
+@click.option(
+    "--brokers",
+    type=click.IntRange(1, 9),
+    default=1,
+    show_default=True,
+    help="Nodes of the cluster, each on the next three ports (3: topics replicated 3 times).",
+)
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Clients connect with SASL_SSL (SCRAM) or mutual TLS only; certificates, users and "
+    "client properties files are made under DATA_DIR/kafka/secure.",
+)
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for readiness.")
-def kafka_start(bootstrap: str | None, data_dir: Path | None, timeout: float) -> None:
-    """Start the broker (no-op when it already runs) and wait until it serves clients."""
-    status = _local_kafka(bootstrap, data_dir).start(timeout=timeout)
+def kafka_start(
+    bootstrap: str | None, data_dir: Path | None, brokers: int, secure: bool, timeout: float
+) -> None:
+    """Start the cluster (no-op when it already runs) and wait until it serves clients."""
+    cluster = _local_kafka(bootstrap, data_dir, brokers=brokers, secure=secure)
+    status = cluster.start(timeout=timeout)
+    pids = ", ".join(str(node.pid) for node in status.nodes or (status,))
     click.echo(
-        f"Kafka {status.version} running at {status.bootstrap} (pid {status.pid}); "
-        f"log: {status.log_path}"
+        f"Kafka {status.version} running at {status.bootstrap} (pid {pids}); log: {status.log_path}"
     )
+    if cluster.secure is not None:
+        click.echo(
+            f"SASL_SSL: LEADSTREAM_KAFKA_CONFIG_FILE={cluster.secure.sasl_properties}\n"
+            f"mutual TLS ({cluster.mtls_bootstrap}): "
+            f"LEADSTREAM_KAFKA_CONFIG_FILE={cluster.secure.mtls_properties}"
+        )
 
 
 @kafka.command("stop")
 @bootstrap_option
 @data_dir_option
 def kafka_stop(bootstrap: str | None, data_dir: Path | None) -> None:
-    """Stop the broker cleanly (no-op when it is not running)."""
+    """Stop every broker of the cluster cleanly (no-op when none runs)."""
     _local_kafka(bootstrap, data_dir).stop()
     click.echo("Kafka stopped")
 
@@ -86,8 +127,9 @@ def kafka_stop(bootstrap: str | None, data_dir: Path | None) -> None:
 @bootstrap_option
 @data_dir_option
 def kafka_status(bootstrap: str | None, data_dir: Path | None) -> None:
-    """Say whether the broker runs; exit 1 when it does not."""
+    """Say whether the cluster runs; exit 1 unless every broker does."""
     status = _local_kafka(bootstrap, data_dir).status()
-    state = f"running (pid {status.pid})" if status.running else "stopped"
-    click.echo(f"Kafka {status.version} at {status.bootstrap}: {state}; log: {status.log_path}")
+    for node in status.nodes or (status,):
+        state = f"running (pid {node.pid})" if node.running else "stopped"
+        click.echo(f"Kafka {node.version} at {node.bootstrap}: {state}; log: {node.log_path}")
     sys.exit(0 if status.running else 1)

@@ -13,7 +13,7 @@ import click
 from confluent_kafka import Producer
 from tqdm import tqdm
 
-from leadstream.cli.options import bootstrap_option, prefix_option
+from leadstream.cli.options import bootstrap_option, exits_when_kafka_refuses, prefix_option
 from leadstream.cli.options import settings_from as _settings
 from leadstream.client.publish import (
     FileRow,
@@ -28,7 +28,7 @@ from leadstream.client.publish import (
 from leadstream.client.recipients import iter_send
 from leadstream.domain.rejects import RowError
 from leadstream.domain.sends import parse_trigger
-from leadstream.kafka.admin import ensure_topics
+from leadstream.kafka.admin import ensure_topics, wait_for_broker
 from leadstream.kafka.config import KafkaConnection
 from leadstream.settings import Settings
 from leadstream.wire.records import encode_json, send_key
@@ -82,6 +82,7 @@ def _rows_shown(file: Path, fmt: str | None, bar: tqdm) -> Iterator[FileRow]:
 @click.option("--batch-size", default=50_000, show_default=True, type=click.IntRange(1, 50_000))
 @bootstrap_option
 @prefix_option
+@exits_when_kafka_refuses
 def publish_events(
     file: Path, fmt: str | None, batch_size: int, bootstrap: str | None, topic_prefix: str | None
 ) -> None:
@@ -106,6 +107,7 @@ def publish_events(
 @_FORMAT
 @bootstrap_option
 @prefix_option
+@exits_when_kafka_refuses
 def publish_audience(
     file: Path,
     organization_id: str,
@@ -149,6 +151,7 @@ def publish_audience(
 )
 @bootstrap_option
 @prefix_option
+@exits_when_kafka_refuses
 def trigger(
     organization_id: str,
     campaign_id: str,
@@ -202,6 +205,7 @@ def trigger(
 )
 @bootstrap_option
 @prefix_option
+@exits_when_kafka_refuses
 def recipients(
     send_id: str,
     organization_id: str | None,
@@ -213,11 +217,13 @@ def recipients(
     """Print a send's recipients (read_committed, until its summary); the summary goes to
     stderr. Exit 2 when no summary arrived within --timeout."""
     settings = _settings(kafka_bootstrap=bootstrap, topic_prefix=topic_prefix)
+    connection = KafkaConnection.of(settings)
+    wait_for_broker(connection)
     writer = csv.writer(sys.stdout) if fmt == "csv" else None
     if writer is not None:
         writer.writerow(["phoneE164", "externalId"])
     values = iter_send(
-        KafkaConnection.of(settings),
+        connection,
         settings.topics.send_recipients,
         send_id,
         organization_id=organization_id,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Mapping
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 # confluent_kafka.admin imports NewTopic from cimpl without re-exporting it (no __all__).
 from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata  # type: ignore[attr-defined]
@@ -15,6 +17,7 @@ from leadstream.kafka.config import LARGE_MESSAGE_BYTES, KafkaConnection
 from leadstream.settings import Settings
 
 __all__ = [
+    "KafkaUnavailable",
     "broker_reachable",
     "ensure_topics",
     "required_topics",
@@ -54,24 +57,82 @@ def _topic_config(settings: Settings, name: str) -> dict[str, str]:
     if name in (topics.send_triggers, topics.audience_filters):
         # Receive time decides lateness and which filter is latest: let the broker set it.
         config["message.timestamp.type"] = "LogAppendTime"
+    if settings.replication_factor >= 3:
+        # acks=all then means two copies at least: one broker can go, nothing accepted is
+        # lost, and writes go on.
+        config["min.insync.replicas"] = "2"
     return config
 
 
-def wait_for_broker(connection: KafkaConnection, timeout: float = 60.0) -> None:
-    """Return once the cluster answers a metadata request, or raise ``TimeoutError``."""
-    admin = connection.admin()
+class KafkaUnavailable(RuntimeError):
+    """The cluster cannot be used; ``cause`` is ``authentication``, ``TLS`` or
+    ``unreachable``, and the message says what the client saw (never a secret)."""
+
+    def __init__(self, cause: str, connection: KafkaConnection, detail: str) -> None:
+        super().__init__(f"Kafka at {connection.describe()}: {cause}: {detail}")
+        self.cause = cause
+
+
+# What librdkafka reports, and what it means for an operator. (Its local error codes start
+# with an underscore; they are public all the same.)
+_CAUSES = {
+    KafkaError._AUTHENTICATION: "authentication failed",  # noqa: SLF001
+    KafkaError.SASL_AUTHENTICATION_FAILED: "authentication failed",
+    KafkaError._SSL: "TLS failed",  # noqa: SLF001
+}
+
+
+def wait_for_broker(connection: KafkaConnection, timeout: float = 45.0) -> None:
+    """Return once the cluster answers a metadata request; raise :class:`KafkaUnavailable`
+    at the first refused credential or certificate, or when nothing answered in time."""
+    errors: list[KafkaError] = []
+    # Errors come to the callback; log_level 0 keeps librdkafka from logging each retry.
+    admin = connection.admin({"error_cb": errors.append, "log_level": 0})
     deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    tls_checked = connection.security.tls
+    while True:
         try:
-            admin.list_topics(timeout=5)
+            admin.list_topics(timeout=min(3.0, max(0.1, deadline - time.monotonic())))
             return
         except KafkaException as exc:
-            last = exc
-            time.sleep(0.5)
-    raise TimeoutError(
-        f"no Kafka broker answered at {connection.bootstrap} within {timeout:.0f} s: {last}"
-    )
+            errors.append(exc.args[0])
+        admin.poll(0.1)  # serves error_cb
+        for error in errors:
+            if error.code() in _CAUSES:
+                raise KafkaUnavailable(_CAUSES[error.code()], connection, error.str())
+        if not tls_checked:
+            # A plaintext client on a TLS listener sees only closed connections: ask the
+            # listener itself, once.
+            tls_checked = True
+            if speaks_tls(connection.bootstrap):
+                raise KafkaUnavailable(
+                    "TLS failed",
+                    connection,
+                    "the listener speaks TLS; set the security protocol to SSL or SASL_SSL",
+                )
+        if time.monotonic() >= deadline:
+            last = errors[-1].str() if errors else "no answer"
+            raise KafkaUnavailable(
+                "unreachable", connection, f"no answer within {timeout:.0f} s ({last})"
+            )
+        time.sleep(0.5)
+
+
+def speaks_tls(bootstrap: str, timeout: float = 3.0) -> bool:
+    """Does the first bootstrap address complete a TLS handshake? (No data is sent, and
+    the certificate is not checked: only the protocol is.)"""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname=host.strip("[]")),
+        ):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def broker_reachable(admin: AdminClient, timeout: float = 2.0) -> bool:
@@ -94,7 +155,9 @@ def ensure_topics(
     and a broker serves it in metadata a moment later (seconds on a broker still loading
     a large metadata log after a restart). A consumer that joins its group in between is
     assigned nothing for the missing topic until its next metadata refresh, minutes on."""
-    admin = KafkaConnection.of(settings).admin()
+    connection = KafkaConnection.of(settings)
+    wait_for_broker(connection)
+    admin = connection.admin()
     wanted = names if names is not None else required_topics(settings)
     served = admin.list_topics(timeout=30).topics
     missing = [n for n in wanted if n not in served]

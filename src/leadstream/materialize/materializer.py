@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from leadstream.domain.partitioning import send_partition
 from leadstream.domain.prepared import PreparedShare
@@ -55,6 +56,7 @@ from leadstream.domain.sends import (
     materialize_partition,
 )
 from leadstream.kafka.config import KafkaConnection
+from leadstream.logs import log_fields
 from leadstream.materialize.output import OutMessage, Role, TransactionalOutput
 from leadstream.materialize.progress import ProgressView
 from leadstream.materialize.schedule import Schedule
@@ -71,7 +73,7 @@ from leadstream.wire.records import (
     summary_record,
 )
 
-__all__ = ["Materializer"]
+__all__ = ["Materializer", "summary_delay_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +149,7 @@ class Materializer:
                     trigger.organization_id,
                     trigger.send_id,
                     partition,
+                    extra=log_fields(organization=trigger.organization_id, send_id=trigger.send_id),
                 )
 
     def _rules(self, trigger: SendTrigger, audience_filter: AudienceFilterSpec | None) -> SendRules:
@@ -208,6 +211,7 @@ class Materializer:
             counts=counts,
             chunk_count=len(chunks),
             late_audience_filters=late_filters,
+            received_at=record.received_at,
         )
         key = send_key(*send).encode()
         messages = [OutMessage(settings.topics.send_recipients, key, chunk) for chunk in chunks]
@@ -230,6 +234,7 @@ class Materializer:
             behind_ms,
             1000 * (computed - started),
             1000 * (time.perf_counter() - computed),
+            extra=log_fields(organization=send.organization_id, send_id=send.send_id),
         )
 
     async def _summarize(self, home: int, send: SendId, dones: list[PartitionDone]) -> None:
@@ -248,5 +253,26 @@ class Materializer:
                 OutMessage(self.topo.settings.topics.send_progress, key, marker, home),
             ],
         )
+        delay = summary_delay_seconds(dones, lead_ms=self._lead_ms, committed_at=now_ms())
+        self.topo.metrics.send_summary_seconds.observe(delay)
         self.progress.record_summarized(send)
-        logger.info("send %s:%s summary: %d recipients", *send, summary.recipient_count)
+        logger.info(
+            "send %s:%s summary: %d recipients, committed %.3f s after the moment",
+            *send,
+            summary.recipient_count,
+            delay,
+            extra=log_fields(organization=send.organization_id, send_id=send.send_id),
+        )
+
+
+def summary_delay_seconds(
+    dones: Sequence[PartitionDone], *, lead_ms: int, committed_at: int
+) -> float:
+    """Seconds from a send's moment to ``committed_at`` (UTC ms), the commit of its summary.
+
+    The moment is when it was due, ``scheduledFor - lead``, or when its trigger arrived if
+    that was later (a late trigger is not the materializer's delay). Never negative: the
+    arrival is the broker's clock and the commit this worker's, and a histogram cannot
+    take a negative value."""
+    moment = max(dones[0].scheduled_for - lead_ms, max(d.received_at for d in dones))
+    return max(0.0, (committed_at - moment) / 1000)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from leadstream.domain.prepared import PreparedShare
 from leadstream.domain.send_state import PendingRecord, audience_filter_for, is_due
 from leadstream.domain.sends import AudienceFilterSpec, SendId, SendRules, SendTrigger
+from leadstream.logs import log_fields
 from leadstream.state.watch import WatchedStore
 from leadstream.wire.records import encode_recipient
 
@@ -118,4 +119,8 @@ class PreparedShares:
                         share_id.partition,
                         len(share.outcomes),
                         time.perf_counter() - started,
+                        extra=log_fields(
+                            organization=share_id.send.organization_id,
+                            send_id=share_id.send.send_id,
+                        ),
                     )

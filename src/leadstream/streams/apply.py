@@ -17,6 +17,7 @@ from typing import Any
 
 from leadstream.domain.ingest import retention_horizon
 from leadstream.domain.lead_index import compact_partition
+from leadstream.logs import log_fields
 from leadstream.streams.handlers import ApplyRules, Arrival, Effects, handle
 from leadstream.streams.topology import Topology, now_ms, received_ms
 from leadstream.wire.commands import EventsBatch, decode_command, encode_reply
@@ -60,11 +61,13 @@ async def _carry_out(topo: Topology, effects: Effects, on_held: Callable[[], Non
     if effects.inserted or effects.duplicates:
         topo.metrics.rows.labels("inserted").inc(effects.inserted)
         topo.metrics.rows.labels("duplicate").inc(effects.duplicates)
-    if effects.duplicate_trigger is not None:
+    duplicate = effects.duplicate_trigger
+    if duplicate is not None:
         topo.metrics.duplicate_triggers.inc()
         logger.warning(
             "duplicate trigger for organization %s send %s ignored: the first wins",
-            *effects.duplicate_trigger,
+            *duplicate,
+            extra=log_fields(organization=duplicate.organization_id, send_id=duplicate.send_id),
         )
     for partition, command in effects.commands:
         await topo.send_command(partition, command)

@@ -25,8 +25,8 @@ import os
 import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,8 +40,10 @@ from leadstream.domain.ingest import (
     parse_lead_events_message,
 )
 from leadstream.domain.partitioning import group_by_partition
+from leadstream.domain.rejects import Reason
 from leadstream.kafka.config import KafkaConnection
 from leadstream.kafka.io import poll_batch, produce
+from leadstream.logs import configure_logging
 from leadstream.settings import Settings
 from leadstream.streams.retry import with_retries
 from leadstream.wire.commands import EventsBatch, encode_command, row_slices
@@ -62,6 +64,8 @@ ROUTE_BYTES = 1 << 20
 # Batches produced but not yet all delivered, at most: their offsets are committed in
 # order as each completes, so parsing the next batch overlaps the broker's acks.
 MAX_IN_FLIGHT = 4
+# The child counts rejects per reason in shared memory, one slot per reason, in this order.
+REASONS = tuple(Reason)
 
 
 def router_group(settings: Settings) -> str:
@@ -75,7 +79,7 @@ class LeadEventsRouter:
     def __init__(
         self,
         settings: Settings,
-        on_rejected: Callable[[int], None],
+        on_rejected: Callable[[Mapping[Reason, int]], None],
         on_dead_letter: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
@@ -115,10 +119,6 @@ class LeadEventsRouter:
             router_group(settings),
             {
                 "auto.offset.reset": "earliest",
-                # The router polls every 0.1 s: a dead worker's partitions move on after
-                # 10 s instead of librdkafka's default 45 s.
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 2_000,
                 "on_commit": _log_failed_commit,
                 # Static membership, as the worker's own group (worker.py).
                 **(
@@ -177,7 +177,7 @@ class LeadEventsRouter:
                     on_delivery=batch.delivered,
                 )
             if parsed.rejects:
-                self._on_rejected(len(parsed.rejects))
+                self._on_rejected(Counter(r.reason for r in parsed.rejects))
                 logger.info(
                     "%s[%s]@%s: %d of %d rows rejected",
                     *_position(msg),
@@ -317,19 +317,20 @@ def _log_failed_commit(err: Any, partitions: list[TopicPartition]) -> None:
 class RouterProcess:
     """A :class:`LeadEventsRouter` in a spawned child process.
 
-    The child reports rejected rows and per-partition lag through shared memory (no locks:
-    one writer, and a lock held by a killed child would hang the worker), stops on SIGTERM
-    (leaving its consumer group), and also when the worker that spawned it is gone, even
-    killed with SIGKILL: an orphan must not keep reading."""
+    The child reports rejected rows (per reason) and per-partition lag through shared
+    memory (no locks: one writer, and a lock held by a killed child would hang the worker),
+    stops on SIGTERM (leaving its consumer group), and also when the worker that spawned it
+    is gone, even killed with SIGKILL: an orphan must not keep reading."""
 
     def __init__(self, settings: Settings) -> None:
         self._ctx = multiprocessing.get_context("spawn")
-        self._settings_json = settings.model_dump_json()
+        # Pickled as it is: a JSON dump would mask the secrets and mark every field as set.
+        self._settings = settings
         self._topic = settings.topics.lead_events
-        self._rejected = self._ctx.RawValue("q", 0)
+        self._rejected = self._ctx.RawArray("q", len(REASONS))
         self._dead_letters = self._ctx.RawValue("q", 0)
         self._lags = self._ctx.RawArray("q", [-1] * settings.partitions)
-        self._reported = 0
+        self._reported = [0] * len(REASONS)
         self._dead_reported = 0
         self._stopping = False
         self._process = self._new_process()
@@ -338,7 +339,7 @@ class RouterProcess:
         return self._ctx.Process(
             target=_serve,
             args=(
-                self._settings_json,
+                self._settings,
                 self._rejected,
                 self._dead_letters,
                 self._lags,
@@ -372,11 +373,9 @@ class RouterProcess:
         if self._process.is_alive():
             self._process.kill()
 
-    def rejected_since_last_call(self) -> int:
-        """Rows the router rejected since the previous call (for a counter)."""
-        total = int(self._rejected.value)
-        delta, self._reported = total - self._reported, total
-        return delta
+    def rejects_since_last_call(self) -> dict[Reason, int]:
+        """Rows the router rejected since the previous call, by reason (for counters)."""
+        return _since(self._rejected, self._reported)
 
     def dead_letters_since_last_call(self) -> int:
         """Messages the router dead-lettered since the previous call (for a counter)."""
@@ -389,20 +388,28 @@ class RouterProcess:
         return [(self._topic, p, lag) for p, lag in enumerate(self._lags[:]) if lag >= 0]
 
 
-def _serve(settings_json: str, rejected: Any, dead_letters: Any, lags: Any, parent: int) -> None:
+def _since(totals: Any, reported: list[int]) -> dict[Reason, int]:
+    """Per reason, what ``totals`` (the child's counts) grew by since ``reported``, which
+    is brought up to date."""
+    now = list(totals[:])
+    delta = {REASONS[i]: now[i] - reported[i] for i in range(len(REASONS)) if now[i] > reported[i]}
+    reported[:] = now
+    return delta
+
+
+def _serve(settings: Settings, rejected: Any, dead_letters: Any, lags: Any, parent: int) -> None:
     """The child process: run the router until SIGTERM or until the parent is gone."""
-    settings = Settings.model_validate_json(settings_json)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     # Ctrl-C in a terminal reaches the whole process group: the worker decides, via SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def count(n: int) -> None:
-        rejected.value += n  # only this process writes it
+    slot = {reason: i for i, reason in enumerate(REASONS)}
+
+    def count(by_reason: Mapping[Reason, int]) -> None:
+        for reason, n in by_reason.items():
+            rejected[slot[reason]] += n  # only this process writes it
 
     def count_dead() -> None:
         dead_letters.value += 1  # only this process writes it

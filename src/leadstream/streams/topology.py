@@ -65,6 +65,16 @@ class Topology:
             key_type=bytes,
             value_type=bytes,
         )
+        # Every topic a dead letter can come from, at 0 from the start: an alert on
+        # increase() misses a series whose first sample is already 1.
+        for topic in (
+            names.lead_events,
+            names.audience_members,
+            names.audience_filters,
+            names.send_triggers,
+            names.by_lead,
+        ):
+            metrics.dead_letters.labels(topic)
 
     def active_partitions(self) -> list[int]:
         """Partitions of lead state this worker owns right now."""
@@ -115,7 +125,9 @@ class Topology:
             await self.reject(dead, msg)
 
     async def reject(self, rejected: Rejected, msg: Any) -> None:
+        """Write ``rejected``, read as ``msg``, on ``rejects``, and count it by reason."""
         record = reject_record(
             rejected, source=msg.topic, partition=msg.partition, offset=msg.offset
         )
         await self.rejects.send(key=msg.key, value=encode_json(record))
+        self.metrics.count_rejects(msg.topic, {rejected.reason: 1})

@@ -34,6 +34,7 @@ from leadstream.domain.decode import MAX_JSON_DEPTH, decode_json
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
 from leadstream.domain.normalize import normalize_id, normalize_organization_id
 from leadstream.domain.rejects import Reason, RowError
+from leadstream.logs import log_fields
 from leadstream.web.http import (
     BodyError,
     ServedView,
@@ -194,6 +195,7 @@ class AudienceUpload(ServedView):
                 "unsupported_media_type",
                 "send text/csv, application/x-ndjson or application/json",
             )
+        org: str | None = None
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as body:
             try:
                 await stream_body(request, context.settings.max_body_bytes, body.write)
@@ -207,7 +209,11 @@ class AudienceUpload(ServedView):
             except BodyError as err:
                 return error_response(self, err.status, err.code, err.message)
             except (TimeoutError, OSError) as exc:
-                logger.warning("audience upload: Kafka did not confirm: %r", exc)
+                logger.warning(
+                    "audience upload: Kafka did not confirm: %r",
+                    exc,
+                    extra=log_fields(organization=org),
+                )
                 return unavailable(self, "Kafka did not confirm in time; retry the upload")
         return self.json(tally.answer())
 

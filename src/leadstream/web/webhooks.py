@@ -21,6 +21,7 @@ from leadstream.domain.ingest import MAX_BATCH_EVENTS, IngestRules, ParsedMessag
 from leadstream.domain.normalize import normalize_organization_id
 from leadstream.domain.rejects import RowError
 from leadstream.domain.sends import FILTER_DEADLINE_MS, SendId, parse_audience_filter
+from leadstream.logs import log_fields
 from leadstream.web.http import (
     BodyError,
     ServedView,
@@ -59,7 +60,11 @@ class LeadEvents(ServedView):
                 context.ingress.apply_events(parsed.events), context.settings.http_timeout_seconds
             )
         except (TimeoutError, OSError) as exc:
-            logger.warning("lead-events webhook: Kafka or apply timed out: %r", exc)
+            logger.warning(
+                "lead-events webhook: Kafka or apply timed out: %r",
+                exc,
+                extra=log_fields(organization=org),
+            )
             return unavailable(self, "Kafka did not confirm in time; retry the same body")
         return self.json(_accepted(parsed, inserted, duplicates))
 
@@ -122,7 +127,11 @@ class AudienceFilter(ServedView):
                 context.settings.http_timeout_seconds,
             )
         except (TimeoutError, OSError) as exc:
-            logger.warning("audience-filter webhook: Kafka or apply timed out: %r", exc)
+            logger.warning(
+                "audience-filter webhook: Kafka or apply timed out: %r",
+                exc,
+                extra=log_fields(organization=org, send_id=send),
+            )
             return unavailable(self, "Kafka did not confirm in time; retry the same body")
         if status == "late":
             minutes = FILTER_DEADLINE_MS // 60_000

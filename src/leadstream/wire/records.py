@@ -138,6 +138,8 @@ class PartitionDone(msgspec.Struct, rename="camel", tag_field="type", tag="done"
     # audience, opted out, dropped by the audience filter, dropped by event filters
     counts: tuple[int, int, int, int]
     late_audience_filters: int
+    # When the trigger arrived (UTC milliseconds; 0 in records of versions before it).
+    received_at: int = 0
 
 
 class Summarized(msgspec.Struct, rename="camel", tag_field="type", tag="summarized"):
@@ -166,6 +168,7 @@ def done_record(
     counts: Counts,
     chunk_count: int,
     late_audience_filters: int,
+    received_at: int,
 ) -> PartitionDone:
     """What one partition reports once its chunks are committed."""
     return PartitionDone(
@@ -185,6 +188,7 @@ def done_record(
             counts.dropped_by_event_filter,
         ),
         late_audience_filters,
+        received_at,
     )
 
 
