@@ -9,6 +9,7 @@ and the CLI's publish, trigger and recipients.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -19,11 +20,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.hazmat.primitives import serialization
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
+from leadstream.kafka.admin import wait_for_broker
+from leadstream.kafka.config import KafkaConnection
 from leadstream.kafka.local import LocalKafka
 from leadstream.kafka.local.secure import CLIENT_USER, make_ca
+from leadstream.settings import Settings
 from tests.conftest import new_stack
+from tests.support.kafka import produce, read_topic
 from tests.support.worker import free_broker_port, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -301,3 +308,53 @@ def test_no_secret_in_help_or_configuration_errors(
     assert "ssl.truststore.password" in cause and "line 8" in cause
     everything = "\n".join(lines)
     assert "hunter2" not in everything and secret not in everything
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_each_sasl_mechanism_works_for_both_client_libraries(
+    secure_kafka: LocalKafka, mechanism: str, tmp_path: Path
+) -> None:
+    """The same settings, mapped to librdkafka (router, materializer, CLI) and to aiokafka
+    (faust), produce and read back over SASL_SSL."""
+    assert secure_kafka.secure is not None
+    connection = KafkaConnection.of(
+        Settings.model_validate(
+            {
+                "kafka_config_file": secure_kafka.secure.sasl_properties,
+                "kafka_bootstrap": secure_kafka.bootstrap,
+                "kafka_sasl_mechanism": mechanism,
+            }
+        )
+    )
+    assert connection.security.sasl_mechanism == mechanism
+    topic = f"sasl-{mechanism.lower()}-{time.time_ns()}"
+    wait_for_broker(connection)
+    produce(connection, topic, [b"from-librdkafka"])
+
+    async def through_aiokafka() -> list[bytes]:
+        auth = credentials_to_aiokafka_auth(connection.security.faust_credentials())
+        producer = AIOKafkaProducer(bootstrap_servers=connection.bootstrap, **auth)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"from-aiokafka")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=connection.bootstrap, auto_offset_reset="earliest", **auth
+        )
+        await consumer.start()
+        try:
+            got: list[bytes] = []
+            async with asyncio.timeout(60):
+                while len(got) < 2:
+                    batch = await consumer.getmany(timeout_ms=1000)
+                    got += [m.value for messages in batch.values() for m in messages]
+            return got
+        finally:
+            await consumer.stop()
+
+    assert sorted(asyncio.run(through_aiokafka())) == [b"from-aiokafka", b"from-librdkafka"]
+    assert sorted(m.value() for m in read_topic(connection, topic, expect=2, timeout=60)) == [
+        b"from-aiokafka",
+        b"from-librdkafka",
+    ]
