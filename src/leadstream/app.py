@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> faust.App:
     """Build the faust application for ``settings``; nothing runs until a worker starts it."""
-    app = _faust_app(settings)
+    connection = KafkaConnection.of(settings)
+    app = _faust_app(settings, connection)
     table = app.Table(
         LEADS_TABLE,
         partitions=settings.partitions,
@@ -46,7 +47,7 @@ def create_app(settings: Settings) -> faust.App:
     materializer = Materializer(topo)
     register_routers(topo)
     register_apply(topo, on_held=materializer.wake)
-    replies = ReplyWaiter(KafkaConnection.of(settings), settings.topics.replies)
+    replies = ReplyWaiter(connection, settings.topics.replies)
     ingress = StreamIngress(topo, replies, routing=router.running)
     serve(app, Context(ingress, settings, AuthFile(settings.auth_path), Offload()), metrics)
 
@@ -75,11 +76,11 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def _faust_app(settings: Settings) -> faust.App:
+def _faust_app(settings: Settings, connection: KafkaConnection) -> faust.App:
     return faust.App(
         settings.app_id,
         # The brokers, TLS and SASL, and the group session (kafka/config.py).
-        **KafkaConnection.of(settings).faust_options(),
+        **connection.faust_options(),
         store=STORE_URL,
         datadir=str(settings.data_dir / "worker"),
         topic_partitions=settings.partitions,

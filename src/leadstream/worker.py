@@ -9,7 +9,7 @@ from pathlib import Path
 from faust.worker import Worker
 
 from leadstream.app import create_app
-from leadstream.kafka.admin import ensure_topics, wait_for_broker
+from leadstream.kafka.admin import ensure_topics
 from leadstream.kafka.config import KafkaConnection
 from leadstream.kafka.local import LocalKafka
 from leadstream.logs import logging_config
@@ -33,10 +33,8 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
             status.bootstrap,
             status.log_path,
         )
-    connection = KafkaConnection.of(settings)
-    logger.info("Kafka at %s", connection.describe())
-    wait_for_broker(connection)
-    ensure_topics(settings)
+    logger.info("Kafka at %s", KafkaConnection.of(settings).describe())
+    ensure_topics(settings)  # waits for the cluster first, or says why it refuses
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.instance_id is None:
         settings = settings.model_copy(

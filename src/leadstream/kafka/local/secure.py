@@ -171,7 +171,8 @@ class SecureMaterial:
             write_private(ca_key_file, _key_pem(key))
             self.ca_file.write_bytes(_cert_pem(cert))
         ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
-        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)  # noqa: S101 - made above
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{ca_key_file} is not the EC key this module makes")
         ca = (ca_key, x509.load_pem_x509_certificate(self.ca_file.read_bytes()))
         hosts = sorted({host, "localhost", "127.0.0.1"})
         for node_id in node_ids:
