@@ -26,18 +26,21 @@ from leadstream.client.publish import make_producer
 from leadstream.domain.auth import ApiKey, AuthConfig, hash_api_key, with_key
 from leadstream.domain.normalize import format_ms
 from leadstream.kafka.config import KafkaConnection
-from leadstream.web.keys import load_auth, save_auth
+from leadstream.web.keys import save_auth
 from leadstream.wire.records import send_key
 
 __all__ = [
     "FILTERS",
     "ORG",
+    "big_sends",
     "bulk_ingest",
     "footprint_and_rebuild",
     "http_latency",
     "load_audiences",
+    "load_fresh",
     "materialize",
-    "materialize_prepared",
+    "materialize_early",
+    "preview",
     "realtime_ingest",
     "restart_after_kill",
 ]
@@ -55,6 +58,19 @@ FILTERS: dict[str, dict[str, Any]] = {
 }
 # Events reach up to the fire time, which lies ahead of the clock while the bench runs.
 WORKER: dict[str, Any] = {"materialize_lead_seconds": 7200, "max_future_skew_seconds": 7200}
+PREVIEW = "/api/v1/sends/preview"
+# Recipients a preview returns beside its counts: a few, as a UI would show them.
+PREVIEW_SAMPLE = 10
+
+
+def _keyed(workdir: Path) -> dict[str, Any]:
+    """The workers' settings with an auth file that holds the organization's API key.
+
+    The file lies outside every data directory: the rebuild deletes its worker's, and the
+    HTTP reads that follow (previews, a lead read back after SIGKILL) still need the key."""
+    auth = workdir / "bench-auth.json"
+    save_auth(auth, with_key(AuthConfig(), ORG, ApiKey("ak", hash_api_key(API_KEY), "t")))
+    return {**WORKER, "auth_file": auth}
 
 
 def _rows(ds: Dataset, start: int, stop: int) -> list[dict[str, str]]:
@@ -91,6 +107,23 @@ def _until_applied(worker: BenchWorker, values: list[bytes], rows: int) -> float
     return time.perf_counter() - start
 
 
+def load_fresh(
+    bootstrap: str, workdir: Path, batches: list[bytes], rows: int, distinct: int
+) -> tuple[float, BenchWorker]:
+    """Batch messages into a fresh worker (fresh topics, app id and data dir): seconds until
+    all ``rows`` are applied, exact inserted and duplicate counts checked; the worker, loaded."""
+    worker = BenchWorker(bootstrap, workdir, **_keyed(workdir))
+    try:
+        seconds = _until_applied(worker, batches, rows)
+        counts = _applied(worker)
+        if counts != (distinct, rows - distinct):
+            raise RuntimeError(f"inserted/duplicates {counts}, expected {distinct} distinct rows")
+    except BaseException:
+        worker.stop()
+        raise
+    return seconds, worker
+
+
 def bulk_ingest(
     bootstrap: str, workdir: Path, ds: Dataset, batches: list[bytes], runs: int
 ) -> tuple[dict[str, Any], BenchWorker]:
@@ -102,11 +135,8 @@ def bulk_ingest(
     for run in range(runs):
         if worker is not None:
             worker.stop()
-        worker = BenchWorker(bootstrap, workdir, **WORKER)
-        seconds.append(_until_applied(worker, batches, len(ds.events)))
-        counts = _applied(worker)
-        if counts != (ds.distinct_events, len(ds.events) - ds.distinct_events):
-            raise RuntimeError(f"run {run}: inserted/duplicates {counts}, expected otherwise")
+        took, worker = load_fresh(bootstrap, workdir, batches, len(ds.events), ds.distinct_events)
+        seconds.append(took)
         print(f"  bulk ingest run {run + 1}: {seconds[-1]:.1f} s", flush=True)
     assert worker is not None
     med = statistics.median(seconds)
@@ -210,9 +240,7 @@ def http_latency(
 ) -> dict[str, Any]:
     """Single-event POSTs at a steady ``rate`` per second, then ``bulk`` 50,000-event POSTs
     one after another (exact counts checked), on a fresh worker."""
-    auth = workdir / "bench-auth.json"
-    save_auth(auth, with_key(AuthConfig(), ORG, ApiKey("ak", hash_api_key(API_KEY), "t")))
-    worker = BenchWorker(bootstrap, workdir, auth_file=auth, **WORKER)
+    worker = BenchWorker(bootstrap, workdir, **_keyed(workdir))
     try:
         worker.wait_ready()
         url = f"{worker.url}{WEBHOOK}"
@@ -257,19 +285,22 @@ def http_latency(
     }
 
 
-def load_audiences(worker: BenchWorker, ds: Dataset, sizes: list[int]) -> dict[str, float]:
-    """Campaign ``c<size>`` gets the first ``size`` phones as its audience."""
+def load_audiences(worker: BenchWorker, phones: list[str], sizes: list[int]) -> dict[str, float]:
+    """Campaign ``c<size>`` gets the first ``size`` of ``phones`` as its audience."""
     s = worker.settings
     producer = make_producer(KafkaConnection.of(s))
     start = time.perf_counter()
     for size in sizes:
         for i in range(0, size, 50_000):
-            members = [{"phoneE164": p} for p in ds.phones[i : min(i + 50_000, size)]]
+            members = [{"phoneE164": p} for p in phones[i : min(i + 50_000, size)]]
             value = {"organizationId": ORG, "campaignId": f"c{size}", "members": members}
             producer.produce(s.topics.audience_members, msgspec.json.encode(value))
             producer.poll(0)
     producer.flush(300)
-    wait_group_caught_up(s.kafka_bootstrap, s.app_id, [s.topics.audience_members, s.topics.by_lead])
+    # 1,100,000 members took ~130 s: allow 30 minutes, or 1,000 members a second if longer.
+    timeout = max(1800.0, sum(sizes) / 1000)
+    topics = [s.topics.audience_members, s.topics.by_lead]
+    wait_group_caught_up(s.kafka_bootstrap, s.app_id, topics, timeout=timeout)
     return {"seconds": time.perf_counter() - start, "members": sum(sizes)}
 
 
@@ -341,16 +372,56 @@ def _send(
 
 
 def materialize(
-    worker: BenchWorker, ds: Dataset, expected: dict[str, dict[str, int]], runs: int
+    worker: BenchWorker, fire_ms: int, expected: dict[str, dict[str, int]], runs: int
 ) -> dict[str, Any]:
-    """Trigger to summary for each audience size and filter kind; counts must equal what
-    the dataset says (the same numbers the PostgreSQL queries must return)."""
-    _send(worker, min(int(k) for k in expected), "include", "warm-up", scheduled_for=ds.fire_ms)
+    """Trigger to summary for each audience size and filter kind, scheduled for the
+    dataset's ``fire_ms``; counts must equal what the dataset says (the same numbers the
+    PostgreSQL queries must return)."""
+    _send(worker, min(int(k) for k in expected), "include", "warm-up", scheduled_for=fire_ms)
 
     def send(size: int, kind: str, name: str) -> tuple[float, int]:
-        return _send(worker, size, kind, name, scheduled_for=ds.fire_ms)
+        return _send(worker, size, kind, name, scheduled_for=fire_ms)
 
     return _every_send(expected, runs, "materialize", send)
+
+
+def _preview(
+    client: httpx.Client, url: str, size: int, kind: str, scheduled_for: int
+) -> tuple[float, int]:
+    """POST one preview of the send of ``kind`` to campaign ``c<size>``: the client's wall
+    seconds for the request, and the recipientCount it answered."""
+    body = {
+        "organizationId": ORG,
+        "campaignId": f"c{size}",
+        "scheduledFor": format_ms(scheduled_for),
+        "eventFilter": FILTERS[kind],
+        "sample": PREVIEW_SAMPLE,
+    }
+    start = time.perf_counter()
+    answer = client.post(url, content=msgspec.json.encode(body))
+    took = time.perf_counter() - start
+    if answer.status_code == 404:
+        raise RuntimeError(f"POST {PREVIEW} answered 404: this worker has no preview endpoint")
+    if answer.status_code != 200:
+        raise RuntimeError(f"POST {PREVIEW} answered {answer.status_code}: {answer.text[:500]}")
+    return took, int(answer.json()["recipientCount"])
+
+
+def preview(
+    worker: BenchWorker, fire_ms: int, expected: dict[str, dict[str, int]], runs: int
+) -> dict[str, Any]:
+    """The sends of :func:`materialize`, previewed over HTTP (nothing is emitted): seconds
+    per request, recipientCount checked against the same expected counts."""
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    url = f"{worker.url}{PREVIEW}"
+    with httpx.Client(timeout=600, headers=headers) as client:
+
+        def one(size: int, kind: str, _name: str) -> tuple[float, int]:
+            return _preview(client, url, size, kind, fire_ms)
+
+        # The first request also opens the connection; as for the sends, not counted.
+        one(min(int(k) for k in expected), "include", "warm-up")
+        return _every_send(expected, runs, "preview", one)
 
 
 def _every_send(
@@ -359,8 +430,8 @@ def _every_send(
     label: str,
     send: Callable[[int, str, str], tuple[float, int]],
 ) -> dict[str, Any]:
-    """``runs`` sends of each audience size and filter kind: median seconds, each count
-    checked against ``expected``."""
+    """``runs`` sends (or previews) of each audience size and filter kind: median seconds,
+    each count checked against ``expected``."""
     out: dict[str, Any] = {}
     for size_key, kinds in expected.items():
         out[size_key] = {}
@@ -381,18 +452,19 @@ def _every_send(
     return out
 
 
-def materialize_prepared(
+def materialize_early(
     worker: BenchWorker,
     workdir: Path,
     ds: Dataset,
     expected: dict[str, dict[str, int]],
     runs: int,
     *,
-    early_per_million: float = 15.0,
+    early_seconds: float = 5.0,
 ) -> tuple[dict[str, Any], BenchWorker]:
-    """Triggers that arrive before their materialize moment, as a scheduler publishes them
-    (``early_per_million`` seconds per million members, at least 5 s, so that the worker
-    has evaluated the send ahead): seconds from the moment to the summary.
+    """Triggers that arrive ``early_seconds`` before their materialize moment, as a
+    scheduler publishes them: seconds from the moment to the summary. Nothing is evaluated
+    ahead (every send reads the partitions' indexes at its moment); the trigger only has to
+    be held by then, so the time ahead does not grow with the audience.
 
     Every send fires within minutes after the dataset's fire time (so the counts stay those
     of :func:`~bench.dataset.stats`, checked with :func:`~bench.dataset.window_unchanged`);
@@ -403,22 +475,23 @@ def materialize_prepared(
         raise RuntimeError("the dataset's fire time is too close; regenerate it further ahead")
     worker = worker.restart(workdir, materialize_lead_seconds=lead_s)
     worker.wait_ready()
+    _index_builds(worker)  # built after /readyz: not during the first send
     fired: list[int] = []
 
     def send(size: int, kind: str, name: str) -> tuple[float, int]:
-        moment = time.time() + max(5.0, early_per_million * size / 1_000_000)
+        moment = time.time() + early_seconds
         scheduled_for = int(moment * 1000) + lead_s * 1000
         fired.append(scheduled_for)
         # The trigger goes out now, ahead of its moment (scheduled_for - lead).
-        send_id = f"prepared-{name}-{time.time_ns()}"  # unique even on reused topics
+        send_id = f"early-{name}-{time.time_ns()}"  # unique even on reused topics
         return _send(worker, size, kind, send_id, scheduled_for=scheduled_for, moment=moment)
 
     # As in materialize(): the first send after a start also warms the broker's paths up.
     send(min(int(k) for k in expected), "include", "warm-up")
-    out = _every_send(expected, runs, "materialize prepared", send)
+    out = _every_send(expected, runs, "materialize early", send)
     if not window_unchanged(ds, min(fired), max(fired)):
         raise RuntimeError("sends fired outside the range where the dataset's counts hold")
-    out["early_seconds_per_million"] = early_per_million
+    out["early_seconds"] = early_seconds
     out["lead_seconds"] = lead_s
     return out, worker
 
@@ -427,12 +500,27 @@ def _tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
+def _index_builds(worker: BenchWorker, timeout: float = 600) -> dict[str, float]:
+    """Sum (seconds) and count of the worker's ``leadstream_index_build_seconds`` once every
+    partition's index is built. The worker builds them after /readyz answers 200, one
+    partition after another: read at once, the sum would miss the builds still to come."""
+    deadline = time.monotonic() + timeout
+    while (count := worker.metric("leadstream_index_build_seconds_count")) < (
+        worker.settings.partitions
+    ):
+        if not worker.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{count:.0f} partition indexes built; see {worker.log}")
+        time.sleep(0.1)
+    return {"seconds": worker.metric("leadstream_index_build_seconds_sum"), "builds": int(count)}
+
+
 def footprint_and_rebuild(
     worker: BenchWorker, workdir: Path, ds: Dataset, check: tuple[int, str, int]
 ) -> tuple[dict[str, Any], BenchWorker]:
     """RSS and RocksDB bytes of the loaded worker; then its data directory is deleted and
-    a new process rebuilds the state from the changelog (timed to /readyz), after which one
-    send must give the same count as before."""
+    a new process rebuilds the state from the changelog (timed to /readyz), then its
+    partition indexes (the build times summed), after which one send must give the same
+    count as before."""
     data = Path(worker.settings.data_dir)
     out: dict[str, Any] = {"rss_bytes": worker.rss_bytes(), "data_dir_bytes": _tree_bytes(data)}
     worker.stop()
@@ -444,9 +532,11 @@ def footprint_and_rebuild(
         worker.settings.kafka_bootstrap,
         workdir,
         settings=worker.settings,
-        **{**WORKER, "instance_id": instance_id},
+        # Back to the materialize lead of the other scenarios: the check send is late.
+        **{**worker.overrides, **WORKER, "instance_id": instance_id},
     )
     out["rebuild_seconds"] = worker.wait_ready()
+    out["index_build"] = _index_builds(worker)
     out["rebuilt_data_dir_bytes"] = _tree_bytes(data)
     out["rss_after_rebuild_bytes"] = worker.rss_bytes()
     size, kind, want = check
@@ -461,14 +551,14 @@ def restart_after_kill(
 ) -> tuple[dict[str, Any], BenchWorker]:
     """SIGKILL the loaded worker (its router child follows) and start it again on the same
     data dir: seconds from the kill until /readyz is 200 with every partition, and until a
-    lead of the dataset is read back from it. Medians of ``runs``."""
+    lead of the dataset is read back from it; then the partition indexes' build time
+    (summed). Medians of ``runs``."""
     ready: list[float] = []
     serving: list[float] = []
+    builds: list[dict[str, float]] = []
     partitions = worker.settings.partitions
     phone = ds.phones[0]
     headers = {"Authorization": f"Bearer {API_KEY}"}
-    auth = worker.settings.auth_path
-    save_auth(auth, with_key(load_auth(auth), ORG, ApiKey("ak", hash_api_key(API_KEY), "t")))
     for _ in range(runs):
         killed = time.perf_counter()
         worker.proc.kill()
@@ -486,8 +576,29 @@ def restart_after_kill(
         while httpx.get(url, headers=headers, timeout=5).status_code != 200:
             time.sleep(0.05)
         serving.append(time.perf_counter() - killed)
+        builds.append(_index_builds(worker))
     return {
         "ready_seconds": statistics.median(ready),
         "serving_seconds": statistics.median(serving),
-        "runs": {"ready": ready, "serving": serving},
+        "index_build_seconds": statistics.median(b["seconds"] for b in builds),
+        "runs": {"ready": ready, "serving": serving, "index_build": builds},
     }, worker
+
+
+def big_sends(
+    worker: BenchWorker, size: int, fire_ms: int, expected: dict[str, int], runs: int
+) -> dict[str, Any]:
+    """On a worker that holds one dataset and one audience of all its ``size`` leads
+    (campaign ``c<size>``): its RSS, ``runs`` sends of each filter kind with the trigger at
+    the moment and one preview of each (counts checked), then RSS and data dir bytes."""
+    wanted = {str(size): expected}
+    rss_loaded = worker.rss_bytes()
+    sends = materialize(worker, fire_ms, wanted, runs)[str(size)]
+    previews = preview(worker, fire_ms, wanted, 1)[str(size)]
+    return {
+        "rss_loaded_bytes": rss_loaded,
+        "materialize": sends,
+        "preview": previews,
+        "rss_after_sends_bytes": worker.rss_bytes(),
+        "data_dir_bytes": _tree_bytes(Path(worker.settings.data_dir)),
+    }

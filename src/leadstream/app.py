@@ -8,13 +8,14 @@ from typing import Any
 
 import faust
 
+from leadstream.index.partition import OptTypes
+from leadstream.index.table import IndexedStore
 from leadstream.ingress import StreamIngress
 from leadstream.kafka.config import KafkaConnection
 from leadstream.materialize.materializer import Materializer
 from leadstream.metrics import Metrics
 from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import STORE_URL, TableStore
-from leadstream.state.watch import WatchedStore
 from leadstream.streams.apply import register_apply
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.router import RouterProcess
@@ -23,6 +24,7 @@ from leadstream.streams.topology import Topology
 from leadstream.web.http import Context, Offload
 from leadstream.web.keys import AuthFile
 from leadstream.web.routes import serve
+from leadstream.wire.records import encode_recipient
 
 __all__ = ["create_app"]
 
@@ -41,7 +43,15 @@ def create_app(settings: Settings) -> faust.App:
         options={"driver": "rocksdict"},
     )
     metrics = Metrics()
-    topo = Topology(app, settings, table, WatchedStore(TableStore(table)), metrics)
+    table_store = TableStore(table)
+    store = IndexedStore(
+        table_store,
+        OptTypes(settings.opt_out_event_type, settings.opt_in_event_type),
+        encode_recipient,
+        on_build=lambda _partition, seconds: metrics.index_build_seconds.observe(seconds),
+    )
+    table_store.on_restore(store.drop)
+    topo = Topology(app, settings, table, store, metrics)
     router = RouterProcess(settings)
     _watch(metrics, topo, router)
     materializer = Materializer(topo)
@@ -94,6 +104,9 @@ def _faust_app(settings: Settings, connection: KafkaConnection) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
+        # What the group's assignment tells others this worker is (a preview asks the
+        # owners of the partitions it does not hold; a 421 names the owner).
+        canonical_url=settings.advertised_url or f"http://{settings.web_host}:{settings.web_port}",
         autodiscover=False,
         # Topics and the table carry bytes we encode ourselves (wire/, state/keys.py).
         key_serializer="raw",

@@ -10,15 +10,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from leadstream.domain.audience import MemberOp
+from leadstream.domain.explain import explain_lead, read_send_record
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.lead_index import latest_opt, lead_events
 from leadstream.domain.partitioning import group_by_partition, lead_partition, send_partition
-from leadstream.domain.sends import AudienceFilterSpec, SendId
+from leadstream.domain.sends import AudienceFilterSpec, Counts, SendId, SendRules, SendTrigger
+from leadstream.index.evaluate import evaluate
 from leadstream.kafka.admin import broker_reachable
 from leadstream.kafka.config import KafkaConnection
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.topology import Topology
-from leadstream.web.ingress import LeadState, NotServedHere
+from leadstream.web.ingress import Explained, LeadState, NotServedHere, PreviewShare
 from leadstream.wire.commands import (
     ApplyReply,
     EventsBatch,
@@ -111,12 +113,71 @@ class StreamIngress:
         )
         return LeadState(partition, opt.opted_out, lead_events(topo.store, partition, org, phone))
 
+    def preview(
+        self,
+        trigger: SendTrigger,
+        audience_filter: AudienceFilterSpec | None,
+        *,
+        sample: int,
+        partitions: list[int] | None = None,
+    ) -> PreviewShare | NotServedHere:
+        topo, s = self._topo, self._topo.settings
+        wanted = list(range(s.partitions)) if partitions is None else sorted(set(partitions))
+        ready = topo.is_ready()
+        active = set(topo.active_partitions()) if ready else set()
+        for partition in wanted:
+            if partition not in active:
+                return NotServedHere(partition, ready, self._owner(partition))
+        rules = SendRules.of(
+            trigger,
+            audience_filter,
+            opt_out_type=s.opt_out_event_type,
+            opt_in_type=s.opt_in_event_type,
+        )
+        counts = Counts()
+        recipients = 0
+        chosen: list[tuple[str, str | None]] = []
+        for partition in wanted:
+            evaluation = evaluate(topo.store.index(partition), rules)
+            counts.add(evaluation.counts())
+            recipients += len(evaluation.recipients)
+            if len(chosen) < sample:
+                chosen.extend(evaluation.sample(sample - len(chosen)))
+        return PreviewShare(wanted, counts, recipients, chosen)
+
+    def partition_owners(self) -> dict[int, str | None]:
+        return {p: self._owner(p) for p in range(self._topo.settings.partitions)}
+
+    def explain(self, org: str, send: str, phone: str) -> Explained | NotServedHere | None:
+        topo, s = self._topo, self._topo.settings
+        partition = lead_partition(org, phone, s.partitions)
+        ready = topo.is_ready()
+        if not ready or partition not in topo.active_partitions():
+            return NotServedHere(partition, ready, self._owner(partition))
+        record = read_send_record(topo.store, partition, org, send)
+        if record is None:
+            return None
+        explanation = explain_lead(
+            topo.store,
+            partition,
+            topo.store.index(partition),
+            record,
+            phone,
+            opt_out_type=s.opt_out_event_type,
+            opt_in_type=s.opt_in_event_type,
+        )
+        return Explained(record, explanation)
+
     async def ready_partitions(self) -> list[int] | None:
         reachable = await asyncio.get_running_loop().run_in_executor(
             None, broker_reachable, self._admin
         )
-        if reachable and self._topo.is_ready() and self._routing():
-            return self._topo.active_partitions()
+        topo = self._topo
+        if reachable and topo.is_ready() and self._routing():
+            active = topo.active_partitions()
+            # Ready means a send is fast: every partition's index is built.
+            if all(topo.store.has_index(p) for p in active):
+                return active
         return None
 
     def count_rejected(self, rows: int) -> None:

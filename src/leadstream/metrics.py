@@ -79,6 +79,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.index_build_seconds = Histogram(
+            "leadstream_index_build_seconds",
+            "Time to build one partition's index from its store (at start, after a restore)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
         # Labels are bounded: a reason is a code of domain.rejects.Reason, a topic one of
         # the configured input topics. Never an organization or a phone.
         self.rejects = Counter(

@@ -107,19 +107,22 @@ class Settings(BaseSettings):
     )
     web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's HTTP API.")
     web_host: str = Field("127.0.0.1", description="Interface the worker's HTTP API binds to.")
+    advertised_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+$",
+        description=(
+            "URL the other workers reach this one's HTTP API at, e.g. "
+            "http://leadstream-0.leadstream-headless:6066 [default: http://WEB_HOST:WEB_PORT]."
+        ),
+    )
     topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,100}$")
     default_region: str = Field("US", min_length=2, max_length=2)
     max_future_skew_seconds: int = Field(900, ge=0)
     event_retention_days: int = Field(400, ge=1)
     compaction_interval_seconds: float = Field(3600.0, gt=0)
     materialize_lead_seconds: int = Field(60, ge=0)
-    prepare_seconds: int = Field(
-        600,
-        ge=0,
-        description=(
-            "How long before its materialize moment a held send is evaluated and then kept "
-            "current, so that little is left to do at the moment (0: never)."
-        ),
+    send_retention_days: int = Field(
+        30, ge=1, description="How long a materialized send can be explained."
     )
     chunk_size: int = Field(5000, ge=1, le=MAX_CHUNK_SIZE)
     opt_out_event_type: str = Field("opted_out", min_length=1, max_length=100)

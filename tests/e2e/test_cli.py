@@ -260,3 +260,105 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert "revoked" in leadstream("keys", "list", "--org", "42", env=env).stdout
     bad = leadstream("keys", "revoke", "ak_nope", "--org", "42", env=env, check=False)
     assert bad.returncode == 2 and "has no key" in bad.stderr
+
+
+def test_preview_then_explain_a_send(tmp_path: Path, kafka_bootstrap: str) -> None:
+    import uuid
+
+    run = uuid.uuid4().hex[:10]
+    stack = Stack(
+        kafka_bootstrap,
+        app_id=f"ls-{run}",
+        topic_prefix=f"t{run}-",
+        root=tmp_path,
+        materialize_lead_seconds=3600,
+    )
+    try:
+        worker = stack.worker()
+        env = {**stack.env(), "LEADSTREAM_API_KEY": stack.api_key(7)}
+        stack.members(
+            7,
+            "spring",
+            [
+                {"phoneE164": "+15557770001", "externalId": "a1"},
+                {"phoneE164": "+15557770002", "externalId": "a2"},
+                {"phoneE164": "+15557770003"},
+            ],
+        )
+        stack.send_events(
+            [
+                {
+                    "organizationId": 7,
+                    "eventType": "purchase",
+                    "phoneE164": "+15557770001",
+                    "occurredAt": "2026-05-12T18:34:00Z",
+                }
+            ]
+        )
+        stack.wait_caught_up()
+        scheduled = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+        audience_filter = tmp_path / "filter.json"
+        audience_filter.write_text(json.dumps({"mode": "exclude", "leads": [{"externalId": "a2"}]}))
+        args = ("preview", "--org", "7", "--campaign", "spring", "--url", worker.url)
+        shown = leadstream(
+            *args,
+            "--scheduled-for",
+            scheduled,
+            "--filter",
+            "exclude:purchase",
+            "--audience-filter",
+            str(audience_filter),
+            "--sample",
+            "5",
+            env=env,
+        )
+        preview = json.loads(shown.stdout)
+        assert preview["recipientCount"] == 1
+        assert preview["sample"] == [{"phoneE164": "+15557770003", "externalId": None}]
+        assert preview["counts"] == {
+            "audience": 3,
+            "optedOut": 0,
+            "droppedByAudienceFilter": 1,
+            "droppedByEventFilter": 1,
+            "lateAudienceFilters": 0,
+        }
+        everyone = json.loads(leadstream(*args, env=env).stdout)  # now, no filter, no sample
+        assert (everyone["recipientCount"], everyone["sample"]) == (3, [])
+        bad_filter = leadstream(*args, "--filter", "exclude:purchase:when=1", env=env, check=False)
+        assert bad_filter.returncode == 2 and "--filter" in bad_filter.stderr
+        refused = leadstream(*args, "--filter", "maybe:purchase", env=env, check=False)
+        assert refused.returncode == 1 and '"invalid_json"' in refused.stderr
+
+        stack.trigger(
+            organizationId=7,
+            campaignId="spring",
+            sendId="s1",
+            scheduledFor=scheduled,
+            eventFilter={"mode": "exclude", "eventType": "purchase"},
+        )
+        assert stack.send_list("s1", 7).summary is not None
+        explained = leadstream("explain", "7", "s1", "(555) 777-0001", "--url", worker.url, env=env)
+        answer = json.loads(explained.stdout)
+        assert (answer["phoneE164"], answer["sent"], answer["step"]) == (
+            "+15557770001",
+            False,
+            "eventFilter",
+        )
+        assert answer["detail"]["occurredAt"] == ["2026-05-12T18:34:00.000Z"]
+        unknown = leadstream(
+            "explain", "7", "nope", "+15557770001", "--url", worker.url, env=env, check=False
+        )
+        assert unknown.returncode == 1 and '"unknown_send"' in unknown.stderr
+        nobody = leadstream(
+            "explain",
+            "7",
+            "s1",
+            "+15557770001",
+            "--url",
+            "http://127.0.0.1:9",
+            env=env,
+            check=False,
+        )
+        assert nobody.returncode == 1 and "no answer from http://127.0.0.1:9" in nobody.stderr
+    finally:
+        stack.close()

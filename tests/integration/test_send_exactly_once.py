@@ -26,7 +26,9 @@ def make_stack(bootstrap: str, root: Path, **overrides: object) -> Stack:
 
 
 def test_sigkill_in_the_middle_of_a_50000_lead_send(kafka_bootstrap: str, tmp_path: Path) -> None:
-    stack = make_stack(kafka_bootstrap, tmp_path, chunk_size=500)
+    # One recipient a chunk: evaluating a send takes milliseconds, writing ~45,000 chunks in
+    # eight transactions takes long enough to be cut short by the kill.
+    stack = make_stack(kafka_bootstrap, tmp_path, chunk_size=1)
     try:
         worker = stack.worker(name="before-kill")
         facts = seed(stack, 50_000, seed=3)

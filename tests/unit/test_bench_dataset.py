@@ -91,7 +91,7 @@ def test_window_attendance_comes_from_a_live_session(ds):
 
 
 def test_window_counts_hold_a_few_minutes_around_the_fire_time(ds):
-    """The bench's prepared sends fire minutes away from fire_ms with the same counts."""
+    """The bench's early sends fire minutes away from fire_ms with the same counts."""
     assert window_unchanged(ds, FIRE_MS - 5 * MINUTE_MS, FIRE_MS + 10 * MINUTE_MS)
     live = [at for _, t, at in ds.events if t == "attended" and at >= FIRE_MS - 120 * MINUTE_MS]
     # A fire time that slides the window's start past the session's first attendee differs.

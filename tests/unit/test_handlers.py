@@ -16,7 +16,6 @@ from leadstream.domain.sends import (
     SendTrigger,
     campaign_members,
 )
-from leadstream.state.memory import MemoryStore
 from leadstream.streams.handlers import HANDLERS, ApplyRules, Arrival, handle
 from leadstream.wire.commands import (
     ApplyReply,
@@ -30,6 +29,7 @@ from leadstream.wire.commands import (
     MembersBatch,
     filter_commands,
 )
+from tests.support.stores import indexed_memory
 
 RULES = ApplyRules(partitions=4, event_retention_days=400)
 NOW = 1_780_000_000_000
@@ -50,7 +50,7 @@ def test_every_command_has_a_handler() -> None:
 
 
 def test_events_are_inserted_then_counted_as_duplicates_and_answered() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     event = LeadEvent(ORG, "+15551234567", "buy", NOW - 1000)
     first = handle(store, at(), EventsBatch([event], reply_to="r1"), RULES)
     assert (first.inserted, first.duplicates, first.replies) == (1, 0, [ApplyReply("r1", 1, 0)])
@@ -60,7 +60,7 @@ def test_events_are_inserted_then_counted_as_duplicates_and_answered() -> None:
 
 
 def test_members_are_added_and_removed() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     add = MemberOp(ORG, "c", "+15551234567", "x1")
     handle(store, at(), MembersBatch([add, MemberOp(ORG, "c", "+15551234568", None)]), RULES)
     handle(store, at(), MembersBatch([MemberOp(ORG, "c", "+15551234568", None, True)]), RULES)
@@ -68,7 +68,7 @@ def test_members_are_added_and_removed() -> None:
 
 
 def test_the_first_claim_is_broadcast_and_a_different_trigger_only_counted() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     first = handle(store, at(), ClaimTrigger(pending()), RULES)
     assert first.commands == [(p, BroadcastTrigger(pending())) for p in range(4)]
     assert first.duplicate_trigger is None
@@ -80,7 +80,7 @@ def test_the_first_claim_is_broadcast_and_a_different_trigger_only_counted() -> 
 
 
 def test_a_broadcast_trigger_is_held_once() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     assert handle(store, at(2), BroadcastTrigger(pending()), RULES).held is True
     assert handle(store, at(2), BroadcastTrigger(pending()), RULES).held is False
     assert [r.trigger.send_id for r in held_sends(store, 2)] == [SEND]
@@ -91,7 +91,7 @@ def request(mode: str = "exclude", phones: tuple[str, ...] = ("+15551234567",)) 
 
 
 def test_an_http_filter_is_passed_to_every_partition_and_answered() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     effects = handle(store, at(offset=9), request(), RULES)
     spec = AudienceFilterSpec("exclude", frozenset({"x1"}), frozenset({"+15551234567"}))
     expected = filter_commands(SendId(ORG, SEND), "c", spec, received_at=NOW, seq=9, partitions=4)
@@ -103,7 +103,7 @@ def test_an_http_filter_is_passed_to_every_partition_and_answered() -> None:
 
 
 def test_an_http_filter_after_the_deadline_of_a_known_trigger_is_late() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     handle(store, at(), ClaimTrigger(pending(scheduled_for=NOW + FILTER_DEADLINE_MS - 1)), RULES)
     effects = handle(store, at(), request(), RULES)
     assert effects.replies == [FilterReply("req-1", "late", 2)]
@@ -111,7 +111,7 @@ def test_an_http_filter_after_the_deadline_of_a_known_trigger_is_late() -> None:
 
 
 def test_filter_parts_make_the_filter_once_all_have_arrived() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     spec = AudienceFilterSpec("include", frozenset({"x1", "x2"}), frozenset())
     parts = [
         part

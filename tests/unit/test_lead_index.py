@@ -22,9 +22,10 @@ from leadstream.domain.lead_index import (
     lead_events,
 )
 from leadstream.domain.partitioning import lead_partition
+from leadstream.index.table import IndexedStore
 from leadstream.state import keys
-from leadstream.state.memory import MemoryStore
 from leadstream.state.port import iter_prefix
+from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
 
 PROPS = settings(max_examples=120, deadline=None)
 BASE = 1_700_000_000_000
@@ -175,7 +176,7 @@ def assert_same_answers(store, ref, *, names=OPT_NAMES[0], window_from=None):
 @PROPS
 @given(events_strategy())
 def test_apply_counts_match_reference(events):
-    store, ref = MemoryStore(), Reference()
+    store, ref = indexed_memory(), Reference()
     assert apply_all(store, events, horizon=0) == ref.apply(events, 0)
     for org, phone in LEADS:
         assert lead_events(store, part(org, phone), org, phone) == ref.lead_events(org, phone)
@@ -185,11 +186,11 @@ def test_apply_counts_match_reference(events):
 @given(events_strategy(), st.integers(0, 40))
 def test_apply_in_pieces_equals_apply_at_once(events, cut):
     """Real-time single events and bulk batches produce identical state."""
-    whole, pieces = MemoryStore(), MemoryStore()
+    whole, pieces = indexed_memory(), indexed_memory()
     apply_all(whole, events, 0)
     a = apply_all(pieces, events[:cut], 0)
     b = apply_all(pieces, events[cut:], 0)
-    assert a[0] + b[0] == apply_all(MemoryStore(), events, 0)[0]
+    assert a[0] + b[0] == apply_all(indexed_memory(), events, 0)[0]
     for p in range(PARTITIONS):
         assert state(whole, p) == state(pieces, p)
 
@@ -201,7 +202,7 @@ def state(store, partition):
 
 
 def test_apply_is_idempotent_and_exact():
-    store = MemoryStore()
+    store = indexed_memory()
     e = ev("1", "+15551234567", "buy", BASE)
     r = apply_events(store, 0, [e, e, e], horizon_ms=0, now_ms=0)
     assert (r.inserted, r.duplicates) == (1, 2)
@@ -221,7 +222,7 @@ def test_apply_is_idempotent_and_exact():
     st.integers(-2, 34),
 )
 def test_count_windows_match_reference(events, lead, event_type, since, width):
-    store, ref = MemoryStore(), Reference()
+    store, ref = indexed_memory(), Reference()
     apply_all(store, events, 0)
     ref.apply(events, 0)
     org, phone = lead
@@ -239,7 +240,7 @@ def test_count_windows_match_reference(events, lead, event_type, since, width):
 
 
 def test_window_ends_are_inclusive():
-    store = MemoryStore()
+    store = indexed_memory()
     apply_events(
         store, 0, [ev("1", "+1", "buy", BASE + i) for i in (0, 10, 20)], horizon_ms=0, now_ms=0
     )
@@ -258,7 +259,7 @@ def test_window_ends_are_inclusive():
 @given(st.data(), st.sampled_from(OPT_NAMES))
 def test_latest_opt_matches_reference(data, names):
     events = data.draw(events_strategy(types=[*names, "buy"], ts_span=6))
-    store, ref = MemoryStore(), Reference()
+    store, ref = indexed_memory(), Reference()
     apply_all(store, events, 0)
     ref.apply(events, 0)
     for org, phone in LEADS:
@@ -280,7 +281,7 @@ def test_latest_opt_matches_reference(data, names):
     ],
 )
 def test_latest_opt_rule(history, opted_out):
-    store = MemoryStore()
+    store = indexed_memory()
     apply_events(
         store, 0, [ev("1", "+1", t, BASE + ts) for t, ts in history], horizon_ms=0, now_ms=0
     )
@@ -291,7 +292,7 @@ def test_latest_opt_rule(history, opted_out):
 
 
 def test_opt_type_names_are_configurable():
-    store = MemoryStore()
+    store = indexed_memory()
     history = [ev("1", "+1", "stop", BASE), ev("1", "+1", "opted_in", BASE + 1)]
     apply_events(store, 0, history, horizon_ms=0, now_ms=0)
     assert latest_opt(store, 0, "1", "+1", opt_out_type="stop", opt_in_type="start").opted_out
@@ -305,7 +306,7 @@ def test_opt_type_names_are_configurable():
 @PROPS
 @given(events_strategy(types=TYPES + list(OPT_NAMES[0])), st.integers(BASE - 1, BASE + 32))
 def test_compaction_keeps_answers(events, horizon):
-    store, ref = MemoryStore(), Reference()
+    store, ref = indexed_memory(), Reference()
     apply_all(store, events, 0)
     ref.apply(events, 0)
     before = {p: state(store, p) for p in range(PARTITIONS)}
@@ -327,7 +328,7 @@ def test_compaction_keeps_answers(events, horizon):
 def test_compaction_retires_logged_batches_whose_events_are_all_folded():
     """A batch created at T holds events up to T + skew: it goes once that is below the
     horizon, and not before (its events would be lost from the changelog)."""
-    store = MemoryStore()
+    store = indexed_memory()
     lead = ("1", "+15551234567")
     skew = 5
     for created in (BASE, BASE + 10, BASE + 20):
@@ -351,12 +352,15 @@ class Crash(Exception):
 class CrashingStore:
     """Delegates to a real store and raises after ``budget`` writes: a crash mid-compaction."""
 
-    def __init__(self, inner: MemoryStore, budget: int) -> None:
+    def __init__(self, inner: IndexedStore, budget: int) -> None:
         self.inner = inner
         self.budget = budget
 
     def get(self, partition, key):
         return self.inner.get(partition, key)
+
+    def updating(self, partition):
+        return self.inner.updating(partition)
 
     def iter_range(self, partition, lower, upper, *, reverse=False):
         return self.inner.iter_range(partition, lower, upper, reverse=reverse)
@@ -388,7 +392,7 @@ class CrashingStore:
 )
 def test_interrupted_compaction_then_rerun_keeps_answers(events, h1, h2, budget):
     h1, h2 = sorted((h1, h2))
-    store, ref = MemoryStore(), Reference()
+    store, ref = indexed_memory(), Reference()
     apply_all(store, events, 0)
     ref.apply(events, 0)
     compact_all(store, h1)
@@ -397,8 +401,9 @@ def test_interrupted_compaction_then_rerun_keeps_answers(events, h1, h2, budget)
     try:
         compact_all(crashing, h2)
     except Crash:
-        pass
+        store.drop(range(8))  # the process died: a restart builds the indexes again
     compact_all(store, h2)  # the next timer run after restart
+    assert_indexes_rebuild_equal(store)
     ref.compact(h2)
     assert_same_answers(store, ref, window_from=h2)
     for org, phone in LEADS:
@@ -412,19 +417,20 @@ def test_answers_hold_while_a_compaction_is_interrupted():
     keys afterwards, while count_events adds the folded count to every remaining ``E`` key.
     A crash after the summary put leaves events counted twice until the next run.
     """
-    store = MemoryStore()
+    store = indexed_memory()
     lead = ("1", "+15551234567")
     apply_events(store, 0, [ev(*lead, "buy", BASE + i) for i in (1, 2, 3)], horizon_ms=0, now_ms=0)
     crashing = CrashingStore(store, budget=1)  # the summary put happens, no delete does
     with pytest.raises(Crash):
         compact_partition(crashing, 0, horizon_ms=BASE + 10, max_future_skew_ms=0)
+    store.drop([0])
     assert store.get(0, keys.compacted_key(*lead, "buy")) is not None
     assert count_events(store, 0, *lead, "buy") == 3
     assert count_events(store, 0, *lead, "buy", limit=4) < 4  # minCount 4 must not pass
 
 
 def test_folded_event_replay_is_a_duplicate():
-    store, ref = MemoryStore(), Reference()
+    store, ref = indexed_memory(), Reference()
     lead = ("1", "+15551234567")
     old = [ev(*lead, "buy", BASE + i) for i in (1, 2, 3)]
     apply_events(store, 0, old, horizon_ms=0, now_ms=0)
@@ -445,7 +451,7 @@ def test_folded_event_replay_is_a_duplicate():
 
 
 def test_compaction_keeps_opt_out_beyond_retention():
-    store = MemoryStore()
+    store = indexed_memory()
     lead = ("1", "+15551234567")
     apply_events(
         store,
@@ -475,7 +481,7 @@ def test_two_orgs_same_phone_never_share_state(events):
     """Whatever org "10" does, org "1"'s answers are those of org "1"'s events alone."""
     phone = PHONES[0]
     mine = [e for e in events if e.organization_id == "1"]
-    alone, shared = MemoryStore(), MemoryStore()
+    alone, shared = indexed_memory(), indexed_memory()
     # everything in one partition, the worst case for prefix mix-ups
     apply_events(alone, 0, mine, horizon_ms=0, now_ms=0)
     apply_events(shared, 0, events, horizon_ms=0, now_ms=0)
@@ -492,7 +498,7 @@ def test_two_orgs_same_phone_never_share_state(events):
 
 
 def test_same_event_in_two_orgs_is_two_events():
-    store = MemoryStore()
+    store = indexed_memory()
     same = [ev("1", "+15551234567", "buy", BASE), ev("10", "+15551234567", "buy", BASE)]
     r = apply_events(store, 0, same, horizon_ms=0, now_ms=0)
     assert (r.inserted, r.duplicates) == (2, 0)
@@ -507,7 +513,7 @@ class LeadIndexMachine(RuleBasedStateMachine):
     @initialize(names=st.sampled_from(OPT_NAMES))
     def setup(self, names):
         self.names = names
-        self.store = MemoryStore()
+        self.store = indexed_memory()
         self.ref = Reference()
         self.horizon = BASE - 1  # where "now" puts the retention horizon
         self.compacted = BASE - 1  # the horizon of the last compaction

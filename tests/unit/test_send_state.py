@@ -33,7 +33,8 @@ from leadstream.domain.sends import (
     parse_trigger,
     split_filter,
 )
-from leadstream.state.memory import MemoryStore
+from leadstream.index.table import IndexedStore
+from tests.support.stores import indexed_memory
 
 MIN = 60_000
 LEAD = 60_000
@@ -51,7 +52,7 @@ def pending(send: str = "s1", *, received: int = T - 10 * MIN, **kw: Any) -> Pen
     return PendingRecord(t, received, received > t.scheduled_for)
 
 
-def due_ids(store: MemoryStore, now: int, partition: int = P) -> list[str]:
+def due_ids(store: IndexedStore, now: int, partition: int = P) -> list[str]:
     return [r.trigger.send_id for r in due_sends(store, partition, now_ms=now, lead_ms=LEAD)]
 
 
@@ -59,7 +60,7 @@ def due_ids(store: MemoryStore, now: int, partition: int = P) -> list[str]:
 
 
 def test_claim_first_repeat_duplicate() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     first = pending(event_filters=(EventFilter("exclude", "buy"),))
     assert claim_trigger(store, P, first) is Claim.FIRST
     # The same trigger again (a retry), even received later: harmless repeat.
@@ -79,7 +80,7 @@ def test_claim_first_repeat_duplicate() -> None:
 
 
 def test_claim_is_per_organization_and_send() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     assert claim_trigger(store, P, pending("s1")) is Claim.FIRST
     assert claim_trigger(store, P, pending("s2")) is Claim.FIRST
     assert claim_trigger(store, P, pending("s1", org="420")) is Claim.FIRST
@@ -88,7 +89,7 @@ def test_claim_is_per_organization_and_send() -> None:
 
 
 def test_claim_integer_and_string_ids_are_one_send() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     doc = {
         "organizationId": 42,
         "campaignId": 7,
@@ -105,7 +106,7 @@ def test_claim_integer_and_string_ids_are_one_send() -> None:
 
 
 def test_store_pending_is_idempotent_and_first_one_stays() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     rec = pending()
     assert store_pending(store, P, rec) is True
     assert store_pending(store, P, rec) is False
@@ -114,7 +115,7 @@ def test_store_pending_is_idempotent_and_first_one_stays() -> None:
 
 
 def test_store_pending_refused_after_finish_send() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     assert store_pending(store, P, pending()) is True
     finish_send(store, P, ORG, "s1")
     assert is_done(store, P, ORG, "s1")
@@ -129,7 +130,7 @@ def test_store_pending_refused_after_finish_send() -> None:
 
 
 def test_due_exactly_at_scheduled_for_minus_lead() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     store_pending(store, P, pending())
     assert due_ids(store, T - LEAD - 1) == []
     assert due_ids(store, T - LEAD) == ["s1"]
@@ -141,7 +142,7 @@ def test_due_exactly_at_scheduled_for_minus_lead() -> None:
 
 
 def test_due_respects_the_lead() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     store_pending(store, P, pending())
     assert due_sends(store, P, now_ms=T - 1, lead_ms=0) == []
     assert len(due_sends(store, P, now_ms=T, lead_ms=0)) == 1
@@ -149,19 +150,19 @@ def test_due_respects_the_lead() -> None:
 
 
 def test_late_trigger_is_due_at_once() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     late = pending("late", at=T - 10 * MIN, received=T - 9 * MIN)
     assert late.late
     store_pending(store, P, late)
     assert due_ids(store, T - 9 * MIN) == ["late"]
     # The late flag alone makes it due, whatever the clock says.
-    store2 = MemoryStore()
+    store2 = indexed_memory()
     store_pending(store2, P, PendingRecord(trigger("x", at=T + 60 * MIN), T, True))
     assert due_ids(store2, T) == ["x"]
 
 
 def test_due_sends_are_ordered_by_due_time_then_ids() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     for rec in (
         pending("c", at=T + 3 * MIN),
         pending("b", at=T + 1 * MIN),
@@ -182,14 +183,14 @@ def test_due_sends_are_ordered_by_due_time_then_ids() -> None:
 
 
 def test_pending_is_per_partition() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     store_pending(store, P, pending())
     assert due_ids(store, T, partition=P + 1) == []
     assert store_pending(store, P + 1, pending()) is True
 
 
 def test_pending_record_round_trips_filters_and_switch() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     t = SendTrigger(
         ORG,
         "c1",
@@ -207,7 +208,7 @@ def test_pending_record_round_trips_filters_and_switch() -> None:
 
 
 def put_part(
-    store: MemoryStore,
+    store: IndexedStore,
     *,
     received_at: int,
     seq: int,
@@ -236,7 +237,7 @@ def put_part(
 
 
 def test_incomplete_filter_is_ignored_until_its_last_part() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     at = T - 60 * MIN
     t = trigger()
     put_part(store, received_at=at, seq=1, part=0, parts=3, ext=["a"])
@@ -250,7 +251,7 @@ def test_incomplete_filter_is_ignored_until_its_last_part() -> None:
 
 
 def test_newer_incomplete_filter_does_not_replace_older_complete_one() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     t = trigger()
     put_part(store, received_at=T - 60 * MIN, seq=1, part=0, parts=1, mode="exclude", ext=["a"])
     put_part(store, received_at=T - 30 * MIN, seq=2, part=0, parts=2, ext=["b"])
@@ -263,7 +264,7 @@ def test_newer_incomplete_filter_does_not_replace_older_complete_one() -> None:
 
 
 def test_filter_deadline_through_state() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     t = trigger()
     deadline = T - FILTER_DEADLINE_MS
     put_part(store, received_at=deadline, seq=1, part=0, parts=1, ext=["on-time"])
@@ -277,7 +278,7 @@ def test_filter_deadline_through_state() -> None:
 
 
 def test_same_receive_time_higher_seq_wins() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     t = trigger()
     at = T - 60 * MIN
     put_part(store, received_at=at, seq=7, part=0, parts=1, ext=["seven"])
@@ -288,7 +289,7 @@ def test_same_receive_time_higher_seq_wins() -> None:
 
 
 def test_filters_are_per_organization_send_and_partition() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     at = T - 60 * MIN
     put_part(store, received_at=at, seq=1, part=0, parts=1, ext=["mine"])
     put_part(store, received_at=at, seq=2, part=0, parts=1, ext=["other-send"], send="s10")
@@ -307,7 +308,7 @@ def test_filters_are_per_organization_send_and_partition() -> None:
 
 
 def test_finish_send_clears_pending_and_filters_of_that_send_only() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     at = T - 60 * MIN
     store_pending(store, P, pending("s1"))
     store_pending(store, P, pending("s2"))
@@ -336,7 +337,7 @@ def test_split_filter_parts_reassemble(rows: int) -> None:
     assert all(len(e) + len(p) <= rows for e, p in parts)
     assert [x for e, _ in parts for x in e] == ext
     assert [x for _, p in parts for x in p] == phones
-    store = MemoryStore()
+    store = indexed_memory()
     for index, (e, p) in enumerate(parts):
         put_part(
             store, received_at=T - 10 * MIN, seq=1, part=index, parts=len(parts), ext=e, phones=p
@@ -349,7 +350,7 @@ def test_split_filter_parts_reassemble(rows: int) -> None:
 
 def test_split_filter_of_nothing_is_one_empty_part() -> None:
     assert split_filter([], [], 5_000) == [([], [])]
-    store = MemoryStore()
+    store = indexed_memory()
     put_part(store, received_at=T - 10 * MIN, seq=1, part=0, parts=1, mode="include")
     # An include list naming nobody in this partition: a filter that keeps nobody.
     assert audience_filter_for(store, P, trigger()) == (AudienceFilterSpec("include"), 0)
@@ -360,12 +361,12 @@ def test_split_filter_of_nothing_is_one_empty_part() -> None:
 PH1, PH2, PH3 = "+15551230001", "+15551230002", "+15551230003"
 
 
-def members(store: MemoryStore, org: str, campaign: str, partition: int = P) -> dict[str, Any]:
+def members(store: IndexedStore, org: str, campaign: str, partition: int = P) -> dict[str, Any]:
     return dict(campaign_members(store, partition, org, campaign))
 
 
 def test_apply_members_add_update_remove() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     n = apply_members(
         store,
         P,
@@ -395,7 +396,7 @@ def test_apply_members_add_update_remove() -> None:
 
 
 def test_external_id_kept_exactly() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     odd = ["\x00", "ä€😀", "Ext1", "ext1 ", "x" * 256]
     for i, ext in enumerate(odd):
         apply_members(store, P, [MemberOp(ORG, "c1", f"+1555000{i:04d}", ext)])
@@ -403,7 +404,7 @@ def test_external_id_kept_exactly() -> None:
 
 
 def test_members_of_other_campaigns_orgs_and_partitions_are_untouched() -> None:
-    store = MemoryStore()
+    store = indexed_memory()
     apply_members(
         store,
         P,

@@ -41,13 +41,13 @@ from leadstream.domain.sends import (
     SendTrigger,
     campaign_members,
     keeps,
-    materialize_partition,
     parse_audience_filter,
     parse_trigger,
     resolve_audience_filter,
     split_filter,
 )
-from leadstream.state.memory import MemoryStore
+from leadstream.index.evaluate import materialize_partition
+from leadstream.index.table import IndexedStore
 from leadstream.wire.records import (
     done_record,
     encode_chunks,
@@ -55,6 +55,7 @@ from leadstream.wire.records import (
     send_key,
 )
 from leadstream.wire.records import summary_record as summary_struct
+from tests.support.stores import indexed_memory
 
 PROPS = settings(max_examples=100, deadline=None)
 PARTITIONS = 4
@@ -100,7 +101,7 @@ class World:
     """A store with leads placed in their partitions, as the worker places them."""
 
     partitions: int = PARTITIONS
-    store: MemoryStore = field(default_factory=MemoryStore)
+    store: IndexedStore = field(default_factory=indexed_memory)
 
     def part(self, org: str, phone: str) -> int:
         return lead_partition(org, phone, self.partitions)
@@ -463,7 +464,7 @@ def test_opted_out_is_counted_before_audience_and_event_filters() -> None:
 
 
 def test_custom_opt_event_names() -> None:
-    w = World().member(P1).member(P2)
+    w = World(store=indexed_memory("stop", "start")).member(P1).member(P2)
     w.event(P1, "stop", T - DAY).event(P2, "opted_out", T - DAY)
     t = trig()
     res = [

@@ -17,12 +17,21 @@ import rocksdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from leadstream.domain.audience import MemberOp
 from leadstream.domain.ingest import LeadEvent
-from leadstream.domain.lead_index import apply_events, count_events, latest_opt, lead_events
+from leadstream.domain.lead_index import (
+    apply_events,
+    compact_partition,
+    count_events,
+    latest_opt,
+    lead_events,
+)
+from leadstream.domain.send_state import apply_members
 from leadstream.state import keys
 from leadstream.state.memory import MemoryStore
 from leadstream.state.port import iter_prefix
 from leadstream.state.rocksdb import LOGGED_BATCH_ITEMS, TableStore
+from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
 
 
 @dataclass
@@ -382,9 +391,10 @@ def test_lead_index_answers_agree_across_stores(subject):
     """The index's questions get the same answers whichever store holds the state.
 
     Two leads share a partition; "+15551234568" sorts after "+15551234567" and its events
-    must not leak into the other lead's window counts or opt state.
+    must not leak into the other lead's window counts or opt state. The partition's index,
+    kept current by the writes, equals one rebuilt from the store's keys.
     """
-    s = subject.store
+    s = indexed_memory(inner=subject.store)
     base = 1_700_000_000_000
     a = ("1", "+15551234567")
     b = ("1", "+15551234568")
@@ -409,3 +419,45 @@ def test_lead_index_answers_agree_across_stores(subject):
     assert not latest_opt(s, 0, *a, opt_out_type="opted_out", opt_in_type="opted_in").opted_out
     assert latest_opt(s, 0, *b, opt_out_type="opted_out", opt_in_type="opted_in").opted_out
     assert lead_events(s, 0, *a) == [("buy", base + 10), ("opted_in", base + 20)]
+    assert_indexes_rebuild_equal(s, [0])
+
+
+def test_indexes_rebuilt_from_a_restored_changelog_equal_the_live_ones(table_subject):
+    """What a new owner builds after restoring the changelog (events, memberships, a
+    compaction, lead ids in every value) is the index the old owner kept current."""
+    live = indexed_memory(inner=table_subject.store)
+    base = 1_700_000_000_000
+    hour = 3_600_000
+    phones = [f"+1555000{i:04d}" for i in range(40)]
+    events = [
+        LeadEvent(org, phone, event_type, base + (i * 7919 % 50) * hour // 3 + i)
+        for i, phone in enumerate(phones)
+        for org in ("1", "2")
+        for event_type in ("buy", "opted_out", "opted_in")
+        if (i + len(event_type)) % 3
+    ]
+    apply_events(live, 0, events, horizon_ms=0, now_ms=base)
+    apply_events(live, 0, events[:10], horizon_ms=0, now_ms=base)  # duplicates
+    apply_members(
+        live,
+        0,
+        [MemberOp("1", "c", phone, f"x{i}" if i % 2 else None) for i, phone in enumerate(phones)]
+        + [
+            MemberOp("1", "c", phones[3], None, remove=True),
+            MemberOp("2", "d", "+15559999999", None),
+        ],
+    )
+    compact_partition(live, 0, horizon_ms=base + 5 * hour, max_future_skew_ms=0)
+    apply_events(
+        live, 0, [LeadEvent("1", phones[5], "buy", base + 60 * hour)], horizon_ms=0, now_ms=base
+    )
+    restored = MemoryStore()
+    for r in table_subject.changelog:
+        for key, value in keys.expand_changelog_record(r.key, r.value):
+            if value is None:
+                restored.delete(r.partition, key)
+            else:
+                restored.put(r.partition, key, value)
+    rebuilt = indexed_memory(inner=restored)
+    assert rebuilt.index(0).snapshot() == live.index(0).snapshot()
+    assert rebuilt.index(0).next_id == live.index(0).next_id

@@ -1,19 +1,16 @@
-"""``leadstream``: the command group, and the commands that read the worker and the code
-(``lead``, ``schemas``); the others live beside it, one module per group of commands."""
+"""``leadstream``: the command group, and the command that reads the code (``schemas``);
+the others live beside it, one module per group of commands."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
+from leadstream.cli.api import explain, lead, preview
 from leadstream.cli.keys import keys
 from leadstream.cli.run import kafka, worker
 from leadstream.cli.topics import publish, recipients, trigger
@@ -50,36 +47,8 @@ def _configure_logging() -> None:
         logger.warning("%s; logging as text at INFO", problem)
 
 
-for command in (worker, kafka, publish, trigger, recipients, keys):
+for command in (worker, kafka, publish, trigger, recipients, lead, preview, explain, keys):
     main.add_command(command)
-
-
-@main.command()
-@click.argument("organization_id")
-@click.argument("phone")
-@click.option(
-    "--url", default=None, help="Worker base URL [default: http://127.0.0.1:$LEADSTREAM_WEB_PORT]."
-)
-@click.option(
-    "--api-key",
-    envvar="LEADSTREAM_API_KEY",
-    show_envvar=True,
-    required=True,
-    help="An API key of the lead's organization (leadstream keys create).",
-)
-def lead(organization_id: str, phone: str, url: str | None, api_key: str) -> None:
-    """Show one lead's stored events (read-only, from a running worker)."""
-    base = url or f"http://127.0.0.1:{Settings().web_port}"
-    path = f"/api/v1/leads/{urllib.parse.quote(organization_id)}/{urllib.parse.quote(phone)}"
-    request = urllib.request.Request(  # noqa: S310 - user-given URL
-        base + path, headers={"Authorization": f"Bearer {api_key}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - user-given URL
-            click.echo(json.dumps(json.load(resp), indent=2))
-    except urllib.error.HTTPError as exc:
-        click.echo(exc.read().decode(errors="replace"), err=True)
-        sys.exit(1)
 
 
 @main.command()

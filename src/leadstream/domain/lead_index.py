@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from leadstream.domain.ingest import LeadEvent
+from leadstream.index.partition import PartitionIndex
+from leadstream.index.table import IndexedStore
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
 
 __all__ = [
-    "PRESENT",
     "ApplyResult",
     "LeadHistory",
     "OrgScan",
@@ -37,7 +38,6 @@ __all__ = [
     "lead_history",
 ]
 
-PRESENT = b"\x01"
 SEP = keys.SEP
 _U64 = struct.Struct(">Q")
 
@@ -49,7 +49,7 @@ class ApplyResult:
 
 
 def apply_events(
-    store: PartitionStore,
+    store: IndexedStore,
     partition: int,
     events: Iterable[LeadEvent],
     *,
@@ -67,12 +67,30 @@ def apply_events(
     ``horizon_ms`` is the current compaction horizon: an event older than the newest event
     already folded for its (lead, eventType) cannot be told apart from a replay, so it
     counts as a duplicate (retries stay safe; counts never double).
+
+    Each key's value is its lead's id (a new lead gets the next one); the partition's
+    index learns the new keys before this returns.
     """
+    with store.updating(partition) as index:
+        return _apply_events(store, partition, index, events, horizon_ms, now_ms)
+
+
+def _apply_events(
+    store: PartitionStore,
+    partition: int,
+    index: PartitionIndex,
+    events: Iterable[LeadEvent],
+    horizon_ms: int,
+    now_ms: int,
+) -> ApplyResult:
     duplicates = 0
     puts: dict[bytes, bytes] = {}
+    added: list[tuple[bytes, LeadEvent, int]] = []
     for ev in events:
         key = keys.event_key(ev.organization_id, ev.phone, ev.event_type, ev.occurred_at)
-        if ev.occurred_at < horizon_ms:
+        # Before the horizon, or before the last compaction's (the horizon can move back:
+        # retention raised, another worker's clock), an event may replay a folded one.
+        if ev.occurred_at < horizon_ms or ev.occurred_at <= index.folded_through:
             folded = store.get(
                 partition, keys.compacted_key(ev.organization_id, ev.phone, ev.event_type)
             )
@@ -81,15 +99,27 @@ def apply_events(
                 continue
         if key in puts:
             duplicates += 1  # twice in this call
-        else:
-            puts[key] = PRESENT
+            continue
+        lead, _new = index.assign(ev.organization_id, ev.phone)
+        puts[key] = keys.event_value(lead)
+        added.append((key, ev, lead))
     if not puts:
         return ApplyResult(0, duplicates)
-    fresh = list(puts)
     # One lookup call for the whole batch, not one per event (see PartitionStore.get_many).
-    seen = sum(value is not None for value in store.get_many(partition, fresh))
+    seen = store.get_many(partition, [key for key, _, _ in added])
     store.put_batch(partition, list(puts.items()), created_ms=now_ms)
-    return ApplyResult(len(fresh) - seen, duplicates + seen)
+    new: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for (_, ev, lead), before in zip(added, seen, strict=True):
+        if before is None:
+            group = (ev.organization_id, ev.event_type)
+            rows = new.get(group)
+            if rows is None:
+                rows = new[group] = []
+            rows.append((lead, ev.occurred_at))
+    for (org, event_type), rows in new.items():
+        index.events_added(org, event_type, rows)
+    inserted = sum(len(rows) for rows in new.values())
+    return ApplyResult(inserted, duplicates + len(added) - inserted)
 
 
 def lead_history(store: PartitionStore, partition: int, org: str, phone: str) -> LeadHistory:
@@ -145,7 +175,7 @@ def lead_events(
 
 
 def compact_partition(
-    store: PartitionStore, partition: int, *, horizon_ms: int, max_future_skew_ms: int
+    store: IndexedStore, partition: int, *, horizon_ms: int, max_future_skew_ms: int
 ) -> int:
     """Fold every event older than ``horizon_ms`` into its (lead, eventType) record, then
     retire the logged batches whose events are all folded by now.
@@ -159,32 +189,40 @@ def compact_partition(
     brings those event keys back at or below the folded maximum, where they count nothing
     and the next pass deletes them again.
     """
+    with store.updating(partition) as index:
+        removed = _fold_and_delete(store, partition, horizon_ms)
+        prefix = keys.logged_batch_prefix()
+        retire_before = max(horizon_ms - max_future_skew_ms, 0)
+        upper = prefix + keys.ts_bytes(retire_before)
+        for key, _ in list(store.iter_range(partition, prefix, upper)):
+            store.delete(partition, key)
+        index.compacted(horizon_ms)
+    return removed
+
+
+def _fold_and_delete(store: PartitionStore, partition: int, horizon_ms: int) -> int:
     removed = 0
-    stale: list[tuple[bytes, str, str, str, int]] = []
-    for key, _ in iter_prefix(store, partition, keys.events_kind_prefix()):
+    stale: list[tuple[bytes, str, str, str, int, int]] = []
+    for key, value in iter_prefix(store, partition, keys.events_kind_prefix()):
         org, phone, event_type, ts = keys.decode_event_key(key)
         if ts < horizon_ms:
-            stale.append((key, org, phone, event_type, ts))
-    folded: dict[bytes, tuple[int, int]] = {}
-    for _key, org, phone, event_type, ts in stale:
+            stale.append((key, org, phone, event_type, ts, keys.decode_lead_id(value)))
+    folded: dict[bytes, tuple[int, int, int]] = {}
+    for _key, org, phone, event_type, ts, lead in stale:
         ckey = keys.compacted_key(org, phone, event_type)
         if ckey not in folded:
-            value = store.get(partition, ckey)
-            folded[ckey] = keys.decode_compacted(value) if value is not None else (0, -1)
-        count, max_ts = folded[ckey]
+            known = store.get(partition, ckey)
+            folded[ckey] = keys.decode_compacted(known) if known is not None else (0, -1, lead)
+        count, max_ts, lead = folded[ckey]
         if ts > max_ts:
             # Keys come in time order per (lead, type), so max_ts only grows here.
-            folded[ckey] = (count + 1, ts)
-    for ckey, (count, max_ts) in folded.items():
+            folded[ckey] = (count + 1, ts, lead)
+    for ckey, (count, max_ts, lead) in folded.items():
         if count > 0:
-            store.put(partition, ckey, keys.compacted_value(count, max_ts))
+            store.put(partition, ckey, keys.compacted_value(count, max_ts, lead))
     for key, *_ in stale:
         store.delete(partition, key)
         removed += 1
-    prefix = keys.logged_batch_prefix()
-    retire_before = max(horizon_ms - max_future_skew_ms, 0)
-    for key, _ in list(store.iter_range(partition, prefix, prefix + keys.ts_bytes(retire_before))):
-        store.delete(partition, key)
     return removed
 
 
@@ -273,7 +311,7 @@ class OrgScan:
             return _NO_LEAD
         return LeadHistory(
             times,
-            {t: keys.decode_compacted(v) for t, v in folded.items()},
+            {t: keys.decode_compacted(v)[:2] for t, v in folded.items()},
         )
 
 

@@ -19,6 +19,8 @@ from leadstream.domain.sends import (
     SendTrigger,
     resolve_audience_filter,
 )
+from leadstream.index.partition import PartitionIndex
+from leadstream.index.table import IndexedStore
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
 
@@ -66,15 +68,31 @@ class FilterRecord(msgspec.Struct, array_like=True, frozen=True):
 _filter_decoder = msgspec.msgpack.Decoder(FilterRecord)
 
 
-def apply_members(store: PartitionStore, partition: int, ops: Iterable[MemberOp]) -> int:
-    """Add (or update the externalId of) and remove audience members; returns ops applied."""
+def apply_members(store: IndexedStore, partition: int, ops: Iterable[MemberOp]) -> int:
+    """Add (or update the externalId of) and remove audience members, in the store and
+    the partition's index; returns ops applied."""
+    with store.updating(partition) as index:
+        return _apply_members(store, partition, index, ops)
+
+
+def _apply_members(
+    store: PartitionStore, partition: int, index: PartitionIndex, ops: Iterable[MemberOp]
+) -> int:
     n = 0
     for op in ops:
-        key = keys.member_key(op.organization_id, op.campaign_id, op.phone)
+        org, campaign = op.organization_id, op.campaign_id
+        key = keys.member_key(org, campaign, op.phone)
         if op.remove:
             store.delete(partition, key)
+            lead = index.lead_id(org, op.phone)
+            if lead is not None:
+                # The member key carried the lead's id; keep it (it may be the last key).
+                store.put(partition, keys.lead_key(org, op.phone), keys.event_value(lead))
+                index.member_removed(org, campaign, lead)
         else:
-            store.put(partition, key, keys.encode_external_id(op.external_id))
+            lead, _new = index.assign(org, op.phone)
+            store.put(partition, key, keys.member_value(lead, op.external_id))
+            index.member_set(org, campaign, lead, op.phone, op.external_id)
         n += 1
     return n
 

@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple
 import msgspec
 
 from leadstream.domain.audience import normalize_external_id
-from leadstream.domain.lead_index import LeadHistory, OrgScan
+from leadstream.domain.lead_index import LeadHistory
 from leadstream.domain.normalize import (
     normalize_event_type,
     normalize_id,
@@ -42,7 +42,6 @@ __all__ = [
     "campaign_members",
     "filter_parts",
     "keeps",
-    "materialize_partition",
     "parse_audience_filter",
     "parse_trigger",
     "resolve_audience_filter",
@@ -315,34 +314,6 @@ def campaign_members(
     prefix = keys.member_prefix(org, campaign)
     for key, value in iter_prefix(store, partition, prefix):
         yield key[len(prefix) :].decode(), keys.decode_external_id(value)
-
-
-def materialize_partition(
-    store: PartitionStore,
-    partition: int,
-    trigger: SendTrigger,
-    audience_filter: AudienceFilterSpec | None,
-    *,
-    opt_out_type: str,
-    opt_in_type: str,
-    reseek_after: int = 4,
-) -> PartitionResult:
-    """The send's recipients among this partition's leads, in the contract's order, with counts.
-
-    Members come in phone order, and so do the organization's event keys: one merged
-    pass (:class:`~leadstream.domain.lead_index.OrgScan`) gives each member's history."""
-    rules = SendRules.of(
-        trigger, audience_filter, opt_out_type=opt_out_type, opt_in_type=opt_in_type
-    )
-    out = PartitionResult()
-    org = trigger.organization_id
-    scan = OrgScan(store, partition, org, reseek_after=reseek_after)
-    for phone, external_id in campaign_members(store, partition, org, trigger.campaign_id):
-        outcome = rules.outcome(scan.history(phone), phone, external_id)
-        out.counts.record(outcome)
-        if outcome is Outcome.RECIPIENT:
-            out.recipients.append((phone, external_id))
-    return out
 
 
 def split_filter(

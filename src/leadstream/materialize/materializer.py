@@ -17,8 +17,9 @@ How a send comes out exactly once, end to end:
    its end, read_committed (:meth:`TransactionalOutput.ready`).
 4. A due send whose ``done`` for partition p is already on the progress topic is out:
    only step 7 remains.
-5. The partition's recipients and counts are computed (from the prepared share when it is
-   still valid, else by a full pass).
+5. The partition's recipients and counts are computed from its index
+   (:func:`leadstream.index.evaluate.evaluate`), and what the send did to each member is
+   recorded for explain (a repeat of 5 after a crash records it again).
 6. All the partition's chunks on ``send-recipients`` and its ``done`` record on the
    progress topic (partition p) are one transaction.
 7. Only then is the local state finished (done marker, held trigger and filters dropped,
@@ -38,8 +39,8 @@ import logging
 import time
 from collections.abc import Sequence
 
+from leadstream.domain.explain import record_send
 from leadstream.domain.partitioning import send_partition
-from leadstream.domain.prepared import PreparedShare
 from leadstream.domain.send_state import (
     PendingRecord,
     audience_filter_for,
@@ -47,20 +48,13 @@ from leadstream.domain.send_state import (
     finish_send,
     held_sends,
 )
-from leadstream.domain.sends import (
-    AudienceFilterSpec,
-    Counts,
-    SendId,
-    SendRules,
-    SendTrigger,
-    materialize_partition,
-)
+from leadstream.domain.sends import AudienceFilterSpec, SendId, SendRules, SendTrigger
+from leadstream.index.evaluate import evaluate
 from leadstream.kafka.config import KafkaConnection
 from leadstream.logs import log_fields
 from leadstream.materialize.output import OutMessage, Role, TransactionalOutput
 from leadstream.materialize.progress import ProgressView
 from leadstream.materialize.schedule import Schedule
-from leadstream.materialize.shares import PreparedShares, ShareId
 from leadstream.streams.topology import Topology, now_ms
 from leadstream.wire.records import (
     PartitionDone,
@@ -68,7 +62,6 @@ from leadstream.wire.records import (
     done_record,
     encode_chunks,
     encode_json,
-    encode_recipient,
     send_key,
     summary_record,
 )
@@ -87,7 +80,6 @@ class Materializer:
         connection = KafkaConnection.of(settings)
         self.progress = ProgressView(connection, settings.topics.send_progress, settings.partitions)
         self.output = TransactionalOutput(connection, settings.app_id, self.progress)
-        self.shares = PreparedShares(topo.store, self._rules, settings.prepare_seconds)
         self.schedule = Schedule()
         self._lead_ms = settings.materialize_lead_seconds * 1000
 
@@ -110,23 +102,24 @@ class Materializer:
                     logger.exception("materialize round failed; retrying")
                     await asyncio.sleep(1.0)
         finally:
-            self.shares.close()
             self.progress.stop()
 
     async def _round(self) -> None:
         active = set(self.topo.active_partitions())
         self.output.keep_only(active)
-        self.shares.keep_only(active)
-        # Fencing and reading the progress topic take a while: not at a send's moment.
+        store = self.topo.store
+        store.keep_only(active)
+        # Fencing, reading the progress topic and building indexes take a while: not at a
+        # send's moment.
         for partition in sorted(active):
             for role in Role:
                 await self.output.ready(role, partition)
-        self.shares.valid_in(self.topo.rebalances())
+            if not store.has_index(partition):
+                store.index(partition)
+                await asyncio.sleep(0)
         # Partitions side by side: one's transaction commits while the next is computed.
         await asyncio.gather(*(self._materialize_due(p) for p in sorted(active)))
-        held = {p: held_sends(self.topo.store, p) for p in sorted(active)}
-        for partition, records in held.items():
-            self.shares.prepare(partition, records, now_ms=now_ms(), lead_ms=self._lead_ms)
+        held = {p: held_sends(store, p) for p in sorted(active)}
         self.schedule.plan(
             (r for records in held.values() for r in records),
             now_ms=now_ms(),
@@ -161,52 +154,29 @@ class Materializer:
             opt_in_type=settings.opt_in_event_type,
         )
 
-    def _partition_result(
-        self, partition: int, rules: SendRules, share: PreparedShare | None
-    ) -> tuple[list[bytes], Counts, str]:
-        """The partition's recipients (encoded) and counts: from its prepared share when
-        that is still valid (same rules, few changes since), otherwise by a full pass; and
-        which of the two it was."""
-        store = self.topo.store
-        if share is not None and share.rules == rules:
-            share.finish(store)
-            if share.worth_refreshing():
-                changed = share.refresh(store)
-                how = f"prepared, {changed} leads evaluated again"
-                return list(share.recipients.values()), share.counts(), how
-        result = materialize_partition(
-            store,
-            partition,
-            rules.trigger,
-            rules.audience_filter,
-            opt_out_type=rules.opt_out_type,
-            opt_in_type=rules.opt_in_type,
-        )
-        entries = [encode_recipient(phone, external_id) for phone, external_id in result.recipients]
-        return entries, result.counts, "full pass"
-
     async def _materialize(self, partition: int, record: PendingRecord) -> None:
         """Steps 3 to 7 of the protocol above, for one send and one partition."""
         topo, settings = self.topo, self.topo.settings
         trigger = record.trigger
         send = SendId(trigger.organization_id, trigger.send_id)
         await self.output.ready(Role.SHARE, partition)  # 3
-        share = self.shares.take(ShareId(partition, send))
         if self.progress.is_done(send, partition):  # 4
             finish_send(topo.store, partition, *send)
             return
         started = time.perf_counter()
         behind_ms = now_ms() - trigger.due_at(self._lead_ms)
         audience_filter, late_filters = audience_filter_for(topo.store, partition, trigger)
-        recipients, counts, how = self._partition_result(  # 5
-            partition, self._rules(trigger, audience_filter), share
-        )
+        rules = self._rules(trigger, audience_filter)
+        evaluation = evaluate(topo.store.index(partition), rules)  # 5
+        recipients, counts = evaluation.entries(), evaluation.counts()
+        materialized_at = now_ms()
+        record_send(topo.store, partition, rules, evaluation, materialized_at=materialized_at)
         chunks = encode_chunks(trigger, partition, recipients, settings.chunk_size)
         done = done_record(
             trigger,
             partition=partition,
             late=record.late,
-            materialized_at=now_ms(),
+            materialized_at=materialized_at,
             recipient_count=len(recipients),
             counts=counts,
             chunk_count=len(chunks),
@@ -224,13 +194,12 @@ class Materializer:
         finish_send(topo.store, partition, *send)  # 7
         topo.metrics.materialize_seconds.observe(time.perf_counter() - started)
         logger.info(
-            "send %s:%s partition %d: %d recipients in %d chunks (%s); began %d ms after the"
+            "send %s:%s partition %d: %d recipients in %d chunks; began %d ms after the"
             " moment, computed in %d ms, committed in %d ms",
             *send,
             partition,
             len(recipients),
             len(chunks),
-            how,
             behind_ms,
             1000 * (computed - started),
             1000 * (time.perf_counter() - computed),

@@ -9,9 +9,15 @@ bounded range scan.
 =========  ==============================================  =============================
 kind       key                                              value
 =========  ==============================================  =============================
-``E``      E org phone eventType occurredAt(u64)            ``b"\\x01"`` (presence)
-``C``      C org phone eventType                            compacted: count u64, max u64
-``M``      M org campaignId phone                           externalId (tagged, see below)
+``E``      E org phone eventType occurredAt(u64)            lead id (u32)
+``C``      C org phone eventType                            compacted: count u64, max u64,
+                                                            lead id (u32)
+``M``      M org campaignId phone                           lead id (u32), externalId
+                                                            (tagged, see below)
+``L``      L org phone                                      lead id (u32) of a removed
+                                                            member, never deleted
+``X``      X org sendId                                     what a send did in this
+                                                            partition (for explain)
 ``S``      S org sendId                                     the first trigger (claim)
 ``P``      P org sendId                                     pending trigger of a partition
 ``D``      D org sendId                                     materialized in this partition
@@ -25,6 +31,13 @@ A logged batch (:func:`encode_logged_batch`) is how event keys reach the changel
 record carries many ``(key, value)`` puts, restored by expanding it
 (:func:`expand_changelog_record`). Locally only its key is kept, so that compaction can
 retire the record once every event in it is folded (``createdAt`` orders them by age).
+
+Every key of a lead carries its lead id: a number dense per partition, given when the
+lead is first written (:mod:`leadstream.index`), so that the indexes rebuilt from these
+keys give each lead the same id again, and a send's recorded bitmaps keep meaning the
+same leads. Events are only ever folded (``C`` keeps the id), but a membership can be
+removed: ``L`` then keeps the id, which may have been on the lead's last key, so an id is
+never given twice.
 
 The ``S`` claim lives only in the send's home partition; ``P``, ``D`` and ``F`` exist in
 every partition (triggers and filters are broadcast).
@@ -59,7 +72,14 @@ __all__ = [
     "event_key",
     "event_type_prefix",
     "events_kind_prefix",
+    "decode_lead_id",
     "decode_logged_batch",
+    "event_value",
+    "member_value",
+    "lead_key",
+    "lead_prefix",
+    "send_record_key",
+    "send_record_prefix",
     "decode_logged_batch_key",
     "encode_logged_batch",
     "expand_changelog_record",
@@ -81,9 +101,38 @@ _DONE = b"D"
 _FILTER = b"F"
 _ACCEPTED_FILTER = b"A"
 _LOGGED_BATCH = b"B"
+_LEAD = b"L"
+_SEND_RECORD = b"X"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
-_COMPACTED_VALUE = struct.Struct(">QQ")
+_COMPACTED_VALUE = struct.Struct(">QQI")
+_LEAD_ID = _U32
+
+
+def event_value(lead_id: int) -> bytes:
+    return _LEAD_ID.pack(lead_id)
+
+
+def decode_lead_id(value: bytes) -> int:
+    """The lead id at the head of an ``E``, ``M`` or ``L`` value (and inside a ``C`` one,
+    see :func:`decode_compacted`)."""
+    return int(_LEAD_ID.unpack_from(value)[0])
+
+
+def lead_key(org: str, phone: str) -> bytes:
+    return b"".join((_LEAD, SEP, org.encode(), SEP, phone.encode()))
+
+
+def lead_prefix() -> bytes:
+    return _LEAD + SEP
+
+
+def send_record_key(org: str, send: str) -> bytes:
+    return _send_key(_SEND_RECORD, org, send)
+
+
+def send_record_prefix() -> bytes:
+    return _SEND_RECORD + SEP
 
 
 def ts_bytes(ms: int) -> bytes:
@@ -118,14 +167,14 @@ def compacted_key(org: str, phone: str, event_type: str) -> bytes:
     return b"".join((_COMPACTED, SEP, org.encode(), SEP, phone.encode(), SEP, event_type.encode()))
 
 
-def compacted_value(count: int, max_ts: int) -> bytes:
-    return _COMPACTED_VALUE.pack(count, max_ts)
+def compacted_value(count: int, max_ts: int, lead_id: int) -> bytes:
+    return _COMPACTED_VALUE.pack(count, max_ts, lead_id)
 
 
-def decode_compacted(value: bytes) -> tuple[int, int]:
-    """(count, max occurredAt) of the events folded away by compaction."""
-    count, max_ts = _COMPACTED_VALUE.unpack(value)
-    return int(count), int(max_ts)
+def decode_compacted(value: bytes) -> tuple[int, int, int]:
+    """(count, max occurredAt, lead id) of the events folded away by compaction."""
+    count, max_ts, lead_id = _COMPACTED_VALUE.unpack(value)
+    return int(count), int(max_ts), int(lead_id)
 
 
 def lead_of(key: bytes) -> tuple[bytes, bytes] | None:
@@ -157,13 +206,18 @@ def member_key(org: str, campaign: str, phone: str) -> bytes:
     return member_prefix(org, campaign) + phone.encode()
 
 
+def member_value(lead_id: int, external_id: str | None) -> bytes:
+    return _LEAD_ID.pack(lead_id) + encode_external_id(external_id)
+
+
 def encode_external_id(external_id: str | None) -> bytes:
     # A leading tag byte tells "no externalId" from any string.
     return b"\x00" if external_id is None else b"\x01" + external_id.encode()
 
 
 def decode_external_id(value: bytes) -> str | None:
-    return None if value[:1] == b"\x00" else value[1:].decode()
+    """The externalId of a member value (:func:`member_value`)."""
+    return None if value[4:5] == b"\x00" else value[5:].decode()
 
 
 def _send_key(kind: bytes, org: str, send: str) -> bytes:

@@ -35,7 +35,13 @@ LOGGED_BATCH_BYTES = 256 * 1024
 
 class LeadStore(Store):
     """faust's RocksDB store, restoring logged batches (one changelog record holding many
-    puts) by expanding them: the other half of :meth:`TableStore.put_batch`."""
+    puts) by expanding them: the other half of :meth:`TableStore.put_batch`.
+
+    A restore writes RocksDB without the store port, so whatever was derived from a
+    partition's keys (its index) is stale afterwards: ``on_restore`` is told which
+    partitions were written."""
+
+    on_restore: Callable[[Iterable[int]], None] | None = None
 
     def apply_changelog_batch(
         self,
@@ -60,6 +66,8 @@ class LeadStore(Store):
             self._db_for_partition(partition).write(wb)
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
+        if writes and self.on_restore is not None:
+            self.on_restore(list(writes))
 
 
 # faust finds stores by URL scheme; this one is ours.
@@ -72,6 +80,12 @@ class TableStore:
 
     def __init__(self, table: Any) -> None:
         self._table = table
+
+    def on_restore(self, callback: Callable[[Iterable[int]], None]) -> None:
+        """Call ``callback`` with the partitions a changelog restore wrote."""
+        store = self._table.data
+        if isinstance(store, LeadStore):
+            store.on_restore = callback
 
     def _db(self, partition: int) -> Rdict:
         db: Rdict = self._table.data._db_for_partition(partition)  # noqa: SLF001 - the one adapter

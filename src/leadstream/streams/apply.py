@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from leadstream.domain.explain import expire_send_records
 from leadstream.domain.ingest import retention_horizon
 from leadstream.domain.lead_index import compact_partition
 from leadstream.logs import log_fields
@@ -89,4 +90,9 @@ async def _compact(topo: Topology) -> None:
         )
         if removed:
             logger.info("compacted partition %d: folded %d old events", partition, removed)
+        expired = expire_send_records(
+            topo.store, partition, now_ms=now_ms(), retention_days=settings.send_retention_days
+        )
+        if expired:
+            logger.info("partition %d: %d send records past retention deleted", partition, expired)
         await asyncio.sleep(0)

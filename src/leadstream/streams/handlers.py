@@ -25,7 +25,7 @@ from leadstream.domain.send_state import (
     store_pending,
 )
 from leadstream.domain.sends import AudienceFilterSpec, SendId
-from leadstream.state.port import PartitionStore
+from leadstream.index.table import IndexedStore
 from leadstream.wire.commands import (
     ApplyReply,
     BroadcastTrigger,
@@ -83,7 +83,7 @@ class Effects:
     duplicate_trigger: SendId | None = None
 
 
-def on_events(store: PartitionStore, at: Arrival, cmd: EventsBatch, rules: ApplyRules) -> Effects:
+def on_events(store: IndexedStore, at: Arrival, cmd: EventsBatch, rules: ApplyRules) -> Effects:
     horizon = retention_horizon(at.now_ms, rules.event_retention_days)
     result = apply_events(store, at.partition, cmd.events, horizon_ms=horizon, now_ms=at.now_ms)
     replies: list[Reply] = []
@@ -92,12 +92,12 @@ def on_events(store: PartitionStore, at: Arrival, cmd: EventsBatch, rules: Apply
     return Effects(replies=replies, inserted=result.inserted, duplicates=result.duplicates)
 
 
-def on_members(store: PartitionStore, at: Arrival, cmd: MembersBatch, rules: ApplyRules) -> Effects:
+def on_members(store: IndexedStore, at: Arrival, cmd: MembersBatch, rules: ApplyRules) -> Effects:
     apply_members(store, at.partition, cmd.ops)
     return Effects()
 
 
-def on_claim(store: PartitionStore, at: Arrival, cmd: ClaimTrigger, rules: ApplyRules) -> Effects:
+def on_claim(store: IndexedStore, at: Arrival, cmd: ClaimTrigger, rules: ApplyRules) -> Effects:
     """In the send's home partition: the first trigger claims the send and is passed on to
     every partition; a later one is only counted."""
     if claim_trigger(store, at.partition, cmd.send) is Claim.DUPLICATE:
@@ -108,13 +108,13 @@ def on_claim(store: PartitionStore, at: Arrival, cmd: ClaimTrigger, rules: Apply
 
 
 def on_broadcast(
-    store: PartitionStore, at: Arrival, cmd: BroadcastTrigger, rules: ApplyRules
+    store: IndexedStore, at: Arrival, cmd: BroadcastTrigger, rules: ApplyRules
 ) -> Effects:
     return Effects(held=store_pending(store, at.partition, cmd.send))
 
 
 def on_filter_request(
-    store: PartitionStore, at: Arrival, cmd: FilterRequest, rules: ApplyRules
+    store: IndexedStore, at: Arrival, cmd: FilterRequest, rules: ApplyRules
 ) -> Effects:
     """In the send's home partition, for a filter sent over HTTP: decide it (against the
     deadline and the last accepted filter), pass it on unless it repeats the last one,
@@ -143,9 +143,7 @@ def on_filter_request(
     return effects
 
 
-def on_filter_part(
-    store: PartitionStore, at: Arrival, cmd: FilterPart, rules: ApplyRules
-) -> Effects:
+def on_filter_part(store: IndexedStore, at: Arrival, cmd: FilterPart, rules: ApplyRules) -> Effects:
     store_filter_part(
         store,
         at.partition,
@@ -162,7 +160,7 @@ def on_filter_part(
     return Effects()
 
 
-Handler = Callable[[PartitionStore, Arrival, Any, ApplyRules], Effects]
+Handler = Callable[[IndexedStore, Arrival, Any, ApplyRules], Effects]
 
 HANDLERS: dict[type[Command], Handler] = {
     EventsBatch: on_events,
@@ -174,6 +172,6 @@ HANDLERS: dict[type[Command], Handler] = {
 }
 
 
-def handle(store: PartitionStore, at: Arrival, command: Command, rules: ApplyRules) -> Effects:
+def handle(store: IndexedStore, at: Arrival, command: Command, rules: ApplyRules) -> Effects:
     """Apply ``command`` with its handler."""
     return HANDLERS[type(command)](store, at, command, rules)

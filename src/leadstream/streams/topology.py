@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import faust
 
 from leadstream.domain.ingest import Rejected
+from leadstream.index.table import IndexedStore
 from leadstream.metrics import Metrics
 from leadstream.settings import Settings
-from leadstream.state.watch import WatchedStore
 from leadstream.streams.retry import with_retries_async
 from leadstream.wire.commands import Command, encode_command, row_slices
 from leadstream.wire.records import encode_json, reject_record
@@ -44,7 +44,7 @@ class Topology:
         app: faust.App,
         settings: Settings,
         table: Any,
-        store: WatchedStore,
+        store: IndexedStore,
         metrics: Metrics,
     ) -> None:
         self.app = app

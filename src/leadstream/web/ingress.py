@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from leadstream.domain.audience import MemberOp
+from leadstream.domain.explain import Explanation, SendRecord
 from leadstream.domain.ingest import LeadEvent
-from leadstream.domain.sends import AudienceFilterSpec, SendId
+from leadstream.domain.sends import AudienceFilterSpec, Counts, SendId, SendTrigger
 
-__all__ = ["Ingress", "LeadState", "NotServedHere"]
+__all__ = ["Explained", "Ingress", "LeadState", "NotServedHere", "PreviewShare"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,26 @@ class NotServedHere:
     partition: int
     ready: bool
     owner: str | None  # the worker that holds it, when known
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewShare:
+    """A preview evaluated over some partitions: their counts summed, and up to the asked
+    number of recipients ``(phoneE164, externalId)``."""
+
+    partitions: list[int]
+    counts: Counts
+    recipient_count: int
+    sample: list[tuple[str, str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Explained:
+    """A lead in a materialized send: the send's record in the lead's partition and the
+    explanation drawn from it."""
+
+    record: SendRecord
+    explanation: Explanation
 
 
 class Ingress(Protocol):
@@ -57,9 +78,32 @@ class Ingress(Protocol):
         """A lead's state, from this worker's store."""
         ...
 
+    def preview(
+        self,
+        trigger: SendTrigger,
+        audience_filter: AudienceFilterSpec | None,
+        *,
+        sample: int,
+        partitions: list[int] | None = None,
+    ) -> PreviewShare | NotServedHere:
+        """The send ``trigger`` would be now, evaluated on this worker's indexes, nothing
+        written: over ``partitions`` (default: every partition). NotServedHere names the
+        first of them not active here (or that the worker is not ready)."""
+        ...
+
+    def partition_owners(self) -> dict[int, str | None]:
+        """Which worker (its URL) holds each lead partition, as the group's assignment
+        says; this worker's own are included."""
+        ...
+
+    def explain(self, org: str, send: str, phone: str) -> Explained | NotServedHere | None:
+        """What send ``send`` did to the lead, from the lead's partition; None when that
+        partition holds no record of the send (unknown, not materialized, or expired)."""
+        ...
+
     async def ready_partitions(self) -> list[int] | None:
         """The partitions this worker serves, or None while it is not ready (broker
-        unreachable, recovery running, or no lead-events router)."""
+        unreachable, recovery running, an index not built yet, or no lead-events router)."""
         ...
 
     def count_rejected(self, rows: int) -> None:

@@ -5,12 +5,21 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import SkipJsonSchema, models_json_schema
 
 from leadstream import __version__
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
 from leadstream.domain.rejects import Reason
-from leadstream.wire.models import Id
+from leadstream.web.sends import MAX_SAMPLE
+from leadstream.wire.models import (
+    E164,
+    EventFilter,
+    Id,
+    Recipient,
+    Rfc3339Timestamp,
+    SendCounts,
+    UtcMillisTimestamp,
+)
 
 __all__ = ["openapi_document"]
 
@@ -26,7 +35,9 @@ class ErrorBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     error: ErrorDetail
-    owner: str | None = Field(None, description="Worker that holds the lead (421 only).")
+    owner: str | None = Field(
+        None, description="Worker that holds the lead's partition (421 and 503 not_here only)."
+    )
 
 
 class WebhookLeadEvents(BaseModel):
@@ -100,6 +111,85 @@ class LeadView(BaseModel):
     events: list[StoredEvent]
 
 
+class InlineAudienceFilter(BaseModel):
+    """The audience filter to preview with, inline (not a trigger's {enabled} switch)."""
+
+    model_config = ConfigDict(extra="allow")
+    mode: Literal["include", "exclude"]
+    leads: list[dict[str, str]] = Field(description="Each {externalId} or {phoneE164}.")
+
+
+class PreviewBody(BaseModel):
+    """A send trigger's fields, sendId optional; nothing is stored or emitted."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"not": {"required": ["eventFilter", "eventFilters"]}}
+    )
+    organizationId: Id = Field(description="Must be the credential's organization.")
+    campaignId: Id
+    sendId: Id | SkipJsonSchema[None] = Field(
+        None, description="Optional: checked as a trigger's, and stored nowhere."
+    )
+    scheduledFor: Rfc3339Timestamp | SkipJsonSchema[None] = Field(
+        None, description="When the send would fire (its filters' windows end there); default: now."
+    )
+    eventFilter: EventFilter | SkipJsonSchema[None] = Field(
+        None, description="One event filter. Never together with eventFilters."
+    )
+    eventFilters: list[EventFilter] | SkipJsonSchema[None] = Field(
+        None, description="Event filters, all ANDed. Never together with eventFilter."
+    )
+    audienceFilter: InlineAudienceFilter | None = Field(
+        None, description="Absent or null: no audience filter step."
+    )
+    sample: int | None = Field(
+        0, ge=0, le=MAX_SAMPLE, description="How many recipients to list (null: 0)."
+    )
+
+
+class SendPreview(BaseModel):
+    """What the send would be now: the counts a materialization on the same state gives."""
+
+    model_config = ConfigDict(extra="forbid")
+    organizationId: str
+    campaignId: str
+    scheduledFor: UtcMillisTimestamp
+    recipientCount: int
+    counts: SendCounts = Field(description="lateAudienceFilters is always 0 in a preview.")
+    sample: list[Recipient] = Field(description="Up to `sample` of the recipients.")
+
+
+Step = Literal["notInAudience", "optedOut", "audienceFilter", "eventFilter", "recipient"]
+
+
+class StepToday(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    step: Step
+    detail: dict[str, Any]
+
+
+class SendLeadExplanation(BaseModel):
+    """What a materialized send did to one lead, and the facts that decided it."""
+
+    model_config = ConfigDict(extra="forbid")
+    organizationId: str
+    sendId: str
+    campaignId: str
+    phoneE164: E164
+    sent: bool
+    step: Step = Field(description="Where the lead left the send (recipient: it did not).")
+    detail: dict[str, Any] = Field(
+        description="A message, and the deciding facts (an event filter's eventFilter, "
+        "matchingEvents and the matching events' occurredAt)."
+    )
+    consistent: bool = Field(description="false when today's state gives another step.")
+    scheduledFor: UtcMillisTimestamp
+    materializedAt: UtcMillisTimestamp
+    now: StepToday | SkipJsonSchema[None] = Field(
+        None, description="Only when consistent is false: the step and facts of today's state."
+    )
+
+
 class Health(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["ok"]
@@ -115,10 +205,18 @@ _MODELS: list[type[BaseModel]] = [
     ErrorBody,
     WebhookLeadEvents,
     WebhookAccepted,
+    AudienceFilterBody,
+    AudienceFilterAnswer,
+    AudienceAccepted,
     LeadView,
+    PreviewBody,
+    SendPreview,
+    SendLeadExplanation,
     Health,
     Readiness,
 ]
+# Request bodies: described as they are validated (the rest as they are written).
+_INPUTS = (WebhookLeadEvents, AudienceFilterBody, PreviewBody)
 
 
 def _json(model: type[BaseModel], example: Any = None) -> dict[str, Any]:
@@ -133,6 +231,14 @@ _EVENTS_EXAMPLE = {
     "organizationId": 42,
     "eventType": "mastery_purchase",
     "events": [{"phoneE164": _PHONE, "occurredAt": "2026-05-12T18:34:00Z"}],
+}
+_PREVIEW_EXAMPLE = {
+    "organizationId": 42,
+    "campaignId": "mastery",
+    "scheduledFor": "2026-05-13T18:00:00Z",
+    "eventFilter": {"mode": "exclude", "eventType": "mastery_purchase"},
+    "audienceFilter": {"mode": "exclude", "leads": [{"externalId": "crm-123"}]},
+    "sample": 5,
 }
 _FILTER_EXAMPLE = {
     "organizationId": 42,
@@ -154,10 +260,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 description of every endpoint the worker serves."""
     _, schemas = models_json_schema(
-        [
-            (m, "validation" if m in (WebhookLeadEvents, AudienceFilterBody) else "serialization")
-            for m in _MODELS
-        ],
+        [(m, "validation" if m in _INPUTS else "serialization") for m in _MODELS],
         ref_template="#/components/schemas/{model}",
     )
     return {
@@ -176,7 +279,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         },
-        "paths": {**_ingest_paths(), **_lead_paths(), **_public_paths()},
+        "paths": {**_ingest_paths(), **_lead_paths(), **_send_paths(), **_public_paths()},
     }
 
 
@@ -317,6 +420,88 @@ def _lead_paths() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "The lead", "content": _json(LeadView)},
                     **_errors(400, 401, 403, 421, 503),
+                },
+            }
+        },
+    }
+
+
+def _send_paths() -> dict[str, Any]:
+    """The routes that read what a send would do, or did."""
+    return {**_preview_path(), **_explain_path()}
+
+
+def _preview_path() -> dict[str, Any]:
+    """A send previewed."""
+    return {
+        "/api/v1/sends/preview": {
+            "post": {
+                "summary": "What a send with these fields would be if materialized now (or at "
+                "scheduledFor): its counts and a sample of its recipients. Nothing is written.",
+                "security": _SECURITY,
+                "parameters": [
+                    {
+                        "name": "partitions",
+                        "in": "query",
+                        "required": False,
+                        "description": "Used between workers: answer for these lead-state "
+                        "partitions of this worker only (comma-separated), and ask no other "
+                        "worker. Without it the worker asked sums every partition's share.",
+                        "example": "0,1",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,4}(,[0-9]{1,4})*$"},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": _json(PreviewBody, _PREVIEW_EXAMPLE),
+                },
+                "responses": {
+                    "200": {"description": "The preview", "content": _json(SendPreview)},
+                    **_errors(400, 401, 403, 413, 415, 421, 503),
+                },
+            }
+        },
+    }
+
+
+def _explain_path() -> dict[str, Any]:
+    """One lead in a materialized send."""
+    return {
+        "/api/v1/sends/{organizationId}/{sendId}/leads/{phone}": {
+            "get": {
+                "summary": "Whether a materialized send messaged the lead, at which step it "
+                "left it and why, for a key of its organization (a signature is of the empty "
+                "body). Sends are kept LEADSTREAM_SEND_RETENTION_DAYS.",
+                "security": _SECURITY,
+                "parameters": [
+                    {
+                        "name": "organizationId",
+                        "in": "path",
+                        "required": True,
+                        "example": "42",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "sendId",
+                        "in": "path",
+                        "required": True,
+                        "example": "day2",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "phone",
+                        "in": "path",
+                        "required": True,
+                        "example": _PHONE,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The lead in the send",
+                        "content": _json(SendLeadExplanation),
+                    },
+                    **_errors(400, 401, 403, 404, 421, 503),
                 },
             }
         },

@@ -9,6 +9,7 @@ import faust
 from leadstream.metrics import Metrics
 from leadstream.web.audience import AudienceUpload
 from leadstream.web.http import Context, ServedView, guard_routes
+from leadstream.web.sends import SendLead, SendPreview
 from leadstream.web.views import Health, Lead, MetricsView, OpenApi, Ready
 from leadstream.web.webhooks import AudienceFilter, LeadEvents
 
@@ -27,6 +28,8 @@ ROUTES: dict[str, type[ServedView]] = {
     "/api/v1/webhooks/lead-events": LeadEvents,
     "/api/v1/webhooks/campaigns/audience-filter": AudienceFilter,
     "/api/v1/campaigns/{campaignId}/audience": AudienceUpload,
+    "/api/v1/sends/preview": SendPreview,
+    "/api/v1/sends/{organizationId}/{sendId}/leads/{phone}": SendLead,
 }
 
 

@@ -5,7 +5,7 @@ report on the internal progress topic, and the ``rejects`` record.
 The field names and their order are the JSON a consumer reads; the pydantic models in
 :mod:`leadstream.wire.models` describe the same records for the JSON Schemas, and a test
 holds the two together. Chunks are assembled from recipient entries encoded once
-(:func:`encode_recipient`), so a prepared send only joins bytes at its moment.
+(:func:`encode_recipient`, kept in the partition's index), so a send only joins bytes.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "done_record",
     "encode_chunks",
     "encode_json",
+    "decode_recipient",
     "encode_recipient",
     "reject_record",
     "send_key",
@@ -96,6 +97,15 @@ class SendSummary(msgspec.Struct, rename="camel", tag_field="type", tag="summary
 def encode_recipient(phone: str, external_id: str | None) -> bytes:
     """One entry of a chunk's ``recipients``, encoded (chunks are assembled from these)."""
     return _json.encode(Recipient(phone, external_id))
+
+
+_recipient_decoder = msgspec.json.Decoder(Recipient)
+
+
+def decode_recipient(entry: bytes) -> tuple[str, str | None]:
+    """``(phoneE164, externalId)`` of an entry made by :func:`encode_recipient`."""
+    recipient = _recipient_decoder.decode(entry)
+    return recipient.phone_e164, recipient.external_id
 
 
 def encode_chunks(

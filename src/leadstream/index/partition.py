@@ -1,0 +1,271 @@
+"""The indexes of one partition: lead ids, and per organization its campaigns' members,
+its opted-out leads and one :class:`~leadstream.index.timeline.Timeline` per event type.
+
+Everything here is derived from the partition's keys (:mod:`leadstream.state.keys`):
+:func:`build` makes it from a scan of them, and the writers of those keys keep it current
+in the same synchronous call that writes the store (``apply_events``, ``apply_members``,
+``compact_partition``), so between two awaits the index and the store agree. It lives in
+memory only: after a restart or a restore it is built again from the store, which is the
+one durable form (a test holds a rebuilt index equal to one kept current).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyroaring import BitMap
+
+from leadstream.index.timeline import Timeline
+from leadstream.state import keys
+from leadstream.state.port import PartitionStore, iter_prefix
+
+__all__ = ["Campaign", "OptTypes", "OrgIndex", "PartitionIndex", "build"]
+
+Encode = Callable[[str, str | None], bytes]
+_U64 = struct.Struct(">Q")
+_NONE = -1
+
+
+@dataclass(frozen=True, slots=True)
+class OptTypes:
+    """The event types that opt a lead out and in (settings)."""
+
+    opt_out: str
+    opt_in: str
+
+
+@dataclass(slots=True)
+class Campaign:
+    """A campaign's members in one partition: their ids, and for the members with an
+    externalId that id and their entry as a chunk carries it (the others' entries are the
+    partition's :attr:`PartitionIndex.plain` ones)."""
+
+    members: BitMap = field(default_factory=BitMap)
+    external_ids: dict[int, str] = field(default_factory=dict)
+    with_external: BitMap = field(default_factory=BitMap)
+    entries: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class OrgIndex:
+    """One organization's share of a partition."""
+
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
+    timelines: dict[str, Timeline] = field(default_factory=dict)
+    opted_out: BitMap = field(default_factory=BitMap)
+    # lead id -> [latest opt-out, latest opt-in] occurredAt (-1: none), leads with either.
+    opt_times: dict[int, list[int]] = field(default_factory=dict)
+
+    def holds_anything(self) -> bool:
+        """False for an organization whose last member and events are gone from the
+        partition (it is kept, empty, until the index is built again)."""
+        return bool(
+            any(c.members for c in self.campaigns.values())
+            or any(t.ever for t in self.timelines.values())
+            or self.opt_times
+        )
+
+    def timeline(self, event_type: str) -> Timeline:
+        timeline = self.timelines.get(event_type)
+        if timeline is None:
+            timeline = self.timelines[event_type] = Timeline()
+        return timeline
+
+
+class PartitionIndex:
+    """See the module docstring."""
+
+    def __init__(self, opt: OptTypes, encode: Encode) -> None:
+        self.opt = opt
+        self._encode = encode
+        self._ids: dict[str, int] = {}  # "org NUL phone" -> lead id
+        self.next_id = 0
+        # No folded (compacted) event is later than this: an event at or before it may be
+        # a replay of one, and the writer must look at its lead's folded record.
+        self.folded_through = -1
+        self.orgs: dict[str, OrgIndex] = {}
+        # By lead id: the entry of a member without externalId (``{"phoneE164": ...}``),
+        # encoded once for every campaign. A list, not a dict: a 1,000,000-recipient send
+        # gathers its entries with one C call (see Evaluation.entries).
+        self.plain: list[bytes | None] = []
+
+    # -- lead ids --------------------------------------------------------------------
+
+    def lead_id(self, org: str, phone: str) -> int | None:
+        return self._ids.get(org + "\0" + phone)
+
+    def assign(self, org: str, phone: str) -> tuple[int, bool]:
+        """The lead's id, and whether it is new (the caller then writes its ``L`` key)."""
+        key = org + "\0" + phone
+        lead = self._ids.get(key)
+        if lead is not None:
+            return lead, False
+        lead = self._ids[key] = self.next_id
+        self.next_id += 1
+        return lead, True
+
+    def org(self, org: str) -> OrgIndex:
+        index = self.orgs.get(org)
+        if index is None:
+            index = self.orgs[org] = OrgIndex()
+        return index
+
+    # -- what the writers of the store call ------------------------------------------
+
+    def event_added(self, org: str, lead: int, event_type: str, ts: int) -> None:
+        """A new event key (one the store did not hold)."""
+        self.events_added(org, event_type, [(lead, ts)])
+
+    def events_added(self, org: str, event_type: str, events: list[tuple[int, int]]) -> None:
+        """New event keys ``(lead, occurredAt)`` of one organization and type."""
+        index = self.org(org)
+        index.timeline(event_type).add_many(events)
+        if event_type == self.opt.opt_out or event_type == self.opt.opt_in:
+            for lead, ts in events:
+                self._opt_event(index, lead, event_type, ts)
+
+    def member_set(
+        self, org: str, campaign: str, lead: int, phone: str, external_id: str | None
+    ) -> None:
+        campaigns = self.org(org).campaigns
+        members = campaigns.get(campaign)
+        if members is None:
+            members = campaigns[campaign] = Campaign()
+        members.members.add(lead)
+        plain = self.plain
+        if len(plain) <= lead:
+            plain.extend([None] * (lead + 1 - len(plain)))
+        if plain[lead] is None:
+            plain[lead] = self._encode(phone, None)
+        if external_id is None:
+            members.external_ids.pop(lead, None)
+            members.entries.pop(lead, None)
+            members.with_external.discard(lead)
+        else:
+            members.external_ids[lead] = external_id
+            members.entries[lead] = self._encode(phone, external_id)
+            members.with_external.add(lead)
+
+    def member_removed(self, org: str, campaign: str, lead: int) -> None:
+        members = self.orgs.get(org, OrgIndex()).campaigns.get(campaign)
+        if members is not None:
+            members.members.discard(lead)
+            members.entries.pop(lead, None)
+            members.external_ids.pop(lead, None)
+            members.with_external.discard(lead)
+
+    def compacted(self, horizon_ms: int) -> None:
+        """Compaction deleted every event key before ``horizon_ms`` (and folded them)."""
+        self.folded_through = max(self.folded_through, horizon_ms - 1)
+        for index in self.orgs.values():
+            for timeline in index.timelines.values():
+                timeline.drop_before(horizon_ms)
+
+    def _opt_event(self, index: OrgIndex, lead: int, event_type: str, ts: int) -> None:
+        if event_type == self.opt.opt_out:
+            slot = 0
+        elif event_type == self.opt.opt_in:
+            slot = 1
+        else:
+            return
+        times = index.opt_times.setdefault(lead, [_NONE, _NONE])
+        if ts <= times[slot]:
+            return
+        times[slot] = ts
+        out_at, in_at = times
+        # The latest opt event wins; on the same instant the opt-out does.
+        if out_at != _NONE and out_at >= in_at:
+            index.opted_out.add(lead)
+        else:
+            index.opted_out.discard(lead)
+
+    def snapshot(self) -> dict[str, object]:
+        """Everything this index holds, comparable (a rebuild must equal it)."""
+        return {
+            "ids": dict(sorted(self._ids.items())),
+            "orgs": {
+                name: {
+                    "campaigns": {
+                        c: (
+                            list(m.members),
+                            [m.entries.get(lead, self.plain[lead]) for lead in m.members],
+                            sorted(m.external_ids.items()),
+                            list(m.with_external),
+                        )
+                        for c, m in sorted(index.campaigns.items())
+                        if m.members
+                    },
+                    "timelines": {
+                        t: tl.snapshot() for t, tl in sorted(index.timelines.items()) if tl.ever
+                    },
+                    "opted_out": list(index.opted_out),
+                    "opt_times": dict(sorted(index.opt_times.items())),
+                }
+                for name, index in sorted(self.orgs.items())
+                if index.holds_anything()
+            },
+        }
+
+
+def build(store: PartitionStore, partition: int, opt: OptTypes, encode: Encode) -> PartitionIndex:
+    """The partition's index, from one scan of its folded records, event keys and members.
+
+    A lead's id is the one its keys carry. Sticky counts follow
+    :meth:`~leadstream.domain.lead_index.LeadHistory.count`: the folded count plus the
+    event keys after the folded maximum (keys at or below it are already in the count;
+    they exist only between a restore and the next compaction)."""
+    index = PartitionIndex(opt, encode)
+    ids = index._ids  # noqa: SLF001 - filled here, once
+    highest = -1
+    folded_max: dict[tuple[str, str, str], int] = {}
+    for key, value in iter_prefix(store, partition, keys.lead_prefix()):
+        org_b, phone_b = key[2:].split(keys.SEP, 1)
+        lead = keys.decode_lead_id(value)
+        ids[org_b.decode() + "\0" + phone_b.decode()] = lead
+        highest = max(highest, lead)
+    for key, value in iter_prefix(store, partition, keys.compacted_key("", "", "")[:2]):
+        org_b, phone_b, type_b = key[2:].split(keys.SEP, 2)
+        org, phone, event_type = org_b.decode(), phone_b.decode(), type_b.decode()
+        count, max_ts, lead = keys.decode_compacted(value)
+        ids.setdefault(org + "\0" + phone, lead)
+        highest = max(highest, lead)
+        folded_max[(org, phone, event_type)] = max_ts
+        index.folded_through = max(index.folded_through, max_ts)
+        org_index = index.org(org)
+        org_index.timeline(event_type).count(lead, count)
+        index._opt_event(org_index, lead, event_type, max_ts)  # noqa: SLF001
+    decode_id = keys.decode_lead_id
+    unpack_ts = _U64.unpack
+    current: tuple[bytes, bytes, bytes] | None = None
+    timeline = Timeline()
+    org_index = OrgIndex()
+    org = phone = event_type = ""
+    after = -1
+    for key, value in iter_prefix(store, partition, keys.events_kind_prefix()):
+        head = key[2:-9]
+        ts = unpack_ts(key[-8:])[0]
+        lead = decode_id(value)
+        if current is None or head != current[0]:
+            org_b, phone_b, type_b = head.split(keys.SEP, 2)
+            current = (head, org_b, phone_b)
+            org, phone, event_type = org_b.decode(), phone_b.decode(), type_b.decode()
+            ids.setdefault(org + "\0" + phone, lead)
+            highest = max(highest, lead)
+            org_index = index.org(org)
+            timeline = org_index.timeline(event_type)
+            after = folded_max.get((org, phone, event_type), -1)
+        timeline.add_time(lead, ts)
+        if ts > after:
+            timeline.count(lead)
+            index._opt_event(org_index, lead, event_type, ts)  # noqa: SLF001
+    for key, value in iter_prefix(store, partition, keys.member_prefix("", "")[:2]):
+        org_b, campaign_b, phone_b = key[2:].split(keys.SEP, 2)
+        org, phone = org_b.decode(), phone_b.decode()
+        lead = decode_id(value)
+        ids.setdefault(org + "\0" + phone, lead)
+        highest = max(highest, lead)
+        index.member_set(org, campaign_b.decode(), lead, phone, keys.decode_external_id(value))
+    index.next_id = highest + 1
+    return index

@@ -1,0 +1,33 @@
+"""Stores for unit tests: the in-memory store with the partitions' indexes, as workers
+run the RocksDB one."""
+
+from __future__ import annotations
+
+from leadstream.index.partition import OptTypes
+from leadstream.index.table import IndexedStore
+from leadstream.state.memory import MemoryStore
+from leadstream.state.port import PartitionStore
+from leadstream.wire.records import encode_recipient
+
+__all__ = ["assert_indexes_rebuild_equal", "indexed_memory"]
+
+
+def indexed_memory(
+    opt_out: str = "opted_out", opt_in: str = "opted_in", inner: PartitionStore | None = None
+) -> IndexedStore:
+    """An indexed store over ``inner`` (by default a new :class:`MemoryStore`)."""
+    return IndexedStore(
+        inner if inner is not None else MemoryStore(), OptTypes(opt_out, opt_in), encode_recipient
+    )
+
+
+def assert_indexes_rebuild_equal(store: IndexedStore, partitions: list[int] | None = None) -> None:
+    """Every partition's index, as kept current by the writes so far, equals the index a
+    rebuild from the same keys makes (what a restart or a restore would build)."""
+    inner = store._inner
+    if partitions is None:
+        assert isinstance(inner, MemoryStore)
+        partitions = inner.partitions()
+    fresh = IndexedStore(inner, store._opt, store._encode)
+    for partition in partitions:
+        assert store.index(partition).snapshot() == fresh.index(partition).snapshot(), partition

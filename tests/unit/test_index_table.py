@@ -1,0 +1,66 @@
+"""The indexed store: an index is built from the store when first asked for, and never
+kept half-updated."""
+
+from __future__ import annotations
+
+import pytest
+
+from leadstream.domain.ingest import LeadEvent
+from leadstream.domain.lead_index import apply_events
+from leadstream.state.memory import MemoryStore
+from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
+
+BASE = 1_700_000_000_000
+
+
+class Boom(Exception):
+    pass
+
+
+class FailingAfterWrite(MemoryStore):
+    """Writes the batch, then fails: a crash between the store write and the index's."""
+
+    fail = False
+
+    def put_batch(self, partition, items, *, created_ms):
+        super().put_batch(partition, items, created_ms=created_ms)
+        if self.fail:
+            raise Boom
+
+
+def test_an_index_is_built_from_what_the_store_already_holds() -> None:
+    inner = MemoryStore()
+    first = indexed_memory(inner=inner)
+    apply_events(first, 0, [LeadEvent("o", "+15550001", "buy", BASE)], horizon_ms=0, now_ms=0)
+    second = indexed_memory(inner=inner)  # another process on the same data
+    assert not second.has_index(0)
+    assert second.index(0).lead_id("o", "+15550001") == first.index(0).lead_id("o", "+15550001")
+    assert second.index(0).snapshot() == first.index(0).snapshot()
+
+
+def test_a_write_that_fails_between_store_and_index_drops_the_index() -> None:
+    inner = FailingAfterWrite()
+    store = indexed_memory(inner=inner)
+    apply_events(store, 0, [LeadEvent("o", "+15550001", "buy", BASE)], horizon_ms=0, now_ms=0)
+    inner.fail = True
+    with pytest.raises(Boom):
+        apply_events(store, 0, [LeadEvent("o", "+15550002", "buy", BASE)], horizon_ms=0, now_ms=0)
+    assert not store.has_index(0)
+    inner.fail = False
+    # The retry finds the event stored: a duplicate; the rebuilt index has both leads.
+    again = apply_events(
+        store, 0, [LeadEvent("o", "+15550002", "buy", BASE)], horizon_ms=0, now_ms=0
+    )
+    assert (again.inserted, again.duplicates) == (0, 1)
+    assert len(store.index(0).orgs["o"].timelines["buy"].ever) == 2
+    assert_indexes_rebuild_equal(store)
+
+
+def test_drop_and_keep_only_forget_indexes() -> None:
+    store = indexed_memory()
+    for p in range(3):
+        store.index(p)
+    store.keep_only([1, 2])
+    assert [store.has_index(p) for p in range(3)] == [False, True, True]
+    store.drop([2])
+    assert [store.has_index(p) for p in range(3)] == [False, True, False]
