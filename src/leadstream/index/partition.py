@@ -80,7 +80,8 @@ class PartitionIndex:
     def __init__(self, opt: OptTypes, encode: Encode) -> None:
         self.opt = opt
         self._encode = encode
-        self._ids: dict[str, int] = {}  # "org NUL phone" -> lead id
+        # "org NUL phone" -> lead id (read directly by the ingest's hot loop).
+        self.lead_ids: dict[str, int] = {}
         self.next_id = 0
         # No folded (compacted) event is later than this: an event at or before it may be
         # a replay of one, and the writer must look at its lead's folded record.
@@ -94,15 +95,15 @@ class PartitionIndex:
     # -- lead ids --------------------------------------------------------------------
 
     def lead_id(self, org: str, phone: str) -> int | None:
-        return self._ids.get(org + "\0" + phone)
+        return self.lead_ids.get(org + "\0" + phone)
 
     def assign(self, org: str, phone: str) -> tuple[int, bool]:
         """The lead's id, and whether it is new (the caller then writes its ``L`` key)."""
         key = org + "\0" + phone
-        lead = self._ids.get(key)
+        lead = self.lead_ids.get(key)
         if lead is not None:
             return lead, False
-        lead = self._ids[key] = self.next_id
+        lead = self.lead_ids[key] = self.next_id
         self.next_id += 1
         return lead, True
 
@@ -184,7 +185,7 @@ class PartitionIndex:
     def snapshot(self) -> dict[str, object]:
         """Everything this index holds, comparable (a rebuild must equal it)."""
         return {
-            "ids": dict(sorted(self._ids.items())),
+            "ids": dict(sorted(self.lead_ids.items())),
             "orgs": {
                 name: {
                     "campaigns": {
@@ -217,7 +218,7 @@ def build(store: PartitionStore, partition: int, opt: OptTypes, encode: Encode) 
     event keys after the folded maximum (keys at or below it are already in the count;
     they exist only between a restore and the next compaction)."""
     index = PartitionIndex(opt, encode)
-    ids = index._ids  # noqa: SLF001 - filled here, once
+    ids = index.lead_ids
     highest = -1
     folded_max: dict[tuple[str, str, str], int] = {}
     for key, value in iter_prefix(store, partition, keys.lead_prefix()):

@@ -80,12 +80,13 @@ class Timeline:
         the bitmaps updated once per hour and once for the sticky counts (an ingest batch
         is mostly leads' first event of a type)."""
         by_hour: dict[int, list[int]] = {}
+        get = by_hour.get
         for lead, ts in events:
-            number, offset = divmod(ts, HOUR_MS)
-            packed = by_hour.get(number)
+            number = ts // HOUR_MS
+            packed = get(number)
             if packed is None:
                 packed = by_hour[number] = []
-            packed.append(offset << 32 | lead)
+            packed.append((ts - number * HOUR_MS) << 32 | lead)
         for number, packed in by_hour.items():
             hour = self.hours.get(number)
             if hour is None:
