@@ -239,28 +239,38 @@ def build(store: PartitionStore, partition: int, opt: OptTypes, encode: Encode) 
         index._opt_event(org_index, lead, event_type, max_ts)  # noqa: SLF001
     decode_id = keys.decode_lead_id
     unpack_ts = _U64.unpack
-    current: tuple[bytes, bytes, bytes] | None = None
-    timeline = Timeline()
-    org_index = OrgIndex()
-    org = phone = event_type = ""
+    # Gathered per (organization, event type), then given to each timeline at once: its
+    # bitmaps are updated once per hour, not once per key.
+    times: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    counted: dict[tuple[str, str], list[int]] = {}
+    head = b"\xff"
+    org = event_type = ""
+    these_times: list[tuple[int, int]] = []
+    these_counted: list[int] = []
+    opt_types = (opt.opt_out, opt.opt_in)
     after = -1
     for key, value in iter_prefix(store, partition, keys.events_kind_prefix()):
-        head = key[2:-9]
         ts = unpack_ts(key[-8:])[0]
         lead = decode_id(value)
-        if current is None or head != current[0]:
-            org_b, phone_b, type_b = head.split(keys.SEP, 2)
-            current = (head, org_b, phone_b)
+        if not key.startswith(head):
+            head = key[:-8]  # E org phone type SEP
+            org_b, phone_b, type_b = head[2:-1].split(keys.SEP, 2)
             org, phone, event_type = org_b.decode(), phone_b.decode(), type_b.decode()
             ids.setdefault(org + "\0" + phone, lead)
             highest = max(highest, lead)
-            org_index = index.org(org)
-            timeline = org_index.timeline(event_type)
+            group = (org, event_type)
+            these_times = times.setdefault(group, [])
+            these_counted = counted.setdefault(group, [])
             after = folded_max.get((org, phone, event_type), -1)
-        timeline.add_time(lead, ts)
+        these_times.append((lead, ts))
         if ts > after:
-            timeline.count(lead)
-            index._opt_event(org_index, lead, event_type, ts)  # noqa: SLF001
+            these_counted.append(lead)
+            if event_type in opt_types:
+                index._opt_event(index.org(org), lead, event_type, ts)  # noqa: SLF001
+    for (org, event_type), group_times in times.items():
+        timeline = index.org(org).timeline(event_type)
+        timeline.add_times(group_times)
+        timeline.count_many(counted[(org, event_type)])
     for key, value in iter_prefix(store, partition, keys.member_prefix("", "")[:2]):
         org_b, campaign_b, phone_b = key[2:].split(keys.SEP, 2)
         org, phone = org_b.decode(), phone_b.decode()

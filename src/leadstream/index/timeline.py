@@ -79,6 +79,11 @@ class Timeline:
         """New event keys ``(lead, ts)``: :meth:`add_time` and :meth:`count` of each, with
         the bitmaps updated once per hour and once for the sticky counts (an ingest batch
         is mostly leads' first event of a type)."""
+        self.add_times(events)
+        self.count_many([lead for lead, _ in events])
+
+    def add_times(self, events: list[tuple[int, int]]) -> None:
+        """:meth:`add_time` of every ``(lead, ts)``, each hour's bitmap updated once."""
         by_hour: dict[int, list[int]] = {}
         get = by_hour.get
         for lead, ts in events:
@@ -94,7 +99,9 @@ class Timeline:
                 bisect.insort(self._order, number)
             hour.leads.update([e & _ID_MASK for e in packed])
             hour.events.extend(packed)
-        leads = [lead for lead, _ in events]
+
+    def count_many(self, leads: list[int]) -> None:
+        """:meth:`count` of one event for each of ``leads`` (a lead may repeat)."""
         batch = BitMap(leads)
         repeated: Counter[int] = Counter()
         if len(batch) != len(leads):  # a lead twice in the batch
