@@ -86,7 +86,6 @@ __all__ = [
     "logged_batch_key",
     "logged_batch_prefix",
     "lead_events_prefix",
-    "lead_of",
     "prefix_upper_bound",
     "ts_bytes",
 ]
@@ -175,19 +174,6 @@ def decode_compacted(value: bytes) -> tuple[int, int, int]:
     """(count, max occurredAt, lead id) of the events folded away by compaction."""
     count, max_ts, lead_id = _COMPACTED_VALUE.unpack(value)
     return int(count), int(max_ts), int(lead_id)
-
-
-def lead_of(key: bytes) -> tuple[bytes, bytes] | None:
-    """``(org, phone)`` of a key that is part of a lead's history or membership (``E``,
-    ``C``, ``M``); None for any other key."""
-    kind = key[:1]
-    if kind == _EVENT or kind == _COMPACTED:
-        _, org, phone, _rest = key.split(SEP, 3)
-        return org, phone
-    if kind == _MEMBER:
-        _, org, _campaign, phone = key.split(SEP, 3)
-        return org, phone
-    return None
 
 
 def prefix_upper_bound(prefix: bytes) -> bytes:
