@@ -98,7 +98,8 @@ class PartitionIndex:
         return self.lead_ids.get(org + "\0" + phone)
 
     def assign(self, org: str, phone: str) -> tuple[int, bool]:
-        """The lead's id, and whether it is new (the caller then writes its ``L`` key)."""
+        """The lead's id, and whether it was given just now (the id travels in the values
+        of the keys the caller writes)."""
         key = org + "\0" + phone
         lead = self.lead_ids.get(key)
         if lead is not None:
@@ -114,10 +115,6 @@ class PartitionIndex:
         return index
 
     # -- what the writers of the store call ------------------------------------------
-
-    def event_added(self, org: str, lead: int, event_type: str, ts: int) -> None:
-        """A new event key (one the store did not hold)."""
-        self.events_added(org, event_type, [(lead, ts)])
 
     def events_added(self, org: str, event_type: str, events: list[tuple[int, int]]) -> None:
         """New event keys ``(lead, occurredAt)`` of one organization and type."""

@@ -66,24 +66,15 @@ class Timeline:
 
     # -- writes ----------------------------------------------------------------------
 
-    def add_time(self, lead: int, ts: int) -> None:
-        """An event key at ``ts`` (a window sees it)."""
-        number, offset = divmod(ts, HOUR_MS)
-        hour = self.hours.get(number)
-        if hour is None:
-            hour = self.hours[number] = Hour()
-            bisect.insort(self._order, number)
-        hour.add(lead, offset)
-
     def add_many(self, events: list[tuple[int, int]]) -> None:
-        """New event keys ``(lead, ts)``: :meth:`add_time` and :meth:`count` of each, with
-        the bitmaps updated once per hour and once for the sticky counts (an ingest batch
-        is mostly leads' first event of a type)."""
+        """New event keys ``(lead, ts)``: in their hours (a window sees them) and in their
+        leads' sticky counts."""
         self.add_times(events)
         self.count_many([lead for lead, _ in events])
 
     def add_times(self, events: list[tuple[int, int]]) -> None:
-        """:meth:`add_time` of every ``(lead, ts)``, each hour's bitmap updated once."""
+        """Every ``(lead, ts)`` in its hour; each hour's bitmap is updated once (an ingest
+        batch spreads over few hours, a build over all of them)."""
         by_hour: dict[int, list[int]] = {}
         get = by_hour.get
         for lead, ts in events:
@@ -101,7 +92,8 @@ class Timeline:
             hour.events.extend(packed)
 
     def count_many(self, leads: list[int]) -> None:
-        """:meth:`count` of one event for each of ``leads`` (a lead may repeat)."""
+        """One more event in the sticky count of each of ``leads`` (a lead may repeat); the
+        bitmaps are updated once (a batch is mostly leads' first event of a type)."""
         batch = BitMap(leads)
         repeated: Counter[int] = Counter()
         if len(batch) != len(leads):  # a lead twice in the batch
