@@ -82,10 +82,6 @@ class Topology:
         name = self.by_lead.get_topic_name()
         return sorted(tp.partition for tp in assignor.assigned_actives() if tp.topic == name)
 
-    def rebalances(self) -> int:
-        """How many rebalances have started so far (any change of assignment is one)."""
-        return int(self.app.rebalancing_count)
-
     def is_ready(self) -> bool:
         tables = cast("TableManager", self.app.tables)
         return bool(tables.recovery.completed.is_set() and not self.app.rebalancing)
