@@ -28,6 +28,7 @@ ENDPOINTS = [
     ("/api/v1/campaigns/hostile/audience", "application/json"),
     ("/api/v1/campaigns/hostile/audience", "application/x-ndjson"),
     ("/api/v1/campaigns/hostile/audience", "text/csv"),
+    ("/api/v1/sends/preview", "application/json"),
 ]
 
 

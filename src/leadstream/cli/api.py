@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from leadstream.cli.options import event_filter_option
 from leadstream.client.publish import build_trigger
 from leadstream.settings import Settings
 
@@ -81,13 +82,7 @@ def lead(organization_id: str, phone: str, url: str | None, api_key: str) -> Non
     default=None,
     help="RFC 3339 with offset, e.g. 2026-05-12T18:00:00Z [default: now].",
 )
-@click.option(
-    "--filter",
-    "filters",
-    multiple=True,
-    help="MODE:EVENT_TYPE[:within=MINUTES][:min=COUNT], e.g. exclude:webinar_attended:within=120. "
-    "Repeat to AND several.",
-)
+@event_filter_option
 @click.option(
     "--audience-filter",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

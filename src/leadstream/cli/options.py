@@ -17,6 +17,7 @@ from leadstream.kafka.properties import KafkaConfigError
 from leadstream.settings import Settings
 
 __all__ = [
+    "event_filter_option",
     "auth_file_option",
     "bootstrap_option",
     "data_dir_option",
@@ -81,4 +82,14 @@ auth_file_option = env_option(
     "LEADSTREAM_AUTH_FILE",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The auth file [default: DATA_DIR/auth.json].",
+)
+
+
+# A send's event filters, as `trigger` and `preview` take them.
+event_filter_option = click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    help="MODE:EVENT_TYPE[:within=MINUTES][:min=COUNT], e.g. exclude:webinar_attended:within=120. "
+    "Repeat to AND several.",
 )

@@ -13,7 +13,12 @@ import click
 from confluent_kafka import Producer
 from tqdm import tqdm
 
-from leadstream.cli.options import bootstrap_option, exits_when_kafka_refuses, prefix_option
+from leadstream.cli.options import (
+    bootstrap_option,
+    event_filter_option,
+    exits_when_kafka_refuses,
+    prefix_option,
+)
 from leadstream.cli.options import settings_from as _settings
 from leadstream.client.publish import (
     FileRow,
@@ -137,13 +142,7 @@ def publish_audience(
 @click.option(
     "--scheduled-for", required=True, help="RFC 3339 with offset, e.g. 2026-05-12T18:00:00Z."
 )
-@click.option(
-    "--filter",
-    "filters",
-    multiple=True,
-    help="MODE:EVENT_TYPE[:within=MINUTES][:min=COUNT], e.g. exclude:webinar_attended:within=120. "
-    "Repeat to AND several.",
-)
+@event_filter_option
 @click.option(
     "--audience-filter/--no-audience-filter",
     default=False,
