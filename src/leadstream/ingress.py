@@ -20,9 +20,11 @@ from leadstream.kafka.admin import broker_reachable
 from leadstream.kafka.config import KafkaConnection
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.topology import Topology
-from leadstream.web.ingress import Explained, LeadState, NotServedHere, PreviewShare
+from leadstream.web.ingress import Erasure, Explained, LeadState, NotServedHere, PreviewShare
 from leadstream.wire.commands import (
     ApplyReply,
+    EraseLead,
+    EraseReply,
     EventsBatch,
     FilterReply,
     FilterRequest,
@@ -97,6 +99,18 @@ class StreamIngress:
         finally:
             self._replies.forget(request)
 
+    async def erase(self, org: str, phone: str, request_id: str) -> Erasure:
+        queue = self._replies.expect(request_id)
+        try:
+            partition = lead_partition(org, phone, self._topo.settings.partitions)
+            await self._topo.send_command(partition, EraseLead(org, phone, request_id), wait=True)
+            while True:
+                reply = await queue.get()
+                if isinstance(reply, EraseReply):
+                    return Erasure(reply.events, reply.memberships, reply.suppression_kept)
+        finally:
+            self._replies.forget(request_id)
+
     def read_lead(self, org: str, phone: str) -> LeadState | NotServedHere:
         topo, s = self._topo, self._topo.settings
         partition = lead_partition(org, phone, s.partitions)
@@ -138,7 +152,9 @@ class StreamIngress:
         recipients = 0
         chosen: list[tuple[str, str | None]] = []
         for partition in wanted:
-            evaluation = evaluate(topo.store.index(partition), rules)
+            evaluation = evaluate(
+                topo.store.index(partition), rules, store=topo.store, partition=partition
+            )
             counts.add(evaluation.counts())
             recipients += len(evaluation.recipients)
             if len(chosen) < sample:

@@ -6,8 +6,8 @@ dictionary: the worker hands it to faust, whose own logging set-up (mode's) woul
 replace these handlers with its colored ones.
 
 A JSON line holds ``time`` (ISO 8601, UTC), ``level``, ``logger`` and ``message``; the
-``organization`` and ``send_id`` a call passes as ``extra={...}``; and an exception, with
-its stack, as the one string ``exception``.
+``organization``, ``send_id`` and ``request_id`` a call passes as ``extra={...}``; and an
+exception, with its stack, as the one string ``exception``.
 
 No log line may carry a phone number. The log calls name organizations, sends, partitions
 and counts, never a lead; as a defence, whatever looks like an E.164 number (``+`` and 7 or
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 LOG_FORMATS: Final = ("text", "json")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # What a log call may pass as ``extra={...}`` that a JSON line shows as fields of its own.
-FIELDS: Final = ("organization", "send_id")
+FIELDS: Final = ("organization", "send_id", "request_id")
 
 # "+" (or "%2B" in a URL), a digit, then at least 6 more, each after at most two
 # separators: "+15551234567", "+1 (555) 123-4567", "%2B15551234567".
@@ -53,9 +53,15 @@ _PHONE = re.compile(r"(?:\+|%2[bB])\d(?:[\s().-]{0,2}\d){6,}")
 PHONE_MASK: Final = "<phone>"
 
 
-def log_fields(*, organization: str | None = None, send_id: str | None = None) -> dict[str, str]:
-    """The ``extra={...}`` of a log call about one organization, or one send of it."""
-    fields = {"organization": organization, "send_id": send_id}
+def log_fields(
+    *,
+    organization: str | None = None,
+    send_id: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, str]:
+    """The ``extra={...}`` of a log call about one organization, one send of it, or one
+    HTTP request."""
+    fields = {"organization": organization, "send_id": send_id, "request_id": request_id}
     return {k: v for k, v in fields.items() if v is not None}
 
 

@@ -122,7 +122,10 @@ class Settings(BaseSettings):
     compaction_interval_seconds: float = Field(3600.0, gt=0)
     materialize_lead_seconds: int = Field(60, ge=0)
     send_retention_days: int = Field(
-        30, ge=1, description="How long a materialized send can be explained."
+        30,
+        ge=30,
+        description="How long a materialized send can be explained and counts against"
+        " frequency caps (at least the caps' longest window, 720 hours).",
     )
     chunk_size: int = Field(5000, ge=1, le=MAX_CHUNK_SIZE)
     opt_out_event_type: str = Field("opted_out", min_length=1, max_length=100)

@@ -62,6 +62,8 @@ def recipients_of(stack: Stack, send: str, org: int | str = ORG) -> tuple[set[st
         + counts["optedOut"]
         + counts["droppedByAudienceFilter"]
         + counts["droppedByEventFilter"]
+        + counts["droppedByFrequencyCap"]
+        + counts["droppedByQuietHours"]
     )
     assert summary["recipientCount"] == len(phones)
     assert summary["chunkCount"] == result.chunks
@@ -106,6 +108,8 @@ def test_exclude_prior_purchasers_across_a_multi_day_campaign(sends: Stack) -> N
         "droppedByAudienceFilter": 0,
         "droppedByEventFilter": 1,
         "lateAudienceFilters": 0,
+        "droppedByFrequencyCap": 0,
+        "droppedByQuietHours": 0,
     }
     # Lead 2 buys between the sends: only the second send drops it.
     sends.send_events(

@@ -71,7 +71,12 @@ class Seeded:
                 counts["droppedByEventFilter"] += 1
             else:
                 recipients[p] = external_id
-        return {**counts, "lateAudienceFilters": 0}, recipients
+        return {
+            **counts,
+            "lateAudienceFilters": 0,
+            "droppedByFrequencyCap": 0,
+            "droppedByQuietHours": 0,
+        }, recipients
 
     def _keeps(self, event_filter: dict[str, Any], p: str, at: int) -> bool:
         minutes = event_filter.get("within", {}).get("minutes")

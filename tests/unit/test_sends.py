@@ -793,6 +793,8 @@ COUNT_FIELDS = {
     "droppedByAudienceFilter",
     "droppedByEventFilter",
     "lateAudienceFilters",
+    "droppedByFrequencyCap",
+    "droppedByQuietHours",
 }
 
 
@@ -858,6 +860,8 @@ def test_counts_identity_and_summary_over_partitions() -> None:
         "droppedByAudienceFilter": len(by_af),
         "droppedByEventFilter": len(by_ev),
         "lateAudienceFilters": 2,
+        "droppedByFrequencyCap": 0,
+        "droppedByQuietHours": 0,
     }
     c = s["counts"]
     assert (
@@ -1132,4 +1136,6 @@ def test_materialization_matches_reference(
         "droppedByAudienceFilter": want_counts[2],
         "droppedByEventFilter": want_counts[3],
         "lateAudienceFilters": want_late,
+        "droppedByFrequencyCap": 0,
+        "droppedByQuietHours": 0,
     }

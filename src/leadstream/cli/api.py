@@ -14,11 +14,11 @@ from typing import Any
 
 import click
 
-from leadstream.cli.options import event_filter_option
+from leadstream.cli.options import controls_options, event_filter_option
 from leadstream.client.publish import build_trigger
 from leadstream.settings import Settings
 
-__all__ = ["explain", "lead", "preview"]
+__all__ = ["erase", "explain", "lead", "preview"]
 
 # Long enough for a preview that asks every other worker for its share (each within
 # LEADSTREAM_HTTP_TIMEOUT_SECONDS, 30 by default).
@@ -36,7 +36,9 @@ _api_key_option = click.option(
 )
 
 
-def _ask_worker(url: str | None, path: str, api_key: str, body: Any = None) -> None:
+def _ask_worker(
+    url: str | None, path: str, api_key: str, body: Any = None, *, method: str | None = None
+) -> None:
     """Print the worker's JSON answer to ``path`` (a POST of ``body`` when there is one);
     exit 1 after printing an error answer, or saying that no worker answered."""
     base = (url or f"http://127.0.0.1:{Settings().web_port}").rstrip("/")
@@ -46,7 +48,7 @@ def _ask_worker(url: str | None, path: str, api_key: str, body: Any = None) -> N
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
     request = urllib.request.Request(  # noqa: S310 - user-given URL
-        base + path, data=data, headers=headers
+        base + path, data=data, headers=headers, method=method
     )
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS) as resp:  # noqa: S310
@@ -75,6 +77,19 @@ def lead(organization_id: str, phone: str, url: str | None, api_key: str) -> Non
 
 
 @click.command()
+@click.argument("organization_id")
+@click.argument("phone")
+@_url_option
+@_api_key_option
+def erase(organization_id: str, phone: str, url: str | None, api_key: str) -> None:
+    """Erase a lead: its events, memberships, send history and index entries, everywhere
+    in the state and its changelog; an opted-out lead leaves a suppression (a keyed hash,
+    not the phone), so that it stays opted out if it comes back."""
+    path = f"/api/v1/leads/{_segment(organization_id)}/{_segment(phone)}"
+    _ask_worker(url, path, api_key, method="DELETE")
+
+
+@click.command()
 @click.option("--org", "organization_id", required=True)
 @click.option("--campaign", "campaign_id", required=True)
 @click.option(
@@ -83,6 +98,7 @@ def lead(organization_id: str, phone: str, url: str | None, api_key: str) -> Non
     help="RFC 3339 with offset, e.g. 2026-05-12T18:00:00Z [default: now].",
 )
 @event_filter_option
+@controls_options
 @click.option(
     "--audience-filter",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -104,6 +120,8 @@ def preview(
     campaign_id: str,
     scheduled_for: str | None,
     filters: tuple[str, ...],
+    quiet_hours: str | None,
+    frequency_cap: str | None,
     audience_filter: Path | None,
     sample: int,
     url: str | None,
@@ -112,9 +130,16 @@ def preview(
     """Preview a send: the counts and some recipients it would have if materialized now
     (or at --scheduled-for), from a running worker. Nothing is written."""
     try:
-        body = _preview_body(organization_id, campaign_id, scheduled_for, list(filters))
+        body = _preview_body(
+            organization_id,
+            campaign_id,
+            scheduled_for,
+            list(filters),
+            frequency_cap=frequency_cap,
+            quiet_hours=quiet_hours,
+        )
     except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--filter") from None
+        raise click.BadParameter(str(err)) from None
     if audience_filter is not None:
         body["audienceFilter"] = _read_json(audience_filter)
     body["sample"] = sample
@@ -122,7 +147,13 @@ def preview(
 
 
 def _preview_body(
-    organization_id: str, campaign_id: str, scheduled_for: str | None, filters: list[str]
+    organization_id: str,
+    campaign_id: str,
+    scheduled_for: str | None,
+    filters: list[str],
+    *,
+    frequency_cap: str | None = None,
+    quiet_hours: str | None = None,
 ) -> dict[str, Any]:
     """The trigger ``leadstream trigger`` would publish, without the sendId a preview does
     without, and without scheduledFor when none is given (the worker then takes now)."""
@@ -133,6 +164,8 @@ def _preview_body(
         scheduled_for=scheduled_for or "",
         filters=filters,
         audience_filter=False,
+        frequency_cap=frequency_cap,
+        quiet_hours=quiet_hours,
     )
     body = {k: v for k, v in trigger.items() if k not in ("sendId", "scheduledFor")}
     if scheduled_for is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from leadstream.cli.api import explain, lead, preview
+from leadstream.cli.api import erase, explain, lead, preview
 from leadstream.cli.keys import keys
 from leadstream.cli.run import kafka, worker
 from leadstream.cli.topics import publish, recipients, trigger
@@ -47,7 +47,7 @@ def _configure_logging() -> None:
         logger.warning("%s; logging as text at INFO", problem)
 
 
-for command in (worker, kafka, publish, trigger, recipients, lead, preview, explain, keys):
+for command in (worker, kafka, publish, trigger, recipients, lead, preview, explain, erase, keys):
     main.add_command(command)
 
 

@@ -17,6 +17,7 @@ from leadstream.kafka.properties import KafkaConfigError
 from leadstream.settings import Settings
 
 __all__ = [
+    "controls_options",
     "event_filter_option",
     "auth_file_option",
     "bootstrap_option",
@@ -90,6 +91,23 @@ event_filter_option = click.option(
     "--filter",
     "filters",
     multiple=True,
-    help="MODE:EVENT_TYPE[:within=MINUTES][:min=COUNT], e.g. exclude:webinar_attended:within=120. "
-    "Repeat to AND several.",
+    help="MODE:EVENT_TYPE[:within=MINUTES][:min=COUNT][:where=KEY=VALUE], e.g."
+    " exclude:webinar_attended:within=120 or include:purchase:where=plan=gold|silver."
+    " Repeat to AND several.",
 )
+
+
+def controls_options(command: _FC) -> _FC:
+    """A send's compliance controls, as `trigger` and `preview` take them."""
+    command = click.option(
+        "--quiet-hours",
+        default=None,
+        help="HH:MM-HH:MM[@TIME_ZONE]: no message while the lead's local time is in it,"
+        " e.g. 21:00-08:00 (the zone decides for numbers with several zones).",
+    )(command)
+    return click.option(
+        "--frequency-cap",
+        default=None,
+        help="MAX_SENDS/HOURS: skip leads that received MAX_SENDS sends of the organization"
+        " scheduled in the HOURS before this one, e.g. 1/24.",
+    )(command)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from leadstream.cli.options import (
     bootstrap_option,
+    controls_options,
     event_filter_option,
     exits_when_kafka_refuses,
     prefix_option,
@@ -143,6 +144,7 @@ def publish_audience(
     "--scheduled-for", required=True, help="RFC 3339 with offset, e.g. 2026-05-12T18:00:00Z."
 )
 @event_filter_option
+@controls_options
 @click.option(
     "--audience-filter/--no-audience-filter",
     default=False,
@@ -157,6 +159,8 @@ def trigger(
     send_id: str,
     scheduled_for: str,
     filters: tuple[str, ...],
+    quiet_hours: str | None,
+    frequency_cap: str | None,
     audience_filter: bool,
     bootstrap: str | None,
     topic_prefix: str | None,
@@ -171,6 +175,8 @@ def trigger(
             scheduled_for=scheduled_for,
             filters=list(filters),
             audience_filter=audience_filter,
+            frequency_cap=frequency_cap,
+            quiet_hours=quiet_hours,
         )
         parse_trigger(value)  # refuse here what the worker would reject
     except (RowError, ValueError) as err:

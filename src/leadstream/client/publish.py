@@ -256,25 +256,16 @@ def build_trigger(
     scheduled_for: str,
     filters: list[str],
     audience_filter: bool,
+    frequency_cap: str | None = None,
+    quiet_hours: str | None = None,
 ) -> dict[str, Any]:
     """A ``send-triggers`` value from CLI flags.
 
-    A filter is written ``MODE:EVENT_TYPE[:within=MINUTES][:min=COUNT]``.
+    A filter is written ``MODE:EVENT_TYPE[:within=MINUTES][:min=COUNT][:where=KEY=VALUE]``
+    (``where`` repeatable; ``VALUE`` is a JSON scalar or else a string, ``a|b`` for either);
+    a frequency cap ``MAX_SENDS/HOURS``; quiet hours ``HH:MM-HH:MM[@TIME_ZONE]``.
     """
-    parsed = []
-    for spec in filters:
-        mode, _, rest = spec.partition(":")
-        event_type, *options = rest.split(":")
-        item: dict[str, Any] = {"mode": mode, "eventType": event_type}
-        for option in options:
-            name, _, value = option.partition("=")
-            if name == "within":
-                item["within"] = {"minutes": int(value)}
-            elif name == "min":
-                item["minCount"] = int(value)
-            else:
-                raise ValueError(f"unknown filter option {option!r} in {spec!r} (within=, min=)")
-        parsed.append(item)
+    parsed = [_filter_flag(spec) for spec in filters]
     trigger: dict[str, Any] = {
         "organizationId": organization_id,
         "campaignId": campaign_id,
@@ -287,4 +278,45 @@ def build_trigger(
         trigger["eventFilters"] = parsed
     if audience_filter:
         trigger["audienceFilter"] = {"enabled": True}
+    if frequency_cap is not None:
+        sends, slash, hours = frequency_cap.partition("/")
+        if not slash:
+            raise ValueError(f"a frequency cap is MAX_SENDS/HOURS, got {frequency_cap!r}")
+        trigger["frequencyCap"] = {"maxSends": int(sends), "withinHours": int(hours)}
+    if quiet_hours is not None:
+        span, at, zone = quiet_hours.partition("@")
+        start, dash, end = span.partition("-")
+        if not dash:
+            raise ValueError(f"quiet hours are HH:MM-HH:MM[@TIME_ZONE], got {quiet_hours!r}")
+        trigger["quietHours"] = {"start": start, "end": end} | ({"timeZone": zone} if at else {})
     return trigger
+
+
+def _filter_flag(spec: str) -> dict[str, Any]:
+    mode, _, rest = spec.partition(":")
+    event_type, *options = rest.split(":")
+    item: dict[str, Any] = {"mode": mode, "eventType": event_type}
+    for option in options:
+        name, _, value = option.partition("=")
+        if name == "within":
+            item["within"] = {"minutes": int(value)}
+        elif name == "min":
+            item["minCount"] = int(value)
+        elif name == "where" and "=" in value:
+            key, _, wanted = value.partition("=")
+            values = [_scalar_flag(v) for v in wanted.split("|")]
+            item.setdefault("where", {})[key] = values[0] if len(values) == 1 else {"in": values}
+        else:
+            raise ValueError(
+                f"unknown filter option {option!r} in {spec!r} (within=, min=, where=KEY=VALUE)"
+            )
+    return item
+
+
+def _scalar_flag(text: str) -> Any:
+    """A JSON scalar when ``text`` is one (``7``, ``true``, ``null``, ``"7"``), else the text."""
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+    return value if not isinstance(value, dict | list) else text

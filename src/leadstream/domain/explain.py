@@ -19,11 +19,13 @@ from typing import Any
 import msgspec
 from pyroaring import BitMap
 
+from leadstream.domain.controls import WhereMatcher, phone_zones
 from leadstream.domain.lead_index import LeadHistory, lead_history
 from leadstream.domain.normalize import format_ms
 from leadstream.domain.sends import EventFilter, SendRules, SendTrigger
 from leadstream.index.evaluate import Evaluation
 from leadstream.index.partition import PartitionIndex
+from leadstream.index.table import IndexedStore
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
 
@@ -31,7 +33,9 @@ __all__ = [
     "Explanation",
     "SendRecord",
     "Step",
+    "deliver_send",
     "explain_lead",
+    "received_sends",
     "expire_send_records",
     "read_send_record",
     "record_send",
@@ -47,6 +51,8 @@ class Step:
     OPTED_OUT = "optedOut"
     AUDIENCE_FILTER = "audienceFilter"
     EVENT_FILTER = "eventFilter"
+    FREQUENCY_CAP = "frequencyCap"
+    QUIET_HOURS = "quietHours"
     RECIPIENT = "recipient"
 
 
@@ -60,6 +66,9 @@ class SendRecord(msgspec.Struct, array_like=True, frozen=True):
     recipients: bytes
     # The leads the audience filter named (serialized bitmap; empty without a filter).
     audience_filter_named: bytes
+    # Records written before the compliance controls have neither.
+    dropped_by_frequency_cap: bytes = b""
+    dropped_by_quiet_hours: bytes = b""
 
     def named_by_filter(self, lead: int | None) -> bool:
         return lead is not None and lead in BitMap.deserialize(self.audience_filter_named)
@@ -73,8 +82,10 @@ class SendRecord(msgspec.Struct, array_like=True, frozen=True):
             (Step.OPTED_OUT, self.opted_out),
             (Step.AUDIENCE_FILTER, self.dropped_by_audience_filter),
             (Step.EVENT_FILTER, self.dropped_by_event_filter),
+            (Step.FREQUENCY_CAP, self.dropped_by_frequency_cap),
+            (Step.QUIET_HOURS, self.dropped_by_quiet_hours),
         ):
-            if lead in BitMap.deserialize(bitmap):
+            if bitmap and lead in BitMap.deserialize(bitmap):
                 return step
         return Step.NOT_IN_AUDIENCE
 
@@ -101,9 +112,43 @@ def record_send(
         evaluation.dropped_by_event_filter.serialize(),
         evaluation.recipients.serialize(),
         (evaluation.named if evaluation.named is not None else BitMap()).serialize(),
+        evaluation.dropped_by_frequency_cap.serialize(),
+        evaluation.dropped_by_quiet_hours.serialize(),
     )
     key = keys.send_record_key(trigger.organization_id, trigger.send_id)
     store.put(partition, key, _encoder.encode(record))
+
+
+def deliver_send(store: IndexedStore, partition: int, org: str, send: str) -> None:
+    """The partition's output of the send is committed: from now on its recipients count
+    against frequency caps (an ``H`` key, from the send's record). Idempotent, so the
+    materializer repeats it when a crash came between the commit and this."""
+    key = keys.history_key(org, send)
+    if store.get(partition, key) is not None:
+        return
+    record = read_send_record(store, partition, org, send)
+    if record is None:  # the record expired meanwhile: nothing left to count
+        return
+    at = record.trigger.scheduled_for
+    with store.updating(partition) as index:
+        store.put(partition, key, keys.history_value(at, record.recipients))
+        index.send_delivered(org, send, at, BitMap.deserialize(record.recipients))
+
+
+def received_sends(
+    store: PartitionStore, partition: int, org: str, lead: int | None
+) -> list[tuple[str, int]]:
+    """``(sendId, scheduledFor)`` of the organization's committed sends that messaged the
+    lead (id), oldest first."""
+    if lead is None:
+        return []
+    out = []
+    prefix = keys.history_key(org, "")
+    for key, value in iter_prefix(store, partition, prefix):
+        at, recipients = keys.decode_history(value)
+        if lead in BitMap.deserialize(recipients):
+            out.append((key[len(prefix) :].decode(), at))
+    return sorted(out, key=lambda s: (s[1], s[0]))
 
 
 def read_send_record(
@@ -114,9 +159,10 @@ def read_send_record(
 
 
 def expire_send_records(
-    store: PartitionStore, partition: int, *, now_ms: int, retention_days: int
+    store: IndexedStore, partition: int, *, now_ms: int, retention_days: int
 ) -> int:
-    """Delete the records of sends materialized more than ``retention_days`` ago."""
+    """Delete the records of sends materialized more than ``retention_days`` ago, and the
+    send history of sends scheduled for before then."""
     horizon = now_ms - retention_days * DAY_MS
     old = [
         key
@@ -125,6 +171,16 @@ def expire_send_records(
     ]
     for key in old:
         store.delete(partition, key)
+    gone = [
+        key
+        for key, value in iter_prefix(store, partition, keys.history_prefix())
+        if keys.decode_history(value)[0] < horizon
+    ]
+    with store.updating(partition) as index:
+        for key in gone:
+            store.delete(partition, key)
+            org, send = key[2:].split(keys.SEP, 1)
+            index.send_forgotten(org.decode(), send.decode())
     return len(old)
 
 
@@ -158,13 +214,64 @@ def explain_lead(
     rules = SendRules(trigger, None, opt_out_type, opt_in_type)
     mode = record.audience_filter_mode
     dropped_by_filter = mode is not None and record.named_by_filter(lead) != (mode == "include")
-    now, detail = _evaluate_today(rules, history, member, dropped_by_filter, mode)
+    today = _Today(rules, history, phone, received_sends(store, partition, org, lead))
+    now, detail = today.evaluate(member, dropped_by_filter, mode)
     if now == then:
         return Explanation(then == Step.RECIPIENT, then, detail, True)
     recorded = {
         "message": f"at materialization the lead left at step {then}; today's state says {now}",
     }
     return Explanation(then == Step.RECIPIENT, then, recorded, False, now, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class _Today:
+    """A lead's facts today: its history, its phone, the committed sends it received."""
+
+    rules: SendRules
+    history: LeadHistory
+    phone: str
+    received: list[tuple[str, int]]
+
+    def evaluate(
+        self, member: bool, dropped_by_filter: bool, filter_mode: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        step, detail = _evaluate_today(
+            self.rules, self.history, member, dropped_by_filter, filter_mode
+        )
+        if step != Step.RECIPIENT:
+            return step, detail
+        trigger = self.rules.trigger
+        at = trigger.scheduled_for
+        cap = trigger.frequency_cap
+        if cap is not None:
+            counted = [(s, t) for s, t in self.received if cap.counts(at, t)]
+            facts = {
+                "maxSends": cap.max_sends,
+                "withinHours": cap.within_hours,
+                "sends": [{"sendId": s, "scheduledFor": format_ms(t)} for s, t in counted],
+            }
+            if len(counted) >= cap.max_sends:
+                message = (
+                    f"received {len(counted)} sends in the {cap.within_hours} hours before"
+                    f" this one; the cap is {cap.max_sends}"
+                )
+                return Step.FREQUENCY_CAP, {"message": message, **facts}
+            detail["frequencyCap"] = facts
+        quiet = trigger.quiet_hours
+        if quiet is not None:
+            decision = quiet.decide(phone_zones(self.phone), at)
+            facts = {
+                "timeZone": decision.zone,
+                "localTime": decision.local_time,
+                **quiet.describe(),
+            }
+            if decision.quiet:
+                where = decision.zone or "no known time zone (treated as quiet)"
+                message = f"local time {decision.local_time or '?'} in {where} is in quiet hours"
+                return Step.QUIET_HOURS, {"message": message, **facts}
+            detail["quietHours"] = facts
+        return step, detail
 
 
 def _evaluate_today(
@@ -174,9 +281,10 @@ def _evaluate_today(
     dropped_by_filter: bool,
     filter_mode: str | None,
 ) -> tuple[str, dict[str, Any]]:
-    """The lead's step for the send on today's state, and the facts that decide it. The
-    audience filter is the one the send applied, as the leads it named then (a lead that
-    joined the campaign since with a named externalId is not among them)."""
+    """The lead's step for the send on today's state, and the facts that decide it, up to
+    the event filters. The audience filter is the one the send applied, as the leads it
+    named then (a lead that joined the campaign since with a named externalId is not among
+    them)."""
     trigger = rules.trigger
     if not member:
         return Step.NOT_IN_AUDIENCE, {
@@ -184,6 +292,11 @@ def _evaluate_today(
             "campaignId": trigger.campaign_id,
         }
     opt = history.opt_state(rules.opt_out_type, rules.opt_in_type)
+    if opt.opted_out and opt.latest_at is not None and opt.latest_at == history.suppressed_at:
+        return Step.OPTED_OUT, {
+            "message": "the phone was erased while opted out; its suppression keeps it opted out",
+            "suppressedAt": format_ms(opt.latest_at),
+        }
     if opt.opted_out:
         return Step.OPTED_OUT, {
             "message": f"latest opt event is {opt.latest_type}",
@@ -217,17 +330,26 @@ def _filter_facts(
         since = max(0, scheduled_for - event_filter.within_minutes * 60_000)
     type_b = event_filter.event_type.encode()
     until = scheduled_for if since is not None else None
-    count = history.count(type_b, since_ms=since, until_ms=until)
+    where = WhereMatcher(event_filter.where) if event_filter.where else None
+    count = history.count(type_b, since_ms=since, until_ms=until, where=where)
+    all_times = history.times.get(type_b, [])
+    metadata = history.metadata.get(type_b) or [None] * len(all_times)
     times = [
         ts
-        for ts in history.times.get(type_b, ())
-        if (since is None or since <= ts) and (until is None or ts <= until)
+        for ts, meta in zip(all_times, metadata, strict=True)
+        if (since is None or since <= ts)
+        and (until is None or ts <= until)
+        and (where is None or where(meta))
     ]
     has = count >= event_filter.min_count
     described: dict[str, Any] = {"mode": event_filter.mode, "eventType": event_filter.event_type}
     if event_filter.within_minutes is not None:
         described["within"] = {"minutes": event_filter.within_minutes}
     described["minCount"] = event_filter.min_count
+    if event_filter.where:
+        described["where"] = {
+            k: v[0] if len(v) == 1 else {"in": list(v)} for k, v in event_filter.where
+        }
     facts: dict[str, Any] = {
         "eventFilter": described,
         "matchingEvents": count,
@@ -235,7 +357,7 @@ def _filter_facts(
         "keeps": has if event_filter.mode == "include" else not has,
     }
     folded = history.folded.get(type_b)
-    if since is None and folded is not None:
+    if since is None and folded is not None and where is None:
         facts["foldedEvents"] = folded[0]
     return facts
 

@@ -15,12 +15,12 @@ and opt-out answers never change, and windows up to the retention still see ever
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from leadstream.domain.ingest import LeadEvent
-from leadstream.index.partition import PartitionIndex
+from leadstream.index.partition import PartitionIndex, lead_digest
 from leadstream.index.table import IndexedStore
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
@@ -60,9 +60,9 @@ def apply_events(
 
     Every event key of the call (new or duplicate) is written in one
     :meth:`~leadstream.state.port.PartitionStore.put_batch`. A duplicate's key is written
-    again (same value, idempotent): after a crash the local RocksDB can hold a write whose
-    changelog record never left the process; the source message is then processed again,
-    and re-writing makes the changelog whole again.
+    again with the value already stored (the first metadata wins): after a crash the local
+    RocksDB can hold a write whose changelog record never left the process; the source
+    message is then processed again, and re-writing makes the changelog whole again.
 
     ``horizon_ms`` is the current compaction horizon: an event older than the newest event
     already folded for its (lead, eventType) cannot be told apart from a replay, so it
@@ -108,13 +108,16 @@ def _apply_events(
         lead = ids.get(org + "\0" + phone)
         if lead is None:
             lead, _new = assign(org, phone)
-        puts[key] = value_of(lead)
+        puts[key] = value_of(lead, ev.metadata)
         added.append(ev)
         leads.append(lead)
     if not puts:
         return ApplyResult(0, duplicates)
     # One lookup call for the whole batch, not one per event (see PartitionStore.get_many).
     seen = store.get_many(partition, list(puts))
+    for key, before in zip(puts, seen, strict=True):
+        if before is not None:
+            puts[key] = before
     store.put_batch(partition, list(puts.items()), created_ms=now_ms)
     new: dict[tuple[str, str], list[tuple[int, int]]] = {}
     inserted = 0
@@ -132,8 +135,18 @@ def _apply_events(
 
 
 def lead_history(store: PartitionStore, partition: int, org: str, phone: str) -> LeadHistory:
-    """One lead's history: one scan of its event keys, one of its folded records."""
-    return OrgScan(store, partition, org, start=phone).history(phone)
+    """One lead's history: one scan of its event keys, one of its folded records, and
+    whether the phone was erased while opted out (a suppression, see domain.erase)."""
+    history = OrgScan(store, partition, org, start=phone).history(phone)
+    hash_key = store.get(partition, keys.hash_key_key())
+    if hash_key is None:
+        return history
+    value = store.get(partition, keys.suppression_key(org, lead_digest(hash_key, org, phone)))
+    if value is None:
+        return history
+    return LeadHistory(
+        history.times, history.folded, history.metadata, int.from_bytes(value, "big")
+    )
 
 
 def count_events(
@@ -242,6 +255,10 @@ class LeadHistory:
 
     times: dict[bytes, list[int]]
     folded: dict[bytes, tuple[int, int]]
+    # Per type, beside ``times``: each event key's stored metadata (compact JSON or None).
+    metadata: dict[bytes, list[bytes | None]] = field(default_factory=dict)
+    # The phone was erased at this time while opted out: an opt-out at that instant.
+    suppressed_at: int | None = None
 
     def count(
         self,
@@ -250,16 +267,27 @@ class LeadHistory:
         since_ms: int | None = None,
         until_ms: int | None = None,
         limit: int | None = None,
+        where: Callable[[bytes | None], bool] | None = None,
     ) -> int:
         """Distinct events of ``event_type`` with ``since_ms <= occurredAt <= until_ms``,
         at most ``limit`` (a ``minCount`` question needs no more).
 
         Without ``since_ms`` (sticky) the folded count is included; event keys at or
         below the folded maximum are already in it (they exist only while a compaction
-        is between its summary write and its deletes). A window sees event keys only."""
+        is between its summary write and its deletes). A window sees event keys only.
+        With ``where`` (a metadata condition) only event keys count, those whose stored
+        metadata meets it: folded events keep none."""
         times = self.times.get(event_type, ())
         upper = until_ms if until_ms is not None else 2**64
-        if since_ms is None:
+        if where is not None:
+            lower = since_ms if since_ms is not None else -1
+            metadata = self.metadata.get(event_type) or [None] * len(times)
+            count = sum(
+                1
+                for ts, meta in zip(times, metadata, strict=True)
+                if lower <= ts <= upper and where(meta)
+            )
+        elif since_ms is None:
             count, max_folded = self.folded.get(event_type, (0, -1))
             count += sum(1 for ts in times if max_folded < ts <= upper)
         else:
@@ -275,8 +303,11 @@ class LeadHistory:
         return latest
 
     def opt_state(self, opt_out_type: str, opt_in_type: str) -> OptState:
-        """The latest opt event by occurredAt; on the same instant opt-out wins."""
+        """The latest opt event by occurredAt; on the same instant opt-out wins. A
+        suppression counts as an opt-out at the erase."""
         out_at, in_at = self.latest(opt_out_type.encode()), self.latest(opt_in_type.encode())
+        if self.suppressed_at is not None and (out_at is None or self.suppressed_at > out_at):
+            out_at = self.suppressed_at
         if out_at is None and in_at is None:
             return OptState(False, None, None)
         if in_at is None or (out_at is not None and out_at >= in_at):
@@ -314,20 +345,21 @@ class OrgScan:
     def history(self, phone: str) -> LeadHistory:
         """The lead's history; ``phone`` must not sort before the previous call's."""
         key = phone.encode()
-        times = self._events.take(key)
+        events = self._events.take(key)
         folded = self._folded.take(key)
-        if not times and not folded:
+        if not events and not folded:
             return _NO_LEAD
         return LeadHistory(
-            times,
+            {t: [ts for ts, _ in rows] for t, rows in events.items()},
             {t: keys.decode_compacted(v)[:2] for t, v in folded.items()},
+            {t: [keys.event_metadata(v) for _, v in rows] for t, rows in events.items()},
         )
 
 
 class _Merge:
     """One ordered scan under ``prefix``, consumed lead by lead. Event keys end in
-    ``SEP ts(u64)`` and gather as times per type; folded keys end in the type and keep
-    their value."""
+    ``SEP ts(u64)`` and gather as (time, value) pairs per type; folded keys end in the
+    type and keep their value."""
 
     def __init__(
         self,
@@ -345,7 +377,7 @@ class _Merge:
         self._upper = keys.prefix_upper_bound(prefix)
         self._reseek_after = reseek_after
         self._timed = timed
-        self._head: tuple[bytes, bytes, bytes] | None = None
+        self._head: tuple[bytes, bytes, bytes, bytes] | None = None
         self._seek(prefix + first)
 
     def _seek(self, lower: bytes) -> None:
@@ -357,10 +389,10 @@ class _Merge:
         for key, value in self._items:
             if self._timed:
                 phone, _, event_type = key[skip:-9].partition(SEP)
-                self._head = (phone, event_type, key[-8:])
+                self._head = (phone, event_type, key[-8:], value)
             else:
                 phone, _, event_type = key[skip:].partition(SEP)
-                self._head = (phone, event_type, value)
+                self._head = (phone, event_type, value, value)
             return
         self._head = None
 
@@ -375,9 +407,9 @@ class _Merge:
             self._advance()
             steps += 1
         while self._head is not None and self._head[0] == phone:
-            _, event_type, tail = self._head
+            _, event_type, tail, value = self._head
             if self._timed:
-                out.setdefault(event_type, []).append(_U64.unpack(tail)[0])
+                out.setdefault(event_type, []).append((_U64.unpack(tail)[0], value))
             else:
                 out[event_type] = tail
             self._advance()

@@ -2,13 +2,14 @@
 (docs/contract.md, section 3).
 
 Materialization of one send over one partition's leads counts each audience member at
-the first step that drops it, in this order: opted out, audience filter, event filters.
+the first step that drops it, in this order: opted out, audience filter, event filters,
+frequency cap, quiet hours (the last two: :mod:`leadstream.domain.controls`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Literal, NamedTuple
@@ -16,6 +17,16 @@ from typing import Any, Literal, NamedTuple
 import msgspec
 
 from leadstream.domain.audience import normalize_external_id
+from leadstream.domain.controls import (
+    FrequencyCap,
+    QuietHours,
+    Where,
+    WhereMatcher,
+    parse_frequency_cap,
+    parse_quiet_hours,
+    parse_where,
+    phone_zones,
+)
 from leadstream.domain.lead_index import LeadHistory
 from leadstream.domain.normalize import (
     normalize_event_type,
@@ -68,6 +79,15 @@ class EventFilter:
     event_type: str
     within_minutes: int | None = None
     min_count: int = 1
+    # Metadata conditions an event must meet to count (empty: every event counts).
+    where: Where = ()
+
+    def window(self, scheduled_for: int) -> tuple[int, int] | None:
+        """``[since, until]`` of a windowed filter at ``scheduled_for``; None when sticky."""
+        if self.within_minutes is None:
+            return None
+        # No event is older than the epoch.
+        return max(0, scheduled_for - self.within_minutes * 60_000), scheduled_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +100,8 @@ class SendTrigger:
     scheduled_for: int
     event_filters: tuple[EventFilter, ...] = ()
     audience_filter_enabled: bool = False
+    frequency_cap: FrequencyCap | None = None
+    quiet_hours: QuietHours | None = None
 
     def due_at(self, lead_ms: int) -> int:
         """When to materialize: ``scheduledFor - LEADSTREAM_MATERIALIZE_LEAD_SECONDS``."""
@@ -131,11 +153,13 @@ def _event_filter(doc: Any) -> EventFilter:
             raise RowError(Reason.INVALID_JSON, 'within must be {"minutes": int >= 1}')
         minutes = _positive_int(within.get("minutes"), "within.minutes", MAX_WITHIN_MINUTES)
     min_count = doc.get("minCount")
+    where = doc.get("where")
     return EventFilter(
         _mode(doc.get("mode"), "eventFilter.mode"),
         normalize_event_type(doc.get("eventType")),
         minutes,
         1 if min_count is None else _positive_int(min_count, "minCount", MAX_MIN_COUNT),
+        () if where is None else parse_where(where),
     )
 
 
@@ -161,7 +185,17 @@ def parse_trigger(doc: Any) -> SendTrigger:
         if not isinstance(switch, dict) or not isinstance(switch.get("enabled", False), bool):
             raise RowError(Reason.INVALID_JSON, 'audienceFilter must be {"enabled": bool}')
         enabled = bool(switch.get("enabled", False))
-    return SendTrigger(org, campaign, send, scheduled_ms, filters, enabled)
+    cap, quiet = doc.get("frequencyCap"), doc.get("quietHours")
+    return SendTrigger(
+        org,
+        campaign,
+        send,
+        scheduled_ms,
+        filters,
+        enabled,
+        None if cap is None else parse_frequency_cap(cap),
+        None if quiet is None else parse_quiet_hours(quiet),
+    )
 
 
 def parse_audience_filter(doc: Any, *, region: str) -> tuple[str, str, str, AudienceFilterSpec]:
@@ -217,18 +251,14 @@ def resolve_audience_filter(
 
 def keeps(history: LeadHistory, event_filter: EventFilter, scheduled_for: int) -> bool:
     """Does ``event_filter`` keep the lead for a send firing at ``scheduled_for``?"""
-    since = None
-    until = None
-    if event_filter.within_minutes is not None:
-        # No event is older than the epoch.
-        since = max(0, scheduled_for - event_filter.within_minutes * 60_000)
-        until = scheduled_for
+    window = event_filter.window(scheduled_for)
     has = (
         history.count(
             event_filter.event_type.encode(),
-            since_ms=since,
-            until_ms=until,
+            since_ms=window[0] if window else None,
+            until_ms=window[1] if window else None,
             limit=event_filter.min_count,
+            where=WhereMatcher(event_filter.where) if event_filter.where else None,
         )
         >= event_filter.min_count
     )
@@ -242,6 +272,8 @@ class Outcome(IntEnum):
     OPTED_OUT = 1
     DROPPED_BY_AUDIENCE_FILTER = 2
     DROPPED_BY_EVENT_FILTER = 3
+    DROPPED_BY_FREQUENCY_CAP = 4
+    DROPPED_BY_QUIET_HOURS = 5
 
 
 @dataclass(slots=True)
@@ -250,12 +282,27 @@ class Counts:
     opted_out: int = 0
     dropped_by_audience_filter: int = 0
     dropped_by_event_filter: int = 0
+    dropped_by_frequency_cap: int = 0
+    dropped_by_quiet_hours: int = 0
 
     def add(self, other: Counts) -> None:
         self.audience += other.audience
         self.opted_out += other.opted_out
         self.dropped_by_audience_filter += other.dropped_by_audience_filter
         self.dropped_by_event_filter += other.dropped_by_event_filter
+        self.dropped_by_frequency_cap += other.dropped_by_frequency_cap
+        self.dropped_by_quiet_hours += other.dropped_by_quiet_hours
+
+    @property
+    def recipients(self) -> int:
+        return (
+            self.audience
+            - self.opted_out
+            - self.dropped_by_audience_filter
+            - self.dropped_by_event_filter
+            - self.dropped_by_frequency_cap
+            - self.dropped_by_quiet_hours
+        )
 
     def record(self, outcome: Outcome) -> None:
         self.audience += 1
@@ -265,6 +312,10 @@ class Counts:
             self.dropped_by_audience_filter += 1
         elif outcome is Outcome.DROPPED_BY_EVENT_FILTER:
             self.dropped_by_event_filter += 1
+        elif outcome is Outcome.DROPPED_BY_FREQUENCY_CAP:
+            self.dropped_by_frequency_cap += 1
+        elif outcome is Outcome.DROPPED_BY_QUIET_HOURS:
+            self.dropped_by_quiet_hours += 1
 
 
 @dataclass(slots=True)
@@ -295,15 +346,30 @@ class SendRules:
         active = audience_filter if trigger.audience_filter_enabled else None
         return cls(trigger, active, opt_out_type, opt_in_type)
 
-    def outcome(self, history: LeadHistory, phone: str, external_id: str | None) -> Outcome:
+    def outcome(
+        self,
+        history: LeadHistory,
+        phone: str,
+        external_id: str | None,
+        received: Sequence[int] = (),
+    ) -> Outcome:
+        """The lead's outcome; ``received``: the scheduledFor of every committed send of
+        the organization that messaged the lead (for the frequency cap)."""
         if history.opt_state(self.opt_out_type, self.opt_in_type).opted_out:
             return Outcome.OPTED_OUT
         af = self.audience_filter
         if af is not None and af.matches(phone, external_id) != (af.mode == "include"):
             return Outcome.DROPPED_BY_AUDIENCE_FILTER
-        at = self.trigger.scheduled_for
-        if not all(keeps(history, f, at) for f in self.trigger.event_filters):
+        trigger = self.trigger
+        at = trigger.scheduled_for
+        if not all(keeps(history, f, at) for f in trigger.event_filters):
             return Outcome.DROPPED_BY_EVENT_FILTER
+        cap = trigger.frequency_cap
+        if cap is not None and sum(cap.counts(at, r) for r in received) >= cap.max_sends:
+            return Outcome.DROPPED_BY_FREQUENCY_CAP
+        quiet = trigger.quiet_hours
+        if quiet is not None and quiet.decide(phone_zones(phone), at).quiet:
+            return Outcome.DROPPED_BY_QUIET_HOURS
         return Outcome.RECIPIENT
 
 

@@ -6,21 +6,27 @@ The contract's order, each step a bitmap operation on the campaign's members:
     optedOut      O  = A & the organization's opted-out leads
     audience filter  R1 = A - O, then R2 = R1 & matched (include) or R1 - matched (exclude)
     event filters    R3 = R2, then for each filter R3 &= has (include) or R3 -= has
+    frequency cap    R4 = R3 - (leads in at least maxSends of the counted sends' recipients)
+    quiet hours      R5 = R4 - (leads of the zone sets quiet at T)
 
 so every count is a cardinality and no member is looked at one by one; only the packed
-events of a window's two edge hours and the externalIds named by an audience filter are.
+events of a window's two edge hours, the externalIds named by an audience filter and,
+for a filter with metadata conditions (``where``), the stored events of the leads that
+have the type at all are.
 :func:`leadstream.domain.sends.SendRules.outcome` answers the same question for one lead
 from its history; the property tests hold the two equal.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import cast
 
 from pyroaring import BitMap
 
+from leadstream.domain.controls import FrequencyCap, WhereMatcher
 from leadstream.domain.sends import (
     AudienceFilterSpec,
     Counts,
@@ -31,9 +37,11 @@ from leadstream.domain.sends import (
 )
 from leadstream.index.partition import Campaign, OrgIndex, PartitionIndex
 from leadstream.index.table import IndexedStore
+from leadstream.state import keys
+from leadstream.state.port import PartitionStore
 from leadstream.wire.records import decode_recipient
 
-__all__ = ["Evaluation", "evaluate", "has_event", "materialize_partition"]
+__all__ = ["Evaluation", "capped", "evaluate", "has_event", "materialize_partition", "phone_of"]
 
 _EMPTY = Campaign()
 
@@ -51,6 +59,8 @@ class Evaluation:
     index: PartitionIndex
     # The leads the audience filter names (None when the send applies none).
     named: BitMap | None = None
+    dropped_by_frequency_cap: BitMap = field(default_factory=BitMap)
+    dropped_by_quiet_hours: BitMap = field(default_factory=BitMap)
 
     def counts(self) -> Counts:
         return Counts(
@@ -58,6 +68,8 @@ class Evaluation:
             opted_out=len(self.opted_out),
             dropped_by_audience_filter=len(self.dropped_by_audience_filter),
             dropped_by_event_filter=len(self.dropped_by_event_filter),
+            dropped_by_frequency_cap=len(self.dropped_by_frequency_cap),
+            dropped_by_quiet_hours=len(self.dropped_by_quiet_hours),
         )
 
     def entries(self) -> list[bytes]:
@@ -87,7 +99,15 @@ class Evaluation:
         return out
 
 
-def evaluate(index: PartitionIndex, rules: SendRules) -> Evaluation:
+def evaluate(
+    index: PartitionIndex,
+    rules: SendRules,
+    *,
+    store: PartitionStore | None = None,
+    partition: int = 0,
+) -> Evaluation:
+    """The send's steps in one partition. ``store`` (the partition's) is read only for
+    event filters with metadata conditions; without it such a filter is an error."""
     trigger = rules.trigger
     org = index.orgs.get(trigger.organization_id)
     campaign = org.campaigns.get(trigger.campaign_id, _EMPTY) if org is not None else _EMPTY
@@ -103,21 +123,118 @@ def evaluate(index: PartitionIndex, rules: SendRules) -> Evaluation:
         named = _matched(index, campaign, trigger.organization_id, rules.audience_filter)
         by_filter = kept & named if rules.audience_filter.mode == "include" else kept - named
     recipients = by_filter
+    at = trigger.scheduled_for
     for event_filter in trigger.event_filters:
         if not recipients:
             break
-        has = has_event(org, event_filter, trigger.scheduled_for, recipients)
+        if event_filter.where:
+            if store is None:
+                raise ValueError("an event filter with where needs the partition's store")
+            source = _EventSource(store, partition, index, trigger.organization_id)
+            has = source.has(org, event_filter, at, recipients)
+        else:
+            has = has_event(org, event_filter, at, recipients)
         recipients = recipients & has if event_filter.mode == "include" else recipients - has
+    by_events = recipients
+    if trigger.frequency_cap is not None and recipients:
+        recipients = recipients - capped(org, trigger.frequency_cap, at, recipients)
+    by_cap = recipients
+    if trigger.quiet_hours is not None and recipients:
+        recipients = recipients - index.zones.quiet(
+            recipients, trigger.quiet_hours, at, phone_of(index)
+        )
     return Evaluation(
         audience,
         opted_out,
         kept - by_filter,
-        by_filter - recipients,
+        by_filter - by_events,
         recipients,
         campaign,
         index,
         named,
+        by_events - by_cap,
+        by_cap - recipients,
     )
+
+
+def capped(org: OrgIndex, cap: FrequencyCap, scheduled_for: int, candidates: BitMap) -> BitMap:
+    """The ``candidates`` that received at least ``cap.max_sends`` of the committed sends
+    counted against a send at ``scheduled_for``."""
+    counted = [
+        recipients & candidates
+        for at, recipients in org.sends.values()
+        if cap.counts(scheduled_for, at)
+    ]
+    need = cap.max_sends
+    if len(counted) < need:
+        return BitMap()
+    if need == 1:
+        return BitMap.union(*counted)
+    # at_least[k]: leads in k + 1 or more of the sends seen so far.
+    at_least = [BitMap() for _ in range(need)]
+    for recipients in counted:
+        for k in range(need - 1, 0, -1):
+            at_least[k] |= at_least[k - 1] & recipients
+        at_least[0] |= recipients
+    return at_least[need - 1]
+
+
+def phone_of(index: PartitionIndex) -> Callable[[int], str | None]:
+    """The phone of a lead id, for members (from the entry a chunk carries)."""
+    plain = index.plain
+
+    def lookup(lead: int) -> str | None:
+        entry = plain[lead] if lead < len(plain) else None
+        return None if entry is None else decode_recipient(entry)[0]
+
+    return lookup
+
+
+class _EventSource:
+    """Counts of a filter's events that meet its metadata conditions, read from the
+    partition's event keys (the index keeps no metadata) for the leads that have the
+    type at all."""
+
+    def __init__(
+        self, store: PartitionStore, partition: int, index: PartitionIndex, org: str
+    ) -> None:
+        self._store = store
+        self._partition = partition
+        self._phone_of = phone_of(index)
+        self._org = org
+
+    def has(
+        self, org: OrgIndex, event_filter: EventFilter, scheduled_for: int, candidates: BitMap
+    ) -> BitMap:
+        timeline = org.timelines.get(event_filter.event_type)
+        if timeline is None:
+            return BitMap()
+        window = event_filter.window(scheduled_for)
+        if window is None:
+            maybe = timeline.ever & candidates
+        else:
+            maybe = timeline.within(window[0], window[1], 1, candidates)
+        matches = WhereMatcher(event_filter.where)
+        need = event_filter.min_count
+        found = BitMap()
+        for lead in maybe:
+            phone = self._phone_of(lead)
+            if phone is None:
+                continue
+            prefix = keys.event_type_prefix(self._org, phone, event_filter.event_type)
+            lower, upper = (
+                (prefix, keys.prefix_upper_bound(prefix))
+                if window is None
+                else (prefix + keys.ts_bytes(window[0]), prefix + keys.ts_bytes(window[1] + 1))
+            )
+            count = 0
+            for _, value in self._store.iter_range(self._partition, lower, upper):
+                if matches(keys.event_metadata(value)):
+                    count += 1
+                    if count >= need:
+                        found.add(lead)
+                        break
+        return found
 
 
 def materialize_partition(
@@ -133,7 +250,7 @@ def materialize_partition(
     rules = SendRules.of(
         trigger, audience_filter, opt_out_type=opt_out_type, opt_in_type=opt_in_type
     )
-    evaluation = evaluate(store.index(partition), rules)
+    evaluation = evaluate(store.index(partition), rules, store=store, partition=partition)
     return PartitionResult(evaluation.sample(len(evaluation.recipients)), evaluation.counts())
 
 

@@ -11,6 +11,8 @@ one durable form (a test holds a rebuilt index equal to one kept current).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +20,11 @@ from dataclasses import dataclass, field
 from pyroaring import BitMap
 
 from leadstream.index.timeline import Timeline
+from leadstream.index.zones import LeadZones
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
 
-__all__ = ["Campaign", "OptTypes", "OrgIndex", "PartitionIndex", "build"]
+__all__ = ["Campaign", "OptTypes", "OrgIndex", "PartitionIndex", "build", "lead_digest"]
 
 Encode = Callable[[str, str | None], bytes]
 _U64 = struct.Struct(">Q")
@@ -57,6 +60,10 @@ class OrgIndex:
     opted_out: BitMap = field(default_factory=BitMap)
     # lead id -> [latest opt-out, latest opt-in] occurredAt (-1: none), leads with either.
     opt_times: dict[int, list[int]] = field(default_factory=dict)
+    # Committed sends (for frequency caps): sendId -> (scheduledFor, recipients).
+    sends: dict[str, tuple[int, BitMap]] = field(default_factory=dict)
+    # Erased leads that were opted out: keyed hash of the phone -> erased at (UTC ms).
+    suppressed: dict[bytes, int] = field(default_factory=dict)
 
     def holds_anything(self) -> bool:
         """False for an organization whose last member and events are gone from the
@@ -65,6 +72,8 @@ class OrgIndex:
             any(c.members for c in self.campaigns.values())
             or any(t.ever for t in self.timelines.values())
             or self.opt_times
+            or self.sends
+            or self.suppressed
         )
 
     def timeline(self, event_type: str) -> Timeline:
@@ -91,6 +100,12 @@ class PartitionIndex:
         # encoded once for every campaign. A list, not a dict: a 1,000,000-recipient send
         # gathers its entries with one C call (see Evaluation.entries).
         self.plain: list[bytes | None] = []
+        self.zones = LeadZones()
+        # The key of the partition's suppression hashes (None until the first erase).
+        self.hash_key: bytes | None = None
+        # Keys of erased leads that a changelog restore brought back: the table deletes
+        # them once this index is built (see IndexedStore.index).
+        self.purge: list[bytes] = []
 
     # -- lead ids --------------------------------------------------------------------
 
@@ -106,7 +121,17 @@ class PartitionIndex:
             return lead, False
         lead = self.lead_ids[key] = self.next_id
         self.next_id += 1
+        self._check_suppressed(org, phone, lead)
         return lead, True
+
+    def _check_suppressed(self, org: str, phone: str, lead: int) -> None:
+        """A new lead whose phone was erased while opted out is opted out (at the erase)."""
+        index = self.orgs.get(org)
+        if index is None or not index.suppressed or self.hash_key is None:
+            return
+        erased_at = index.suppressed.get(lead_digest(self.hash_key, org, phone))
+        if erased_at is not None:
+            self._opt_event(index, lead, self.opt.opt_out, erased_at)
 
     def org(self, org: str) -> OrgIndex:
         index = self.orgs.get(org)
@@ -154,6 +179,35 @@ class PartitionIndex:
             members.external_ids.pop(lead, None)
             members.with_external.discard(lead)
 
+    def send_delivered(self, org: str, send: str, scheduled_for: int, recipients: BitMap) -> None:
+        """A send's output is committed: its recipients count against frequency caps."""
+        self.org(org).sends[send] = (scheduled_for, recipients)
+
+    def send_forgotten(self, org: str, send: str) -> None:
+        index = self.orgs.get(org)
+        if index is not None:
+            index.sends.pop(send, None)
+
+    def lead_erased(self, org: str, phone: str, lead: int) -> None:
+        """Forget the lead everywhere (its keys were deleted)."""
+        self.lead_ids.pop(org + "\0" + phone, None)
+        index = self.orgs.get(org)
+        if index is not None:
+            for campaign in list(index.campaigns):
+                self.member_removed(org, campaign, lead)
+            for timeline in index.timelines.values():
+                timeline.remove(lead)
+            index.opted_out.discard(lead)
+            index.opt_times.pop(lead, None)
+            for _, recipients in index.sends.values():
+                recipients.discard(lead)
+        if lead < len(self.plain):
+            self.plain[lead] = None
+        self.zones.forget(lead)
+
+    def suppress(self, org: str, digest: bytes, erased_at: int) -> None:
+        self.org(org).suppressed[digest] = erased_at
+
     def compacted(self, horizon_ms: int) -> None:
         """Compaction deleted every event key before ``horizon_ms`` (and folded them)."""
         self.folded_through = max(self.folded_through, horizon_ms - 1)
@@ -200,6 +254,8 @@ class PartitionIndex:
                     },
                     "opted_out": list(index.opted_out),
                     "opt_times": dict(sorted(index.opt_times.items())),
+                    "sends": {s: (t, list(r)) for s, (t, r) in sorted(index.sends.items())},
+                    "suppressed": dict(sorted(index.suppressed.items())),
                 }
                 for name, index in sorted(self.orgs.items())
                 if index.holds_anything()
@@ -217,16 +273,31 @@ def build(store: PartitionStore, partition: int, opt: OptTypes, encode: Encode) 
     index = PartitionIndex(opt, encode)
     ids = index.lead_ids
     highest = -1
+    index.hash_key = store.get(partition, keys.hash_key_key())
+    # Erased leads: a changelog restore can bring their event keys back (from logged
+    # batches written before the erase); they are left out and purged.
+    erased: set[int] = set()
+    for key, _ in iter_prefix(store, partition, keys.erased_prefix()):
+        lead = keys.decode_erased_key(key)[1]
+        erased.add(lead)
+        highest = max(highest, lead)
+    purge = index.purge
     folded_max: dict[tuple[str, str, str], int] = {}
     for key, value in iter_prefix(store, partition, keys.lead_prefix()):
         org_b, phone_b = key[2:].split(keys.SEP, 1)
         lead = keys.decode_lead_id(value)
+        if lead in erased:
+            purge.append(key)
+            continue
         ids[org_b.decode() + "\0" + phone_b.decode()] = lead
         highest = max(highest, lead)
     for key, value in iter_prefix(store, partition, keys.compacted_key("", "", "")[:2]):
         org_b, phone_b, type_b = key[2:].split(keys.SEP, 2)
         org, phone, event_type = org_b.decode(), phone_b.decode(), type_b.decode()
         count, max_ts, lead = keys.decode_compacted(value)
+        if lead in erased:
+            purge.append(key)
+            continue
         ids.setdefault(org + "\0" + phone, lead)
         highest = max(highest, lead)
         folded_max[(org, phone, event_type)] = max_ts
@@ -249,6 +320,9 @@ def build(store: PartitionStore, partition: int, opt: OptTypes, encode: Encode) 
     for key, value in iter_prefix(store, partition, keys.events_kind_prefix()):
         ts = unpack_ts(key[-8:])[0]
         lead = decode_id(value)
+        if erased and lead in erased:
+            purge.append(key)
+            continue
         if not key.startswith(head):
             head = key[:-8]  # E org phone type SEP
             org_b, phone_b, type_b = head[2:-1].split(keys.SEP, 2)
@@ -272,8 +346,36 @@ def build(store: PartitionStore, partition: int, opt: OptTypes, encode: Encode) 
         org_b, campaign_b, phone_b = key[2:].split(keys.SEP, 2)
         org, phone = org_b.decode(), phone_b.decode()
         lead = decode_id(value)
+        if lead in erased:
+            purge.append(key)
+            continue
         ids.setdefault(org + "\0" + phone, lead)
         highest = max(highest, lead)
         index.member_set(org, campaign_b.decode(), lead, phone, keys.decode_external_id(value))
+    for key, value in iter_prefix(store, partition, keys.history_prefix()):
+        org_b, send_b = key[2:].split(keys.SEP, 1)
+        scheduled_for, recipients = keys.decode_history(value)
+        index.send_delivered(
+            org_b.decode(), send_b.decode(), scheduled_for, BitMap.deserialize(recipients)
+        )
+    _suppressions(store, partition, index)
     index.next_id = highest + 1
     return index
+
+
+def lead_digest(hash_key: bytes, org: str, phone: str) -> bytes:
+    """The keyed hash a suppression is stored under: no phone is kept, and without the
+    partition's key a phone cannot be tested against it."""
+    return hmac.digest(hash_key, f"{org}\0{phone}".encode(), hashlib.sha256)
+
+
+def _suppressions(store: PartitionStore, partition: int, index: PartitionIndex) -> None:
+    """The organizations' suppressions, and the leads they opt out."""
+    for key, value in iter_prefix(store, partition, keys.suppression_prefix("")[:2]):
+        org_b, digest = key[2:].split(keys.SEP, 1)
+        index.suppress(org_b.decode(), digest, _U64.unpack(value)[0])
+    for name in [n for n, org in index.orgs.items() if org.suppressed]:
+        head = name + "\0"
+        for lead_key, lead in list(index.lead_ids.items()):
+            if lead_key.startswith(head):
+                index._check_suppressed(name, lead_key[len(head) :], lead)  # noqa: SLF001

@@ -49,6 +49,16 @@ class IndexedStore:
             )
             took = time.perf_counter() - started
             logger.info("partition %d indexed in %.2f s: %d leads", partition, took, index.next_id)
+            if index.purge:
+                # Keys of erased leads a changelog restore brought back: deleted again.
+                for key in index.purge:
+                    self._inner.delete(partition, key)
+                logger.info(
+                    "partition %d: %d keys of erased leads deleted again",
+                    partition,
+                    len(index.purge),
+                )
+                index.purge = []
             if self._on_build is not None:
                 self._on_build(partition, took)
         return index

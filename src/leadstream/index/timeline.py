@@ -133,6 +133,23 @@ class Timeline:
                 hour.events = kept
                 hour.leads = BitMap(e & _ID_MASK for e in kept)
 
+    def remove(self, lead: int) -> None:
+        """Forget every event of ``lead`` (it was erased)."""
+        if lead not in self.ever:
+            return
+        self.ever.discard(lead)
+        self._counts.pop(lead, None)
+        for at_least in self._at_least:
+            at_least.discard(lead)
+        for number in list(self._order):
+            hour = self.hours[number]
+            if lead in hour.leads:
+                hour.leads.discard(lead)
+                hour.events = array("Q", (e for e in hour.events if e & _ID_MASK != lead))
+                if not hour.events:
+                    del self.hours[number]
+                    self._order.remove(number)
+
     # -- reads -----------------------------------------------------------------------
 
     def sticky_count(self, lead: int) -> int:

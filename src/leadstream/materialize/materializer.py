@@ -22,8 +22,11 @@ How a send comes out exactly once, end to end:
    recorded for explain (a repeat of 5 after a crash records it again).
 6. All the partition's chunks on ``send-recipients`` and its ``done`` record on the
    progress topic (partition p) are one transaction.
-7. Only then is the local state finished (done marker, held trigger and filters dropped,
-   changelogged). A crash between 6 and 7 is repaired by step 4.
+7. Only then is the local state finished: the send's recipients enter the partition's
+   send history (what frequency caps count), then the done marker is written and the
+   held trigger and filters are dropped, changelogged. A crash between 6 and 7 is
+   repaired by step 4, which does 7; a send therefore counts once against the caps,
+   and only once its output is committed.
 8. The send's home partition, once the progress topic holds every partition's ``done``,
    writes the summary and a ``summarized`` marker in one transaction of ``{app}-sum-{home}``
    (after the same fence and read, step 3), unless the marker is there already.
@@ -39,7 +42,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from leadstream.domain.explain import record_send
+from leadstream.domain.explain import deliver_send, record_send
 from leadstream.domain.partitioning import send_partition
 from leadstream.domain.send_state import (
     PendingRecord,
@@ -49,7 +52,7 @@ from leadstream.domain.send_state import (
     held_sends,
 )
 from leadstream.domain.sends import AudienceFilterSpec, SendId, SendRules, SendTrigger
-from leadstream.index.evaluate import evaluate
+from leadstream.index.evaluate import evaluate, phone_of
 from leadstream.kafka.config import KafkaConnection
 from leadstream.logs import log_fields
 from leadstream.materialize.output import OutMessage, Role, TransactionalOutput
@@ -69,6 +72,10 @@ from leadstream.wire.records import (
 __all__ = ["Materializer", "summary_delay_seconds"]
 
 logger = logging.getLogger(__name__)
+
+# Leads whose time zones are worked out per partition and round (~30 us each, so ~30 ms
+# of the event loop at a time; a million members take some minutes after a start).
+_ZONES_PER_ROUND = 1000
 
 
 class Materializer:
@@ -117,6 +124,11 @@ class Materializer:
             if not store.has_index(partition):
                 store.index(partition)
                 await asyncio.sleep(0)
+        # Quiet hours need each member's time zones: worked out ahead, a slice a round.
+        for partition in sorted(active):
+            index = store.index(partition)
+            index.zones.warm(len(index.plain), phone_of(index), _ZONES_PER_ROUND)
+            await asyncio.sleep(0)
         # Partitions side by side: one's transaction commits while the next is computed.
         await asyncio.gather(*(self._materialize_due(p) for p in sorted(active)))
         held = {p: held_sends(store, p) for p in sorted(active)}
@@ -161,13 +173,16 @@ class Materializer:
         send = SendId(trigger.organization_id, trigger.send_id)
         await self.output.ready(Role.SHARE, partition)  # 3
         if self.progress.is_done(send, partition):  # 4
+            deliver_send(topo.store, partition, *send)
             finish_send(topo.store, partition, *send)
             return
         started = time.perf_counter()
         behind_ms = now_ms() - trigger.due_at(self._lead_ms)
         audience_filter, late_filters = audience_filter_for(topo.store, partition, trigger)
         rules = self._rules(trigger, audience_filter)
-        evaluation = evaluate(topo.store.index(partition), rules)  # 5
+        evaluation = evaluate(  # 5
+            topo.store.index(partition), rules, store=topo.store, partition=partition
+        )
         recipients, counts = evaluation.entries(), evaluation.counts()
         materialized_at = now_ms()
         record_send(topo.store, partition, rules, evaluation, materialized_at=materialized_at)
@@ -191,7 +206,8 @@ class Materializer:
         computed = time.perf_counter()
         await self.output.commit(Role.SHARE, partition, messages)  # 6
         self.progress.record_done(send, done)
-        finish_send(topo.store, partition, *send)  # 7
+        deliver_send(topo.store, partition, *send)  # 7
+        finish_send(topo.store, partition, *send)
         topo.metrics.materialize_seconds.observe(time.perf_counter() - started)
         logger.info(
             "send %s:%s partition %d: %d recipients in %d chunks; began %d ms after the"

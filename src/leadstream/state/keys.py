@@ -9,7 +9,8 @@ bounded range scan.
 =========  ==============================================  =============================
 kind       key                                              value
 =========  ==============================================  =============================
-``E``      E org phone eventType occurredAt(u64)            lead id (u32)
+``E``      E org phone eventType occurredAt(u64)            lead id (u32), metadata (compact
+                                                            JSON, absent when none)
 ``C``      C org phone eventType                            compacted: count u64, max u64,
                                                             lead id (u32)
 ``M``      M org campaignId phone                           lead id (u32), externalId
@@ -18,6 +19,15 @@ kind       key                                              value
                                                             member, never deleted
 ``X``      X org sendId                                     what a send did in this
                                                             partition (for explain)
+``H``      H org sendId                                     a committed send: scheduledFor
+                                                            u64, its recipients (bitmap
+                                                            of lead ids), for caps
+``Z``      Z org leadId(u32)                                an erased lead: its keys are
+                                                            deleted wherever they appear
+``U``      U org hmac(org, phone)                           an erased lead that was opted
+                                                            out: erased at u64
+``K``      K                                                this partition's random key
+                                                            of those hashes
 ``S``      S org sendId                                     the first trigger (claim)
 ``P``      P org sendId                                     pending trigger of a partition
 ``D``      D org sendId                                     materialized in this partition
@@ -75,10 +85,21 @@ __all__ = [
     "decode_lead_id",
     "decode_logged_batch",
     "event_value",
+    "event_metadata",
     "member_value",
     "lead_key",
     "lead_prefix",
     "send_record_key",
+    "history_key",
+    "history_prefix",
+    "history_value",
+    "decode_history",
+    "erased_key",
+    "erased_prefix",
+    "decode_erased_key",
+    "suppression_key",
+    "suppression_prefix",
+    "hash_key_key",
     "send_record_prefix",
     "decode_logged_batch_key",
     "encode_logged_batch",
@@ -102,14 +123,25 @@ _ACCEPTED_FILTER = b"A"
 _LOGGED_BATCH = b"B"
 _LEAD = b"L"
 _SEND_RECORD = b"X"
+_HISTORY = b"H"
+_ERASED = b"Z"
+_SUPPRESSED = b"U"
+_HASH_KEY = b"K"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _COMPACTED_VALUE = struct.Struct(">QQI")
 _LEAD_ID = _U32
 
 
-def event_value(lead_id: int) -> bytes:
-    return _LEAD_ID.pack(lead_id)
+def event_value(lead_id: int, metadata: bytes | None = None) -> bytes:
+    """An ``E`` value: the lead id, then the event's metadata (compact JSON), if any."""
+    head = _LEAD_ID.pack(lead_id)
+    return head + metadata if metadata else head
+
+
+def event_metadata(value: bytes) -> bytes | None:
+    """The metadata an ``E`` value carries after its lead id (None: the event had none)."""
+    return value[_LEAD_ID.size :] or None
 
 
 def decode_lead_id(value: bytes) -> int:
@@ -128,6 +160,48 @@ def lead_prefix() -> bytes:
 
 def send_record_key(org: str, send: str) -> bytes:
     return _send_key(_SEND_RECORD, org, send)
+
+
+def history_key(org: str, send: str) -> bytes:
+    return _send_key(_HISTORY, org, send)
+
+
+def history_prefix() -> bytes:
+    return _HISTORY + SEP
+
+
+def history_value(scheduled_for: int, recipients: bytes) -> bytes:
+    return _U64.pack(scheduled_for) + recipients
+
+
+def decode_history(value: bytes) -> tuple[int, bytes]:
+    """``(scheduledFor, serialized recipients bitmap)`` of an ``H`` value."""
+    return int(_U64.unpack_from(value)[0]), value[_U64.size :]
+
+
+def erased_key(org: str, lead_id: int) -> bytes:
+    return _ERASED + SEP + org.encode() + SEP + _U32.pack(lead_id)
+
+
+def erased_prefix() -> bytes:
+    return _ERASED + SEP
+
+
+def decode_erased_key(key: bytes) -> tuple[str, int]:
+    # The id is the last four bytes (they may hold a NUL, so no split on SEP).
+    return key[2:-5].decode(), int(_U32.unpack(key[-4:])[0])
+
+
+def suppression_key(org: str, digest: bytes) -> bytes:
+    return _SUPPRESSED + SEP + org.encode() + SEP + digest
+
+
+def suppression_prefix(org: str) -> bytes:
+    return _SUPPRESSED + SEP + org.encode() + SEP
+
+
+def hash_key_key() -> bytes:
+    return _HASH_KEY
 
 
 def send_record_prefix() -> bytes:

@@ -21,7 +21,7 @@ from leadstream.domain.lead_index import compact_partition
 from leadstream.logs import log_fields
 from leadstream.streams.handlers import ApplyRules, Arrival, Effects, handle
 from leadstream.streams.topology import Topology, now_ms, received_ms
-from leadstream.wire.commands import EventsBatch, decode_command, encode_reply
+from leadstream.wire.commands import EraseLead, EventsBatch, decode_command, encode_reply
 
 __all__ = ["register_apply"]
 
@@ -54,6 +54,21 @@ async def _apply_one(
     effects = handle(topo.store, at, command, rules)
     if isinstance(command, EventsBatch):
         topo.metrics.apply_seconds.observe(time.perf_counter() - started)
+    if isinstance(command, EraseLead) and effects.erased is not None:
+        erased = effects.erased
+        # The audit record: the request, the organization and what was removed; never
+        # the phone.
+        logger.info(
+            "erase request %s: organization %s, partition %d: %d events, %d memberships"
+            " removed; suppression kept: %s",
+            command.reply_to,
+            command.organization_id,
+            at.partition,
+            erased.events,
+            erased.memberships,
+            erased.suppression_kept,
+            extra=log_fields(organization=command.organization_id, request_id=command.reply_to),
+        )
     await _carry_out(topo, effects, on_held)
 
 

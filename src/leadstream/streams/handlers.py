@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from leadstream.domain.erase import Erased, erase_lead
 from leadstream.domain.ingest import retention_horizon
 from leadstream.domain.lead_index import apply_events
 from leadstream.domain.send_state import (
@@ -31,6 +32,8 @@ from leadstream.wire.commands import (
     BroadcastTrigger,
     ClaimTrigger,
     Command,
+    EraseLead,
+    EraseReply,
     EventsBatch,
     FilterPart,
     FilterReply,
@@ -81,6 +84,8 @@ class Effects:
     held: bool = False
     # A trigger for a send already claimed (the first one wins): ignored, to be counted.
     duplicate_trigger: SendId | None = None
+    # A lead was erased (for the audit log; its phone is not in here).
+    erased: Erased | None = None
 
 
 def on_events(store: IndexedStore, at: Arrival, cmd: EventsBatch, rules: ApplyRules) -> Effects:
@@ -160,6 +165,12 @@ def on_filter_part(store: IndexedStore, at: Arrival, cmd: FilterPart, rules: App
     return Effects()
 
 
+def on_erase(store: IndexedStore, at: Arrival, cmd: EraseLead, rules: ApplyRules) -> Effects:
+    erased = erase_lead(store, at.partition, cmd.organization_id, cmd.phone, now_ms=at.now_ms)
+    reply = EraseReply(cmd.reply_to, erased.events, erased.memberships, erased.suppression_kept)
+    return Effects(replies=[reply], erased=erased)
+
+
 Handler = Callable[[IndexedStore, Arrival, Any, ApplyRules], Effects]
 
 HANDLERS: dict[type[Command], Handler] = {
@@ -169,6 +180,7 @@ HANDLERS: dict[type[Command], Handler] = {
     BroadcastTrigger: on_broadcast,
     FilterRequest: on_filter_request,
     FilterPart: on_filter_part,
+    EraseLead: on_erase,
 }
 
 

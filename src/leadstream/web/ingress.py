@@ -14,7 +14,16 @@ from leadstream.domain.explain import Explanation, SendRecord
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.sends import AudienceFilterSpec, Counts, SendId, SendTrigger
 
-__all__ = ["Explained", "Ingress", "LeadState", "NotServedHere", "PreviewShare"]
+__all__ = ["Erasure", "Explained", "Ingress", "LeadState", "NotServedHere", "PreviewShare"]
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What erasing a lead removed."""
+
+    events: int
+    memberships: int
+    suppression_kept: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,10 @@ class Ingress(Protocol):
 
     def read_lead(self, org: str, phone: str) -> LeadState | NotServedHere:
         """A lead's state, from this worker's store."""
+        ...
+
+    async def erase(self, org: str, phone: str, request_id: str) -> Erasure:
+        """Erase the lead in its partition (wherever it is served) and wait for it."""
         ...
 
     def preview(

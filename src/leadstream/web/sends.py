@@ -402,6 +402,8 @@ def _answer(asked: PreviewAsked, shares: list[PreviewShare]) -> Any:
             counts.dropped_by_audience_filter,
             counts.dropped_by_event_filter,
             0,  # a preview receives no audience filter, so none is late
+            counts.dropped_by_frequency_cap,
+            counts.dropped_by_quiet_hours,
         ),
         [Recipient(phone, external_id) for phone, external_id in sample[: asked.sample]],
     )
@@ -414,6 +416,8 @@ def _counts(counts: SendCounts) -> Counts:
         counts.opted_out,
         counts.dropped_by_audience_filter,
         counts.dropped_by_event_filter,
+        counts.dropped_by_frequency_cap,
+        counts.dropped_by_quiet_hours,
     )
 
 

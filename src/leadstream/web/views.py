@@ -1,9 +1,12 @@
-"""The worker's read-only views: health, readiness, metrics, this API's description, and
-one lead's stored events (for a key of its organization)."""
+"""The worker's small views: health, readiness, metrics, this API's description, and one
+lead's stored events, or its erasure (for a key of its organization)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+import uuid
 from typing import Any
 
 from faust.web import Request, Response
@@ -11,11 +14,14 @@ from faust.web import Request, Response
 from leadstream.domain.auth import AuthError, authenticate
 from leadstream.domain.normalize import format_ms, normalize_organization_id, normalize_phone
 from leadstream.domain.rejects import RowError
-from leadstream.web.http import ServedView, auth_error, error_response
+from leadstream.logs import log_fields
+from leadstream.web.http import ServedView, auth_error, error_response, unavailable
 from leadstream.web.ingress import NotServedHere
 from leadstream.web.openapi import openapi_document
 
 __all__ = ["Health", "Lead", "MetricsView", "OpenApi", "Ready"]
+
+logger = logging.getLogger(__name__)
 
 
 class Health(ServedView):
@@ -47,27 +53,18 @@ class Ready(ServedView):
 
 class Lead(ServedView):
     """``GET /api/v1/leads/{organizationId}/{phone}``: 401 without a key, 403 with another
-    organization's (a signature is of the empty body), 421 when another worker holds it."""
+    organization's (a signature is of the empty body), 421 when another worker holds it.
+
+    ``DELETE`` erases the lead (any worker: the erase travels through Kafka to the lead's
+    partition), 503 when Kafka or the apply does not confirm in time (a retry is safe).
+    Every erase is logged with its request id and the organization, never the phone."""
 
     async def get(self, request: Request, **path: str) -> Response:
         context = self.context
-        try:
-            key_org = authenticate(context.auth.config(), request.headers, b"", now_s=time.time())
-        except AuthError as err:
-            refused = auth_error(err)
-            return error_response(self, refused.status, refused.code, refused.message)
-        try:
-            org = normalize_organization_id(path["organizationId"])
-        except RowError as err:
-            return error_response(self, 400, err.reason.value, err.detail)
-        if org != key_org:
-            return error_response(
-                self, 403, "forbidden", "this credential does not act for that organization"
-            )
-        try:
-            phone = normalize_phone(path["phone"], context.settings.default_region)
-        except RowError as err:
-            return error_response(self, 400, err.reason.value, err.detail)
+        lead = self._lead(request, path)
+        if isinstance(lead, Response):
+            return lead
+        org, phone = lead
         state = context.ingress.read_lead(org, phone)
         if isinstance(state, NotServedHere):
             body: dict[str, Any] = {
@@ -87,3 +84,61 @@ class Lead(ServedView):
                 "events": [{"eventType": t, "occurredAt": format_ms(ts)} for t, ts in state.events],
             }
         )
+
+    async def delete(self, request: Request, **path: str) -> Response:
+        context = self.context
+        lead = self._lead(request, path)
+        if isinstance(lead, Response):
+            return lead
+        org, phone = lead
+        request_id = uuid.uuid4().hex
+        logger.info(
+            "erase request %s: organization %s asked",
+            request_id,
+            org,
+            extra=log_fields(organization=org, request_id=request_id),
+        )
+        try:
+            erased = await asyncio.wait_for(
+                context.ingress.erase(org, phone, request_id), context.settings.http_timeout_seconds
+            )
+        except (TimeoutError, OSError) as exc:
+            logger.warning(
+                "erase request %s: Kafka or apply timed out: %s",
+                request_id,
+                type(exc).__name__,
+                extra=log_fields(organization=org, request_id=request_id),
+            )
+            return unavailable(self, "Kafka did not confirm in time; retry the same request")
+        return self.json(
+            {
+                "erased": True,
+                "requestId": request_id,
+                "events": erased.events,
+                "memberships": erased.memberships,
+                "suppressionKept": erased.suppression_kept,
+            }
+        )
+
+    def _lead(self, request: Request, path: dict[str, str]) -> tuple[str, str] | Response:
+        """The path's (organization, phone) for a credential of that organization, or the
+        error answer."""
+        context = self.context
+        try:
+            key_org = authenticate(context.auth.config(), request.headers, b"", now_s=time.time())
+        except AuthError as err:
+            refused = auth_error(err)
+            return error_response(self, refused.status, refused.code, refused.message)
+        try:
+            org = normalize_organization_id(path["organizationId"])
+        except RowError as err:
+            return error_response(self, 400, err.reason.value, err.detail)
+        if org != key_org:
+            return error_response(
+                self, 403, "forbidden", "this credential does not act for that organization"
+            )
+        try:
+            phone = normalize_phone(path["phone"], context.settings.default_region)
+        except RowError as err:
+            return error_response(self, 400, err.reason.value, err.detail)
+        return org, phone

@@ -19,6 +19,8 @@ from leadstream.domain.sends import AudienceFilterSpec, SendId, filter_parts
 
 __all__ = [
     "ApplyReply",
+    "EraseLead",
+    "EraseReply",
     "ClaimTrigger",
     "Command",
     "EventsBatch",
@@ -70,7 +72,16 @@ class FilterReply(msgspec.Struct, tag="R", array_like=True, frozen=True):
     lead_count: int
 
 
-Reply = ApplyReply | FilterReply
+class EraseReply(msgspec.Struct, tag="X", array_like=True, frozen=True):
+    """What the lead's partition erased."""
+
+    request: str
+    events: int
+    memberships: int
+    suppression_kept: bool
+
+
+Reply = ApplyReply | FilterReply | EraseReply
 
 
 class MembersBatch(msgspec.Struct, tag="M", array_like=True):
@@ -117,7 +128,23 @@ class FilterRequest(msgspec.Struct, tag="Q", array_like=True):
     reply_to: str
 
 
-Command = EventsBatch | MembersBatch | ClaimTrigger | BroadcastTrigger | FilterPart | FilterRequest
+class EraseLead(msgspec.Struct, tag="Z", array_like=True):
+    """Erase one lead, in its partition; ``reply_to`` names the HTTP request waiting."""
+
+    organization_id: str
+    phone: str
+    reply_to: str
+
+
+Command = (
+    EventsBatch
+    | MembersBatch
+    | ClaimTrigger
+    | BroadcastTrigger
+    | FilterPart
+    | FilterRequest
+    | EraseLead
+)
 
 
 def filter_commands(

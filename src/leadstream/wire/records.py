@@ -77,6 +77,8 @@ class SendCounts(msgspec.Struct, rename="camel"):
     dropped_by_audience_filter: int
     dropped_by_event_filter: int
     late_audience_filters: int
+    dropped_by_frequency_cap: int
+    dropped_by_quiet_hours: int
 
 
 class SendSummary(msgspec.Struct, rename="camel", tag_field="type", tag="summary"):
@@ -145,8 +147,9 @@ class PartitionDone(msgspec.Struct, rename="camel", tag_field="type", tag="done"
     materialized_at: int  # UTC milliseconds
     recipient_count: int
     chunk_count: int
-    # audience, opted out, dropped by the audience filter, dropped by event filters
-    counts: tuple[int, int, int, int]
+    # audience, opted out, dropped by the audience filter, by event filters, by the
+    # frequency cap, by quiet hours (the last two absent from older records: 0)
+    counts: tuple[int, ...]
     late_audience_filters: int
     # When the trigger arrived (UTC milliseconds; 0 in records of versions before it).
     received_at: int = 0
@@ -196,6 +199,8 @@ def done_record(
             counts.opted_out,
             counts.dropped_by_audience_filter,
             counts.dropped_by_event_filter,
+            counts.dropped_by_frequency_cap,
+            counts.dropped_by_quiet_hours,
         ),
         late_audience_filters,
         received_at,
@@ -205,7 +210,9 @@ def done_record(
 def summary_record(dones: Sequence[PartitionDone]) -> SendSummary:
     """The one summary of a send, from the done reports of all its partitions."""
     first = dones[0]
-    audience, opted_out, by_filter, by_events = (sum(d.counts[i] for d in dones) for i in range(4))
+    audience, opted_out, by_filter, by_events, by_cap, by_quiet = (
+        sum(d.counts[i] if i < len(d.counts) else 0 for d in dones) for i in range(6)
+    )
     return SendSummary(
         first.organization_id,
         first.campaign_id,
@@ -223,6 +230,8 @@ def summary_record(dones: Sequence[PartitionDone]) -> SendSummary:
             by_events,
             # Every partition saw the same broadcast filters; they agree on this count.
             max(d.late_audience_filters for d in dones),
+            by_cap,
+            by_quiet,
         ),
     )
 

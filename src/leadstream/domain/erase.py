@@ -1,0 +1,153 @@
+"""Erasing a lead (docs/contract.md, section 3.6): every key of the lead in its partition,
+its place in the recorded sends and in audience filters held for sends to come, and its
+index entries; for a lead that was opted out, a suppression under a keyed hash.
+
+The lead's keys are deleted through the store port, so the changelog gets a tombstone for
+each. Event keys also travel inside logged batches (``B`` records, see
+:mod:`leadstream.state.keys`), which a restore expands again; so the erase leaves a
+``Z org leadId`` marker, and the
+index build deletes, once more, any key carrying an erased lead's id
+(:func:`leadstream.index.partition.build`). The marker names a number, not the phone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import msgspec
+from pyroaring import BitMap
+
+from leadstream.domain.explain import SendRecord
+from leadstream.domain.lead_index import lead_history
+from leadstream.domain.send_state import FilterRecord
+from leadstream.index.partition import PartitionIndex, lead_digest
+from leadstream.index.table import IndexedStore
+from leadstream.state import keys
+from leadstream.state.port import PartitionStore, iter_prefix
+
+__all__ = ["Erased", "erase_lead", "suppressed_at"]
+
+_record_decoder = msgspec.msgpack.Decoder(SendRecord)
+_filter_decoder = msgspec.msgpack.Decoder(FilterRecord)
+_encoder = msgspec.msgpack.Encoder()
+HASH_KEY_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    events: int
+    memberships: int
+    suppression_kept: bool
+
+
+def suppressed_at(store: PartitionStore, partition: int, org: str, phone: str) -> int | None:
+    """When the phone was erased while opted out (None: no suppression)."""
+    return lead_history(store, partition, org, phone).suppressed_at
+
+
+def erase_lead(store: IndexedStore, partition: int, org: str, phone: str, *, now_ms: int) -> Erased:
+    """Erase the lead; safe to repeat (a second call finds nothing and says so)."""
+    with store.updating(partition) as index:
+        lead = index.lead_id(org, phone)
+        opted_out = lead is not None and lead in index.org(org).opted_out
+        events = _delete_events(store, partition, org, phone)
+        memberships = 0
+        if lead is not None:
+            memberships = _delete_memberships(store, partition, index, org, phone, lead)
+            store.delete(partition, keys.lead_key(org, phone))
+            _forget_in_sends(store, partition, org, lead)
+            store.put(partition, keys.erased_key(org, lead), now_ms.to_bytes(8, "big"))
+            index.lead_erased(org, phone, lead)
+        _forget_in_filters(store, partition, org, phone)
+        if opted_out:
+            digest = lead_digest(_hash_key(store, partition, index), org, phone)
+            store.put(partition, keys.suppression_key(org, digest), now_ms.to_bytes(8, "big"))
+            index.suppress(org, digest, now_ms)
+        kept = suppressed_at(store, partition, org, phone) is not None
+    return Erased(events, memberships, kept)
+
+
+def _hash_key(store: PartitionStore, partition: int, index: PartitionIndex) -> bytes:
+    """The partition's key of suppression hashes, made at its first use."""
+    if index.hash_key is None:
+        index.hash_key = store.get(partition, keys.hash_key_key())
+    if index.hash_key is None:
+        index.hash_key = os.urandom(HASH_KEY_BYTES)
+        store.put(partition, keys.hash_key_key(), index.hash_key)
+    return index.hash_key
+
+
+def _delete_events(store: PartitionStore, partition: int, org: str, phone: str) -> int:
+    """Delete the lead's event keys and folded records; how many events they held."""
+    count = 0
+    for key, _ in list(iter_prefix(store, partition, keys.lead_events_prefix(org, phone))):
+        store.delete(partition, key)
+        count += 1
+    for key, value in list(iter_prefix(store, partition, keys.compacted_key(org, phone, ""))):
+        store.delete(partition, key)
+        count += keys.decode_compacted(value)[0]
+    return count
+
+
+def _delete_memberships(
+    store: PartitionStore,
+    partition: int,
+    index: PartitionIndex,
+    org: str,
+    phone: str,
+    lead: int,
+) -> int:
+    count = 0
+    for campaign, members in index.org(org).campaigns.items():
+        if lead in members.members:
+            store.delete(partition, keys.member_key(org, campaign, phone))
+            count += 1
+    return count
+
+
+def _forget_in_sends(store: PartitionStore, partition: int, org: str, lead: int) -> None:
+    """Take the lead out of the organization's send records and send history."""
+    for key, value in list(iter_prefix(store, partition, keys.send_record_key(org, ""))):
+        record = _record_decoder.decode(value)
+        fields = {
+            name: _without(getattr(record, name), lead)
+            for name in (
+                "opted_out",
+                "dropped_by_audience_filter",
+                "dropped_by_event_filter",
+                "recipients",
+                "audience_filter_named",
+                "dropped_by_frequency_cap",
+                "dropped_by_quiet_hours",
+            )
+        }
+        changed = msgspec.structs.replace(record, **fields)
+        if changed != record:
+            store.put(partition, key, _encoder.encode(changed))
+    for key, value in list(iter_prefix(store, partition, keys.history_key(org, ""))):
+        at, recipients = keys.decode_history(value)
+        kept = _without(recipients, lead)
+        if kept != recipients:
+            store.put(partition, key, keys.history_value(at, kept))
+
+
+def _without(serialized: bytes, lead: int) -> bytes:
+    if not serialized:
+        return serialized
+    bitmap = BitMap.deserialize(serialized)
+    if lead not in bitmap:
+        return serialized
+    bitmap.discard(lead)
+    return bitmap.serialize()
+
+
+def _forget_in_filters(store: PartitionStore, partition: int, org: str, phone: str) -> None:
+    """Take the phone out of the audience filters held for sends not materialized yet
+    (a filter may arrive before its trigger: every held one is looked at)."""
+    organization = keys.filter_prefix(org, "")[:-1]  # F org SEP
+    for key, value in list(iter_prefix(store, partition, organization)):
+        part = _filter_decoder.decode(value)
+        if phone in part.phones:
+            kept = [p for p in part.phones if p != phone]
+            store.put(partition, key, _encoder.encode(msgspec.structs.replace(part, phones=kept)))
