@@ -7,23 +7,36 @@ its exact counts; :mod:`bench.suite` runs them beside the PostgreSQL baseline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import shutil
 import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.common import BenchWorker, wait_group_caught_up
-from bench.dataset import ATTENDED, DOI, PURCHASE, WINDOW_MINUTES, Dataset, window_unchanged
+from bench.dataset import (
+    ATTENDED,
+    DOI,
+    MINUTE_MS,
+    OPT_OUT,
+    PURCHASE,
+    WINDOW_MINUTES,
+    Dataset,
+    window_unchanged,
+)
 from leadstream.client.publish import make_producer
 from leadstream.domain.auth import ApiKey, AuthConfig, hash_api_key, with_key
+from leadstream.domain.controls import parse_quiet_hours, phone_zones
 from leadstream.domain.normalize import format_ms
 from leadstream.kafka.config import KafkaConnection
 from leadstream.web.keys import save_auth
@@ -34,6 +47,8 @@ __all__ = [
     "ORG",
     "big_sends",
     "bulk_ingest",
+    "compliance_reference",
+    "compliance_sends",
     "footprint_and_rebuild",
     "http_latency",
     "load_audiences",
@@ -346,9 +361,13 @@ def _send(
     *,
     scheduled_for: int,
     moment: float | None = None,
+    controls: dict[str, Any] | None = None,
+    summaries: list[dict[str, Any]] | None = None,
 ) -> tuple[float, int]:
     """Trigger one send; seconds from ``moment`` (wall clock; by default when the trigger is
-    produced) until its summary is readable (read_committed), and its recipientCount."""
+    produced) until its summary is readable (read_committed), and its recipientCount.
+    ``controls``: trigger fields added (compliance controls); ``summaries`` gets the
+    summary."""
     s = worker.settings
     trigger = {
         "organizationId": ORG,
@@ -356,6 +375,7 @@ def _send(
         "sendId": send_id,
         "scheduledFor": format_ms(scheduled_for),
         "eventFilter": FILTERS[kind],
+        **(controls or {}),
     }
     producer = make_producer(KafkaConnection.of(s))
     started: list[float] = []
@@ -368,6 +388,8 @@ def _send(
     summary = _summary_after(
         s.kafka_bootstrap, s.topics.send_recipients, send_key(ORG, send_id).encode(), fire
     )
+    if summaries is not None:
+        summaries.append(summary)
     return time.time() - (started[0] if moment is None else moment), int(summary["recipientCount"])
 
 
@@ -601,4 +623,113 @@ def big_sends(
         "preview": previews,
         "rss_after_sends_bytes": worker.rss_bytes(),
         "data_dir_bytes": _tree_bytes(Path(worker.settings.data_dir)),
+    }
+
+
+HOUR_MS = 60 * MINUTE_MS
+
+
+def _quiet_hours_at(at_ms: int) -> dict[str, str]:
+    """Quiet hours that cover the three hours from New York's local hour at ``at_ms``: the
+    east of the dataset's North American numbers is quiet then and the rest is not, so the
+    step has work to do whatever the time the bench runs."""
+    local = datetime.fromtimestamp(at_ms / 1000, UTC).astimezone(ZoneInfo("America/New_York"))
+    return {"start": f"{local.hour:02d}:00", "end": f"{(local.hour + 3) % 24:02d}:00"}
+
+
+def compliance_reference(ds: Dataset, size: int, quiet: dict[str, str]) -> dict[str, int]:
+    """The counts of :func:`compliance_sends`' sends from the dataset's events: the
+    history send (include doi_confirmed: its recipients are capped later), the plain
+    sticky-exclude send, and the same send with a cap of one send in 24 hours and the quiet
+    hours (zones from libphonenumber, the contract's rule)."""
+    purchase: set[int] = set()
+    doi: set[int] = set()
+    opt: dict[int, int] = {}
+    for lead, event_type, at in ds.events:
+        if lead >= size:
+            continue
+        if event_type == PURCHASE:
+            purchase.add(lead)
+        elif event_type == DOI:
+            doi.add(lead)
+        elif event_type == OPT_OUT:
+            opt[lead] = max(opt.get(lead, at), at)
+    opted = set(opt)  # the dataset has no opt-in events
+    history = doi - opted
+    plain = set(range(size)) - opted - purchase
+    capped = plain & history
+    rule = parse_quiet_hours(quiet)
+    zones_of = functools.lru_cache(maxsize=None)(phone_zones)
+    quiet_leads = {
+        lead for lead in plain - capped if rule.decide(zones_of(ds.phones[lead]), ds.fire_ms).quiet
+    }
+    return {
+        "history": len(history),
+        "plain": len(plain),
+        "capped": len(capped),
+        "quiet": len(quiet_leads),
+        "controlled": len(plain) - len(capped) - len(quiet_leads),
+    }
+
+
+def compliance_sends(worker: BenchWorker, ds: Dataset, size: int, runs: int) -> dict[str, Any]:
+    """The cost of the compliance controls on a ``size``-lead send: first a send to every
+    doi_confirmed lead scheduled an hour before the dataset's fire time (the history a
+    frequency cap counts), then, alternately, ``runs`` sticky-exclude sends at the fire
+    time without controls and ``runs`` with ``frequencyCap {1, 24 h}`` and quiet hours;
+    trigger to summary (read_committed), counts checked against the dataset."""
+    quiet = _quiet_hours_at(ds.fire_ms)
+    want = compliance_reference(ds, size, quiet)
+    controls = {"frequencyCap": {"maxSends": 1, "withinHours": 24}, "quietHours": quiet}
+    _, history = _send(
+        worker, size, "include", f"cap-history-{time.time_ns()}", scheduled_for=ds.fire_ms - HOUR_MS
+    )
+    if history != want["history"]:
+        raise RuntimeError(f"history send: {history} recipients, expected {want['history']}")
+    # The first send with quiet hours also learns any member's zones not learned yet.
+    first, _ = _send(
+        worker,
+        size,
+        "sticky_exclude",
+        f"compliance-first-{time.time_ns()}",
+        scheduled_for=ds.fire_ms,
+        controls=controls,
+    )
+    plain: list[float] = []
+    controlled: list[float] = []
+    for run in range(runs):
+        took, count = _send(
+            worker,
+            size,
+            "sticky_exclude",
+            f"plain-{run}-{time.time_ns()}",
+            scheduled_for=ds.fire_ms,
+        )
+        if count != want["plain"]:
+            raise RuntimeError(f"plain send: {count} recipients, expected {want['plain']}")
+        plain.append(took)
+        summaries: list[dict[str, Any]] = []
+        took, count = _send(
+            worker,
+            size,
+            "sticky_exclude",
+            f"controlled-{run}-{time.time_ns()}",
+            scheduled_for=ds.fire_ms,
+            controls=controls,
+            summaries=summaries,
+        )
+        counts = summaries[0]["counts"]
+        got = (count, counts["droppedByFrequencyCap"], counts["droppedByQuietHours"])
+        if got != (want["controlled"], want["capped"], want["quiet"]):
+            raise RuntimeError(f"controlled send: {got}, expected {want}")
+        controlled.append(took)
+        print(f"  compliance run {run + 1}: plain {plain[-1]:.3f} s, controlled {took:.3f} s")
+    return {
+        "size": size,
+        "quiet_hours": quiet,
+        "expected": want,
+        "first_controlled_seconds": first,
+        "plain_seconds": statistics.median(plain),
+        "controlled_seconds": statistics.median(controlled),
+        "runs": {"plain": plain, "controlled": controlled},
     }

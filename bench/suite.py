@@ -70,6 +70,8 @@ def _leadstream(
         out["materialize"] = product.materialize(worker, ds.fire_ms, wanted, args.runs)
         print("leadstream: preview", flush=True)
         out["preview"] = product.preview(worker, ds.fire_ms, wanted, args.runs)
+        print("leadstream: compliance controls", flush=True)
+        out["compliance"] = product.compliance_sends(worker, ds, max(sizes), args.runs)
         print("leadstream: materialize, triggers early", flush=True)
         out["materialize_early"], worker = product.materialize_early(
             worker, workdir, ds, wanted, args.runs
@@ -364,9 +366,47 @@ def table(result: dict[str, Any]) -> list[dict[str, Any]]:
     )
     rows += _send_rows(ls, pg)
     rows += _state_rows(ls, pg)
+    if "compliance" in ls:  # absent from runs before 2026-12
+        rows += _compliance_rows(ls["compliance"])
     if "big" in ls:  # absent from runs before 2026-11-30 evening, and with --big-phones 0
         rows += _big_rows(ls["big"])
     return rows
+
+
+def _compliance_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same sticky-exclude send with and without a frequency cap and quiet hours; the
+    one without is this row's baseline, measured in the same scenario."""
+    n = f"{c['size']:,}"
+    plain, controlled = c["plain_seconds"], c["controlled_seconds"]
+    return [
+        _row(
+            f"materialize {n} leads, sticky_exclude (baseline of the next row)",
+            plain,
+            None,
+            "s",
+            None,
+            "-",
+            True,
+        ),
+        _row(
+            f"materialize {n} leads, sticky_exclude + frequencyCap 1/24 h + quietHours",
+            controlled,
+            None,
+            "s",
+            round(controlled / plain, 2),
+            "<= 1.5x the row above",
+            controlled <= 1.5 * plain,
+        ),
+        _row(
+            f"the first such send (member zones learned) {n} leads",
+            c["first_controlled_seconds"],
+            None,
+            "s",
+            None,
+            "-",
+            True,
+        ),
+    ]
 
 
 def _fmt(value: float) -> str:

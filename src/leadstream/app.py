@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> faust.App:
         OptTypes(settings.opt_out_event_type, settings.opt_in_event_type),
         encode_recipient,
         on_build=lambda _partition, seconds: metrics.index_build_seconds.observe(seconds),
+        hash_key=_suppression_key(settings),
     )
     table_store.on_restore(store.drop)
     topo = Topology(app, settings, table, store, metrics)
@@ -84,6 +85,11 @@ def create_app(settings: Settings) -> faust.App:
         await asyncio.get_running_loop().run_in_executor(None, router.stop)
 
     return app
+
+
+def _suppression_key(settings: Settings) -> bytes | None:
+    secret = settings.suppression_key
+    return None if secret is None else secret.get_secret_value().encode()
 
 
 def _faust_app(settings: Settings, connection: KafkaConnection) -> faust.App:

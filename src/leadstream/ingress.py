@@ -124,6 +124,7 @@ class StreamIngress:
             phone,
             opt_out_type=s.opt_out_event_type,
             opt_in_type=s.opt_in_event_type,
+            index=topo.store.index(partition),
         )
         return LeadState(partition, opt.opted_out, lead_events(topo.store, partition, org, phone))
 

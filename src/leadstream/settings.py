@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     chunk_size: int = Field(5000, ge=1, le=MAX_CHUNK_SIZE)
     opt_out_event_type: str = Field("opted_out", min_length=1, max_length=100)
     opt_in_event_type: str = Field("opted_in", min_length=1, max_length=100)
+    suppression_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Secret key of the hashes an erase keeps for an opted-out lead (the"
+        " same on every worker, never changed); unset: a random key per partition, kept in"
+        " its state.",
+    )
     auth_file: Path | None = Field(
         None, description="Per-organization credentials [default: DATA_DIR/auth.json]."
     )

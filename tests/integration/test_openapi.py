@@ -1,4 +1,5 @@
-"""schemathesis against a live worker: no 5xx, every answer as /openapi.json says."""
+"""schemathesis against a live worker: no 5xx, every answer as /openapi.json says; and the
+document itself describes the compliance controls and the erase (no broker needed)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,22 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 
 from leadstream.domain.auth import ApiKey, AuthConfig, hash_api_key, with_key
 from leadstream.web.keys import save_auth
+from leadstream.web.openapi import openapi_document
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 KEY = "lsk_schemathesis_" + "k" * 40
+LEAD_PATH = "/api/v1/leads/{organizationId}/{phone}"
+EXPLAIN_PATH = "/api/v1/sends/{organizationId}/{sendId}/leads/{phone}"
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_break(
@@ -33,6 +39,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(
         worker = stack.worker()
         document = httpx.get(f"{worker.url}/openapi.json", timeout=10).json()
         assert "/api/v1/webhooks/lead-events" in document["paths"]
+        assert set(document["paths"][LEAD_PATH]) == {"get", "delete"}
         cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
         assert cli is not None, "schemathesis is a test dependency"
         result = subprocess.run(
@@ -56,3 +63,98 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(
         assert "passed" in result.stdout
     finally:
         stack.close()
+
+
+# --- the document, without a worker ----------------------------------------------------------
+
+
+def _component(document: dict[str, Any], name: str) -> jsonschema.Draft202012Validator:
+    """A validator of one component schema, its $refs resolved within the document."""
+    root = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+    return jsonschema.Draft202012Validator(root)
+
+
+def test_erase_is_described_like_the_other_tenant_routes() -> None:
+    document = openapi_document()
+    erase = document["paths"][LEAD_PATH]["delete"]
+    read = document["paths"][LEAD_PATH]["get"]
+    assert erase["security"] == read["security"] != []
+    assert [(p["name"], p["in"]) for p in erase["parameters"]] == [
+        ("organizationId", "path"),
+        ("phone", "path"),
+    ]
+    assert all("example" in p for p in erase["parameters"])
+    assert "requestBody" not in erase
+    # Routed through Kafka from any worker: never 421 not_here.
+    assert set(erase["responses"]) == {"200", "400", "401", "403", "503"}
+    erased = _component(document, "LeadErased")
+    answer = {"erased": True, "events": 12, "memberships": 2, "suppressionKept": True}
+    assert erased.is_valid(answer)
+    assert erased.is_valid({**answer, "requestId": "5f0c7a"})
+    assert erased.is_valid({**answer, "events": 0, "memberships": 0, "suppressionKept": False})
+    assert not erased.is_valid({k: v for k, v in answer.items() if k != "suppressionKept"})
+    assert not erased.is_valid({**answer, "phoneE164": "+15551234567"})
+
+
+def test_preview_takes_the_compliance_controls() -> None:
+    document = openapi_document()
+    media = document["paths"]["/api/v1/sends/preview"]["post"]["requestBody"]["content"]
+    example = media["application/json"]["example"]
+    assert {"frequencyCap", "quietHours"} <= set(example)
+    assert "where" in example["eventFilter"]
+    body = _component(document, "PreviewBody")
+    assert not list(body.iter_errors(example))
+    wraps = {**example, "quietHours": {"start": "22:30", "end": "07:00", "timeZone": "UTC"}}
+    assert body.is_valid(wraps)
+    in_list = {
+        **example,
+        "eventFilter": {
+            "mode": "include",
+            "eventType": "webinar_attended",
+            "where": {"plan": {"in": ["gold", 2, True, None]}, "seats": 1.5},
+        },
+    }
+    assert body.is_valid(in_list)
+    for bad in (
+        {**example, "frequencyCap": {"maxSends": 0, "withinHours": 24}},
+        {**example, "frequencyCap": {"maxSends": 2, "withinHours": 721}},
+        {**example, "quietHours": {"start": "21:00", "end": "8"}},
+        {**in_list, "eventFilter": {**in_list["eventFilter"], "where": {"plan": {"in": []}}}},
+    ):
+        assert not body.is_valid(bad), bad
+
+
+def test_preview_counts_and_explain_steps_include_the_controls() -> None:
+    document = openapi_document()
+    preview = _component(document, "SendPreview")
+    counts = {
+        "audience": 1500,
+        "optedOut": 20,
+        "droppedByAudienceFilter": 100,
+        "droppedByEventFilter": 200,
+        "droppedByFrequencyCap": 50,
+        "droppedByQuietHours": 30,
+        "lateAudienceFilters": 0,
+    }
+    answer = {
+        "organizationId": "42",
+        "campaignId": "mastery",
+        "scheduledFor": "2026-05-13T18:00:00.000Z",
+        "recipientCount": 1100,
+        "counts": counts,
+        "sample": [],
+    }
+    assert not list(preview.iter_errors(answer))
+    missing = {k: v for k, v in counts.items() if k != "droppedByQuietHours"}
+    assert not preview.is_valid({**answer, "counts": missing})
+    explanation = document["components"]["schemas"]["SendLeadExplanation"]
+    assert explanation["properties"]["step"]["enum"] == [
+        "notInAudience",
+        "optedOut",
+        "audienceFilter",
+        "eventFilter",
+        "frequencyCap",
+        "quietHours",
+        "recipient",
+    ]
+    assert "frequencyCap" in document["paths"][EXPLAIN_PATH]["get"]["summary"]

@@ -9,7 +9,7 @@ import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import msgspec
 import phonenumbers
@@ -163,10 +163,18 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """Every IANA zone this system knows (no ``localtime``, ``posixrules`` or directory)."""
+    return frozenset(available_timezones()) - {"localtime", "posixrules", "Factory"}
+
+
 def known_zone(name: str) -> bool:
+    if name not in _zone_names():
+        return False
     try:
         _zone(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return False
     return True
 

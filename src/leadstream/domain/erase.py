@@ -19,14 +19,13 @@ import msgspec
 from pyroaring import BitMap
 
 from leadstream.domain.explain import SendRecord
-from leadstream.domain.lead_index import lead_history
 from leadstream.domain.send_state import FilterRecord
 from leadstream.index.partition import PartitionIndex, lead_digest
 from leadstream.index.table import IndexedStore
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
 
-__all__ = ["Erased", "erase_lead", "suppressed_at"]
+__all__ = ["Erased", "erase_lead"]
 
 _record_decoder = msgspec.msgpack.Decoder(SendRecord)
 _filter_decoder = msgspec.msgpack.Decoder(FilterRecord)
@@ -39,11 +38,6 @@ class Erased:
     events: int
     memberships: int
     suppression_kept: bool
-
-
-def suppressed_at(store: PartitionStore, partition: int, org: str, phone: str) -> int | None:
-    """When the phone was erased while opted out (None: no suppression)."""
-    return lead_history(store, partition, org, phone).suppressed_at
 
 
 def erase_lead(store: IndexedStore, partition: int, org: str, phone: str, *, now_ms: int) -> Erased:
@@ -64,14 +58,13 @@ def erase_lead(store: IndexedStore, partition: int, org: str, phone: str, *, now
             digest = lead_digest(_hash_key(store, partition, index), org, phone)
             store.put(partition, keys.suppression_key(org, digest), now_ms.to_bytes(8, "big"))
             index.suppress(org, digest, now_ms)
-        kept = suppressed_at(store, partition, org, phone) is not None
+        kept = index.suppressed_at(org, phone) is not None
     return Erased(events, memberships, kept)
 
 
 def _hash_key(store: PartitionStore, partition: int, index: PartitionIndex) -> bytes:
-    """The partition's key of suppression hashes, made at its first use."""
-    if index.hash_key is None:
-        index.hash_key = store.get(partition, keys.hash_key_key())
+    """The key of suppression hashes: ``LEADSTREAM_SUPPRESSION_KEY``, or else the
+    partition's own, made at its first use."""
     if index.hash_key is None:
         index.hash_key = os.urandom(HASH_KEY_BYTES)
         store.put(partition, keys.hash_key_key(), index.hash_key)

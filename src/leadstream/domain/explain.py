@@ -209,7 +209,7 @@ def explain_lead(
     org = trigger.organization_id
     lead = index.lead_id(org, phone)
     then = record.step_of(lead)
-    history = lead_history(store, partition, org, phone)
+    history = lead_history(store, partition, org, phone, index=index)
     member = store.get(partition, keys.member_key(org, trigger.campaign_id, phone)) is not None
     rules = SendRules(trigger, None, opt_out_type, opt_in_type)
     mode = record.audience_filter_mode
@@ -262,9 +262,10 @@ class _Today:
         if quiet is not None:
             decision = quiet.decide(phone_zones(self.phone), at)
             facts = {
+                **quiet.describe(),
+                # The zone that decided (the rule's own timeZone is in the rule above).
                 "timeZone": decision.zone,
                 "localTime": decision.local_time,
-                **quiet.describe(),
             }
             if decision.quiet:
                 where = decision.zone or "no known time zone (treated as quiet)"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leadstream.domain.ingest import LeadEvent
-from leadstream.index.partition import PartitionIndex, lead_digest
+from leadstream.index.partition import PartitionIndex
 from leadstream.index.table import IndexedStore
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
@@ -134,19 +134,22 @@ def _apply_events(
     return ApplyResult(inserted, duplicates + len(added) - inserted)
 
 
-def lead_history(store: PartitionStore, partition: int, org: str, phone: str) -> LeadHistory:
-    """One lead's history: one scan of its event keys, one of its folded records, and
-    whether the phone was erased while opted out (a suppression, see domain.erase)."""
+def lead_history(
+    store: PartitionStore,
+    partition: int,
+    org: str,
+    phone: str,
+    *,
+    index: PartitionIndex | None = None,
+) -> LeadHistory:
+    """One lead's history: one scan of its event keys, one of its folded records; and,
+    given the partition's index, whether the phone was erased while opted out (its
+    suppression, see :mod:`leadstream.domain.erase`)."""
     history = OrgScan(store, partition, org, start=phone).history(phone)
-    hash_key = store.get(partition, keys.hash_key_key())
-    if hash_key is None:
+    suppressed = index.suppressed_at(org, phone) if index is not None else None
+    if suppressed is None:
         return history
-    value = store.get(partition, keys.suppression_key(org, lead_digest(hash_key, org, phone)))
-    if value is None:
-        return history
-    return LeadHistory(
-        history.times, history.folded, history.metadata, int.from_bytes(value, "big")
-    )
+    return LeadHistory(history.times, history.folded, history.metadata, suppressed)
 
 
 def count_events(
@@ -181,9 +184,11 @@ def latest_opt(
     *,
     opt_out_type: str,
     opt_in_type: str,
+    index: PartitionIndex | None = None,
 ) -> OptState:
     """The lead's latest opt event (see :meth:`LeadHistory.opt_state`)."""
-    return lead_history(store, partition, org, phone).opt_state(opt_out_type, opt_in_type)
+    history = lead_history(store, partition, org, phone, index=index)
+    return history.opt_state(opt_out_type, opt_in_type)
 
 
 def lead_events(

@@ -124,6 +124,13 @@ class PartitionIndex:
         self._check_suppressed(org, phone, lead)
         return lead, True
 
+    def suppressed_at(self, org: str, phone: str) -> int | None:
+        """When the phone was erased while opted out (None: it was not)."""
+        index = self.orgs.get(org)
+        if index is None or not index.suppressed or self.hash_key is None:
+            return None
+        return index.suppressed.get(lead_digest(self.hash_key, org, phone))
+
     def _check_suppressed(self, org: str, phone: str, lead: int) -> None:
         """A new lead whose phone was erased while opted out is opted out (at the erase)."""
         index = self.orgs.get(org)
@@ -263,7 +270,14 @@ class PartitionIndex:
         }
 
 
-def build(store: PartitionStore, partition: int, opt: OptTypes, encode: Encode) -> PartitionIndex:
+def build(
+    store: PartitionStore,
+    partition: int,
+    opt: OptTypes,
+    encode: Encode,
+    *,
+    hash_key: bytes | None = None,
+) -> PartitionIndex:
     """The partition's index, from one scan of its folded records, event keys and members.
 
     A lead's id is the one its keys carry. Sticky counts follow
@@ -273,7 +287,7 @@ def build(store: PartitionStore, partition: int, opt: OptTypes, encode: Encode) 
     index = PartitionIndex(opt, encode)
     ids = index.lead_ids
     highest = -1
-    index.hash_key = store.get(partition, keys.hash_key_key())
+    index.hash_key = hash_key or store.get(partition, keys.hash_key_key())
     # Erased leads: a changelog restore can bring their event keys back (from logged
     # batches written before the erase); they are left out and purged.
     erased: set[int] = set()

@@ -32,11 +32,15 @@ class IndexedStore:
         encode: Encode,
         *,
         on_build: Callable[[int, float], None] | None = None,
+        hash_key: bytes | None = None,
     ) -> None:
         self._inner = inner
         self._opt = opt
         self._encode = encode
         self._on_build = on_build
+        # The key of suppression hashes (LEADSTREAM_SUPPRESSION_KEY); None: each
+        # partition's own, kept in its state.
+        self._hash_key = hash_key
         self._indexes: dict[int, PartitionIndex] = {}
 
     def index(self, partition: int) -> PartitionIndex:
@@ -45,7 +49,7 @@ class IndexedStore:
         if index is None:
             started = time.perf_counter()
             index = self._indexes[partition] = build(
-                self._inner, partition, self._opt, self._encode
+                self._inner, partition, self._opt, self._encode, hash_key=self._hash_key
             )
             took = time.perf_counter() - started
             logger.info("partition %d indexed in %.2f s: %d leads", partition, took, index.next_id)

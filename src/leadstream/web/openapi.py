@@ -14,7 +14,9 @@ from leadstream.web.sends import MAX_SAMPLE
 from leadstream.wire.models import (
     E164,
     EventFilter,
+    FrequencyCap,
     Id,
+    QuietHours,
     Recipient,
     Rfc3339Timestamp,
     SendCounts,
@@ -111,6 +113,24 @@ class LeadView(BaseModel):
     events: list[StoredEvent]
 
 
+class LeadErased(BaseModel):
+    """What an erase removed. An unknown or already erased phone answers the same shape with
+    zeros, so a retry is safe."""
+
+    model_config = ConfigDict(extra="forbid")
+    erased: Literal[True]
+    requestId: str | SkipJsonSchema[None] = Field(
+        None, description="The id the erase is logged under (the audit line)."
+    )
+    events: int = Field(ge=0, description="The lead's stored events removed.")
+    memberships: int = Field(ge=0, description="The lead's audience memberships removed.")
+    suppressionKept: bool = Field(
+        description="true when the lead was opted out at the erase: an HMAC-SHA256 of "
+        "(organizationId, phone), never the phone, is kept so that the phone stays opted out "
+        "until an opt-in event later than the erase."
+    )
+
+
 class InlineAudienceFilter(BaseModel):
     """The audience filter to preview with, inline (not a trigger's {enabled} switch)."""
 
@@ -142,6 +162,12 @@ class PreviewBody(BaseModel):
     audienceFilter: InlineAudienceFilter | None = Field(
         None, description="Absent or null: no audience filter step."
     )
+    frequencyCap: FrequencyCap | SkipJsonSchema[None] = Field(
+        None, description="As a trigger's; absent: no frequency cap step."
+    )
+    quietHours: QuietHours | SkipJsonSchema[None] = Field(
+        None, description="As a trigger's; absent: no quiet hours step."
+    )
     sample: int | None = Field(
         0, ge=0, le=MAX_SAMPLE, description="How many recipients to list (null: 0)."
     )
@@ -159,7 +185,15 @@ class SendPreview(BaseModel):
     sample: list[Recipient] = Field(description="Up to `sample` of the recipients.")
 
 
-Step = Literal["notInAudience", "optedOut", "audienceFilter", "eventFilter", "recipient"]
+Step = Literal[
+    "notInAudience",
+    "optedOut",
+    "audienceFilter",
+    "eventFilter",
+    "frequencyCap",
+    "quietHours",
+    "recipient",
+]
 
 
 class StepToday(BaseModel):
@@ -179,8 +213,11 @@ class SendLeadExplanation(BaseModel):
     sent: bool
     step: Step = Field(description="Where the lead left the send (recipient: it did not).")
     detail: dict[str, Any] = Field(
-        description="A message, and the deciding facts (an event filter's eventFilter, "
-        "matchingEvents and the matching events' occurredAt)."
+        description="A message, and the deciding facts: an event filter's eventFilter, "
+        "matchingEvents and the matching events' occurredAt; the frequency cap's maxSends, "
+        "withinHours and sends [{sendId, scheduledFor}] (the counted earlier sends that "
+        "messaged the lead); quiet hours' timeZone (the zone that decided), localTime "
+        "(HH:MM), start and end."
     )
     consistent: bool = Field(description="false when today's state gives another step.")
     scheduledFor: UtcMillisTimestamp
@@ -209,6 +246,7 @@ _MODELS: list[type[BaseModel]] = [
     AudienceFilterAnswer,
     AudienceAccepted,
     LeadView,
+    LeadErased,
     PreviewBody,
     SendPreview,
     SendLeadExplanation,
@@ -236,8 +274,14 @@ _PREVIEW_EXAMPLE = {
     "organizationId": 42,
     "campaignId": "mastery",
     "scheduledFor": "2026-05-13T18:00:00Z",
-    "eventFilter": {"mode": "exclude", "eventType": "mastery_purchase"},
+    "eventFilter": {
+        "mode": "exclude",
+        "eventType": "mastery_purchase",
+        "where": {"product": {"in": ["mastery", "mastery-plus"]}},
+    },
     "audienceFilter": {"mode": "exclude", "leads": [{"externalId": "crm-123"}]},
+    "frequencyCap": {"maxSends": 2, "withinHours": 24},
+    "quietHours": {"start": "21:00", "end": "08:00"},
     "sample": 5,
 }
 _FILTER_EXAMPLE = {
@@ -393,35 +437,56 @@ def _audience_upload_path() -> dict[str, Any]:
     }
 
 
+def _lead_parameters() -> list[dict[str, Any]]:
+    """The path parameters of one lead: its organization and its phone (normalized)."""
+    return [
+        {
+            "name": "organizationId",
+            "in": "path",
+            "required": True,
+            "example": "42",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "phone",
+            "in": "path",
+            "required": True,
+            "example": _PHONE,
+            "schema": {"type": "string"},
+        },
+    ]
+
+
 def _lead_paths() -> dict[str, Any]:
-    """The route that reads one lead."""
+    """The routes of one lead: read it, erase it."""
     return {
         "/api/v1/leads/{organizationId}/{phone}": {
             "get": {
                 "summary": "One lead's stored events (read-only), for a key of its "
                 "organization (a signature is of the empty body).",
                 "security": _SECURITY,
-                "parameters": [
-                    {
-                        "name": "organizationId",
-                        "in": "path",
-                        "required": True,
-                        "example": "42",
-                        "schema": {"type": "string"},
-                    },
-                    {
-                        "name": "phone",
-                        "in": "path",
-                        "required": True,
-                        "example": _PHONE,
-                        "schema": {"type": "string"},
-                    },
-                ],
+                "parameters": _lead_parameters(),
                 "responses": {
                     "200": {"description": "The lead", "content": _json(LeadView)},
                     **_errors(400, 401, 403, 421, 503),
                 },
-            }
+            },
+            "delete": {
+                "summary": "Erase one lead: its events, audience memberships, entries in "
+                "recorded sends and index, and its phone in audience filters of sends not yet "
+                "materialized. Only a keyed hash is kept when it was opted out. Served by any "
+                "worker (routed to the lead's partition through Kafka); for a key of its "
+                "organization (a signature is of the empty body). Safe to retry.",
+                "security": _SECURITY,
+                "parameters": _lead_parameters(),
+                "responses": {
+                    "200": {
+                        "description": "Erased (zeros when there was nothing to erase)",
+                        "content": _json(LeadErased),
+                    },
+                    **_errors(400, 401, 403, 503),
+                },
+            },
         },
     }
 
@@ -470,8 +535,9 @@ def _explain_path() -> dict[str, Any]:
         "/api/v1/sends/{organizationId}/{sendId}/leads/{phone}": {
             "get": {
                 "summary": "Whether a materialized send messaged the lead, at which step it "
-                "left it and why, for a key of its organization (a signature is of the empty "
-                "body). Sends are kept LEADSTREAM_SEND_RETENTION_DAYS.",
+                "left it (notInAudience, optedOut, audienceFilter, eventFilter, frequencyCap, "
+                "quietHours, recipient) and why, for a key of its organization (a signature is "
+                "of the empty body). Sends are kept LEADSTREAM_SEND_RETENTION_DAYS.",
                 "security": _SECURITY,
                 "parameters": [
                     {

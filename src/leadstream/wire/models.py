@@ -6,8 +6,9 @@ validate with the plain functions of :mod:`leadstream.domain`, and write the rec
 :mod:`leadstream.wire.records`. The models describe exactly what those functions accept
 (inputs) and what leadstream emits (outputs; tests/unit/test_schemas.py holds each output
 model against the record that is written), and where a rule cannot be written in JSON
-Schema (control characters, the 4 KiB metadata limit, date validity) the model checks it by
-calling the same domain function, and the schema states it in a ``description``.
+Schema (control characters, the 4 KiB metadata limit, date validity, a known time zone,
+quiet hours whose start and end differ) the model checks it by calling the same domain
+function, and the schema states it in a ``description``.
 
 Inputs allow any extra key (docs/contract.md, section 4); outputs forbid keys that are not
 listed, so a consumer can rely on the schema as the whole record.
@@ -26,13 +27,23 @@ from pydantic import (
     Field,
     RootModel,
     StrictBool,
+    StrictFloat,
     StrictInt,
+    StrictStr,
     StringConstraints,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import TypeAliasType
 
+from leadstream.domain.controls import (
+    MAX_CAP_HOURS,
+    MAX_CAP_SENDS,
+    MAX_WHERE_KEY_CHARS,
+    MAX_WHERE_KEYS,
+    MAX_WHERE_VALUES,
+    parse_quiet_hours,
+)
 from leadstream.domain.ingest import MAX_BATCH_EVENTS, MAX_REJECT_PHONE_CHARS
 from leadstream.domain.normalize import (
     MAX_ID_DIGITS,
@@ -56,12 +67,14 @@ __all__ = [
     "AudienceMemberRow",
     "AudienceMembersValue",
     "EventFilter",
+    "FrequencyCap",
     "LeadByExternalId",
     "LeadByPhone",
     "LeadEventBatch",
     "LeadEventBatchRow",
     "LeadEventSingle",
     "LeadEventsValue",
+    "QuietHours",
     "Recipient",
     "RecipientsChunk",
     "Reject",
@@ -69,6 +82,7 @@ __all__ = [
     "SendRecipientsValue",
     "SendSummary",
     "SendTrigger",
+    "WhereIn",
     "Within",
 ]
 
@@ -84,6 +98,10 @@ _UTC_MILLIS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.
 # libphonenumber's E.164: '+', a 1-3 digit country code not starting with 0, and a national
 # number of up to 17 digits (its MAX_LENGTH_FOR_NSN), so longer than ITU's 15 digits.
 _E164_PATTERN = r"^\+[1-9][0-9]{1,19}$"
+# A local time of day, 00:00 to 23:59.
+_HH_MM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+# The longest time zone name the domain accepts (IANA's are at most 32 characters).
+_MAX_TIME_ZONE_CHARS = 64
 
 _OUTPUT = ConfigDict(extra="forbid")
 
@@ -203,6 +221,44 @@ Metadata = TypeAliasType(
                 "Optional JSON object kept on the event, at most "
                 f"{MAX_METADATA_BYTES} bytes (4 KiB) once serialized as compact UTF-8 JSON "
                 "(metadata_too_large otherwise). null is the same as absent."
+            ),
+        ),
+    ],
+)
+
+LocalTime = TypeAliasType(
+    "LocalTime",
+    Annotated[
+        str,
+        StringConstraints(pattern=_HH_MM_PATTERN),
+        Field(description="A local time of day as HH:MM on a 24-hour clock, 00:00 to 23:59."),
+    ],
+)
+
+TimeZoneName = TypeAliasType(
+    "TimeZoneName",
+    Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=_MAX_TIME_ZONE_CHARS),
+        Field(
+            description=(
+                "An IANA time zone name known to the tz database, e.g. 'America/New_York' "
+                "(case-sensitive); an unknown name is rejected. Daylight saving time is "
+                "applied."
+            ),
+        ),
+    ],
+)
+
+WhereScalar = TypeAliasType(
+    "WhereScalar",
+    Annotated[
+        StrictStr | StrictFloat | StrictBool | None,
+        Field(
+            description=(
+                "A JSON string, number, boolean or null, compared with the metadata value: "
+                "numbers as numbers (1 equals 1.0), booleans only with booleans, strings "
+                "exactly (case-sensitive)."
             ),
         ),
     ],
@@ -422,10 +478,33 @@ class Within(_Input):
     )
 
 
+class WhereIn(BaseModel):
+    """Matches when the metadata value equals one of the listed values.
+
+    Unlike other inputs this object allows no other key: an object here is an operator,
+    and an operator leadstream does not know must not silently read as a match.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    in_: list[WhereScalar] = Field(
+        alias="in",
+        min_length=1,
+        max_length=MAX_WHERE_VALUES,
+        description=f"1 to {MAX_WHERE_VALUES} values; any one of them matches.",
+    )
+
+
+WhereKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_WHERE_KEY_CHARS)]
+Where = Annotated[
+    dict[WhereKey, WhereScalar | WhereIn], Field(min_length=1, max_length=MAX_WHERE_KEYS)
+]
+
+
 class EventFilter(_Input):
     """Keeps or drops a lead by whether it has an event of a given type."""
 
-    _NOT_NULL = ("within", "minCount")
+    _NOT_NULL = ("within", "minCount", "where")
 
     mode: Literal["include", "exclude"] = Field(
         description="include keeps the lead iff it has the event; exclude iff it does not."
@@ -440,6 +519,63 @@ class EventFilter(_Input):
         ge=1,
         description="The lead has the event when it has at least this many matching events.",
     )
+    where: Where | SkipJsonSchema[None] = Field(
+        default=None,
+        description=(
+            f"Only events whose metadata matches count: 1 to {MAX_WHERE_KEYS} top-level "
+            f"metadata keys (1 to {MAX_WHERE_KEY_CHARS} characters each), each with a value "
+            '(equality) or {"in": [values]} (one of them). Every named key must be present '
+            "and match; a missing key never matches, not even null. A duplicate event keeps "
+            "the metadata stored first. Events folded by compaction carry no metadata, so "
+            "they never count for a filter with where."
+        ),
+    )
+
+
+class FrequencyCap(_Input):
+    """Drops a lead that earlier sends of the organization already messaged often enough."""
+
+    maxSends: StrictInt = Field(
+        ge=1,
+        le=MAX_CAP_SENDS,
+        description="The lead is dropped when at least this many earlier sends messaged it.",
+    )
+    withinHours: StrictInt = Field(
+        ge=1,
+        le=MAX_CAP_HOURS,
+        description="The earlier sends that count are those of the same organization (any "
+        "campaign) whose scheduledFor lies in [scheduledFor - withinHours, scheduledFor), "
+        "once their output is committed; each counts once.",
+    )
+
+
+class QuietHours(_Input):
+    """Drops a lead whose local time at the send's scheduledFor is within [start, end).
+
+    The local time comes from the time zones libphonenumber gives the lead's phone.
+    """
+
+    _NOT_NULL = ("timeZone",)
+
+    start: LocalTime = Field(description="Start of the quiet period, included.")
+    end: LocalTime = Field(
+        description="End of the quiet period, excluded. Earlier than start: the period wraps "
+        "midnight (21:00 to 08:00). Equal to start: rejected."
+    )
+    timeZone: TimeZoneName | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Decides for a phone with several time zones (otherwise: quiet when quiet "
+        "in any of them) and for a phone with none (otherwise: always quiet, so dropped).",
+    )
+
+    @model_validator(mode="after")
+    def _as_the_domain_reads_it(self) -> Self:
+        # start == end and an unknown time zone: checked by the domain's own parser.
+        doc: dict[str, str] = {"start": self.start, "end": self.end}
+        if self.timeZone is not None:
+            doc["timeZone"] = self.timeZone
+        parse_quiet_hours(doc)
+        return self
 
 
 class AudienceFilterSwitch(_Input):
@@ -458,13 +594,14 @@ class SendTrigger(_Input):
         json_schema_extra={"not": {"required": ["eventFilter", "eventFilters"]}},
     )
 
-    _NOT_NULL = ("eventFilter", "eventFilters", "audienceFilter")
+    _NOT_NULL = ("eventFilter", "eventFilters", "audienceFilter", "frequencyCap", "quietHours")
 
     organizationId: Id = Field(description="The tenant.")
     campaignId: Id = Field(description="The campaign whose audience is materialized.")
     sendId: Id = Field(description="The send; triggers after the first for it are ignored.")
     scheduledFor: Rfc3339Timestamp = Field(
-        description="When the send fires (T of the event filters' windows). Materialized "
+        description="When the send fires (T of the event filters' windows, of the frequency "
+        "cap's look-back and of quiet hours). Materialized "
         "LEADSTREAM_MATERIALIZE_LEAD_SECONDS (default 60) before; at once, and marked late, "
         "when it arrives after this instant.",
     )
@@ -477,6 +614,12 @@ class SendTrigger(_Input):
     )
     audienceFilter: AudienceFilterSwitch | SkipJsonSchema[None] = Field(
         default=None, description="Absent: the send's audience filter does not apply."
+    )
+    frequencyCap: FrequencyCap | SkipJsonSchema[None] = Field(
+        default=None, description="Absent: no frequency cap step."
+    )
+    quietHours: QuietHours | SkipJsonSchema[None] = Field(
+        default=None, description="Absent: no quiet hours step."
     )
 
     @model_validator(mode="after")
@@ -520,7 +663,9 @@ class RecipientsChunk(BaseModel):
 
 
 class SendCounts(BaseModel):
-    """Where the audience went: audience = recipientCount + optedOut + droppedBy*."""
+    """Where the audience went, in the order of the steps: audience = recipientCount +
+    optedOut + droppedByAudienceFilter + droppedByEventFilter + droppedByFrequencyCap +
+    droppedByQuietHours."""
 
     model_config = _OUTPUT
 
@@ -528,6 +673,12 @@ class SendCounts(BaseModel):
     optedOut: StrictInt = Field(ge=0, description="Dropped because they are opted out.")
     droppedByAudienceFilter: StrictInt = Field(ge=0, description="Dropped by the audience filter.")
     droppedByEventFilter: StrictInt = Field(ge=0, description="Dropped by the event filters.")
+    droppedByFrequencyCap: StrictInt = Field(
+        ge=0, description="Dropped by the frequency cap (0 without one)."
+    )
+    droppedByQuietHours: StrictInt = Field(
+        ge=0, description="Dropped by quiet hours (0 without them)."
+    )
     lateAudienceFilters: StrictInt = Field(
         ge=0, description="Audience filters ignored because they arrived after the deadline."
     )
