@@ -165,18 +165,39 @@ def capped(org: OrgIndex, cap: FrequencyCap, scheduled_for: int, candidates: Bit
         for at, recipients in org.sends.values()
         if cap.counts(scheduled_for, at)
     ]
+    counted = [members for members in counted if members]
     need = cap.max_sends
     if len(counted) < need:
         return BitMap()
     if need == 1:
         return BitMap.union(*counted)
-    # at_least[k]: leads in k + 1 or more of the sends seen so far.
-    at_least = [BitMap() for _ in range(need)]
-    for recipients in counted:
-        for k in range(need - 1, 0, -1):
-            at_least[k] |= at_least[k - 1] & recipients
-        at_least[0] |= recipients
-    return at_least[need - 1]
+    return _at_least(counted, need)
+
+
+def _at_least(sets: list[BitMap], need: int) -> BitMap:
+    """The leads in at least ``need`` of ``sets``: each lead's count kept in binary, one
+    bitmap per digit (adding a set is a ripple of carries), then compared with ``need``
+    from the highest digit down; O(sets x log(sets)) bitmap operations for any ``need``."""
+    digits: list[BitMap] = []
+    for members in sets:
+        carry = members
+        for j, digit in enumerate(digits):
+            if not carry:
+                break
+            digits[j], carry = digit ^ carry, digit & carry
+        else:
+            if carry:
+                digits.append(carry)
+    greater = BitMap()
+    equal = BitMap.union(*sets)  # leads counted at least once; need >= 1
+    for j in range(max(len(digits), need.bit_length()) - 1, -1, -1):
+        digit = digits[j] if j < len(digits) else BitMap()
+        if need >> j & 1:
+            equal &= digit
+        else:
+            greater |= equal & digit
+            equal -= digit
+    return greater | equal
 
 
 def phone_of(index: PartitionIndex) -> Callable[[int], str | None]:
