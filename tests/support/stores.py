@@ -28,6 +28,6 @@ def assert_indexes_rebuild_equal(store: IndexedStore, partitions: list[int] | No
     if partitions is None:
         assert isinstance(inner, MemoryStore)
         partitions = inner.partitions()
-    fresh = IndexedStore(inner, store._opt, store._encode)
+    fresh = IndexedStore(inner, store._opt, store._encode, hash_key=store._hash_key)
     for partition in partitions:
         assert store.index(partition).snapshot() == fresh.index(partition).snapshot(), partition

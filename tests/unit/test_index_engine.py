@@ -19,15 +19,32 @@ documents, see ``leadstream.domain.lead_index``):
 * ``apply_events`` drops an event not newer than the newest folded event of its (lead,
   eventType) as a duplicate, even one never seen (it cannot be told apart from a replay),
   whatever horizon it is given. Generated: replays of folded events, old events around
-  the folded maximum, and horizons that move back (retention raised, a clock behind).
+  the folded maximum, and horizons that move back (retention raised, a clock behind);
+* a ``where`` condition counts event keys only (folded events keep no metadata), each
+  with the metadata first stored for it;
+* an erase forgets the lead's events, memberships and place in committed sends; a lead
+  opted out when erased leaves a suppression (an opt-out at the erase) that a later lead
+  of the same phone inherits. An erase of a lead not opted out (it came back and opted
+  in) takes an earlier suppression of the phone with it; an erase of an unknown phone
+  changes nothing.
+
+The compliance controls are generated too: frequency caps over random committed sends
+(``record_send`` + ``deliver_send`` of earlier sends, the materializer's step 7), quiet
+hours over phones of several countries and zones (the reference works out local times
+with :mod:`zoneinfo` from the zones written out below), and event filters with ``where``
+over events with small random metadata.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import event as hypothesis_event
@@ -36,14 +53,19 @@ from hypothesis.control import currently_in_test_context
 from pyroaring import BitMap
 
 from leadstream.domain.audience import MemberOp
+from leadstream.domain.controls import FrequencyCap, QuietHours, Where, parse_where, phone_zones
+from leadstream.domain.erase import Erased, erase_lead
 from leadstream.domain.explain import (
     Step,
+    deliver_send,
     explain_lead,
     read_send_record,
+    received_sends,
     record_send,
 )
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.lead_index import (
+    LeadHistory,
     apply_events,
     compact_partition,
     lead_history,
@@ -61,7 +83,13 @@ from leadstream.domain.sends import (
     filter_parts,
     keeps,
 )
-from leadstream.index.evaluate import Evaluation, evaluate, has_event, materialize_partition
+from leadstream.index.evaluate import (
+    Evaluation,
+    _EventSource,
+    evaluate,
+    has_event,
+    materialize_partition,
+)
 from leadstream.index.table import IndexedStore
 from leadstream.index.timeline import HOUR_MS, TRACKED_COUNTS
 from leadstream.state import keys
@@ -77,6 +105,54 @@ SPAN_HOURS = 4  # sends fire in [BASE, BASE + 4 h); events fall in [BASE - 1 h, 
 ORGS = ["a", "ab"]
 CAMPAIGNS = ["c1", "c10"]
 PHONES = ["+1555", "+15550", "+155501", "+1556", "+2", "+21"]
+# Numbers of several countries, and the IANA zones libphonenumber places them in (the
+# prefix-sharing ones above are in none: quiet, unless the rule names a zone).
+ZONES: dict[str, tuple[str, ...]] = {
+    "+12125550123": ("America/New_York",),
+    "+14155550123": ("America/Los_Angeles",),
+    "+61412345678": (  # an Australian mobile: every Australian zone, and two islands
+        "Australia/Adelaide",
+        "Australia/Brisbane",
+        "Australia/Eucla",
+        "Australia/Lord_Howe",
+        "Australia/Perth",
+        "Australia/Sydney",
+        "Indian/Christmas",
+        "Indian/Cocos",
+    ),
+    "+34612345678": ("Atlantic/Canary", "Europe/Madrid"),  # a Spanish mobile
+}
+PHONES += list(ZONES)
+NY, LA, AU, ES = ZONES
+RULE_ZONES = [None, None, "America/New_York", "Australia/Perth", "Europe/Madrid", "Asia/Tokyo"]
+# Small metadata, and the conditions asked of it (1 == 1.0, True is no number, null is
+# not missing).
+METADATA: list[bytes | None] = [
+    None,
+    *(
+        msgspec.json.encode(doc)
+        for doc in (
+            {"plan": "a"},
+            {"plan": "b"},
+            {"plan": "a", "n": 1},
+            {"plan": "b", "n": 1.0},
+            {"n": True},
+            {"n": None},
+        )
+    ),
+]
+REPLAYED_METADATA = msgspec.json.encode({"plan": "z"})  # never the first: never counts
+WHERES: list[Where] = [
+    parse_where(doc)
+    for doc in (
+        {"plan": "a"},
+        {"plan": {"in": ["a", "b"]}},
+        {"n": 1},
+        {"n": True},
+        {"n": None},
+        {"plan": "a", "n": 1.0},
+    )
+]
 EXTERNAL_IDS = ["x1", "x2", "X1"]
 OPT_OUT, OPT_IN = "opted_out", "opted_in"
 TYPES = ["buy", "buy_more", OPT_OUT, OPT_IN]
@@ -88,6 +164,8 @@ STEP_OF = {
     Outcome.OPTED_OUT: Step.OPTED_OUT,
     Outcome.DROPPED_BY_AUDIENCE_FILTER: Step.AUDIENCE_FILTER,
     Outcome.DROPPED_BY_EVENT_FILTER: Step.EVENT_FILTER,
+    Outcome.DROPPED_BY_FREQUENCY_CAP: Step.FREQUENCY_CAP,
+    Outcome.DROPPED_BY_QUIET_HOURS: Step.QUIET_HOURS,
 }
 
 EventKey = tuple[str, str, str, int]  # (org, phone, eventType, occurredAt)
@@ -113,6 +191,14 @@ class Model:
     live: set[EventKey] = field(default_factory=set)  # those still event keys (not folded)
     folded_max: dict[LeadType, int] = field(default_factory=dict)
     members: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
+    # Each event's metadata: the first stored for its key.
+    metadata: dict[EventKey, bytes | None] = field(default_factory=dict)
+    # Leads (org, phone) that exist: given an id by an event or a membership, not erased.
+    leads: set[tuple[str, str]] = field(default_factory=set)
+    # Committed sends: (org, sendId) -> (scheduledFor, the phones they messaged).
+    delivered: dict[tuple[str, str], tuple[int, set[str]]] = field(default_factory=dict)
+    # Phones erased while opted out: (org, phone) -> erased at.
+    suppressed: dict[tuple[str, str], int] = field(default_factory=dict)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -123,11 +209,14 @@ class Model:
             newest_folded = self.folded_max.get(key[:3])
             if newest_folded is not None and key[3] <= newest_folded:
                 duplicates += 1  # indistinguishable from a replay of a folded event
-            elif key in self.events:
+                continue
+            self.leads.add(key[:2])
+            if key in self.events:
                 duplicates += 1
             else:
                 self.events.add(key)
                 self.live.add(key)
+                self.metadata[key] = e.metadata
                 inserted += 1
         return inserted, duplicates
 
@@ -137,6 +226,7 @@ class Model:
             self.members.pop(lead, None)
         else:
             self.members[lead] = op.external_id
+            self.leads.add(lead[::2])
 
     def restore(self, folded: Iterable[EventKey]) -> None:
         """Keys of folded events are back (a changelog restore): windows see them again;
@@ -151,31 +241,67 @@ class Model:
         self.compacted = max(self.compacted, self.horizon)
         return len(old)
 
+    def deliver(self, send: Send) -> None:
+        """A send's output is committed: its recipients count against frequency caps."""
+        trigger = send.trigger
+        recipients, _ = self.send(send)
+        self.delivered[(trigger.organization_id, trigger.send_id)] = (
+            trigger.scheduled_for,
+            {phone for phone, _ in recipients},
+        )
+
+    def erase(self, org: str, phone: str, now: int) -> Erased:
+        """What erase_lead answers, and everything the lead was forgotten."""
+        mine = {k for k in self.events if k[:2] == (org, phone)}
+        campaigns = [c for o, c, p in self.members if (o, p) == (org, phone)]
+        known = (org, phone) in self.leads
+        was_opted_out = known and self.opted_out(org, phone)
+        self.events -= mine
+        self.live -= mine
+        for key in mine:
+            del self.metadata[key]
+        for lead_type in [lt for lt in self.folded_max if lt[:2] == (org, phone)]:
+            del self.folded_max[lead_type]
+        for campaign in campaigns:
+            del self.members[(org, campaign, phone)]
+        for (o, _), (_, phones) in self.delivered.items():
+            if o == org:
+                phones.discard(phone)
+        self.leads.discard((org, phone))
+        if was_opted_out:
+            self.suppressed[(org, phone)] = now
+        elif known:
+            self.suppressed.pop((org, phone), None)
+        return Erased(len(mine), len(campaigns), (org, phone) in self.suppressed)
+
     # -- the contract's questions -----------------------------------------------------
 
     def opted_out(self, org: str, phone: str) -> bool:
-        """The latest opt event by occurredAt decides; on the same instant opted_out wins."""
+        """The latest opt event by occurredAt decides; on the same instant opted_out wins.
+        A suppression is an opt-out at the erase."""
         opts = [(ts, t) for o, p, t, ts in self.events if (o, p) == (org, phone) and t in OPT_TYPES]
+        suppressed = self.suppressed.get((org, phone))
+        if suppressed is not None:
+            opts.append((suppressed, OPT_OUT))
+            note("a suppressed phone")
         if not opts:
             return False
         latest = max(ts for ts, _ in opts)
         return (latest, OPT_OUT) in opts
 
     def matching(self, org: str, phone: str, f: EventFilter, at: int) -> int:
-        if f.within_minutes is None:  # sticky: every event, folded ones and those after T
-            return sum(1 for o, p, t, _ in self.events if (o, p, t) == (org, phone, f.event_type))
+        def counted(k: EventKey) -> bool:
+            return k[:3] == (org, phone, f.event_type) and where_holds(f.where, self.metadata[k])
+
+        if f.within_minutes is None and not f.where:
+            # sticky: every event, folded ones and those after T
+            return sum(1 for k in self.events if counted(k))
+        if f.within_minutes is None:  # sticky with where: event keys only, any time
+            return sum(1 for k in self.live if counted(k))
         lo = max(0, at - f.within_minutes * MIN)
-        seen = sum(
-            1
-            for o, p, t, ts in self.live
-            if (o, p, t) == (org, phone, f.event_type) and lo <= ts <= at
-        )
+        seen = sum(1 for k in self.live if counted(k) and lo <= k[3] <= at)
         if lo >= self.compacted:  # nothing folded is that late: the contract's raw count
-            assert seen == sum(
-                1
-                for o, p, t, ts in self.events
-                if (o, p, t) == (org, phone, f.event_type) and lo <= ts <= at
-            )
+            assert seen == sum(1 for k in self.events if counted(k) and lo <= k[3] <= at)
         return seen
 
     def keeps(self, org: str, phone: str, f: EventFilter, at: int) -> bool:
@@ -184,7 +310,15 @@ class Model:
             note(f"minCount > {TRACKED_COUNTS} met ({'window' if f.within_minutes else 'sticky'})")
         elif has and f.min_count > 1 and f.within_minutes is not None:
             note("window minCount > 1 met")
+        if f.where:
+            note(f"a where filter {'met' if has else 'not met'}")
         return has if f.mode == "include" else not has
+
+    def received(self, org: str, phone: str) -> list[int]:
+        """scheduledFor of the committed sends that messaged the lead."""
+        return [
+            at for (o, _), (at, phones) in self.delivered.items() if o == org and phone in phones
+        ]
 
     def outcome(
         self,
@@ -210,6 +344,20 @@ class Model:
             return Outcome.DROPPED_BY_EVENT_FILTER
         if trigger.event_filters:
             note("kept by event filters")
+        cap = trigger.frequency_cap
+        if cap is not None:
+            lo = at - cap.within_hours * HOUR
+            counted = sum(1 for t in self.received(org, phone) if lo <= t < at)
+            if counted >= cap.max_sends:
+                note("dropped by a frequency cap")
+                return Outcome.DROPPED_BY_FREQUENCY_CAP
+            note(f"kept by a frequency cap ({'some' if counted else 'no'} sends counted)")
+        rule = trigger.quiet_hours
+        if rule is not None:
+            if quiet_by_contract(rule, ZONES.get(phone, ()), at):
+                note(f"dropped by quiet hours ({len(ZONES.get(phone, ()))} zones)")
+                return Outcome.DROPPED_BY_QUIET_HOURS
+            note(f"kept by quiet hours ({len(ZONES.get(phone, ()))} zones)")
         return Outcome.RECIPIENT
 
     def audience(self, org: str, campaign: str) -> dict[str, str | None]:
@@ -228,6 +376,52 @@ class Model:
             if outcome is Outcome.RECIPIENT:
                 recipients.add((phone, external_id))
         return recipients, counts
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """The contract's equality of a metadata value and a condition's value."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return isinstance(a, str) and isinstance(b, str) and a == b
+
+
+def where_holds(where: Where, metadata: bytes | None) -> bool:
+    if not where:
+        return True
+    if metadata is None:
+        return False
+    doc = json.loads(metadata)
+    if not isinstance(doc, dict):
+        return False
+    return all(key in doc and any(same_value(doc[key], v) for v in values) for key, values in where)
+
+
+def local_minute(zone: str, at: int) -> int:
+    local = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=at)).astimezone(
+        ZoneInfo(zone)
+    )
+    return local.hour * 60 + local.minute
+
+
+def quiet_by_contract(rule: QuietHours, zones: tuple[str, ...], at: int) -> bool:
+    """One zone decides alone; among several, quiet in any, unless the rule names one;
+    none: the rule's zone, or quiet."""
+
+    def quiet_in(zone: str) -> bool:
+        minute = local_minute(zone, at)
+        if rule.start < rule.end:
+            return rule.start <= minute < rule.end
+        return minute >= rule.start or minute < rule.end
+
+    if len(zones) == 1:
+        return quiet_in(zones[0])
+    if rule.time_zone is not None:
+        return quiet_in(rule.time_zone)
+    return any(quiet_in(z) for z in zones) if zones else True
 
 
 # --- what is applied and asked ---------------------------------------------------------------
@@ -256,15 +450,22 @@ class Send:
 
 # Operations (plain tuples, so that @example can spell them):
 #   ("events", (LeadEvent, ...))       apply_events with the current horizon
-#   ("replay", n, ms | None)           apply again the n oldest and n newest events known,
-#                                      after moving the horizon to ms (forward or back)
+#   ("replay", n, ms | None)           apply again the n oldest and n newest events known
+#                                      (other metadata: the first stored stays), after
+#                                      moving the horizon to ms (forward or back)
 #   ("members", (MemberOp, ...))       apply_members (adds, re-adds, removals)
 #   ("restore", n)                     a changelog restore brings back the keys of the n
-#                                      oldest folded events (indexes rebuilt)
+#                                      oldest folded events, and up to n event keys of
+#                                      erased leads (their logged batches); indexes rebuilt
 #   ("horizon", ms)                    the retention horizon moves (forward or back)
 #   ("compact", ms, budget | None)     horizon moves, then compaction; with a budget it
 #                                      crashes after that many writes, the process
 #                                      restarts (indexes dropped) and compaction runs again
+#   ("deliver", Send)                  an earlier send is materialized and its output
+#                                      committed (record_send, deliver_send): it counts
+#                                      against frequency caps; again: a no-op
+#   ("erase", org, phone, ms[, bool])  erase_lead at ms (never before an earlier erase);
+#                                      with True, a restore (of 6) right after
 Op = tuple[Any, ...]
 
 
@@ -296,6 +497,11 @@ class CrashingStore:
         self.inner.delete(partition, key)
 
 
+def history_of(store: IndexedStore, p: int, org: str, phone: str) -> LeadHistory:
+    """A lead's history as the per-lead engine reads it (with its suppression)."""
+    return lead_history(store, p, org, phone, index=store.index(p))
+
+
 def assert_counts_exact(store: IndexedStore, model: Model) -> None:
     """Sticky counts and opt-outs are exact at every moment, an interrupted compaction's
     included: in the index, in each lead's history, and in the model."""
@@ -305,38 +511,49 @@ def assert_counts_exact(store: IndexedStore, model: Model) -> None:
             index = store.index(p)
             org_index = index.orgs.get(org)
             lead = index.lead_id(org, phone)
-            history = lead_history(store, p, org, phone)
+            assert (lead is not None) is ((org, phone) in model.leads), (org, phone)
+            history = history_of(store, p, org, phone)
             for t in TYPES:
                 want = model.matching(org, phone, EventFilter("include", t), 0)
                 timeline = org_index.timelines.get(t) if org_index is not None else None
                 got = 0 if timeline is None or lead is None else timeline.sticky_count(lead)
                 assert got == history.count(t.encode()) == want, (org, phone, t)
             opted_out = org_index is not None and lead is not None and lead in org_index.opted_out
-            assert opted_out is history.opt_state(OPT_OUT, OPT_IN).opted_out
-            assert opted_out is model.opted_out(org, phone)
+            # A phone erased while opted out, not back (yet): its history says opted out.
+            want_out = model.opted_out(org, phone)
+            assert history.opt_state(OPT_OUT, OPT_IN).opted_out is want_out, (org, phone)
+            assert opted_out is (want_out and lead is not None), (org, phone)
 
 
 def assert_filters_exact(store: IndexedStore, model: Model, send: Send) -> None:
     """Each event filter alone (no other step masking it), over every lead of the
-    organization, members or not: the index's has_event and the per-lead keeps are the
-    model's answer."""
+    organization, members or not (with ``where``: members of any campaign, the leads the
+    index has a phone for): the index's answer and the per-lead keeps are the model's."""
     trigger = send.trigger
     org, at = trigger.organization_id, trigger.scheduled_for
     for f in trigger.event_filters:
-        include = EventFilter("include", f.event_type, f.within_minutes, f.min_count)
+        include = EventFilter("include", f.event_type, f.within_minutes, f.min_count, f.where)
         for p in range(PARTITIONS):
             index = store.index(p)
             phones = [ph for ph in PHONES if lead_partition(org, ph, PARTITIONS) == p]
             want = {ph for ph in phones if model.keeps(org, ph, include, at)}
             org_index = index.orgs.get(org)
+            asked = set(phones)
+            if f.where:
+                asked = {ph for o, _, ph in model.members if o == org and ph in asked}
             if org_index is None:
                 assert not want
             else:
-                has = has_event(org_index, f, at, BitMap(range(index.next_id)))
-                ids = {ph: index.lead_id(org, ph) for ph in phones}
-                assert {ph for ph, lead in ids.items() if lead is not None and lead in has} == want
+                everyone = BitMap(range(index.next_id))
+                if f.where:
+                    has = _EventSource(store, p, index, org).has(org_index, include, at, everyone)
+                else:
+                    has = has_event(org_index, f, at, everyone)
+                ids = {ph: index.lead_id(org, ph) for ph in asked}
+                got = {ph for ph, lead in ids.items() if lead is not None and lead in has}
+                assert got == want & asked, (f, p)
             for ph in phones:
-                history = lead_history(store, p, org, ph)
+                history = history_of(store, p, org, ph)
                 assert keeps(history, include, at) is (ph in want), (ph, f)
                 assert keeps(history, f, at) is ((ph in want) == (f.mode == "include"))
 
@@ -353,6 +570,9 @@ class World:
         self.store = indexed_memory()
         self.model = Model()
         self.sends = sends
+        # Event keys of erased leads (with their old ids), as logged batches still hold them.
+        self.erased_keys: list[tuple[int, bytes, bytes]] = []
+        self.last_erase = 0
 
     def run(self, ops: Iterable[Op]) -> None:
         for op in ops:
@@ -368,7 +588,7 @@ class World:
             if op[2] is not None:
                 self.model.horizon = op[2]
             known = sorted(self.model.events, key=lambda k: (k[3], k))
-            self.apply([LeadEvent(*k) for k in known[: op[1]] + known[-op[1] :]])
+            self.apply([LeadEvent(*k, REPLAYED_METADATA) for k in known[: op[1]] + known[-op[1] :]])
         elif kind == "members":
             for p, group in group_by_partition(op[1], PARTITIONS).items():
                 assert apply_members(self.store, p, group) == len(group)
@@ -380,28 +600,47 @@ class World:
             self.model.horizon = op[1]
         elif kind == "compact":
             self.compact(op[1], op[2])
+        elif kind == "deliver":
+            self.deliver(op[1])
+        elif kind == "erase":
+            self.erase(*op[1:4])
+            if len(op) > 4 and op[4]:
+                self.restore(6)
         else:  # pragma: no cover
             raise AssertionError(op)
 
     def restore(self, n: int) -> None:
         """A changelog restore brings back the keys of up to ``n`` folded events (their
-        logged batch was not retired yet), written behind the port: the partitions'
-        indexes are dropped and built again."""
+        logged batch was not retired yet), and up to ``n`` event keys of erased leads that
+        no later write replaced, written behind the port: the partitions' indexes are
+        dropped and built again, which purges the erased leads' keys once more."""
         folded = sorted(self.model.events - self.model.live, key=lambda k: (k[3], k))[:n]
         touched = set()
-        for org, phone, event_type, ts in folded:
+        for key in folded:
+            org, phone, event_type, ts = key
             p = lead_partition(org, phone, PARTITIONS)
             summary = self.store.get(p, keys.compacted_key(org, phone, event_type))
             assert summary is not None
             lead = keys.decode_compacted(summary)[2]
             self.store._inner.put(
-                p, keys.event_key(org, phone, event_type, ts), keys.event_value(lead)
+                p,
+                keys.event_key(org, phone, event_type, ts),
+                keys.event_value(lead, self.model.metadata[key]),
             )
+            touched.add(p)
+        back = [(p, k, v) for p, k, v in self.erased_keys if self.store.get(p, k) is None][:n]
+        for p, key, value in back:
+            self.store._inner.put(p, key, value)
             touched.add(p)
         self.model.restore(folded)
         self.store.drop(touched)
+        for p, key, _ in back:
+            self.store.index(p)  # built: the erased lead's key is deleted again
+            assert self.store.get(p, key) is None
         if folded:
             note("restored folded event keys")
+        if back:
+            note("restored event keys of an erased lead")
 
     def apply(self, events: Sequence[LeadEvent]) -> None:
         inserted = duplicates = 0
@@ -443,6 +682,64 @@ class World:
         if not crashed:
             assert removed == expected
 
+    def deliver(self, send: Send) -> None:
+        """The materializer's steps for an earlier send: record, commit, deliver_send (the
+        index engine's recipients are the reference's)."""
+        trigger = send.trigger
+        org, send_id = trigger.organization_id, trigger.send_id
+        if (org, send_id) in self.model.delivered:  # again (a crash after the commit)
+            history = [self.store.get(p, keys.history_key(org, send_id)) for p in range(PARTITIONS)]
+            for p in range(PARTITIONS):
+                deliver_send(self.store, p, org, send_id)
+            assert history == [
+                self.store.get(p, keys.history_key(org, send_id)) for p in range(PARTITIONS)
+            ]
+            return
+        got: set[tuple[str, str | None]] = set()
+        for p in range(PARTITIONS):
+            rules = send.rules(p)
+            evaluation = evaluate(self.store.index(p), rules, store=self.store, partition=p)
+            record_send(self.store, p, rules, evaluation, materialized_at=MATERIALIZED_AT)
+            deliver_send(self.store, p, org, send_id)
+            got.update(evaluation.sample(len(evaluation.recipients)))
+        assert got == self.model.send(send)[0]
+        self.model.deliver(send)
+        note(f"a committed send with {'some' if got else 'no'} recipients")
+
+    def erase(self, org: str, phone: str, at: int) -> None:
+        now = self.last_erase = max(at, self.last_erase)
+        p = lead_partition(org, phone, PARTITIONS)
+        lead = self.store.index(p).lead_id(org, phone)
+        mine = list(self.store.iter_range(p, *prefix_range(keys.lead_events_prefix(org, phone))))
+        got = erase_lead(self.store, p, org, phone, now_ms=now)
+        want = self.model.erase(org, phone, now)
+        assert got == want, (org, phone)
+        self.erased_keys.extend((p, k, v) for k, v in mine)
+        note(f"erased {'a lead' if lead is not None else 'nobody'} ({got.suppression_kept=})")
+        # Nothing of the lead is left in its partition.
+        index = self.store.index(p)
+        assert index.lead_id(org, phone) is None
+        assert self.store.get(p, keys.lead_key(org, phone)) is None
+        for prefix in (keys.lead_events_prefix(org, phone), keys.compacted_key(org, phone, "")):
+            assert not list(self.store.iter_range(p, *prefix_range(prefix)))
+        for campaign in CAMPAIGNS:
+            assert self.store.get(p, keys.member_key(org, campaign, phone)) is None
+        if lead is None:
+            return
+        assert received_sends(self.store, p, org, lead) == []
+        assert all(lead not in r for _, r in index.orgs[org].sends.values())
+        for (o, send_id), _ in self.model.delivered.items():
+            if o != org:
+                continue
+            record = read_send_record(self.store, p, org, send_id)
+            assert record is not None and record.step_of(lead) == Step.NOT_IN_AUDIENCE
+            got_explained = explain_lead(self.store, p, index, record, phone, **OPT)
+            assert (got_explained.step, got_explained.consistent) == (Step.NOT_IN_AUDIENCE, True)
+
+
+def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
+    return prefix, keys.prefix_upper_bound(prefix)
+
 
 # --- the three checks ------------------------------------------------------------------------
 
@@ -467,6 +764,8 @@ def assert_index_equals_reference(store: IndexedStore, model: Model, send: Send)
         + total.opted_out
         + total.dropped_by_audience_filter
         + total.dropped_by_event_filter
+        + total.dropped_by_frequency_cap
+        + total.dropped_by_quiet_hours
     )
     note(f"recipients: {'some' if recipients else 'none'}")
 
@@ -480,6 +779,8 @@ def outcome_of(evaluation: Evaluation, lead: int | None) -> Outcome | None:
             (Outcome.OPTED_OUT, evaluation.opted_out),
             (Outcome.DROPPED_BY_AUDIENCE_FILTER, evaluation.dropped_by_audience_filter),
             (Outcome.DROPPED_BY_EVENT_FILTER, evaluation.dropped_by_event_filter),
+            (Outcome.DROPPED_BY_FREQUENCY_CAP, evaluation.dropped_by_frequency_cap),
+            (Outcome.DROPPED_BY_QUIET_HOURS, evaluation.dropped_by_quiet_hours),
         )
         if lead is not None and lead in leads
     ]
@@ -488,23 +789,63 @@ def outcome_of(evaluation: Evaluation, lead: int | None) -> Outcome | None:
 
 
 def assert_engines_agree(store: IndexedStore, send: Send) -> None:
-    """For every member, SendRules.outcome on its history is the index engine's step."""
+    """For every member, SendRules.outcome on its history (and the committed sends it
+    received) is the index engine's step."""
     trigger = send.trigger
     org = trigger.organization_id
     for p in range(PARTITIONS):
         rules = send.rules(p)
         index = store.index(p)
-        evaluation = evaluate(index, rules)
+        evaluation = evaluate(index, rules, store=store, partition=p)
         members = list(campaign_members(store, p, org, trigger.campaign_id))
         assert len(evaluation.audience) == len(members)
         for phone, external_id in members:
             lead = index.lead_id(org, phone)
             assert lead is not None and lead in evaluation.audience
-            want = rules.outcome(lead_history(store, p, org, phone), phone, external_id)
+            received = [at for _, at in received_sends(store, p, org, lead)]
+            history = history_of(store, p, org, phone)
+            want = rules.outcome(history, phone, external_id, received=received)
             assert outcome_of(evaluation, lead) is want, (p, phone)
         # A chunk's entries and the sample are the same recipients, in lead-id order.
         entries = [decode_recipient(e) for e in evaluation.entries()]
         assert entries == evaluation.sample(len(evaluation.recipients))
+
+
+def assert_control_facts(trigger: SendTrigger, step: str, detail: dict[str, Any]) -> None:
+    """The facts explain gives for the frequency cap and quiet hours."""
+    at = trigger.scheduled_for
+    cap = trigger.frequency_cap
+    if step == Step.FREQUENCY_CAP or (step == Step.RECIPIENT and cap is not None):
+        assert cap is not None
+        facts = detail if step == Step.FREQUENCY_CAP else detail["frequencyCap"]
+        assert (facts["maxSends"], facts["withinHours"]) == (cap.max_sends, cap.within_hours)
+        assert (len(facts["sends"]) >= cap.max_sends) is (step == Step.FREQUENCY_CAP)
+        for sent in facts["sends"]:
+            assert cap.counts(at, parse_ms(sent["scheduledFor"])), sent
+    rule = trigger.quiet_hours
+    if step == Step.QUIET_HOURS or (step == Step.RECIPIENT and rule is not None):
+        assert rule is not None
+        facts = detail if step == Step.QUIET_HOURS else detail["quietHours"]
+        assert (facts["start"], facts["end"]) == (rule.describe()["start"], rule.describe()["end"])
+        assert facts.get("timeZone") is None or facts["localTime"] == hhmm(
+            local_minute(facts["timeZone"], at)
+        )
+        if facts["timeZone"] is not None:
+            minute = local_minute(facts["timeZone"], at)
+            inside = (
+                rule.start <= minute < rule.end
+                if rule.start < rule.end
+                else minute >= rule.start or minute < rule.end
+            )
+            assert inside is (step == Step.QUIET_HOURS), facts
+
+
+def parse_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def hhmm(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
 def assert_explain_matches_record(store: IndexedStore, send: Send) -> dict[str, str]:
@@ -516,7 +857,7 @@ def assert_explain_matches_record(store: IndexedStore, send: Send) -> dict[str, 
     for p in range(PARTITIONS):
         rules = send.rules(p)
         index = store.index(p)
-        evaluation = evaluate(index, rules)
+        evaluation = evaluate(index, rules, store=store, partition=p)
         record_send(store, p, rules, evaluation, materialized_at=MATERIALIZED_AT)
         record = read_send_record(store, p, org, trigger.send_id)
         assert record is not None
@@ -532,8 +873,16 @@ def assert_explain_matches_record(store: IndexedStore, send: Send) -> dict[str, 
                 True,
                 None,
             ), (phone, got)
+            assert_control_facts(trigger, then, got.detail)
             steps[phone] = then
     return steps
+
+
+def satisfying(f: EventFilter) -> bytes | None:
+    """Metadata that meets the filter's where (its first accepted values)."""
+    if not f.where:
+        return None
+    return msgspec.json.encode({key: values[0] for key, values in f.where})
 
 
 def flip_an_include_filter(world: World, send: Send, steps: dict[str, str]) -> None:
@@ -552,10 +901,11 @@ def flip_an_include_filter(world: World, send: Send, steps: dict[str, str]) -> N
         if not lacking:
             continue
         # Inside every window (one is a minute at least), newest first; some may turn out
-        # duplicates (already there, or folded), which the model knows.
+        # duplicates (already there, or folded, or with other metadata), which the model
+        # knows.
         world.apply(
             [
-                LeadEvent(org, phone, f.event_type, at - k)
+                LeadEvent(org, phone, f.event_type, at - k, satisfying(f))
                 for f in lacking
                 for k in range(f.min_count)
             ]
@@ -569,6 +919,8 @@ def flip_an_include_filter(world: World, send: Send, steps: dict[str, str]) -> N
         assert (got.step, got.sent) == (Step.EVENT_FILTER, False)
         assert got.consistent is (now == Step.EVENT_FILTER)
         assert got.now_step == (None if got.consistent else now)
+        if got.now_detail is not None:
+            assert_control_facts(trigger, now, got.now_detail)
         note(f"explain after a flip: {now}")
         return
 
@@ -614,6 +966,7 @@ event_filters = st.builds(
     event_type=st.sampled_from([*TYPES, "never"]),
     within_minutes=st.one_of(st.none(), window_minutes),
     min_count=min_counts,
+    where=st.one_of(st.just(()), st.just(()), st.sampled_from(WHERES)),
 )
 audience_filters = st.builds(
     AudienceFilterSpec,
@@ -623,20 +976,75 @@ audience_filters = st.builds(
 )
 
 
+caps = st.builds(
+    FrequencyCap, st.sampled_from([1, 1, 2, 3]), st.sampled_from([1, 2, 3, 24, 48, 720])
+)
+EVERY_ZONE = sorted({z for zones in ZONES.values() for z in zones} | {"Asia/Tokyo"})
+
+
+@st.composite
+def quiet_rules(draw: st.DrawFn, at: int) -> QuietHours:
+    """Quiet hours whose edges are often the local minute of ``at`` in one of the zones,
+    or one minute either side (start inclusive, end exclusive), else anywhere."""
+
+    def clock() -> int:
+        if draw(st.booleans()):
+            zone = draw(st.sampled_from(EVERY_ZONE))
+            return (local_minute(zone, at) + draw(st.sampled_from([-1, 0, 1]))) % 1440
+        return draw(st.integers(0, 1439))
+
+    start, end = clock(), clock()
+    if start == end:
+        end = (end + 1) % 1440
+    return QuietHours(start, end, draw(st.sampled_from(RULE_ZONES)))
+
+
 @st.composite
 def send_strategy(draw: st.DrawFn, send_id: str) -> Send:
     offset = draw(st.one_of(st.sampled_from([0, 1, 30 * MIN, HOUR - 1]), st.integers(0, HOUR - 1)))
     audience_filter = draw(st.one_of(st.none(), audience_filters))
+    scheduled_for = BASE + draw(st.integers(0, SPAN_HOURS - 1)) * HOUR + offset
     trigger = SendTrigger(
         organization_id=draw(st.sampled_from(ORGS)),
         campaign_id=draw(st.sampled_from(CAMPAIGNS)),
         send_id=send_id,
-        scheduled_for=BASE + draw(st.integers(0, SPAN_HOURS - 1)) * HOUR + offset,
+        scheduled_for=scheduled_for,
         event_filters=tuple(draw(st.lists(event_filters, max_size=3))),
         # Sometimes enabled without a filter received, or a filter received but disabled.
         audience_filter_enabled=draw(st.booleans()),
+        frequency_cap=draw(st.one_of(st.none(), st.none(), caps)),
+        quiet_hours=draw(st.one_of(st.none(), st.none(), quiet_rules(scheduled_for))),
     )
     return Send(trigger, audience_filter, split=draw(st.booleans()))
+
+
+@st.composite
+def earlier_sends(
+    draw: st.DrawFn, sends: list[Send], audiences: list[tuple[str, str]]
+) -> list[Send]:
+    """Sends to commit before the checked ones are asked: scheduled on a cap window's
+    edges (one ms either side), at a checked send's moment, or anywhere around."""
+    edges = [s.trigger.scheduled_for for s in sends] + [
+        s.trigger.scheduled_for - s.trigger.frequency_cap.within_hours * HOUR
+        for s in sends
+        if s.trigger.frequency_cap is not None
+    ]
+    at = st.one_of(
+        st.tuples(st.sampled_from(edges), st.sampled_from([-1, 0, 0, 1])).map(sum),
+        st.integers(BASE - 50 * HOUR, BASE + SPAN_HOURS * HOUR),
+    )
+    audience = st.one_of(
+        st.sampled_from(audiences),
+        st.sampled_from(audiences),
+        st.tuples(st.sampled_from(ORGS), st.sampled_from(CAMPAIGNS)),
+    )
+    capped = any(s.trigger.frequency_cap is not None for s in sends)
+    out = []
+    for i in range(draw(st.integers(1 if capped else 0, 4))):
+        org, campaign = draw(audience)
+        filters = tuple(draw(st.one_of(st.just([]), st.just([]), st.lists(event_filters))))
+        out.append(Send(SendTrigger(org, campaign, f"h{i}", draw(at), filters[:1])))
+    return out
 
 
 def instants(anchors: list[int]) -> st.SearchStrategy[int]:
@@ -671,7 +1079,12 @@ def event_ops(at: st.SearchStrategy[int], targets: list[tuple[str, str]]) -> st.
         lead_type = st.one_of(lead_type, st.sampled_from(targets))
     scattered = st.lists(
         st.builds(
-            LeadEvent, st.sampled_from(ORGS), st.sampled_from(PHONES), st.sampled_from(TYPES), at
+            LeadEvent,
+            st.sampled_from(ORGS),
+            st.sampled_from(PHONES),
+            st.sampled_from(TYPES),
+            at,
+            st.sampled_from(METADATA),
         ),
         min_size=1,
         max_size=12,
@@ -679,8 +1092,9 @@ def event_ops(at: st.SearchStrategy[int], targets: list[tuple[str, str]]) -> st.
     # Many events of one lead and type: minCount above TRACKED_COUNTS, windows over
     # several hours.
     burst = st.builds(
-        lambda org_type, phone, start, step, n: [
-            LeadEvent(org_type[0], phone, org_type[1], start + i * step) for i in range(n)
+        lambda org_type, phone, start, step, n, meta: [
+            LeadEvent(org_type[0], phone, org_type[1], start + i * step, meta[i % len(meta)])
+            for i in range(n)
         ],
         lead_type,
         st.sampled_from(PHONES),
@@ -689,6 +1103,7 @@ def event_ops(at: st.SearchStrategy[int], targets: list[tuple[str, str]]) -> st.
             lambda step: st.sampled_from([step, -step])
         ),
         st.integers(1, 12),
+        st.lists(st.sampled_from(METADATA), min_size=1, max_size=3),
     )
     return st.one_of(scattered, burst).map(lambda evs: ("events", tuple(evs)))
 
@@ -727,13 +1142,14 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Op], list[Send]]:
     on_edges = st.nothing()
     if edges:
         on_edges = st.builds(
-            lambda edge, phone, delta: (
+            lambda edge, phone, delta, meta: (
                 "events",
-                (LeadEvent(edge[0], phone, edge[1], edge[2] + delta),),
+                (LeadEvent(edge[0], phone, edge[1], edge[2] + delta, meta),),
             ),
             st.sampled_from(edges),
             st.sampled_from(PHONES),
             st.sampled_from([-1, 0, 0, 1]),
+            st.sampled_from(METADATA),
         )
     # An opt-out and an opt-in of one lead at the same instant, in either order.
     opt_tie = st.builds(
@@ -762,7 +1178,30 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Op], list[Send]]:
         st.tuples(st.just("compact"), at, st.integers(0, 8)),
     )
     first = ("members", draw(member_ops(min_size=3, audiences=audiences)))
-    return [first, *draw(st.lists(op, max_size=12))], sends
+    # Erase anyone, or a member; sometimes a restore from the changelog right after.
+    erase = st.tuples(
+        st.just("erase"),
+        st.one_of(
+            st.tuples(st.sampled_from(ORGS), st.sampled_from(PHONES)),
+            st.sampled_from([(m.organization_id, m.phone) for m in first[1]]),
+        ),
+        at,
+        st.booleans(),
+    ).map(lambda e: (e[0], *e[1], *e[2:]))
+    op = st.one_of(op, erase, erase, erase)
+    history = draw(earlier_sends(sends, audiences))
+    if history:
+        op = st.one_of(op, st.tuples(st.just("deliver"), st.sampled_from(history)))
+    ops = [first]
+    for drawn in draw(st.lists(op, max_size=14)):
+        if drawn[0] == "erase" and draw(st.booleans()):
+            # Often opted out when erased: the suppression.
+            ops.append(("events", (LeadEvent(drawn[1], drawn[2], OPT_OUT, draw(at)),)))
+        ops.append(drawn)
+    # Every earlier send is committed once, at any point after the first members.
+    for send in history:
+        ops.insert(draw(st.integers(1, len(ops))), ("deliver", send))
+    return ops, sends
 
 
 # --- properties ------------------------------------------------------------------------------
@@ -775,6 +1214,13 @@ EDGES = Send(
         "s0",
         T1,
         (EventFilter("include", "buy", 60), EventFilter("exclude", "buy_more", 61, 2)),
+    )
+)
+
+
+H0 = Send(
+    SendTrigger(
+        "a", "c1", "h0", T1 - 3 * HOUR, (EventFilter("include", "buy", None, 1, WHERES[0]),)
     )
 )
 
@@ -827,6 +1273,52 @@ def members(*phones: str, campaign: str = "c1", external_id: str | None = None) 
         ],
     )
 )
+@example(
+    (
+        [
+            members(*PHONES),
+            ("events", (LeadEvent("a", NY, "buy", T1 - 10 * MIN, METADATA[1]),)),
+            ("events", (LeadEvent("a", LA, "buy", T1 - 10 * MIN, METADATA[2]),)),
+            ("events", (LeadEvent("a", AU, "buy", T1 - 5 * MIN, METADATA[3]),)),
+            ("replay", 3, None),  # the same events again, other metadata: the first stays
+            ("deliver", H0),  # on a cap's edge, to plan "a" only
+            ("deliver", Send(SendTrigger("a", "c1", "h1", T1 - HOUR))),
+            ("deliver", Send(SendTrigger("a", "c1", "h2", T1))),  # at T: never counts
+            lead_events("+1555", OPT_OUT, T1 - HOUR),
+            ("erase", "a", "+1555", T1 - 30 * MIN, True),  # opted out: suppressed
+            members("+1555"),  # back, a new lead: opted out by the suppression
+            ("erase", "a", ES, T1 - 20 * MIN),  # not opted out: no suppression
+            ("events", (LeadEvent("a", ES, "buy", T1 - MIN, METADATA[1]),)),  # back
+            lead_events("+1555", OPT_IN, T1 - 30 * MIN),  # the same instant: still out
+            ("deliver", H0),  # again: a no-op
+        ],
+        [
+            # 22:00 in New York (start inclusive), 19:00 in Los Angeles, midday in
+            # Australia, 04:00 in Madrid.
+            Send(
+                SendTrigger(
+                    "a",
+                    "c1",
+                    "s0",
+                    T1,
+                    (EventFilter("include", "buy", 60, 1, WHERES[1]),),
+                    frequency_cap=FrequencyCap(2, 3),
+                    quiet_hours=QuietHours(22 * 60, 7 * 60),
+                )
+            ),
+            Send(
+                SendTrigger(
+                    "a",
+                    "c1",
+                    "s1",
+                    T1,
+                    frequency_cap=FrequencyCap(2, 2),
+                    quiet_hours=QuietHours(10 * 60, 10 * 60 + 1, "Australia/Perth"),
+                )
+            ),
+        ],
+    )
+)
 def test_index_engine_equals_reference_per_lead_engine_and_explain(
     scenario: tuple[list[Op], list[Send]],
 ) -> None:
@@ -838,6 +1330,11 @@ def test_index_engine_equals_reference_per_lead_engine_and_explain(
 
 
 # --- edge cases, spelled out -----------------------------------------------------------------
+
+
+def test_the_zones_written_out_are_libphonenumbers() -> None:
+    for phone in PHONES:
+        assert set(phone_zones(phone)) == set(ZONES.get(phone, ())), phone
 
 
 def recipients_of(world: World, send: Send) -> set[str]:

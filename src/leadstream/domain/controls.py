@@ -225,7 +225,13 @@ def phone_zones(phone: str) -> tuple[str, ...]:
 # -- metadata conditions ---------------------------------------------------------------
 
 
+# Integers the internal encodings (msgpack) carry; a trigger travels in them.
+_MIN_INT, _MAX_INT = -(2**63), 2**64 - 1
+
+
 def _scalar(value: Any, what: str) -> Scalar:
+    if isinstance(value, int) and not isinstance(value, bool) and not _MIN_INT <= value <= _MAX_INT:
+        raise _invalid(f"{what}: integers must lie within -2**63 .. 2**64-1")
     if value is None or isinstance(value, str | bool | int | float):
         return value
     raise _invalid(f"{what} must be a string, number, boolean or null")

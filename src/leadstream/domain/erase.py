@@ -41,25 +41,32 @@ class Erased:
 
 
 def erase_lead(store: IndexedStore, partition: int, org: str, phone: str, *, now_ms: int) -> Erased:
-    """Erase the lead; safe to repeat (a second call finds nothing and says so)."""
+    """Erase the lead; safe to repeat (a second call finds nothing and says so).
+
+    A lead opted out at the erase leaves a suppression; one that is not (it came back
+    after an earlier erase and opted in) takes the earlier suppression with it."""
     with store.updating(partition) as index:
         lead = index.lead_id(org, phone)
-        opted_out = lead is not None and lead in index.org(org).opted_out
+        if lead is None:  # never seen, or erased already: only held filters may name it
+            _forget_in_filters(store, partition, org, phone)
+            return Erased(0, 0, index.suppressed_at(org, phone) is not None)
+        org_index = index.org(org)
+        opted_out = lead in org_index.opted_out
         events = _delete_events(store, partition, org, phone)
-        memberships = 0
-        if lead is not None:
-            memberships = _delete_memberships(store, partition, index, org, phone, lead)
-            store.delete(partition, keys.lead_key(org, phone))
-            _forget_in_sends(store, partition, org, lead)
-            store.put(partition, keys.erased_key(org, lead), now_ms.to_bytes(8, "big"))
-            index.lead_erased(org, phone, lead)
+        memberships = _delete_memberships(store, partition, index, org, phone, lead)
+        store.delete(partition, keys.lead_key(org, phone))
+        _forget_in_sends(store, partition, org, lead)
+        store.put(partition, keys.erased_key(org, lead), now_ms.to_bytes(8, "big"))
+        index.lead_erased(org, phone, lead)
         _forget_in_filters(store, partition, org, phone)
+        digest = lead_digest(_hash_key(store, partition, index), org, phone)
         if opted_out:
-            digest = lead_digest(_hash_key(store, partition, index), org, phone)
             store.put(partition, keys.suppression_key(org, digest), now_ms.to_bytes(8, "big"))
             index.suppress(org, digest, now_ms)
-        kept = index.suppressed_at(org, phone) is not None
-    return Erased(events, memberships, kept)
+        elif digest in org_index.suppressed:
+            store.delete(partition, keys.suppression_key(org, digest))
+            index.unsuppress(org, digest)
+    return Erased(events, memberships, opted_out)
 
 
 def _hash_key(store: PartitionStore, partition: int, index: PartitionIndex) -> bytes:
@@ -72,14 +79,20 @@ def _hash_key(store: PartitionStore, partition: int, index: PartitionIndex) -> b
 
 
 def _delete_events(store: PartitionStore, partition: int, org: str, phone: str) -> int:
-    """Delete the lead's event keys and folded records; how many events they held."""
+    """Delete the lead's event keys and folded records; how many distinct events they
+    held (an event key at or below its type's folded maximum is already in the folded
+    count: it exists only between a restore and the next compaction)."""
     count = 0
-    for key, _ in list(iter_prefix(store, partition, keys.lead_events_prefix(org, phone))):
-        store.delete(partition, key)
-        count += 1
+    folded_max: dict[str, int] = {}
     for key, value in list(iter_prefix(store, partition, keys.compacted_key(org, phone, ""))):
         store.delete(partition, key)
-        count += keys.decode_compacted(value)[0]
+        folded, latest, _ = keys.decode_compacted(value)
+        count += folded
+        folded_max[keys.decode_compacted_key(key)[2]] = latest
+    for key, _ in list(iter_prefix(store, partition, keys.lead_events_prefix(org, phone))):
+        store.delete(partition, key)
+        _, _, event_type, at = keys.decode_event_key(key)
+        count += at > folded_max.get(event_type, -1)
     return count
 
 
@@ -137,7 +150,8 @@ def _without(serialized: bytes, lead: int) -> bytes:
 
 def _forget_in_filters(store: PartitionStore, partition: int, org: str, phone: str) -> None:
     """Take the phone out of the audience filters held for sends not materialized yet
-    (a filter may arrive before its trigger: every held one is looked at)."""
+    (a filter may arrive before its trigger: every held one is looked at). A filter's
+    externalIds stay: every partition holds all of them, and they may name other leads."""
     organization = keys.filter_prefix(org, "")[:-1]  # F org SEP
     for key, value in list(iter_prefix(store, partition, organization)):
         part = _filter_decoder.decode(value)

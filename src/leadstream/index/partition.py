@@ -215,6 +215,9 @@ class PartitionIndex:
     def suppress(self, org: str, digest: bytes, erased_at: int) -> None:
         self.org(org).suppressed[digest] = erased_at
 
+    def unsuppress(self, org: str, digest: bytes) -> None:
+        self.org(org).suppressed.pop(digest, None)
+
     def compacted(self, horizon_ms: int) -> None:
         """Compaction deleted every event key before ``horizon_ms`` (and folded them)."""
         self.folded_through = max(self.folded_through, horizon_ms - 1)

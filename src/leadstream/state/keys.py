@@ -78,6 +78,7 @@ __all__ = [
     "compacted_key",
     "compacted_value",
     "decode_compacted",
+    "decode_compacted_key",
     "decode_event_key",
     "event_key",
     "event_type_prefix",
@@ -238,6 +239,12 @@ def decode_event_key(key: bytes) -> tuple[str, str, str, int]:
 
 def compacted_key(org: str, phone: str, event_type: str) -> bytes:
     return b"".join((_COMPACTED, SEP, org.encode(), SEP, phone.encode(), SEP, event_type.encode()))
+
+
+def decode_compacted_key(key: bytes) -> tuple[str, str, str]:
+    """``(org, phone, eventType)`` of a ``C`` key."""
+    org, phone, event_type = key[2:].split(SEP, 2)
+    return org.decode(), phone.decode(), event_type.decode()
 
 
 def compacted_value(count: int, max_ts: int, lead_id: int) -> bytes:
