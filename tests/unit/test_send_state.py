@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from leadstream.domain.audience import MemberOp
+from leadstream.domain.controls import FrequencyCap
 from leadstream.domain.send_state import (
+    CAP_SETTLE_MS,
     Claim,
     PendingRecord,
     apply_members,
@@ -21,6 +23,7 @@ from leadstream.domain.send_state import (
     due_sends,
     finish_send,
     is_done,
+    ready_at,
     store_filter_part,
     store_pending,
 )
@@ -159,6 +162,23 @@ def test_late_trigger_is_due_at_once() -> None:
     store2 = indexed_memory()
     store_pending(store2, P, PendingRecord(trigger("x", at=T + 60 * MIN), T, True))
     assert due_ids(store2, T) == ["x"]
+
+
+def test_a_capped_send_whose_trigger_came_at_the_last_moment_waits_to_settle() -> None:
+    """Triggers published together reach a partition in no fixed order: a capped send that
+    is due on arrival waits CAP_SETTLE_MS, so that the earlier-scheduled one goes first."""
+    cap = FrequencyCap(1, 24)
+    store = indexed_memory()
+    arrived = T + 5 * MIN
+    store_pending(store, P, pending("b", at=T + MIN, received=arrived, frequency_cap=cap))
+    assert due_ids(store, arrived) == []
+    assert due_ids(store, arrived + CAP_SETTLE_MS - 1) == []
+    store_pending(store, P, pending("a", at=T, received=arrived + 500))  # uncapped: at once
+    assert due_ids(store, arrived + 500) == ["a"]
+    assert due_ids(store, arrived + CAP_SETTLE_MS) == ["a", "b"]  # earliest scheduled first
+    # Held ahead of its moment, a capped send is due at its moment, not later.
+    early = pending("c", at=T, received=T - 60 * MIN, frequency_cap=cap)
+    assert ready_at(early, lead_ms=LEAD) == T - LEAD
 
 
 def test_due_sends_are_ordered_by_due_time_then_ids() -> None:

@@ -139,11 +139,20 @@ def preview(
             quiet_hours=quiet_hours,
         )
     except ValueError as err:
-        raise click.BadParameter(str(err)) from None
+        raise click.BadParameter(str(err), param_hint=_flag_of(str(err))) from None
     if audience_filter is not None:
         body["audienceFilter"] = _read_json(audience_filter)
     body["sample"] = sample
     _ask_worker(url, "/api/v1/sends/preview", api_key, body)
+
+
+def _flag_of(error: str) -> str:
+    """The option a flag-parsing error is about."""
+    if "frequency cap" in error:
+        return "--frequency-cap"
+    if "quiet hours" in error:
+        return "--quiet-hours"
+    return "--filter"
 
 
 def _preview_body(

@@ -25,6 +25,7 @@ from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
 
 __all__ = [
+    "CAP_SETTLE_MS",
     "Claim",
     "FilterDecision",
     "PendingRecord",
@@ -36,6 +37,7 @@ __all__ = [
     "finish_send",
     "held_sends",
     "is_due",
+    "ready_at",
     "is_done",
     "store_filter_part",
     "store_pending",
@@ -140,8 +142,25 @@ def held_sends(store: PartitionStore, partition: int) -> list[PendingRecord]:
     ]
 
 
+# A send with a frequency cap whose trigger arrives at or after its materialize moment
+# waits this long after the trigger's arrival: other triggers published with it (they are
+# passed on from other partitions, in no fixed order) are then held here too, and the
+# earliest-scheduled of them is materialized first, so that it counts against the cap.
+CAP_SETTLE_MS = 2000
+
+
+def ready_at(record: PendingRecord, *, lead_ms: int) -> int:
+    """When the held send may be materialized: its moment (``scheduledFor`` - lead), at
+    once when its trigger came late; a capped one not before its settle time is over."""
+    trigger = record.trigger
+    at = 0 if record.late else trigger.due_at(lead_ms)
+    if trigger.frequency_cap is not None:
+        at = max(at, record.received_at + CAP_SETTLE_MS)
+    return at
+
+
 def is_due(record: PendingRecord, *, now_ms: int, lead_ms: int) -> bool:
-    return record.late or record.trigger.due_at(lead_ms) <= now_ms
+    return ready_at(record, lead_ms=lead_ms) <= now_ms
 
 
 def due_sends(

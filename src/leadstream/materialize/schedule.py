@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from leadstream.domain.send_state import PendingRecord, is_due
+from leadstream.domain.send_state import PendingRecord, is_due, ready_at
 
 __all__ = ["IDLE_SECONDS", "Schedule"]
 
@@ -37,7 +37,9 @@ class Schedule:
         """Sleep until the earliest moment among ``held`` that is not due yet (rather than
         up to half a second after it), at most :data:`IDLE_SECONDS`."""
         moments = [
-            r.trigger.due_at(lead_ms) for r in held if not is_due(r, now_ms=now_ms, lead_ms=lead_ms)
+            ready_at(r, lead_ms=lead_ms)
+            for r in held
+            if not is_due(r, now_ms=now_ms, lead_ms=lead_ms)
         ]
         if not moments:
             self._sleep = IDLE_SECONDS

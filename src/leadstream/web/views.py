@@ -62,7 +62,7 @@ class Lead(ServedView):
     async def get(self, request: Request, **path: str) -> Response:
         context = self.context
         lead = self._lead(request, path)
-        if isinstance(lead, Response):
+        if not isinstance(lead, tuple):
             return lead
         org, phone = lead
         state = context.ingress.read_lead(org, phone)
@@ -88,7 +88,7 @@ class Lead(ServedView):
     async def delete(self, request: Request, **path: str) -> Response:
         context = self.context
         lead = self._lead(request, path)
-        if isinstance(lead, Response):
+        if not isinstance(lead, tuple):
             return lead
         org, phone = lead
         request_id = uuid.uuid4().hex
