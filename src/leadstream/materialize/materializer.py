@@ -124,13 +124,14 @@ class Materializer:
             if not store.has_index(partition):
                 store.index(partition)
                 await asyncio.sleep(0)
-        # Quiet hours need each member's time zones: worked out ahead, a slice a round.
+        # Partitions side by side: one's transaction commits while the next is computed.
+        await asyncio.gather(*(self._materialize_due(p) for p in sorted(active)))
+        # Quiet hours need each member's time zones: worked out ahead, a slice a round,
+        # after the round's sends (not before them).
         for partition in sorted(active):
             index = store.index(partition)
             index.zones.warm(len(index.plain), phone_of(index), _ZONES_PER_ROUND)
             await asyncio.sleep(0)
-        # Partitions side by side: one's transaction commits while the next is computed.
-        await asyncio.gather(*(self._materialize_due(p) for p in sorted(active)))
         held = {p: held_sends(store, p) for p in sorted(active)}
         self.schedule.plan(
             (r for records in held.values() for r in records),
