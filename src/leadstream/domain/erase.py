@@ -59,13 +59,15 @@ def erase_lead(store: IndexedStore, partition: int, org: str, phone: str, *, now
         store.put(partition, keys.erased_key(org, lead), now_ms.to_bytes(8, "big"))
         index.lead_erased(org, phone, lead)
         _forget_in_filters(store, partition, org, phone)
-        digest = lead_digest(_hash_key(store, partition, index), org, phone)
         if opted_out:
+            digest = lead_digest(_hash_key(store, partition, index), org, phone)
             store.put(partition, keys.suppression_key(org, digest), now_ms.to_bytes(8, "big"))
             index.suppress(org, digest, now_ms)
-        elif digest in org_index.suppressed:
-            store.delete(partition, keys.suppression_key(org, digest))
-            index.unsuppress(org, digest)
+        elif org_index.suppressed and index.hash_key is not None:
+            digest = lead_digest(index.hash_key, org, phone)
+            if digest in org_index.suppressed:
+                store.delete(partition, keys.suppression_key(org, digest))
+                index.unsuppress(org, digest)
     return Erased(events, memberships, opted_out)
 
 
