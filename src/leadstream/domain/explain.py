@@ -7,7 +7,11 @@ the members each step dropped and the recipients. Explaining a lead is then a lo
 its id in those bitmaps (what the send did) and one evaluation of its history today with
 :class:`~leadstream.domain.sends.SendRules`, which names the deciding facts. When the two
 differ (events or memberships arrived after the moment) the explanation says so and
-gives both. Records older than ``LEADSTREAM_SEND_RETENTION_DAYS`` are deleted by the
+gives both.
+
+Once the partition's output is committed, the send's recipients also go under
+``H org sendId`` (:func:`deliver_send`): the send history a frequency cap counts.
+Records and history older than ``LEADSTREAM_SEND_RETENTION_DAYS`` are deleted by the
 compaction pass (:func:`expire_send_records`).
 """
 
