@@ -7,7 +7,6 @@ its exact counts; :mod:`bench.suite` runs them beside the PostgreSQL baseline.
 from __future__ import annotations
 
 import asyncio
-import functools
 import multiprocessing
 import shutil
 import statistics
@@ -47,7 +46,7 @@ __all__ = [
     "ORG",
     "big_sends",
     "bulk_ingest",
-    "compliance_reference",
+    "ComplianceReference",
     "compliance_sends",
     "footprint_and_rebuild",
     "http_latency",
@@ -637,99 +636,128 @@ def _quiet_hours_at(at_ms: int) -> dict[str, str]:
     return {"start": f"{local.hour:02d}:00", "end": f"{(local.hour + 3) % 24:02d}:00"}
 
 
-def compliance_reference(ds: Dataset, size: int, quiet: dict[str, str]) -> dict[str, int]:
-    """The counts of :func:`compliance_sends`' sends from the dataset's events: the
-    history send (include doi_confirmed: its recipients are capped later), the plain
-    sticky-exclude send, and the same send with a cap of one send in 24 hours and the quiet
-    hours (zones from libphonenumber, the contract's rule)."""
-    purchase: set[int] = set()
-    doi: set[int] = set()
-    opt: dict[int, int] = {}
-    for lead, event_type, at in ds.events:
-        if lead >= size:
-            continue
-        if event_type == PURCHASE:
-            purchase.add(lead)
-        elif event_type == DOI:
-            doi.add(lead)
-        elif event_type == OPT_OUT:
-            opt[lead] = max(opt.get(lead, at), at)
-    opted = set(opt)  # the dataset has no opt-in events
-    history = doi - opted
-    plain = set(range(size)) - opted - purchase
-    capped = plain & history
-    rule = parse_quiet_hours(quiet)
-    zones_of = functools.lru_cache(maxsize=None)(phone_zones)
-    quiet_leads = {
-        lead for lead in plain - capped if rule.decide(zones_of(ds.phones[lead]), ds.fire_ms).quiet
-    }
-    return {
-        "history": len(history),
-        "plain": len(plain),
-        "capped": len(capped),
-        "quiet": len(quiet_leads),
-        "controlled": len(plain) - len(capped) - len(quiet_leads),
-    }
+class ComplianceReference:
+    """The recipients of :func:`compliance_sends`' sends, from the dataset's events alone:
+    the history send (include doi_confirmed), the plain sticky-exclude send, and the same
+    send with a cap of one send in 24 hours and the quiet hours, where every controlled
+    send committed before counts against the next (zones from libphonenumber, the
+    contract's rule)."""
+
+    def __init__(self, ds: Dataset, size: int, quiet: dict[str, str]) -> None:
+        purchase: set[int] = set()
+        doi: set[int] = set()
+        opted: set[int] = set()  # the dataset has no opt-in events
+        for lead, event_type, _ in ds.events:
+            if lead >= size:
+                continue
+            if event_type == PURCHASE:
+                purchase.add(lead)
+            elif event_type == DOI:
+                doi.add(lead)
+            elif event_type == OPT_OUT:
+                opted.add(lead)
+        self.history = doi - opted
+        self.plain = set(range(size)) - opted - purchase
+        self._rule = parse_quiet_hours(quiet)
+        self._zones = {lead: phone_zones(ds.phones[lead]) for lead in self.plain}
+        self.sent = set(self.history)  # every committed send's recipients, in the window
+
+    def controlled(self, at_ms: int) -> tuple[int, int, int]:
+        """(recipients, droppedByFrequencyCap, droppedByQuietHours) of a controlled send at
+        ``at_ms``, which then counts against the next ones."""
+        capped = self.plain & self.sent
+        left = self.plain - capped
+        quiet_sets = {
+            zones for zones in set(self._zones.values()) if self._rule.decide(zones, at_ms).quiet
+        }
+        quiet = {lead for lead in left if self._zones[lead] in quiet_sets}
+        recipients = left - quiet
+        self.sent |= recipients
+        return len(recipients), len(capped), len(quiet)
 
 
 def compliance_sends(worker: BenchWorker, ds: Dataset, size: int, runs: int) -> dict[str, Any]:
-    """The cost of the compliance controls on a ``size``-lead send: first a send to every
-    doi_confirmed lead scheduled an hour before the dataset's fire time (the history a
-    frequency cap counts), then, alternately, ``runs`` sticky-exclude sends at the fire
-    time without controls and ``runs`` with ``frequencyCap {1, 24 h}`` and quiet hours;
-    trigger to summary (read_committed), counts checked against the dataset."""
+    """The cost of the compliance controls on a ``size``-lead send. First a send to every
+    doi_confirmed lead scheduled an hour before the dataset's fire time: the history a
+    frequency cap counts. Then ``runs`` sticky-exclude sends with ``frequencyCap {1, 24 h}``
+    and quiet hours, and ``runs`` without, their triggers 5 s ahead of their moment (the
+    scheduler's normal case; the two differ by the controls' cost only); the controlled
+    ones come first, each counting the ones before it (the plain ones would cap every
+    lead). Then ``runs`` controlled sends triggered late, which wait the 2 s a capped late
+    trigger settles. Moment (or trigger) to summary, read_committed; every count checked
+    against :class:`ComplianceReference`."""
     quiet = _quiet_hours_at(ds.fire_ms)
-    want = compliance_reference(ds, size, quiet)
     controls = {"frequencyCap": {"maxSends": 1, "withinHours": 24}, "quietHours": quiet}
+    lead_ms = worker.settings.materialize_lead_seconds * 1000
+    early_s = 5.0
+    want = ComplianceReference(ds, size, quiet)
     _, history = _send(
         worker, size, "include", f"cap-history-{time.time_ns()}", scheduled_for=ds.fire_ms - HOUR_MS
     )
-    if history != want["history"]:
-        raise RuntimeError(f"history send: {history} recipients, expected {want['history']}")
-    # The first send with quiet hours also learns any member's zones not learned yet.
-    first, _ = _send(
-        worker,
-        size,
-        "sticky_exclude",
-        f"compliance-first-{time.time_ns()}",
-        scheduled_for=ds.fire_ms,
-        controls=controls,
-    )
-    plain: list[float] = []
-    controlled: list[float] = []
-    for run in range(runs):
-        took, count = _send(
-            worker,
-            size,
-            "sticky_exclude",
-            f"plain-{run}-{time.time_ns()}",
-            scheduled_for=ds.fire_ms,
-        )
-        if count != want["plain"]:
-            raise RuntimeError(f"plain send: {count} recipients, expected {want['plain']}")
-        plain.append(took)
+    if history != len(want.history):
+        raise RuntimeError(f"history send: {history} recipients, expected {len(want.history)}")
+
+    def controlled_send(name: str, at: int, moment: float | None) -> float:
         summaries: list[dict[str, Any]] = []
+        expected = want.controlled(at)
         took, count = _send(
             worker,
             size,
             "sticky_exclude",
-            f"controlled-{run}-{time.time_ns()}",
-            scheduled_for=ds.fire_ms,
+            f"{name}-{time.time_ns()}",
+            scheduled_for=at,
+            moment=moment,
             controls=controls,
             summaries=summaries,
         )
         counts = summaries[0]["counts"]
         got = (count, counts["droppedByFrequencyCap"], counts["droppedByQuietHours"])
-        if got != (want["controlled"], want["capped"], want["quiet"]):
-            raise RuntimeError(f"controlled send: {got}, expected {want}")
-        controlled.append(took)
-        print(f"  compliance run {run + 1}: plain {plain[-1]:.3f} s, controlled {took:.3f} s")
+        if got != expected:
+            raise RuntimeError(f"{name}: {got}, expected {expected}")
+        return took
+
+    first_early = int((time.time() + 30) * 1000) + lead_ms
+
+    def early(i: int) -> tuple[int, float]:
+        """The i-th instant 15 s apart, after waiting until its moment is ``early_s`` ahead."""
+        at = first_early + i * 15_000
+        moment = (at - lead_ms) / 1000
+        time.sleep(max(0.0, moment - early_s - time.time()))
+        return at, moment
+
+    # The first send with quiet hours also learns any member's zones not learned yet.
+    first = controlled_send("compliance-first", ds.fire_ms, None)
+    controlled = [controlled_send(f"controlled-{run}", *early(run)) for run in range(runs)]
+    plain: list[float] = []
+    for run in range(runs):
+        at, moment = early(runs + run)
+        took, count = _send(
+            worker,
+            size,
+            "sticky_exclude",
+            f"plain-{run}-{time.time_ns()}",
+            scheduled_for=at,
+            moment=moment,
+        )
+        if count != len(want.plain):
+            raise RuntimeError(f"plain send: {count} recipients, expected {len(want.plain)}")
+        plain.append(took)
+    print(f"  compliance: plain {plain} s, controlled {controlled} s", flush=True)
+    # Late, at the fire time: only the history and the first send come before it.
+    late = []
+    for run in range(runs):
+        want.sent = set(want.history)
+        late.append(controlled_send(f"controlled-late-{run}", ds.fire_ms, None))
+    print(f"  compliance, late triggers: {late} s", flush=True)
     return {
         "size": size,
         "quiet_hours": quiet,
-        "expected": want,
+        "history_recipients": len(want.history),
+        "plain_recipients": len(want.plain),
         "first_controlled_seconds": first,
         "plain_seconds": statistics.median(plain),
         "controlled_seconds": statistics.median(controlled),
-        "runs": {"plain": plain, "controlled": controlled},
+        "controlled_late_seconds": statistics.median(late),
+        "early_seconds": early_s,
+        "runs": {"plain": plain, "controlled": controlled, "controlled_late": late},
     }

@@ -50,6 +50,7 @@ from leadstream.domain.send_state import (
     due_sends,
     finish_send,
     held_sends,
+    ready_at,
 )
 from leadstream.domain.sends import AudienceFilterSpec, SendId, SendRules, SendTrigger
 from leadstream.index.evaluate import evaluate, phone_of
@@ -73,9 +74,11 @@ __all__ = ["Materializer", "summary_delay_seconds"]
 
 logger = logging.getLogger(__name__)
 
-# Leads whose time zones are worked out per partition and round (~30 us each, so ~30 ms
-# of the event loop at a time; a million members take some minutes after a start).
-_ZONES_PER_ROUND = 1000
+# Leads whose time zones are worked out per partition and round (~30 us each, so ~8 ms
+# of the event loop at a time; a million members take minutes after a start), and only
+# when no held send is due within this many ms.
+_ZONES_PER_ROUND = 250
+_ZONES_CLEAR_MS = 2000
 
 
 class Materializer:
@@ -126,22 +129,24 @@ class Materializer:
                 await asyncio.sleep(0)
         # Partitions side by side: one's transaction commits while the next is computed.
         await asyncio.gather(*(self._materialize_due(p) for p in sorted(active)))
-        # Quiet hours need each member's time zones: worked out ahead, a slice a round,
-        # after the round's sends (not before them).
-        for partition in sorted(active):
-            index = store.index(partition)
-            index.zones.warm(len(index.plain), phone_of(index), _ZONES_PER_ROUND)
-            await asyncio.sleep(0)
-        held = {p: held_sends(store, p) for p in sorted(active)}
-        self.schedule.plan(
-            (r for records in held.values() for r in records),
-            now_ms=now_ms(),
-            lead_ms=self._lead_ms,
-        )
+        held = [r for p in sorted(active) for r in held_sends(store, p)]
+        now = now_ms()
+        self.schedule.plan(held, now_ms=now, lead_ms=self._lead_ms)
         for send, dones in self.progress.complete():
             home = send_partition(send.organization_id, send.send_id, self.topo.settings.partitions)
             if home in active:
                 await self._summarize(home, send, dones)
+        if not any(ready_at(r, lead_ms=self._lead_ms) <= now + _ZONES_CLEAR_MS for r in held):
+            await self._learn_zones(active)
+
+    async def _learn_zones(self, active: set[int]) -> None:
+        """Quiet hours need each member's time zones: worked out ahead, a slice per
+        partition and round, when no send is due in the next moments."""
+        store = self.topo.store
+        for partition in sorted(active):
+            index = store.index(partition)
+            index.zones.warm(len(index.plain), phone_of(index), _ZONES_PER_ROUND)
+            await asyncio.sleep(0)
 
     async def _materialize_due(self, partition: int) -> None:
         store = self.topo.store
