@@ -8,6 +8,8 @@ out by hand, never with the code under test.
 
 from __future__ import annotations
 
+import asyncio
+import calendar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +18,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyroaring import BitMap
 
 from leadstream.client.publish import build_trigger
 from leadstream.domain.audience import MemberOp
@@ -44,6 +47,7 @@ from leadstream.domain.sends import (
     parse_trigger,
 )
 from leadstream.index.evaluate import evaluate
+from leadstream.index.zones import LeadZones, ZoneLearner
 from leadstream.wire.commands import ClaimTrigger, decode_command, encode_command
 from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
 
@@ -916,3 +920,45 @@ def test_cli_where_invalid(flag: str) -> None:
 def test_cli_where_with_an_empty_key_is_rejected_by_the_trigger() -> None:
     with pytest.raises(RowError):
         parse_trigger(cli(filters=["include:buy:where==1"]))
+
+
+# --- member zones learned ahead (index/zones.py) ----------------------------------------------
+
+
+def test_the_zone_learner_files_every_members_zones_and_skips_replaced_caches() -> None:
+    phones = {0: NEW_YORK, 2: LOS_ANGELES, 3: UK_MOBILE, 5: NO_ZONE}  # 1 and 4: no phone
+    zones, replaced = LeadZones(), LeadZones()
+    learner = ZoneLearner(batch=2, pause_seconds=0)
+
+    async def learn_all() -> list[int]:
+        # The first step also takes numbers of a cache whose index is replaced meanwhile;
+        # later steps see only the current one (as the materializer passes them).
+        targets = [(replaced, 6, phones.get), (zones, 6, phones.get)]
+        steps = []
+        while looked := await learner.step(targets, lambda z: z is zones):
+            steps.append(looked)
+            targets = [(zones, 6, phones.get)]
+        return steps
+
+    try:
+        steps = asyncio.run(learn_all())
+    finally:
+        learner.close()
+    assert sum(steps) >= len(phones) and max(steps) <= 4 and len(steps) < 10
+    assert zones.known == BitMap(phones)
+    for lead, phone in phones.items():
+        assert zones.zones_of(lead) == phone_zones(phone)
+    assert steps[0] == 3 and not replaced.known  # looked up, dropped: its index was replaced
+    assert zones.unknown(6, phones.get, 10) == []  # nothing left to look up
+
+
+def test_a_send_learns_what_the_learner_has_not_and_quiet_is_per_zone_set() -> None:
+    phones = {0: NEW_YORK, 1: LOS_ANGELES, 2: NO_ZONE}
+    zones = LeadZones()
+    zones.add(0, phone_zones(NEW_YORK))
+    at = calendar.timegm((2026, 6, 1, 2, 30, 0)) * 1000  # New York 22:30, Los Angeles 19:30
+    rule = QuietHours(21 * 60, 8 * 60)
+    assert zones.quiet(BitMap(phones), rule, at, phones.get) == BitMap([0, 2])
+    assert zones.known == BitMap(phones)
+    zones.forget(0)
+    assert zones.zones_of(0) is None and 0 not in zones.known

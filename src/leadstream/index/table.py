@@ -81,6 +81,9 @@ class IndexedStore:
     def has_index(self, partition: int) -> bool:
         return partition in self._indexes
 
+    def indexed_partitions(self) -> list[int]:
+        return list(self._indexes)
+
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget the indexes of ``partitions`` (their store changed behind the port, or they
         are no longer this worker's)."""

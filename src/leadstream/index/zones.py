@@ -3,51 +3,65 @@
 libphonenumber answers that in ~30 us a number, too slow for a 1,000,000-lead send at its
 moment, and a number's zones never change: so each partition remembers them per lead id,
 as one bitmap of leads per distinct zone set (a few hundred sets exist). They are worked
-out ahead, a slice per materializer round (:meth:`LeadZones.warm`), and for any lead still
-unknown when a send needs it. A cache: nothing of it is stored.
+out ahead, off the event loop (:class:`ZoneLearner`: numbers a thread looks up, whose
+answers the loop files), and by a send for any member still unknown when it needs it. A
+cache: nothing of it is stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from pyroaring import BitMap
 
 from leadstream.domain.controls import QuietHours, phone_zones
 
-__all__ = ["LeadZones"]
+__all__ = ["LeadZones", "ZoneLearner"]
+
+logger = logging.getLogger(__name__)
 
 PhoneOf = Callable[[int], str | None]
+Zones = tuple[str, ...]
 
 
 class LeadZones:
     def __init__(self) -> None:
         self.known = BitMap()
-        self._sets: dict[tuple[str, ...], BitMap] = {}
+        self._sets: dict[Zones, BitMap] = {}
         self._cursor = 0
 
+    def add(self, lead: int, zones: Zones) -> None:
+        members = self._sets.get(zones)
+        if members is None:
+            members = self._sets[zones] = BitMap()
+        members.add(lead)
+        self.known.add(lead)
+
     def learn(self, leads: BitMap, phone_of: PhoneOf) -> None:
-        """Work out the zones of every lead of ``leads`` not known yet."""
+        """Work out, here and now, the zones of every lead of ``leads`` not known yet."""
         for lead in leads - self.known:
             phone = phone_of(lead)
-            if phone is None:
-                continue
-            zones = phone_zones(phone)
-            members = self._sets.get(zones)
-            if members is None:
-                members = self._sets[zones] = BitMap()
-            members.add(lead)
-            self.known.add(lead)
+            if phone is not None:
+                self.add(lead, phone_zones(phone))
 
-    def warm(self, leads: int, phone_of: PhoneOf, budget: int) -> bool:
-        """Learn up to ``budget`` leads among ids ``0 .. leads - 1``, continuing where the
-        last call stopped; True once every id has been passed (then it starts over, for
-        leads that had no phone to look at before)."""
+    def unknown(self, leads: int, phone_of: PhoneOf, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` leads among ids ``0 .. leads - 1`` whose zones are not known and
+        that have a phone to look at, with it; each call goes on where the last stopped,
+        and starts over once past the end."""
+        out: list[tuple[int, str]] = []
         start = self._cursor
-        stop = min(leads, start + budget)
-        self.learn(BitMap(range(start, stop)), phone_of)
-        self._cursor = 0 if stop >= leads else stop
-        return stop >= leads
+        while len(out) < limit and start < leads:
+            stop = min(leads, start + limit)
+            for lead in BitMap(range(start, stop)) - self.known:
+                phone = phone_of(lead)
+                if phone is not None:
+                    out.append((lead, phone))
+            start = stop
+        self._cursor = 0 if start >= leads else start
+        return out
 
     def forget(self, lead: int) -> None:
         self.known.discard(lead)
@@ -64,8 +78,49 @@ class LeadZones:
                 quiet |= members
         return quiet & leads
 
-    def zones_of(self, lead: int) -> tuple[str, ...] | None:
+    def zones_of(self, lead: int) -> Zones | None:
         for zones, members in self._sets.items():
             if lead in members:
                 return zones
         return None
+
+
+def _look_up(phones: list[str]) -> list[Zones]:
+    return [phone_zones(phone) for phone in phones]
+
+
+class ZoneLearner:
+    """Works out members' zones ahead: each step takes a batch of unknown members from
+    the partitions ``targets`` names (``(partition, zones, phone_of)`` of each current
+    index), looks their numbers up on a thread, and files the answers on the loop, unless
+    the partition's index was replaced meanwhile (``current``)."""
+
+    def __init__(self, batch: int = 2000, pause_seconds: float = 0.01) -> None:
+        self._batch = batch
+        self._pause = pause_seconds
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="leadstream-zones")
+
+    async def step(
+        self,
+        targets: Iterable[tuple[LeadZones, int, PhoneOf]],
+        current: Callable[[LeadZones], bool],
+    ) -> int:
+        """One batch; how many numbers were looked up (0: every member is known)."""
+        todo: list[tuple[LeadZones, int, str]] = []
+        for zones, leads, phone_of in targets:
+            for lead, phone in zones.unknown(leads, phone_of, self._batch - len(todo)):
+                todo.append((zones, lead, phone))
+            if len(todo) >= self._batch:
+                break
+        if not todo:
+            return 0
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self._executor, _look_up, [p for _, _, p in todo])
+        for (zones, lead, _), answer in zip(todo, found, strict=True):
+            if current(zones):
+                zones.add(lead, answer)
+        await asyncio.sleep(self._pause)
+        return len(todo)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

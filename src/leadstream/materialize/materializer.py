@@ -41,6 +41,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 
 from leadstream.domain.explain import deliver_send, record_send
 from leadstream.domain.partitioning import send_partition
@@ -54,6 +55,8 @@ from leadstream.domain.send_state import (
 )
 from leadstream.domain.sends import AudienceFilterSpec, SendId, SendRules, SendTrigger
 from leadstream.index.evaluate import evaluate, phone_of
+from leadstream.index.table import IndexedStore
+from leadstream.index.zones import LeadZones, ZoneLearner
 from leadstream.kafka.config import KafkaConnection
 from leadstream.logs import log_fields
 from leadstream.materialize.output import OutMessage, Role, TransactionalOutput
@@ -74,11 +77,14 @@ __all__ = ["Materializer", "summary_delay_seconds"]
 
 logger = logging.getLogger(__name__)
 
-# Leads whose time zones are worked out per partition and round (~30 us each, so ~8 ms
-# of the event loop at a time; a million members take minutes after a start), and only
-# when no held send is due within this many ms.
-_ZONES_PER_ROUND = 250
+# Members' time zones are not looked up ahead while a held send is due within this many ms.
 _ZONES_CLEAR_MS = 2000
+
+
+def _still_indexed(store: IndexedStore, zones: LeadZones) -> bool:
+    """Is ``zones`` the cache of an index the store still holds (not one dropped by a
+    restore or a revocation while its numbers were looked up)?"""
+    return any(store.index(p).zones is zones for p in store.indexed_partitions())
 
 
 class Materializer:
@@ -92,6 +98,8 @@ class Materializer:
         self.output = TransactionalOutput(connection, settings.app_id, self.progress)
         self.schedule = Schedule()
         self._lead_ms = settings.materialize_lead_seconds * 1000
+        # When the next held send may be materialized (None: none held), as of the last round.
+        self._next_ready_ms: int | None = None
 
     def wake(self) -> None:
         """A send was held: look now rather than at the next tick."""
@@ -100,6 +108,7 @@ class Materializer:
     async def run(self) -> None:
         """The loop: every wake-up, due moment or half second, do what is due."""
         self.progress.start()
+        zones = asyncio.create_task(self._learn_zones(), name="learn-member-zones")
         try:
             while True:
                 await self.schedule.wait()
@@ -112,6 +121,7 @@ class Materializer:
                     logger.exception("materialize round failed; retrying")
                     await asyncio.sleep(1.0)
         finally:
+            zones.cancel()
             self.progress.stop()
 
     async def _round(self) -> None:
@@ -136,17 +146,39 @@ class Materializer:
             home = send_partition(send.organization_id, send.send_id, self.topo.settings.partitions)
             if home in active:
                 await self._summarize(home, send, dones)
-        if not any(ready_at(r, lead_ms=self._lead_ms) <= now + _ZONES_CLEAR_MS for r in held):
-            await self._learn_zones(active)
+        self._next_ready_ms = min((ready_at(r, lead_ms=self._lead_ms) for r in held), default=None)
 
-    async def _learn_zones(self, active: set[int]) -> None:
-        """Quiet hours need each member's time zones: worked out ahead, a slice per
-        partition and round, when no send is due in the next moments."""
+    async def _learn_zones(self) -> None:
+        """Quiet hours need each member's time zones: worked out ahead, on a thread
+        (:class:`~leadstream.index.zones.ZoneLearner`), except while a send is due in the
+        next moments (it would share the interpreter with the lookups)."""
+        learner = ZoneLearner()
         store = self.topo.store
-        for partition in sorted(active):
-            index = store.index(partition)
-            index.zones.warm(len(index.plain), phone_of(index), _ZONES_PER_ROUND)
-            await asyncio.sleep(0)
+        try:
+            while True:
+                soon = self._next_ready_ms is not None and (
+                    self._next_ready_ms <= now_ms() + _ZONES_CLEAR_MS
+                )
+                if soon or not self.topo.is_ready():
+                    await asyncio.sleep(0.2)
+                    continue
+                indexes = [
+                    store.index(p)
+                    for p in sorted(self.topo.active_partitions())
+                    if store.has_index(p)
+                ]
+                try:
+                    looked_up = await learner.step(
+                        ((ix.zones, len(ix.plain), phone_of(ix)) for ix in indexes),
+                        partial(_still_indexed, store),
+                    )
+                except Exception:  # noqa: BLE001 - a send learns what this has not
+                    logger.exception("learning members' time zones failed; retrying")
+                    looked_up = 0
+                if not looked_up:
+                    await asyncio.sleep(1.0)
+        finally:
+            learner.close()
 
     async def _materialize_due(self, partition: int) -> None:
         store = self.topo.store
