@@ -11,7 +11,7 @@ cache: nothing of it is stored.
 from __future__ import annotations
 
 import asyncio
-import logging
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +21,6 @@ from leadstream.domain.controls import QuietHours, phone_zones
 
 __all__ = ["LeadZones", "ZoneLearner"]
 
-logger = logging.getLogger(__name__)
 
 PhoneOf = Callable[[int], str | None]
 Zones = tuple[str, ...]
@@ -95,8 +94,10 @@ class ZoneLearner:
     index), looks their numbers up on a thread, and files the answers on the loop, unless
     the partition's index was replaced meanwhile (``current``)."""
 
-    def __init__(self, batch: int = 2000, pause_seconds: float = 0.01) -> None:
+    def __init__(self, batch: int = 2000, pause_seconds: float | None = None) -> None:
         self._batch = batch
+        # After each batch: this long, or by default as long as its lookups took, so that
+        # the lookups take at most half of a core from ingest and sends.
         self._pause = pause_seconds
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="leadstream-zones")
 
@@ -115,11 +116,13 @@ class ZoneLearner:
         if not todo:
             return 0
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         found = await loop.run_in_executor(self._executor, _look_up, [p for _, _, p in todo])
+        took = time.perf_counter() - started
         for (zones, lead, _), answer in zip(todo, found, strict=True):
             if current(zones):
                 zones.add(lead, answer)
-        await asyncio.sleep(self._pause)
+        await asyncio.sleep(took if self._pause is None else self._pause)
         return len(todo)
 
     def close(self) -> None:
