@@ -243,7 +243,7 @@ def test_the_settings_accept_every_value(rendered: Rendered) -> None:
                 value = last_pod
             else:
                 assert set(value) == {"secretKeyRef"}, f"{name}: {value}"
-                value = "from-a-secret"
+                value = "a-value-from-a-secret"  # as long as any secret setting needs
         values[name.removeprefix(PREFIX).lower()] = value
     settings = _GivenSettings(**values)
     # The pod name is a valid instance id (static membership), stable across restarts.
