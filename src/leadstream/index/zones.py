@@ -94,11 +94,18 @@ class ZoneLearner:
     index), looks their numbers up on a thread, and files the answers on the loop, unless
     the partition's index was replaced meanwhile (``current``)."""
 
-    def __init__(self, batch: int = 2000, pause_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        batch: int = 2000,
+        pause_seconds: float | None = None,
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._batch = batch
-        # After each batch: this long, or by default as long as its lookups took, so that
-        # the lookups take at most half of a core from ingest and sends.
+        # After each batch: this long, or by default as long as its lookups took (at most
+        # half of a core), nine times as long while ``busy()`` says the worker is applying
+        # input (a tenth of a core: ingest and audience uploads come first).
         self._pause = pause_seconds
+        self._busy = busy
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="leadstream-zones")
 
     async def step(
@@ -122,7 +129,10 @@ class ZoneLearner:
         for (zones, lead, _), answer in zip(todo, found, strict=True):
             if current(zones):
                 zones.add(lead, answer)
-        await asyncio.sleep(took if self._pause is None else self._pause)
+        if self._pause is not None:
+            await asyncio.sleep(self._pause)
+        else:
+            await asyncio.sleep(took * (9 if self._busy() else 1))
         return len(todo)
 
     def close(self) -> None:

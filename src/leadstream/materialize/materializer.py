@@ -152,7 +152,7 @@ class Materializer:
         """Quiet hours need each member's time zones: worked out ahead, on a thread
         (:class:`~leadstream.index.zones.ZoneLearner`), except while a send is due in the
         next moments (it would share the interpreter with the lookups)."""
-        learner = ZoneLearner()
+        learner = ZoneLearner(busy=lambda: time.monotonic() - self.topo.applied_at < 1.0)
         store = self.topo.store
         try:
             while True:

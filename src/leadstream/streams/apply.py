@@ -52,6 +52,7 @@ async def _apply_one(
     at = Arrival(msg.partition, msg.offset, received_ms(msg), now_ms())
     started = time.perf_counter()
     effects = handle(topo.store, at, command, rules)
+    topo.applied_at = time.monotonic()
     if isinstance(command, EventsBatch):
         topo.metrics.apply_seconds.observe(time.perf_counter() - started)
     if isinstance(command, EraseLead) and effects.erased is not None:

@@ -52,6 +52,9 @@ class Topology:
         self.table = table
         self.store = store
         self.metrics = metrics
+        # When the apply agent last applied a command (time.monotonic()): background work
+        # (members' time zones) steps back while it is busy.
+        self.applied_at = 0.0
         names = settings.topics
         self.audience_members = app.topic(names.audience_members, key_type=bytes, value_type=bytes)
         self.audience_filters = app.topic(names.audience_filters, key_type=bytes, value_type=bytes)
