@@ -293,17 +293,6 @@ class Counts:
         self.dropped_by_frequency_cap += other.dropped_by_frequency_cap
         self.dropped_by_quiet_hours += other.dropped_by_quiet_hours
 
-    @property
-    def recipients(self) -> int:
-        return (
-            self.audience
-            - self.opted_out
-            - self.dropped_by_audience_filter
-            - self.dropped_by_event_filter
-            - self.dropped_by_frequency_cap
-            - self.dropped_by_quiet_hours
-        )
-
     def record(self, outcome: Outcome) -> None:
         self.audience += 1
         if outcome is Outcome.OPTED_OUT:
