@@ -41,7 +41,7 @@ def broker() -> Iterator[str]:
         local.stop()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -56,7 +56,7 @@ class BenchWorker:
     ) -> None:
         if settings is None:
             run = uuid.uuid4().hex[:8]
-            overrides.setdefault("web_port", _free_port())
+            overrides.setdefault("web_port", free_port())
             settings = Settings(
                 kafka_bootstrap=bootstrap,
                 app_id=f"bench-{run}",
@@ -167,31 +167,6 @@ def end_total(bootstrap: str, topic: str) -> int:
         )
     finally:
         c.close()
-
-
-def wait_group_caught_up(
-    bootstrap: str, group: str, topics: list[str], timeout: float = 1800
-) -> None:
-    """Until ``group`` has committed the end of every partition of ``topics`` (twice in a row)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    deadline = time.monotonic() + timeout
-    streak = 0
-    try:
-        while time.monotonic() < deadline:
-            lag = 0
-            for topic in topics:
-                meta = c.list_topics(topic, timeout=10).topics[topic]
-                tps = [TopicPartition(topic, p) for p in meta.partitions]
-                for tp in c.committed(tps, timeout=10):
-                    high = c.get_watermark_offsets(tp, timeout=10)[1]
-                    lag += high - max(tp.offset, 0)
-            streak = streak + 1 if lag == 0 else 0
-            if streak >= 2:
-                return
-            time.sleep(1.0)
-    finally:
-        c.close()
-    raise TimeoutError(f"group {group} did not catch up")
 
 
 def _rss(pid: int) -> int:

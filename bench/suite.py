@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import product
+from bench import failover, product
 from bench.common import broker, machine
 from bench.dataset import MINUTE_MS, generate, stats
 
@@ -82,6 +82,18 @@ def _leadstream(
         out["footprint"], worker = product.footprint_and_rebuild(worker, workdir, ds, check)
         print("leadstream: restart after SIGKILL", flush=True)
         out["restart"], worker = product.restart_after_kill(worker, workdir, ds, args.runs)
+        print("leadstream: failover to a standby", flush=True)
+        size = max(sizes)
+        want = wanted[str(size)]["sticky_exclude"]
+        out["failover"], worker = failover.failover(worker, workdir, ds, size, want, args.runs)
+        print("leadstream: rolling restart", flush=True)
+        small = min(sizes)
+        out["rolling"], worker = failover.rolling_restart(
+            worker, workdir, small, wanted[str(small)]["sticky_exclude"]
+        )
+        # Last: its campaigns add 1,000,000 memberships each to the state measured above.
+        print("leadstream: audience upload", flush=True)
+        out["audience_upload"] = product.audience_upload(worker, ds.phones, args.runs)
     finally:
         worker.stop()
     print("leadstream: real-time ingest", flush=True)
@@ -210,8 +222,8 @@ def _state_rows(ls: dict[str, Any], pg: dict[str, Any]) -> list[dict[str, Any]]:
             None,
             "s",
             None,
-            "-",
-            True,
+            "<= 20 s",
+            fp["rebuild_seconds"] <= 20,
         ),
     ]
     if "index_build" in fp:  # absent from runs before 2026-11-30 evening
@@ -263,6 +275,118 @@ def _state_rows(ls: dict[str, Any], pg: dict[str, Any]) -> list[dict[str, Any]]:
                 True,
             )
         )
+    return rows
+
+
+def _audience_rows(ls: dict[str, Any]) -> list[dict[str, Any]]:
+    """Audience sync: through the topic (50,000-member batch messages), and as HTTP uploads.
+    Runs before 2026-12 waited for the group's commits, not for the members applied."""
+    rows = []
+    topic = ls.get("audiences", {})
+    if "members_per_s" in topic:
+        rows.append(
+            _row(
+                f"audience sync through the topic ({topic['members']:,} members)",
+                topic["members_per_s"],
+                None,
+                "members/s",
+                None,
+                ">= 100,000/s",
+                topic["members_per_s"] >= 100_000,
+            )
+        )
+    upload = ls.get("audience_upload")
+    if upload is None:
+        return rows
+    n = f"{upload['members']:,}"
+    return rows + [
+        _row(
+            f"HTTP upload of {n} members (CSV): answered",
+            upload["answer_seconds"],
+            None,
+            "s",
+            None,
+            "<= 10 s",
+            upload["answer_seconds"] <= 10,
+        ),
+        _row(
+            f"HTTP upload of {n} members: every member applied",
+            upload["applied_seconds"],
+            None,
+            "s",
+            None,
+            "-",
+            True,
+        ),
+        _row(
+            f"HTTP re-upload of the same {n} members (nothing changes): answered",
+            upload["reupload_answer_seconds"],
+            None,
+            "s",
+            None,
+            "-",
+            True,
+        ),
+    ]
+
+
+def _failover_rows(ls: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two workers: one SIGKILLed for good, and a rolling restart (bench/failover.py)."""
+    rows = []
+    if "failover" in ls:
+        f = ls["failover"]
+        session = f"session timeout {f['session_timeout_seconds']:g} s"
+        rows += [
+            _row(
+                f"failover, SIGKILL one of two workers: every partition served ({session})",
+                f["seconds"],
+                None,
+                "s",
+                None,
+                "<= 10 s",
+                f["seconds"] <= 10,
+            ),
+            _row(
+                f"failover: summary of a {f['recipients']:,}-recipient send due 2 s after the kill",
+                f["summary_seconds"],
+                None,
+                "s after the kill",
+                None,
+                "once",
+                True,
+            ),
+        ]
+    if "rolling" in ls:
+        r = ls["rolling"]
+        rows += [
+            _row(
+                "rolling restart (SIGTERM one of two workers at a time): longest restart",
+                max(r["restart_seconds"]),
+                None,
+                "s",
+                None,
+                "-",
+                True,
+            ),
+            _row(
+                f"rolling restart: {r['sends']} sends during it, late or doubled",
+                r["late"] + r["doubled"],
+                None,
+                "sends",
+                None,
+                "0",
+                r["late"] + r["doubled"] == 0,
+            ),
+            _row(
+                "rolling restart: longest trigger to summary",
+                r["max_trigger_to_summary_seconds"],
+                None,
+                "s",
+                None,
+                "-",
+                True,
+            ),
+        ]
     return rows
 
 
@@ -323,8 +447,8 @@ def table(result: dict[str, Any]) -> list[dict[str, Any]]:
             pg_bulk,
             "events/s",
             bulk / pg_bulk,
-            "ratio >= 1.0",
-            bulk >= pg_bulk,
+            "ratio >= 1.5",
+            bulk >= 1.5 * pg_bulk,
         ),
         _row(
             "real-time ingest (1 event per message)",
@@ -332,11 +456,17 @@ def table(result: dict[str, Any]) -> list[dict[str, Any]]:
             pg_rt,
             "events/s",
             rt / pg_rt,
-            "ratio >= 10",
-            rt >= 10 * pg_rt,
+            ">= 100,000/s",
+            rt >= 100_000,
         ),
         _row(
-            f"HTTP single-event POST p50 at {rate}", single["p50_ms"], None, "ms", None, "-", True
+            f"HTTP single-event POST p50 at {rate}",
+            single["p50_ms"],
+            None,
+            "ms",
+            None,
+            "<= 5 ms",
+            single["p50_ms"] <= 5,
         ),
         _row(
             f"HTTP single-event POST p99 at {rate}",
@@ -364,8 +494,10 @@ def table(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(
         _row("HTTP 50,000-event POST p50", bulk_post, None, "s", None, "<= 1 s", bulk_post <= 1.0)
     )
+    rows += _audience_rows(ls)
     rows += _send_rows(ls, pg)
     rows += _state_rows(ls, pg)
+    rows += _failover_rows(ls)
     if "compliance" in ls:  # absent from runs before 2026-12
         rows += _compliance_rows(ls["compliance"])
     if "big" in ls:  # absent from runs before 2026-11-30 evening, and with --big-phones 0
@@ -453,7 +585,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--realtime", type=int, default=100_000, help="single-event messages")
-    parser.add_argument("--rate", type=float, default=200.0, help="single POSTs per second")
+    parser.add_argument("--rate", type=float, default=500.0, help="single POSTs per second")
     parser.add_argument("--http-seconds", type=float, default=30.0)
     parser.add_argument("--bulk-posts", type=int, default=5)
     parser.add_argument(

@@ -67,6 +67,11 @@ class Metrics:
         )
         for outcome in ("inserted", "duplicate", "rejected"):
             self.rows.labels(outcome)  # at 0 from the start, for rate() and increase()
+        self.members = Counter(
+            "leadstream_members_applied",
+            "Audience member operations (add, remove) applied to the lead table",
+            registry=registry,
+        )
         self.apply_seconds = Histogram(
             "leadstream_ingest_apply_seconds",
             "Time to apply one lead-keyed batch to the table",

@@ -461,3 +461,93 @@ def test_indexes_rebuilt_from_a_restored_changelog_equal_the_live_ones(table_sub
     rebuilt = indexed_memory(inner=restored)
     assert rebuilt.index(0).snapshot() == live.index(0).snapshot()
     assert rebuilt.index(0).next_id == live.index(0).next_id
+
+
+# --- memberships on the changelog ------------------------------------------------------------
+
+
+def replay(records) -> MemoryStore:
+    restored = MemoryStore()
+    for r in records:
+        for key, value in keys.expand_changelog_record(r.key, r.value):
+            if value is None:
+                restored.delete(r.partition, key)
+            else:
+                restored.put(r.partition, key, value)
+    return restored
+
+
+def kafka_compacted(records):
+    """What a compacted topic keeps at worst: the last record of each key, tombstones
+    dropped (once delete.retention.ms has passed), in offset order."""
+    last = {(r.partition, r.key): i for i, r in enumerate(records)}
+    return [
+        r for i, r in enumerate(records) if last[(r.partition, r.key)] == i and r.value is not None
+    ]
+
+
+def membership_keys(store, partition=0):
+    out = []
+    for prefix in (keys.members_kind_prefix(), keys.lead_prefix()):
+        out += items(iter_prefix(store, partition, prefix))
+    return out
+
+
+def test_memberships_are_a_few_changelog_records_with_deletions_inside(table_subject):
+    s = indexed_memory(inner=table_subject.store)
+    phones = [f"+1555100{i:04d}" for i in range(LOGGED_BATCH_ITEMS + 10)]
+    apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones])
+    log = table_subject.changelog
+    assert len(log) == 2
+    assert all(r.key.startswith(keys.member_batch_prefix()) for r in log)
+    counts = [keys.decode_member_batch_items(v) for _, v in iter_prefix(s, 0, b"G\x00")]
+    assert sorted(counts) == [10, LOGGED_BATCH_ITEMS]
+    # The same members again: nothing changes, nothing is logged.
+    apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones])
+    assert len(log) == 2
+    # A removal: the key's own tombstone, then a batch with the deletion and the lead key.
+    apply_members(s, 0, [MemberOp("1", "c", phones[0], None, remove=True)])
+    assert [r.key for r in log[2:3]] == [keys.member_key("1", "c", phones[0])]
+    assert log[2].value is None
+    inside = keys.decode_logged_batch(log[3].value)
+    assert (keys.member_key("1", "c", phones[0]), None) in inside
+    assert any(k == keys.lead_key("1", phones[0]) for k, _ in inside)
+    assert membership_keys(replay(log)) == membership_keys(s)
+
+
+@pytest.mark.parametrize("relog", [False, True])
+def test_memberships_survive_a_compacted_changelog(table_subject, monkeypatch, relog):
+    """Adds, externalId updates, removals and re-adds, with a membership logged the old way
+    (a record of its own) among them: the compacted changelog replays to the live keys,
+    with and without the memberships logged again."""
+    from leadstream.domain import send_state
+
+    s = indexed_memory(inner=table_subject.store)
+    phones = [f"+1555200{i:04d}" for i in range(60)]
+    legacy = phones[59]
+    s.put(
+        0,
+        keys.member_key("1", "c", legacy),
+        keys.member_value(s.index(0).assign("1", legacy)[0], None),
+    )
+    s.drop([0])  # the index is rebuilt from the keys, the legacy member's included
+    apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones[:40]])
+    apply_members(s, 0, [MemberOp("1", "c", p, f"x{i}") for i, p in enumerate(phones[:10])])
+    apply_members(s, 0, [MemberOp("1", "c", p, None, remove=True) for p in [*phones[5:20], legacy]])
+    apply_members(s, 0, [MemberOp("1", "c", p, "back") for p in phones[15:18]])
+    apply_members(s, 0, [MemberOp("1", "d", p, None) for p in phones[30:60]])
+    monkeypatch.setattr(send_state, "RELOG_SLACK", -(10**9) if relog else 10**9)
+    before = len(table_subject.changelog)
+    relogged = send_state.relog_memberships(s, 0)
+    assert (relogged > 0) is relog
+    if relog:
+        assert not any(
+            k in {r.key for r in table_subject.changelog[:before]}
+            for k, _ in iter_prefix(s, 0, keys.member_batch_prefix())
+        ), "the batches logged again are new records"
+    live = membership_keys(s)
+    assert live, "nothing to compare"
+    assert membership_keys(replay(table_subject.changelog)) == live
+    assert membership_keys(replay(kafka_compacted(table_subject.changelog))) == live
+    rebuilt = indexed_memory(inner=replay(kafka_compacted(table_subject.changelog)))
+    assert rebuilt.index(0).snapshot() == s.index(0).snapshot()

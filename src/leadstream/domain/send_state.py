@@ -39,6 +39,7 @@ __all__ = [
     "is_due",
     "ready_at",
     "is_done",
+    "relog_memberships",
     "store_filter_part",
     "store_pending",
 ]
@@ -70,33 +71,88 @@ class FilterRecord(msgspec.Struct, array_like=True, frozen=True):
 _filter_decoder = msgspec.msgpack.Decoder(FilterRecord)
 
 
+# Memberships are re-logged once their logged batches hold more than twice the live
+# memberships plus this many items (see relog_memberships).
+RELOG_SLACK = 100_000
+RELOG_CHUNK = 50_000
+
+
 def apply_members(store: IndexedStore, partition: int, ops: Iterable[MemberOp]) -> int:
     """Add (or update the externalId of) and remove audience members, in the store and
-    the partition's index; returns ops applied."""
+    the partition's index; returns ops applied.
+
+    What changes is written in one :meth:`~leadstream.state.port.PartitionStore.put_memberships`
+    call; a member added again as it is (a daily re-upload) writes nothing."""
     with store.updating(partition) as index:
-        return _apply_members(store, partition, index, ops)
+        return _apply_members(store, partition, index, list(ops))
 
 
 def _apply_members(
-    store: PartitionStore, partition: int, index: PartitionIndex, ops: Iterable[MemberOp]
+    store: PartitionStore, partition: int, index: PartitionIndex, ops: list[MemberOp]
 ) -> int:
-    n = 0
-    for op in ops:
+    member_keys = [keys.member_key(op.organization_id, op.campaign_id, op.phone) for op in ops]
+    stored = dict(zip(member_keys, store.get_many(partition, member_keys), strict=True))
+    writes: dict[bytes, bytes | None] = {}
+    for op, key in zip(ops, member_keys, strict=True):
         org, campaign = op.organization_id, op.campaign_id
-        key = keys.member_key(org, campaign, op.phone)
+        current = writes[key] if key in writes else stored[key]
         if op.remove:
+            if current is None:
+                continue
+            writes[key] = None
+            # A membership logged before batches existed is a record of its own on the
+            # changelog: a tombstone retires it (the batch's deletion covers the rest).
             store.delete(partition, key)
             lead = index.lead_id(org, op.phone)
             if lead is not None:
                 # The member key carried the lead's id; keep it (it may be the last key).
-                store.put(partition, keys.lead_key(org, op.phone), keys.event_value(lead))
+                writes[keys.lead_key(org, op.phone)] = keys.event_value(lead)
                 index.member_removed(org, campaign, lead)
         else:
             lead, _new = index.assign(org, op.phone)
-            store.put(partition, key, keys.member_value(lead, op.external_id))
+            value = keys.member_value(lead, op.external_id)
+            if value == current:
+                continue
+            writes[key] = value
             index.member_set(org, campaign, lead, op.phone, op.external_id)
-        n += 1
-    return n
+    if writes:
+        store.put_memberships(partition, list(writes.items()))
+    return len(ops)
+
+
+def relog_memberships(store: IndexedStore, partition: int) -> int:
+    """Log the partition's memberships (``M`` and ``L`` keys) again as new batches and
+    tombstone the old ones, once those hold more than twice the live memberships (plus
+    ``RELOG_SLACK``): a membership batch is never retired by age, and without this the
+    changelog would keep every membership ever written. Returns the items logged again
+    (0: not due).
+
+    Safe to interrupt: until the old batches are tombstoned, a restore replays them and
+    then the new ones, which hold the same values."""
+    index = store.index(partition)
+    live = sum(len(c.members) for org in index.orgs.values() for c in org.campaigns.values())
+    old = [key for key, _ in iter_prefix(store, partition, keys.member_batch_prefix())]
+    logged = sum(
+        keys.decode_member_batch_items(value)
+        for value in store.get_many(partition, old)
+        if value is not None
+    )
+    if logged <= 2 * live + RELOG_SLACK:
+        return 0
+    relogged = 0
+    for prefix in (keys.members_kind_prefix(), keys.lead_prefix()):
+        chunk: list[tuple[bytes, bytes | None]] = []
+        for item in iter_prefix(store, partition, prefix):
+            chunk.append(item)
+            if len(chunk) == RELOG_CHUNK:
+                store.put_memberships(partition, chunk)
+                relogged, chunk = relogged + len(chunk), []
+        if chunk:
+            store.put_memberships(partition, chunk)
+            relogged += len(chunk)
+    for key in old:
+        store.delete(partition, key)
+    return relogged
 
 
 class Claim(StrEnum):

@@ -113,6 +113,9 @@ class IndexedStore:
     ) -> None:
         self._inner.put_batch(partition, items, created_ms=created_ms)
 
+    def put_memberships(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        self._inner.put_memberships(partition, items)
+
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:

@@ -35,12 +35,19 @@ kind       key                                              value
 ``A``      A org sendId                                     digest of the last HTTP filter
 ``B``      B createdAt(u64) random(u64)                     ``b""`` locally; on the
                                                             changelog: a logged batch
+``G``      G random(u64)                                    items (u32) locally; on the
+                                                            changelog: a logged batch of
+                                                            memberships (``M``, ``L``)
 =========  ==============================================  =============================
 
 A logged batch (:func:`encode_logged_batch`) is how event keys reach the changelog: one
 record carries many ``(key, value)`` puts, restored by expanding it
 (:func:`expand_changelog_record`). Locally only its key is kept, so that compaction can
 retire the record once every event in it is folded (``createdAt`` orders them by age).
+Memberships travel the same way under ``G`` (a removal as a deletion inside the batch),
+but a membership is never folded: their batches are retired by
+:func:`leadstream.domain.send_state.relog_memberships`, which logs the live memberships
+again once the batches hold more superseded items than live ones.
 
 Every key of a lead carries its lead id: a number dense per partition, given when the
 lead is first written (:mod:`leadstream.index`), so that the indexes rebuilt from these
@@ -73,6 +80,7 @@ __all__ = [
     "filter_prefix",
     "member_key",
     "member_prefix",
+    "members_kind_prefix",
     "pending_key",
     "pending_prefix",
     "compacted_key",
@@ -107,6 +115,10 @@ __all__ = [
     "expand_changelog_record",
     "logged_batch_key",
     "logged_batch_prefix",
+    "member_batch_key",
+    "member_batch_prefix",
+    "decode_member_batch_items",
+    "member_batch_items",
     "lead_events_prefix",
     "prefix_upper_bound",
     "ts_bytes",
@@ -122,6 +134,7 @@ _DONE = b"D"
 _FILTER = b"F"
 _ACCEPTED_FILTER = b"A"
 _LOGGED_BATCH = b"B"
+_MEMBER_BATCH = b"G"
 _LEAD = b"L"
 _SEND_RECORD = b"X"
 _HISTORY = b"H"
@@ -223,6 +236,11 @@ def event_type_prefix(org: str, phone: str, event_type: str) -> bytes:
 
 def event_key(org: str, phone: str, event_type: str, occurred_at: int) -> bytes:
     return event_type_prefix(org, phone, event_type) + _U64.pack(occurred_at)
+
+
+def members_kind_prefix() -> bytes:
+    """Prefix of every membership key of a partition."""
+    return _MEMBER + SEP
 
 
 def events_kind_prefix() -> bytes:
@@ -334,28 +352,52 @@ def logged_batch_key(created_ms: int) -> bytes:
     return logged_batch_prefix() + _U64.pack(created_ms) + os.urandom(8)
 
 
+def member_batch_prefix() -> bytes:
+    return _MEMBER_BATCH + SEP
+
+
+def member_batch_key() -> bytes:
+    """A new, unique key for a logged batch of memberships."""
+    return member_batch_prefix() + os.urandom(8)
+
+
+def member_batch_items(items: int) -> bytes:
+    """The local value of a ``G`` key: how many items its batch logged."""
+    return _U32.pack(items)
+
+
+def decode_member_batch_items(value: bytes) -> int:
+    return int(_U32.unpack(value)[0]) if len(value) == _U32.size else 0
+
+
 def decode_logged_batch_key(key: bytes) -> int:
     """createdAt of a logged batch key."""
     return int(_U64.unpack(key[2:10])[0])
 
 
 _batch_encoder = msgspec.msgpack.Encoder()
-_batch_decoder = msgspec.msgpack.Decoder(list[tuple[bytes, bytes]])
+# A value of None (msgpack nil) deletes its key.
+_batch_decoder = msgspec.msgpack.Decoder(list[tuple[bytes, bytes | None]])
 
 
-def encode_logged_batch(items: Sequence[tuple[bytes, bytes]]) -> bytes:
+def encode_logged_batch(items: Sequence[tuple[bytes, bytes | None]]) -> bytes:
     return _batch_encoder.encode(items)
 
 
-def decode_logged_batch(value: bytes) -> list[tuple[bytes, bytes]]:
+def decode_logged_batch(value: bytes) -> list[tuple[bytes, bytes | None]]:
     return _batch_decoder.decode(value)
 
 
 def expand_changelog_record(key: bytes, value: bytes | None) -> list[tuple[bytes, bytes | None]]:
     """What one changelog record writes to the local DB: itself, or for a logged batch its
-    puts plus its own key with an empty value (a tombstone deletes only that key)."""
-    if value is None or not key.startswith(_LOGGED_BATCH + SEP):
+    puts (and deletions) plus its own key (a tombstone deletes only that key): an events
+    batch's with an empty value, a memberships batch's with its item count."""
+    if value is None or key[:2] not in _BATCH_PREFIXES:
         return [(key, value)]
-    expanded: list[tuple[bytes, bytes | None]] = list(decode_logged_batch(value))
-    expanded.append((key, b""))
+    expanded = decode_logged_batch(value)
+    own = b"" if key[:1] == _LOGGED_BATCH else member_batch_items(len(expanded))
+    expanded.append((key, own))
     return expanded
+
+
+_BATCH_PREFIXES = (_LOGGED_BATCH + SEP, _MEMBER_BATCH + SEP)

@@ -43,6 +43,14 @@ class MemoryStore:
             self.put(partition, key, value)
         self.put(partition, keys.logged_batch_key(created_ms), b"")
 
+    def put_memberships(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        for key, value in items:
+            if value is None:
+                self.delete(partition, key)
+            else:
+                self.put(partition, key, value)
+        self.put(partition, keys.member_batch_key(), keys.member_batch_items(len(items)))
+
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:

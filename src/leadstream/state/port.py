@@ -36,6 +36,12 @@ class PartitionStore(Protocol):
         with an empty value, under :func:`~leadstream.state.keys.logged_batch_prefix`."""
         ...
 
+    def put_memberships(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Put (or, for None, delete) every item, logged as few changelog records as
+        possible; each record's key is kept, with its item count, under
+        :func:`~leadstream.state.keys.member_batch_prefix`."""
+        ...
+
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:

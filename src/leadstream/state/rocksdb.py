@@ -119,20 +119,41 @@ class TableStore:
         """One local write batch, and one changelog record per ``LOGGED_BATCH_ITEMS`` items
         (or ``LOGGED_BATCH_BYTES``) instead of one per item: per-record producer work was
         most of the ingest cost."""
+        self._write_logged(partition, items, lambda _n: (keys.logged_batch_key(created_ms), b""))
+
+    def put_memberships(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """As :meth:`put_batch`, for memberships (None deletes): one changelog record per
+        thousands of members, not one each, which made an audience upload and its restore
+        run at a few thousand members a second."""
+        self._write_logged(
+            partition, items, lambda n: (keys.member_batch_key(), keys.member_batch_items(n))
+        )
+
+    def _write_logged(
+        self,
+        partition: int,
+        items: Sequence[tuple[bytes, bytes | None]],
+        batch_key: Callable[[int], tuple[bytes, bytes]],
+    ) -> None:
+        """``items`` in one local write batch and as logged batches on the changelog;
+        ``batch_key(items)`` gives each record's key and the value kept for it locally."""
         wb = WriteBatch(raw_mode=True)
         records: list[tuple[bytes, bytes]] = []
-        chunk: list[tuple[bytes, bytes]] = []
+        chunk: list[tuple[bytes, bytes | None]] = []
         size = 0
 
         def close_chunk() -> None:
-            log_key = keys.logged_batch_key(created_ms)
-            wb.put(log_key, b"")
+            log_key, local = batch_key(len(chunk))
+            wb.put(log_key, local)
             records.append((log_key, keys.encode_logged_batch(chunk)))
 
         for key, value in items:
-            wb.put(key, value)
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
             chunk.append((key, value))
-            size += len(key) + len(value) + 8
+            size += len(key) + len(value or b"") + 8
             if len(chunk) == LOGGED_BATCH_ITEMS or size >= LOGGED_BATCH_BYTES:
                 close_chunk()
                 chunk, size = [], 0

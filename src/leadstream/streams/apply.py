@@ -18,18 +18,28 @@ from typing import Any
 from leadstream.domain.explain import expire_send_records
 from leadstream.domain.ingest import retention_horizon
 from leadstream.domain.lead_index import compact_partition
+from leadstream.domain.send_state import relog_memberships
 from leadstream.logs import log_fields
 from leadstream.streams.handlers import ApplyRules, Arrival, Effects, handle
 from leadstream.streams.topology import Topology, now_ms, received_ms
-from leadstream.wire.commands import EraseLead, EventsBatch, decode_command, encode_reply
+from leadstream.wire.commands import (
+    EraseLead,
+    EventsBatch,
+    Reply,
+    decode_command,
+    encode_reply,
+)
 
 __all__ = ["register_apply"]
 
 logger = logging.getLogger(__name__)
 
 
-def register_apply(topo: Topology, on_held: Callable[[], None]) -> None:
-    """Declare the apply agent and the compaction timer; ``on_held`` wakes the materializer."""
+def register_apply(
+    topo: Topology, on_held: Callable[[], None], deliver: Callable[[Reply], bool]
+) -> None:
+    """Declare the apply agent and the compaction timer; ``on_held`` wakes the materializer,
+    ``deliver`` hands a reply to a request waiting in this process (False: none waits)."""
     app, settings = topo.app, topo.settings
     rules = ApplyRules(settings.partitions, settings.event_retention_days)
 
@@ -37,7 +47,7 @@ def register_apply(topo: Topology, on_held: Callable[[], None]) -> None:
     async def apply(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            await topo.process(msg, partial(_apply_one, topo, rules, msg, on_held))
+            await topo.process(msg, partial(_apply_one, topo, rules, msg, on_held, deliver))
 
     @app.timer(interval=settings.compaction_interval_seconds)  # type: ignore[untyped-decorator]
     async def compact() -> None:
@@ -46,7 +56,11 @@ def register_apply(topo: Topology, on_held: Callable[[], None]) -> None:
 
 
 async def _apply_one(
-    topo: Topology, rules: ApplyRules, msg: Any, on_held: Callable[[], None]
+    topo: Topology,
+    rules: ApplyRules,
+    msg: Any,
+    on_held: Callable[[], None],
+    deliver: Callable[[Reply], bool],
 ) -> None:
     command = decode_command(msg.value)
     at = Arrival(msg.partition, msg.offset, received_ms(msg), now_ms())
@@ -70,14 +84,21 @@ async def _apply_one(
             erased.suppression_kept,
             extra=log_fields(organization=command.organization_id, request_id=command.reply_to),
         )
-    await _carry_out(topo, effects, on_held)
+    await _carry_out(topo, effects, on_held, deliver)
 
 
-async def _carry_out(topo: Topology, effects: Effects, on_held: Callable[[], None]) -> None:
+async def _carry_out(
+    topo: Topology,
+    effects: Effects,
+    on_held: Callable[[], None],
+    deliver: Callable[[Reply], bool],
+) -> None:
     """Send on what a handler returned, count it, and wake the materializer if need be."""
     if effects.inserted or effects.duplicates:
         topo.metrics.rows.labels("inserted").inc(effects.inserted)
         topo.metrics.rows.labels("duplicate").inc(effects.duplicates)
+    if effects.members:
+        topo.metrics.members.inc(effects.members)
     duplicate = effects.duplicate_trigger
     if duplicate is not None:
         topo.metrics.duplicate_triggers.inc()
@@ -89,7 +110,8 @@ async def _carry_out(topo: Topology, effects: Effects, on_held: Callable[[], Non
     for partition, command in effects.commands:
         await topo.send_command(partition, command)
     for reply in effects.replies:
-        await topo.replies.send(key=reply.request.encode(), value=encode_reply(reply))
+        if not deliver(reply):
+            await topo.replies.send(key=reply.request.encode(), value=encode_reply(reply))
     if effects.held:
         on_held()
 
@@ -111,4 +133,7 @@ async def _compact(topo: Topology) -> None:
         )
         if expired:
             logger.info("partition %d: %d send records past retention deleted", partition, expired)
+        relogged = relog_memberships(topo.store, partition)
+        if relogged:
+            logger.info("partition %d: %d memberships logged again", partition, relogged)
         await asyncio.sleep(0)

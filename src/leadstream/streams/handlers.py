@@ -80,6 +80,8 @@ class Effects:
     replies: list[Reply] = field(default_factory=list)
     inserted: int = 0
     duplicates: int = 0
+    # Audience member operations applied.
+    members: int = 0
     # A send is held in this partition now: the materializer should look.
     held: bool = False
     # A trigger for a send already claimed (the first one wins): ignored, to be counted.
@@ -98,8 +100,7 @@ def on_events(store: IndexedStore, at: Arrival, cmd: EventsBatch, rules: ApplyRu
 
 
 def on_members(store: IndexedStore, at: Arrival, cmd: MembersBatch, rules: ApplyRules) -> Effects:
-    apply_members(store, at.partition, cmd.ops)
-    return Effects()
+    return Effects(members=apply_members(store, at.partition, cmd.ops))
 
 
 def on_claim(store: IndexedStore, at: Arrival, cmd: ClaimTrigger, rules: ApplyRules) -> Effects:

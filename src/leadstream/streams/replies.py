@@ -1,8 +1,10 @@
 """Waiting for the apply agent's counts of a batch sent by the HTTP API.
 
-Every worker reads the whole replies topic from where it stood when the worker started
-(no consumer group) and hands each reply to the request waiting for it on this worker;
-replies for requests served elsewhere are dropped.
+When the worker that applied a command is the one whose HTTP request waits for it, the
+apply agent hands the reply over in-process (:meth:`ReplyWaiter.deliver`): no round trip
+through the broker. Other replies travel on the replies topic: every worker reads all of it
+from where it stood when the worker started (no consumer group) and hands each reply to the
+request waiting for it on this worker; replies for requests served elsewhere are dropped.
 """
 
 from __future__ import annotations
@@ -54,6 +56,19 @@ class ReplyWaiter:
         with self._lock:
             self._waiting[request] = (asyncio.get_running_loop(), queue)
         return queue
+
+    def deliver(self, reply: Reply) -> bool:
+        """Hand ``reply`` to its request if that waits in this process; False if not (the
+        reply must then go on the topic). Safe to answer from here: the request's command
+        was acknowledged by the brokers before the request waited, so a crash after this
+        reply replays the command, which applies idempotently."""
+        with self._lock:
+            target = self._waiting.get(reply.request)
+        if target is None:
+            return False
+        loop, queue = target
+        loop.call_soon_threadsafe(queue.put_nowait, reply)
+        return True
 
     def forget(self, request: str) -> None:
         with self._lock:
