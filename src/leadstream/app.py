@@ -149,13 +149,14 @@ def _watch(metrics: Metrics, topo: Topology, router: RouterProcess) -> None:
     metrics.watch_lag(lambda: [*topo.lags(), *router.lags()])
 
     def count_router_rejects() -> None:
-        by_reason = router.rejects_since_last_call()
-        metrics.rows.labels("rejected").inc(sum(by_reason.values()))
-        metrics.count_rejects(settings.topics.lead_events, by_reason)
+        for topic, by_reason in router.rejects_since_last_call().items():
+            if topic == settings.topics.lead_events:  # leadstream_rows_total: event rows
+                metrics.rows.labels("rejected").inc(sum(by_reason.values()))
+            metrics.count_rejects(topic, by_reason)
+
+    def count_router_dead_letters() -> None:
+        for topic, n in router.dead_letters_since_last_call().items():
+            metrics.dead_letters.labels(topic).inc(n)
 
     metrics.before_exposition(count_router_rejects)
-    metrics.before_exposition(
-        lambda: metrics.dead_letters.labels(settings.topics.lead_events).inc(
-            router.dead_letters_since_last_call()
-        )
-    )
+    metrics.before_exposition(count_router_dead_letters)

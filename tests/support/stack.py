@@ -151,11 +151,12 @@ class Stack:
     def lagging(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> messages not yet committed, for the partitions that lag."""
         behind: dict[tuple[str, int], int] = {}
-        # lead-events has a consumer group of its own (streams/lead_events.py).
+        # lead-events and audience-members have a consumer group of their own
+        # (streams/router.py).
         t = self.topics
         for group, topic in (
             (router_group(self.settings), t.lead_events),
-            (self.settings.app_id, t.audience_members),
+            (router_group(self.settings), t.audience_members),
             (self.settings.app_id, t.audience_filters),
             (self.settings.app_id, t.send_triggers),
             (self.settings.app_id, t.by_lead),

@@ -40,15 +40,25 @@ def test_rejects_are_counted_by_reason_and_topic() -> None:
     assert got == {"invalid_phone@lead-events": 3, "invalid_json@send-triggers": 1}
 
 
-def test_the_router_child_reports_its_rejects_by_reason_since_the_last_call() -> None:
-    router = RouterProcess(Settings())  # not started: the test writes as its child would
+def test_the_router_child_reports_its_rejects_by_topic_and_reason_since_the_last_call() -> None:
+    settings = Settings()
+    router = RouterProcess(settings)  # not started: the test writes as its child would
+    events, members = settings.topics.lead_events, settings.topics.audience_members
     slot = {reason: i for i, reason in enumerate(REASONS)}
+    second = len(REASONS)  # audience-members' slots follow lead-events'
     router._rejected[slot[Reason.INVALID_PHONE]] += 3
     router._rejected[slot[Reason.INTERNAL_ERROR]] += 1
-    assert router.rejects_since_last_call() == {Reason.INVALID_PHONE: 3, Reason.INTERNAL_ERROR: 1}
+    router._rejected[second + slot[Reason.INVALID_PHONE]] += 5
+    assert router.rejects_since_last_call() == {
+        events: {Reason.INVALID_PHONE: 3, Reason.INTERNAL_ERROR: 1},
+        members: {Reason.INVALID_PHONE: 5},
+    }
     router._rejected[slot[Reason.INVALID_PHONE]] += 2
-    assert router.rejects_since_last_call() == {Reason.INVALID_PHONE: 2}
+    assert router.rejects_since_last_call() == {events: {Reason.INVALID_PHONE: 2}}
     assert router.rejects_since_last_call() == {}
+    router._dead_letters[1] += 1
+    assert router.dead_letters_since_last_call() == {events: 0, members: 1}
+    assert router.dead_letters_since_last_call() == {events: 0, members: 0}
 
 
 def done(partition: int, *, received_at: int, late: bool = False) -> PartitionDone:

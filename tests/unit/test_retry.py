@@ -97,14 +97,15 @@ def test_the_group_instance_id_changes_with_the_address_only() -> None:
 class _Message:
     """What the router reads of a message (confluent-kafka's Message is not constructible)."""
 
-    def __init__(self, value: bytes) -> None:
+    def __init__(self, value: bytes, topic: str = "lead-events") -> None:
         self._value = value
+        self._topic = topic
 
     def value(self) -> bytes:
         return self._value
 
     def topic(self) -> str:
-        return "lead-events"
+        return self._topic
 
     def partition(self) -> int:
         return 3
@@ -119,8 +120,8 @@ def test_the_router_dead_letters_a_message_whose_parsing_always_raises(
     from leadstream.streams import router
 
     dead: list[int] = []
-    reader = router.LeadEventsRouter(
-        Settings(), on_rejected=lambda n: None, on_dead_letter=lambda: dead.append(1)
+    reader = router.InputRouter(
+        Settings(), on_rejected=lambda _t, _n: None, on_dead_letter=lambda _t: dead.append(1)
     )
 
     def broken(*_args: object, **_kwargs: object) -> None:
@@ -134,3 +135,30 @@ def test_the_router_dead_letters_a_message_whose_parsing_always_raises(
     monkeypatch.undo()
     good = b'{"organizationId": 1, "eventType": "x", "phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"}'
     assert len(reader._parse(_Message(good), now=1_780_000_000_000).events) == 1  # type: ignore[arg-type]
+
+
+def test_the_router_parses_audience_members_and_dead_letters_them_by_topic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from leadstream.streams import router
+
+    dead: list[str] = []
+    reader = router.InputRouter(
+        Settings(), on_rejected=lambda _t, _n: None, on_dead_letter=dead.append
+    )
+    batch = (
+        b'{"organizationId": 7, "campaignId": "c", "members": '
+        b'[{"phoneE164": "+15551234567", "externalId": "x"}, {"phoneE164": "nope"}]}'
+    )
+    parsed = reader._parse(_Message(batch, "audience-members"), now=0)  # type: ignore[arg-type]
+    assert [(m.phone, m.external_id) for m in parsed.members] == [("+15551234567", "x")]
+    assert [(r.index, r.reason) for r in parsed.rejects] == [(1, Reason.INVALID_PHONE)]
+    assert parsed.received == 2
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(router, "parse_audience_members_message", broken)
+    parsed = reader._parse(_Message(batch, "audience-members"), now=0)  # type: ignore[arg-type]
+    assert dead == ["audience-members"]
+    assert [r.reason for r in parsed.rejects] == [Reason.INTERNAL_ERROR]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from leadstream.domain.decode import decode_json
 from leadstream.domain.ingest import MAX_BATCH_EVENTS, MAX_REJECT_PHONE_CHARS, Rejected
 from leadstream.domain.normalize import normalize_id, normalize_organization_id, normalize_phone
 from leadstream.domain.rejects import Reason, RowError
@@ -14,7 +16,9 @@ __all__ = [
     "MAX_EXTERNAL_ID_CHARS",
     "MemberOp",
     "normalize_external_id",
+    "ParsedMembers",
     "parse_audience_members",
+    "parse_audience_members_message",
     "parse_member_row",
 ]
 
@@ -52,6 +56,26 @@ def parse_member_row(row: dict[str, Any], org: str, campaign: str, region: str) 
     return MemberOp(
         org, campaign, phone, normalize_external_id(row.get("externalId")), op == "remove"
     )
+
+
+@dataclass(slots=True)
+class ParsedMembers:
+    """What one ``audience-members`` message yields: operations and rejects."""
+
+    members: list[MemberOp] = field(default_factory=list)
+    rejects: list[Rejected] = field(default_factory=list)
+    received: int = 0
+
+
+def parse_audience_members_message(raw: bytes, *, region: str) -> ParsedMembers:
+    """One ``audience-members`` message as read from Kafka: a value that is not JSON at
+    all is one reject carrying the raw bytes; anything else is
+    :func:`parse_audience_members`."""
+    try:
+        doc = decode_json(raw)
+    except RowError as err:
+        return ParsedMembers(rejects=[Rejected(err.reason, err.detail, raw=raw)], received=1)
+    return ParsedMembers(*parse_audience_members(doc, region=region))
 
 
 def parse_audience_members(doc: Any, *, region: str) -> tuple[list[MemberOp], list[Rejected], int]:

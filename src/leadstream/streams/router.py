@@ -1,20 +1,25 @@
-"""The ``lead-events`` router: validate, reject bad rows alone, route events by lead.
+"""The input router: ``lead-events`` and ``audience-members`` validated, bad rows rejected
+alone, events and memberships routed by lead.
 
-This one input is read outside faust, by a confluent-kafka consumer in a process of its own
-(:class:`RouterProcess`, spawned by the worker). Source systems often publish one event per
-message, and faust's per-message machinery (stream, event, acks; ~130 us a message on the
-event loop) capped that at ~7,500 events/s on a 2-core machine, all of it on the loop that
-also applies state and serves HTTP. Here messages are taken in batches straight from
-librdkafka, parsed, grouped by the lead's partition and produced as
-:class:`~leadstream.wire.commands.EventsBatch` commands. A process rather than a thread:
+These two inputs are read outside faust, by a confluent-kafka consumer in a process of its
+own (:class:`RouterProcess`, spawned by the worker). Source systems often publish one event
+per message, and faust's per-message machinery (stream, event, acks; ~130 us a message on
+the event loop) capped that at ~7,500 events/s on a 2-core machine, all of it on the loop
+that also applies state and serves HTTP; and parsing a marketer's daily audiences (1,000,000
+members) on that loop took a third of its time while it applied them. Here messages are
+taken in batches straight from librdkafka, parsed, grouped by the lead's partition and
+produced as :class:`~leadstream.wire.commands.EventsBatch` and
+:class:`~leadstream.wire.commands.MembersBatch` commands. A process rather than a thread:
 parsing and applying then each have an interpreter lock, and a core, of their own.
 
 Delivery (step 1 of the exactly-once protocol in :mod:`leadstream.materialize.materializer`):
 a batch's offsets are committed only once every command and reject it produced is
 delivered (acks=all, idempotent), batches in order, so a crash replays at most uncommitted
 batches; replayed events are duplicates and change nothing (dedupe), a replayed reject is
-written again (rejects are at least once). The consumer group is ``{app_id}-lead-events``:
-faust's own group speaks a protocol a plain consumer cannot join.
+written again (rejects are at least once). The consumer group is ``{app_id}-lead-events``
+(its name from when it read that topic alone): faust's own group speaks a protocol a plain
+consumer cannot join. Offsets of ``audience-members`` that faust's group committed before
+this process read that topic are where it starts (:meth:`InputRouter._assigned`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from leadstream.domain.audience import MemberOp, ParsedMembers, parse_audience_members_message
 from leadstream.domain.ingest import (
     IngestRules,
     LeadEvent,
@@ -46,10 +52,10 @@ from leadstream.kafka.io import poll_batch, produce
 from leadstream.logs import configure_logging
 from leadstream.settings import Settings
 from leadstream.streams.retry import with_retries
-from leadstream.wire.commands import EventsBatch, encode_command, row_slices
+from leadstream.wire.commands import EventsBatch, MembersBatch, encode_command, row_slices
 from leadstream.wire.records import encode_json, reject_record
 
-__all__ = ["LeadEventsRouter", "RouterProcess", "router_group", "size_slices"]
+__all__ = ["InputRouter", "RouterProcess", "router_group", "size_slices"]
 
 T = TypeVar("T")
 
@@ -64,23 +70,31 @@ ROUTE_BYTES = 1 << 20
 # Batches produced but not yet all delivered, at most: their offsets are committed in
 # order as each completes, so parsing the next batch overlaps the broker's acks.
 MAX_IN_FLIGHT = 4
-# The child counts rejects per reason in shared memory, one slot per reason, in this order.
+# The child counts rejects per topic and reason in shared memory, one slot for each, in
+# this order (topic-major).
 REASONS = tuple(Reason)
 
 
 def router_group(settings: Settings) -> str:
-    """The consumer group that reads ``lead-events``."""
+    """The consumer group that reads ``lead-events`` and ``audience-members``."""
     return f"{settings.app_id}-lead-events"
 
 
-class LeadEventsRouter:
-    """Reads ``lead-events`` in a thread; see the module docstring."""
+def routed_topics(settings: Settings) -> tuple[str, str]:
+    """The topics the router reads, in the order of its shared counters."""
+    return settings.topics.lead_events, settings.topics.audience_members
+
+
+class InputRouter:
+    """Reads ``lead-events`` and ``audience-members`` in a thread; see the module docstring.
+
+    ``on_rejected(topic, counts)`` and ``on_dead_letter(topic)`` count what it refused."""
 
     def __init__(
         self,
         settings: Settings,
-        on_rejected: Callable[[Mapping[Reason, int]], None],
-        on_dead_letter: Callable[[], None] = lambda: None,
+        on_rejected: Callable[[str, Mapping[Reason, int]], None],
+        on_dead_letter: Callable[[str], None] = lambda _topic: None,
     ) -> None:
         self._settings = settings
         self._topics = settings.topics
@@ -89,8 +103,8 @@ class LeadEventsRouter:
         self._on_dead_letter = on_dead_letter
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._lags: dict[int, int] = {}
-        self._thread = threading.Thread(target=self._run, name="lead-events", daemon=True)
+        self._lags: dict[tuple[str, int], int] = {}
+        self._thread = threading.Thread(target=self._run, name="input-router", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -102,14 +116,14 @@ class LeadEventsRouter:
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages behind) of the partitions this worker reads."""
         with self._lock:
-            return [(self._topics.lead_events, p, lag) for p, lag in sorted(self._lags.items())]
+            return [(topic, p, lag) for (topic, p), lag in sorted(self._lags.items())]
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self._consume()
             except Exception:  # noqa: BLE001 - start over from the committed offsets
-                logger.exception("lead-events router failed; starting again in 1 s")
+                logger.exception("input router failed; starting again in 1 s")
                 self._stop.wait(1.0)
 
     def _clients(self) -> tuple[Consumer, Producer]:
@@ -132,14 +146,15 @@ class LeadEventsRouter:
 
     def _consume(self) -> None:
         consumer, producer = self._clients()
-        commits = _Commits(consumer, producer, self._topics.lead_events)
+        commits = _Commits(consumer, producer)
 
         def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
             commits.settle(wait=True)  # what was routed is committed before another reads on
             self._forget_lags(partitions)
 
         consumer.subscribe(
-            [self._topics.lead_events],
+            list(routed_topics(self._settings)),
+            on_assign=self._assigned,
             on_revoke=revoked,
             on_lost=lambda _c, partitions: self._forget_lags(partitions),
         )
@@ -158,13 +173,49 @@ class LeadEventsRouter:
         finally:
             consumer.close()
 
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """``audience-members`` partitions this group never committed start where faust's
+        group had got to (the worker's agents read that topic before this process did),
+        not from the beginning of the topic."""
+        members = [tp for tp in partitions if tp.topic == self._topics.audience_members]
+        if not members:
+            return
+        committed = consumer.committed(members, timeout=30)
+        fresh = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
+        if not fresh:
+            return
+        connection = KafkaConnection.of(self._settings)
+        earlier = connection.consumer(self._settings.app_id)
+        try:
+            start = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in earlier.committed(fresh, timeout=30)
+                if tp.offset >= 0
+            }
+        finally:
+            earlier.close()
+        if start:
+            logger.info("audience-members: starting where the worker group committed: %s", start)
+            consumer.assign(
+                [
+                    TopicPartition(tp.topic, tp.partition, start[(tp.topic, tp.partition)])
+                    if (tp.topic, tp.partition) in start
+                    else tp
+                    for tp in partitions
+                ]
+            )
+
     def _route(self, producer: Producer, msgs: list[Message], batch: _InFlight) -> None:
         """Produce the batch's commands and rejects; ``batch`` counts their deliveries."""
         now = time.time_ns() // 1_000_000
         events: list[LeadEvent] = []
+        members: list[MemberOp] = []
         for msg in msgs:
             parsed = self._parse(msg, now)
-            events.extend(parsed.events)
+            if isinstance(parsed, ParsedMembers):
+                members.extend(parsed.members)
+            else:
+                events.extend(parsed.events)
             for rejected in parsed.rejects:
                 topic, partition, offset = _position(msg)
                 record = reject_record(rejected, source=topic, partition=partition, offset=offset)
@@ -177,60 +228,75 @@ class LeadEventsRouter:
                     on_delivery=batch.delivered,
                 )
             if parsed.rejects:
-                self._on_rejected(Counter(r.reason for r in parsed.rejects))
+                self._on_rejected(_position(msg)[0], Counter(r.reason for r in parsed.rejects))
                 logger.info(
                     "%s[%s]@%s: %d of %d rows rejected",
                     *_position(msg),
                     len(parsed.rejects),
                     parsed.received,
                 )
-        for partition, rows in group_by_partition(events, self._settings.partitions).items():
-            for part in row_slices(rows):
-                command = encode_command(EventsBatch(part))
-                batch.waiting += 1
-                produce(
-                    producer,
-                    self._topics.by_lead,
-                    command,
-                    partition=partition,
-                    on_delivery=batch.delivered,
-                )
+        partitions = self._settings.partitions
+        by_partition = [
+            (partition, encode_command(EventsBatch(part)))
+            for partition, rows in group_by_partition(events, partitions).items()
+            for part in row_slices(rows)
+        ] + [
+            (partition, encode_command(MembersBatch(part)))
+            for partition, rows in group_by_partition(members, partitions).items()
+            for part in row_slices(rows)
+        ]
+        for partition, command in by_partition:
+            batch.waiting += 1
+            produce(
+                producer,
+                self._topics.by_lead,
+                command,
+                partition=partition,
+                on_delivery=batch.delivered,
+            )
 
-    def _parse(self, msg: Message, now: int) -> ParsedMessage:
-        """One message's events and rejects; a message whose parsing raised something
-        unexpected on every attempt is one ``internal_error`` reject (streams/retry.py)."""
+    def _parse(self, msg: Message, now: int) -> ParsedMessage | ParsedMembers:
+        """One message's events (or memberships) and rejects; a message whose parsing
+        raised something unexpected on every attempt is one ``internal_error`` reject
+        (streams/retry.py)."""
         value = msg.value() or b""
-        outcome = with_retries(
-            lambda: parse_lead_events_message(value, now_ms=now, rules=self._rules),
-            raw=value,
-            what="{}[{}]@{}".format(*_position(msg)),
+        topic = _position(msg)[0]
+        region = self._settings.default_region
+
+        def parse() -> ParsedMessage | ParsedMembers:
+            if topic == self._topics.audience_members:
+                return parse_audience_members_message(value, region=region)
+            return parse_lead_events_message(value, now_ms=now, rules=self._rules)
+
+        outcome: ParsedMessage | ParsedMembers | Rejected = with_retries(
+            parse, raw=value, what="{}[{}]@{}".format(*_position(msg))
         )
         if isinstance(outcome, Rejected):
-            self._on_dead_letter()
+            self._on_dead_letter(topic)
             return ParsedMessage(rejects=[outcome], received=1)
         return outcome
 
-    def _note_lags(self, consumer: Consumer, next_offsets: dict[int, int]) -> None:
+    def _note_lags(self, consumer: Consumer, next_offsets: dict[tuple[str, int], int]) -> None:
         lags = {}
-        for partition, offset in next_offsets.items():
+        for (topic, partition), offset in next_offsets.items():
             _low, high = consumer.get_watermark_offsets(
-                TopicPartition(self._topics.lead_events, partition), cached=True
+                TopicPartition(topic, partition), cached=True
             )
-            lags[partition] = max(0, high - offset)
+            lags[(topic, partition)] = max(0, high - offset)
         with self._lock:
             self._lags.update(lags)
 
     def _forget_lags(self, partitions: list[TopicPartition]) -> None:
         with self._lock:
             for tp in partitions:
-                self._lags.pop(tp.partition, None)
+                self._lags.pop((tp.topic, tp.partition), None)
 
 
 @dataclass(slots=True)
 class _InFlight:
     """A routed batch: the offsets to commit once its ``waiting`` messages are delivered."""
 
-    offsets: dict[int, int]
+    offsets: dict[tuple[str, int], int]
     waiting: int = 0
     error: Any = None
 
@@ -244,10 +310,9 @@ class _Commits:
     """Routed batches in the order they were read; each one's offsets are committed once
     it and every batch before it are delivered."""
 
-    def __init__(self, consumer: Consumer, producer: Producer, topic: str) -> None:
+    def __init__(self, consumer: Consumer, producer: Producer) -> None:
         self._consumer = consumer
         self._producer = producer
-        self._topic = topic
         self.in_flight: deque[_InFlight] = deque()
 
     def settle(self, *, wait: bool) -> None:
@@ -256,14 +321,14 @@ class _Commits:
         if wait and self._producer.flush(60):
             raise KafkaException("routed messages not delivered in 60 s")
         self._producer.poll(0)
-        offsets: dict[int, int] = {}
+        offsets: dict[tuple[str, int], int] = {}
         while self.in_flight and self.in_flight[0].waiting == 0:
             batch = self.in_flight.popleft()
             if batch.error is not None:
                 raise KafkaException(batch.error)
             offsets.update(batch.offsets)  # in order: a later batch's offset is higher
         if offsets:
-            tps = [TopicPartition(self._topic, p, o) for p, o in offsets.items()]
+            tps = [TopicPartition(topic, p, o) for (topic, p), o in offsets.items()]
             if wait:
                 self._consumer.commit(offsets=tps, asynchronous=False)
             else:
@@ -286,12 +351,13 @@ def size_slices(items: list[T], size: Callable[[T], int], limit: int) -> Iterato
         yield part
 
 
-def _next_offsets(msgs: list[Message]) -> dict[int, int]:
-    """Per partition, the offset after the batch's last message (what a commit names)."""
-    offsets: dict[int, int] = {}
+def _next_offsets(msgs: list[Message]) -> dict[tuple[str, int], int]:
+    """Per topic partition, the offset after the batch's last message (what a commit
+    names)."""
+    offsets: dict[tuple[str, int], int] = {}
     for msg in msgs:
-        _topic, partition, offset = _position(msg)
-        offsets[partition] = max(offset + 1, offsets.get(partition, 0))
+        topic, partition, offset = _position(msg)
+        offsets[(topic, partition)] = max(offset + 1, offsets.get((topic, partition), 0))
     return offsets
 
 
@@ -305,19 +371,20 @@ def _usable(msg: Message) -> bool:
     if err is None:
         return True
     if err.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - librdkafka's own constant
-        logger.warning("lead-events: %s", err)
+        logger.warning("input router: %s", err)
     return False
 
 
 def _log_failed_commit(err: Any, partitions: list[TopicPartition]) -> None:
     if err is not None:
-        logger.warning("lead-events: commit failed (the batch will be routed again): %s", err)
+        logger.warning("input router: commit failed (the batch will be routed again): %s", err)
 
 
 class RouterProcess:
-    """A :class:`LeadEventsRouter` in a spawned child process.
+    """An :class:`InputRouter` in a spawned child process.
 
-    The child reports rejected rows (per reason) and per-partition lag through shared
+    The child reports rejected rows (per topic and reason), dead letters (per topic) and
+    per-partition lag through shared
     memory (no locks: one writer, and a lock held by a killed child would hang the worker),
     stops on SIGTERM (leaving its consumer group), and also when the worker that spawned it
     is gone, even killed with SIGKILL: an orphan must not keep reading."""
@@ -326,12 +393,13 @@ class RouterProcess:
         self._ctx = multiprocessing.get_context("spawn")
         # Pickled as it is: a JSON dump would mask the secrets and mark every field as set.
         self._settings = settings
-        self._topic = settings.topics.lead_events
-        self._rejected = self._ctx.RawArray("q", len(REASONS))
-        self._dead_letters = self._ctx.RawValue("q", 0)
-        self._lags = self._ctx.RawArray("q", [-1] * settings.partitions)
-        self._reported = [0] * len(REASONS)
-        self._dead_reported = 0
+        self._topics = routed_topics(settings)
+        self._rejected = self._ctx.RawArray("q", len(self._topics) * len(REASONS))
+        self._dead_letters = self._ctx.RawArray("q", len(self._topics))
+        # Per topic, one slot per partition (up to LEADSTREAM_PARTITIONS of them).
+        self._lags = self._ctx.RawArray("q", [-1] * (len(self._topics) * settings.partitions))
+        self._reported = [0] * (len(self._topics) * len(REASONS))
+        self._dead_reported = [0] * len(self._topics)
         self._stopping = False
         self._process = self._new_process()
 
@@ -345,7 +413,7 @@ class RouterProcess:
                 self._lags,
                 os.getpid(),
             ),
-            name="leadstream-lead-events",
+            name="leadstream-input-router",
             daemon=True,
         )
 
@@ -373,28 +441,34 @@ class RouterProcess:
         if self._process.is_alive():
             self._process.kill()
 
-    def rejects_since_last_call(self) -> dict[Reason, int]:
-        """Rows the router rejected since the previous call, by reason (for counters)."""
-        return _since(self._rejected, self._reported)
+    def rejects_since_last_call(self) -> dict[str, dict[Reason, int]]:
+        """Rows the router rejected since the previous call, per topic and reason (for
+        counters)."""
+        now = list(self._rejected[:])
+        out: dict[str, dict[Reason, int]] = {}
+        for t, topic in enumerate(self._topics):
+            for r, reason in enumerate(REASONS):
+                i = t * len(REASONS) + r
+                if now[i] > self._reported[i]:
+                    out.setdefault(topic, {})[reason] = now[i] - self._reported[i]
+        self._reported[:] = now
+        return out
 
-    def dead_letters_since_last_call(self) -> int:
-        """Messages the router dead-lettered since the previous call (for a counter)."""
-        total = int(self._dead_letters.value)
-        delta, self._dead_reported = total - self._dead_reported, total
-        return delta
+    def dead_letters_since_last_call(self) -> dict[str, int]:
+        """Messages the router dead-lettered since the previous call, per topic."""
+        now = list(self._dead_letters[:])
+        out = {topic: now[t] - self._dead_reported[t] for t, topic in enumerate(self._topics)}
+        self._dead_reported[:] = now
+        return out
 
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages behind) of the partitions the router reads."""
-        return [(self._topic, p, lag) for p, lag in enumerate(self._lags[:]) if lag >= 0]
-
-
-def _since(totals: Any, reported: list[int]) -> dict[Reason, int]:
-    """Per reason, what ``totals`` (the child's counts) grew by since ``reported``, which
-    is brought up to date."""
-    now = list(totals[:])
-    delta = {REASONS[i]: now[i] - reported[i] for i in range(len(REASONS)) if now[i] > reported[i]}
-    reported[:] = now
-    return delta
+        slots = self._settings.partitions
+        return [
+            (self._topics[i // slots], i % slots, lag)
+            for i, lag in enumerate(self._lags[:])
+            if lag >= 0
+        ]
 
 
 def _serve(settings: Settings, rejected: Any, dead_letters: Any, lags: Any, parent: int) -> None:
@@ -405,20 +479,24 @@ def _serve(settings: Settings, rejected: Any, dead_letters: Any, lags: Any, pare
     # Ctrl-C in a terminal reaches the whole process group: the worker decides, via SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    slot = {reason: i for i, reason in enumerate(REASONS)}
+    topics = {topic: t for t, topic in enumerate(routed_topics(settings))}
+    reasons = {reason: r for r, reason in enumerate(REASONS)}
+    slots = settings.partitions
 
-    def count(by_reason: Mapping[Reason, int]) -> None:
+    def count(topic: str, by_reason: Mapping[Reason, int]) -> None:
         for reason, n in by_reason.items():
-            rejected[slot[reason]] += n  # only this process writes it
+            rejected[topics[topic] * len(REASONS) + reasons[reason]] += n  # one writer: here
 
-    def count_dead() -> None:
-        dead_letters.value += 1  # only this process writes it
+    def count_dead(topic: str) -> None:
+        dead_letters[topics[topic]] += 1  # only this process writes it
 
-    router = LeadEventsRouter(settings, on_rejected=count, on_dead_letter=count_dead)
+    router = InputRouter(settings, on_rejected=count, on_dead_letter=count_dead)
     router.start()
     try:
         while not stopping.wait(0.5) and os.getppid() == parent:
-            current = {p: lag for _topic, p, lag in router.lags()}
-            lags[:] = [current.get(p, -1) for p in range(len(lags))]
+            current = {
+                topics[topic] * slots + p: lag for topic, p, lag in router.lags() if p < slots
+            }
+            lags[:] = [current.get(i, -1) for i in range(len(lags))]
     finally:
         router.stop()
