@@ -156,3 +156,37 @@ def test_replaying_10000_events_changes_nothing_and_state_rebuilds_from_the_chan
     shutil.rmtree(stack.settings.data_dir)
     worker = stack.worker(name="rebuilt")
     assert {lead: observed(worker.lead(*lead)) for lead in ref.events} == first
+
+
+def test_audience_members_start_where_the_worker_group_had_committed(stack: Stack) -> None:
+    """Before the input router read ``audience-members``, faust's group (the app id) did.
+    An upgraded worker's router starts where that group had committed: what was applied
+    then is not applied again, what came after is."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from tests.support.kafka import client_config, end_offsets
+
+    topic = stack.topics.audience_members
+    stack.members("eo", "before", [{"phoneE164": "+15550000001"}])
+    ends = end_offsets(stack.kafka, topic)
+    assert sum(ends.values()) == 1
+    # What faust's group had committed: everything so far.
+    group = Consumer({**client_config(stack.kafka), "group.id": stack.settings.app_id})
+    try:
+        group.commit(
+            offsets=[TopicPartition(topic, p, o) for p, o in ends.items()], asynchronous=False
+        )
+    finally:
+        group.close()
+    stack.members("eo", "after", [{"phoneE164": "+15550000002"}])
+    stack.worker()
+    stack.wait_caught_up(timeout=120)
+    for campaign, want in (("before", 0), ("after", 1)):
+        stack.trigger(
+            organizationId="eo",
+            campaignId=campaign,
+            sendId=f"s-{campaign}",
+            scheduledFor="2026-01-01T00:00:00Z",
+        )
+        summary = stack.send_list(f"s-{campaign}", "eo", timeout=120).summary
+        assert summary is not None and summary["counts"]["audience"] == want, campaign

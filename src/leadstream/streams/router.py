@@ -196,6 +196,12 @@ class InputRouter:
             earlier.close()
         if start:
             logger.info("audience-members: starting where the worker group committed: %s", start)
+            # Committed for this group too at once: until then it has no offset there, and
+            # its lag (as Kafka's tools compute it) would be the whole topic.
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in start.items()],
+                asynchronous=False,
+            )
             consumer.assign(
                 [
                     TopicPartition(tp.topic, tp.partition, start[(tp.topic, tp.partition)])
