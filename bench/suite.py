@@ -140,6 +140,13 @@ def _big(bootstrap: str, workdir: Path, args: Any) -> dict[str, Any]:
     return out
 
 
+def _alone(
+    name: str, mine: float, unit: str, target: str = "-", met: bool = True
+) -> dict[str, Any]:
+    """A row with no PostgreSQL figure (and, by default, no target)."""
+    return _row(name, mine, None, unit, None, target, met)
+
+
 def _row(
     name: str,
     mine: float,
@@ -215,13 +222,11 @@ def _state_rows(ls: dict[str, Any], pg: dict[str, Any]) -> list[dict[str, Any]]:
             "-",
             True,
         ),
-        _row("worker RSS, loaded", fp["rss_bytes"] / 2**20, None, "MiB", None, "-", True),
-        _row(
+        _alone("worker RSS, loaded", fp["rss_bytes"] / 2**20, "MiB"),
+        _alone(
             "rebuild state from changelog (data dir deleted)",
             fp["rebuild_seconds"],
-            None,
             "s",
-            None,
             "<= 20 s",
             fp["rebuild_seconds"] <= 20,
         ),
@@ -229,35 +234,27 @@ def _state_rows(ls: dict[str, Any], pg: dict[str, Any]) -> list[dict[str, Any]]:
     if "index_build" in fp:  # absent from runs before 2026-11-30 evening
         build = fp["index_build"]
         rows.append(
-            _row(
+            _alone(
                 f"rebuild: index build, sum of {build['builds']} partition builds",
                 build["seconds"],
-                None,
                 "s",
-                None,
-                "-",
-                True,
             )
         )
     if "restart" not in ls:  # absent from runs before 2026-11-30
         return rows
     restart = ls["restart"]
     rows += [
-        _row(
+        _alone(
             "SIGKILL, restart on the same data dir: ready with every partition",
             restart["ready_seconds"],
-            None,
             "s",
-            None,
             "<= 10 s",
             restart["ready_seconds"] <= 10,
         ),
-        _row(
+        _alone(
             "SIGKILL, restart: a lead read back",
             restart["serving_seconds"],
-            None,
             "s",
-            None,
             "<= 10 s",
             restart["serving_seconds"] <= 10,
         ),
@@ -265,14 +262,10 @@ def _state_rows(ls: dict[str, Any], pg: dict[str, Any]) -> list[dict[str, Any]]:
     if "index_build_seconds" in restart:  # absent from runs before 2026-11-30 evening
         counts = [b["builds"] for b in restart["runs"]["index_build"]]
         rows.append(
-            _row(
+            _alone(
                 f"SIGKILL, restart: index build, sum of {_builds(counts)} partition builds",
                 restart["index_build_seconds"],
-                None,
                 "s",
-                None,
-                "-",
-                True,
             )
         )
     return rows
@@ -285,12 +278,10 @@ def _audience_rows(ls: dict[str, Any]) -> list[dict[str, Any]]:
     topic = ls.get("audiences", {})
     if "members_per_s" in topic:
         rows.append(
-            _row(
+            _alone(
                 f"audience sync through the topic ({topic['members']:,} members)",
                 topic["members_per_s"],
-                None,
                 "members/s",
-                None,
                 ">= 100,000/s",
                 topic["members_per_s"] >= 100_000,
             )
@@ -300,32 +291,22 @@ def _audience_rows(ls: dict[str, Any]) -> list[dict[str, Any]]:
         return rows
     n = f"{upload['members']:,}"
     return rows + [
-        _row(
+        _alone(
             f"HTTP upload of {n} members (CSV): answered",
             upload["answer_seconds"],
-            None,
             "s",
-            None,
             "<= 10 s",
             upload["answer_seconds"] <= 10,
         ),
-        _row(
+        _alone(
             f"HTTP upload of {n} members: every member applied",
             upload["applied_seconds"],
-            None,
             "s",
-            None,
-            "-",
-            True,
         ),
-        _row(
+        _alone(
             f"HTTP re-upload of the same {n} members (nothing changes): answered",
             upload["reupload_answer_seconds"],
-            None,
             "s",
-            None,
-            "-",
-            True,
         ),
     ]
 
@@ -337,21 +318,17 @@ def _failover_rows(ls: dict[str, Any]) -> list[dict[str, Any]]:
         f = ls["failover"]
         session = f"session timeout {f['session_timeout_seconds']:g} s"
         rows += [
-            _row(
+            _alone(
                 f"failover, SIGKILL one of two workers: every partition served ({session})",
                 f["seconds"],
-                None,
                 "s",
-                None,
                 "<= 10 s",
                 f["seconds"] <= 10,
             ),
-            _row(
+            _alone(
                 f"failover: summary of a {f['recipients']:,}-recipient send due 2 s after the kill",
                 f["summary_seconds"],
-                None,
                 "s after the kill",
-                None,
                 "once",
                 True,
             ),
@@ -359,32 +336,22 @@ def _failover_rows(ls: dict[str, Any]) -> list[dict[str, Any]]:
     if "rolling" in ls:
         r = ls["rolling"]
         rows += [
-            _row(
+            _alone(
                 "rolling restart (SIGTERM one of two workers at a time): longest restart",
                 max(r["restart_seconds"]),
-                None,
                 "s",
-                None,
-                "-",
-                True,
             ),
-            _row(
+            _alone(
                 f"rolling restart: {r['sends']} sends during it, late or doubled",
                 r["late"] + r["doubled"],
-                None,
                 "sends",
-                None,
                 "0",
                 r["late"] + r["doubled"] == 0,
             ),
-            _row(
+            _alone(
                 "rolling restart: longest trigger to summary",
                 r["max_trigger_to_summary_seconds"],
-                None,
                 "s",
-                None,
-                "-",
-                True,
             ),
         ]
     return rows
@@ -397,38 +364,30 @@ def _big_rows(big: dict[str, Any]) -> list[dict[str, Any]]:
     n = big["phones"]
     per_million = 1_000_000 / n
     rows = [
-        _row(
+        _alone(
             f"{n:,} leads: bulk ingest ({big['events']:,} events)",
             big["ingest"]["events_per_s"],
-            None,
             "events/s",
-            None,
-            "-",
-            True,
         )
     ]
     for kind, m in big["materialize"].items():
         name = f"{n:,} leads: materialize, {kind}, trigger at the moment"
-        rows.append(_row(name, m["seconds"], None, "s", None, "-", True))
+        rows.append(_alone(name, m["seconds"], "s"))
         rows.append(
-            _row(
+            _alone(
                 f"{name}, per 1,000,000 leads",
                 m["seconds"] * per_million,
-                None,
                 "s",
-                None,
-                "-",
-                True,
             )
         )
     for kind, m in big["preview"].items():
-        rows.append(_row(f"{n:,} leads: preview, {kind}", m["seconds"], None, "s", None, "-", True))
+        rows.append(_alone(f"{n:,} leads: preview, {kind}", m["seconds"], "s"))
     for name, key in (
         ("worker RSS, loaded", "rss_loaded_bytes"),
         ("worker RSS, after the sends", "rss_after_sends_bytes"),
         ("worker data dir, after the sends", "data_dir_bytes"),
     ):
-        rows.append(_row(f"{n:,} leads: {name}", big[key] / 2**20, None, "MiB", None, "-", True))
+        rows.append(_alone(f"{n:,} leads: {name}", big[key] / 2**20, "MiB"))
     return rows
 
 
@@ -459,35 +418,27 @@ def table(result: dict[str, Any]) -> list[dict[str, Any]]:
             ">= 100,000/s",
             rt >= 100_000,
         ),
-        _row(
+        _alone(
             f"HTTP single-event POST p50 at {rate}",
             single["p50_ms"],
-            None,
             "ms",
-            None,
             "<= 5 ms",
             single["p50_ms"] <= 5,
         ),
-        _row(
+        _alone(
             f"HTTP single-event POST p99 at {rate}",
             single["p99_ms"],
-            None,
             "ms",
-            None,
             "<= 50 ms",
             single["p99_ms"] <= 50,
         ),
     ]
     if "worker_p99_at_most_ms" in single:  # absent from runs before 2026-11-27 evening
         rows.append(
-            _row(
+            _alone(
                 "HTTP single-event POST p99, worker's own histogram (bucket bound)",
                 single["worker_p99_at_most_ms"],
-                None,
                 "ms",
-                None,
-                "-",
-                True,
             )
         )
     bulk_post = ls["http"]["bulk_50k"]["p50_s"]
@@ -513,14 +464,10 @@ def _compliance_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
     plain, controlled = c["plain_seconds"], c["controlled_seconds"]
     when = "trigger early" if "controlled_late_seconds" in c else "trigger late"
     rows = [
-        _row(
+        _alone(
             f"materialize {n} leads, sticky_exclude, {when} (baseline of the next row)",
             plain,
-            None,
             "s",
-            None,
-            "-",
-            True,
         ),
         _row(
             f"materialize {n} leads, sticky_exclude + frequencyCap 1/24 h + quietHours, {when}",
@@ -534,25 +481,17 @@ def _compliance_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     if "controlled_late_seconds" in c:
         rows.append(
-            _row(
+            _alone(
                 f"the same controlled send, trigger late (waits the 2 s settle) {n} leads",
                 c["controlled_late_seconds"],
-                None,
                 "s",
-                None,
-                "-",
-                True,
             )
         )
     rows.append(
-        _row(
+        _alone(
             f"the first such send (member zones learned) {n} leads",
             c["first_controlled_seconds"],
-            None,
             "s",
-            None,
-            "-",
-            True,
         )
     )
     return rows

@@ -98,16 +98,25 @@ def check_list(stack: Stack, send: str, facts: dict[str, set[str]]) -> dict[str,
     return dict(result.summary)
 
 
+def two_workers(
+    stack: Stack, root: Path, leads: int, seed_: int
+) -> tuple[WorkerProcess, WorkerProcess, dict[str, set[str]]]:
+    """Workers a and b, each on its own data dir, holding ``leads`` seeded leads between
+    them; the facts of the seed (tests/support/reference.py)."""
+    a = stack.worker(name="a", data_dir=root / "a")
+    b = stack.worker(name="b", data_dir=root / "b")
+    facts = seed(stack, leads, seed=seed_, org=ORG)
+    stack.wait_caught_up(timeout=300)
+    wait_split(a, b)
+    return a, b, facts
+
+
 def test_sigkill_one_of_two_workers_its_partitions_fail_over_and_a_send_comes_out_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     stack = make_stack(kafka_bootstrap, tmp_path, materialize_lead_seconds=60)
     try:
-        a = stack.worker(name="a", data_dir=tmp_path / "a")
-        b = stack.worker(name="b", data_dir=tmp_path / "b")
-        facts = seed(stack, 20_000, seed=17, org=ORG)
-        stack.wait_caught_up(timeout=300)
-        wait_split(a, b)
+        a, b, facts = two_workers(stack, tmp_path, 20_000, 17)
         lost = set(served(b))
         # The standby copies: the survivor holds b's partitions of the table already.
         deadline = time.monotonic() + 60
@@ -145,11 +154,7 @@ def test_rolling_restart_of_two_workers_leaves_no_send_late_and_none_doubled(
     lead = 30
     stack = make_stack(kafka_bootstrap, tmp_path, materialize_lead_seconds=lead)
     try:
-        a = stack.worker(name="a", data_dir=tmp_path / "a")
-        b = stack.worker(name="b", data_dir=tmp_path / "b")
-        facts = seed(stack, 10_000, seed=19, org=ORG)
-        stack.wait_caught_up(timeout=300)
-        wait_split(a, b)
+        a, b, facts = two_workers(stack, tmp_path, 10_000, 19)
         # Sends whose materialization (scheduledFor - lead) falls every 3 s across the
         # restarts; each must come out before its moment, once.
         start = datetime.now(UTC) + timedelta(seconds=lead + 2)
