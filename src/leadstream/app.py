@@ -13,6 +13,7 @@ from leadstream.index.partition import OptTypes
 from leadstream.index.table import IndexedStore
 from leadstream.ingress import StreamIngress
 from leadstream.kafka.config import KafkaConnection
+from leadstream.lifecycle import Lifecycle
 from leadstream.materialize.materializer import Materializer
 from leadstream.metrics import Metrics
 from leadstream.settings import LEADS_TABLE, Settings
@@ -32,8 +33,12 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the faust application for ``settings``; nothing runs until a worker starts it."""
+def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.App:
+    """Build the faust application for ``settings``; nothing runs until a worker starts it.
+
+    ``lifecycle`` is how the worker process ends on an environment fault (worker.py makes
+    one that also bounds its stop)."""
+    lifecycle = lifecycle or Lifecycle(settings.shutdown_seconds)
     connection = KafkaConnection.of(settings)
     app = _faust_app(settings, connection)
     table = app.Table(
@@ -44,7 +49,7 @@ def create_app(settings: Settings) -> faust.App:
         options={"driver": "rocksdict"},
     )
     metrics = Metrics()
-    table_store = TableStore(table)
+    table_store = TableStore(table, on_fault=lifecycle.fault)
     store = IndexedStore(
         table_store,
         OptTypes(settings.opt_out_event_type, settings.opt_in_event_type),
@@ -53,14 +58,15 @@ def create_app(settings: Settings) -> faust.App:
         hash_key=_suppression_key(settings),
     )
     table_store.on_restore(store.drop)
-    topo = Topology(app, settings, table, store, metrics)
+    topo = Topology(app, settings, table, store, metrics, on_fault=lifecycle.fault)
     router = RouterProcess(settings)
+    lifecycle.add_child(router.pid)
     _watch(metrics, topo, router)
     materializer = Materializer(topo)
     register_routers(topo)
     replies = ReplyWaiter(connection, settings.topics.replies)
     register_apply(topo, on_held=materializer.wake, deliver=replies.deliver)
-    ingress = StreamIngress(topo, replies, routing=router.running)
+    ingress = StreamIngress(topo, replies, routing=router.running, healthy=lifecycle.healthy)
     serve(app, Context(ingress, settings, AuthFile(settings.auth_path), Offload()), metrics)
 
     @app.task  # type: ignore[untyped-decorator]
@@ -70,6 +76,10 @@ def create_app(settings: Settings) -> faust.App:
     @app.task  # type: ignore[untyped-decorator]
     async def read_replies() -> None:
         replies.start()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_reading_replies(_app: Any, **_kwargs: Any) -> None:
+        replies.stop()
 
     @app.task  # type: ignore[untyped-decorator]
     async def freeze_startup_objects() -> None:
@@ -90,8 +100,12 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_routing(_app: Any, **_kwargs: Any) -> None:
-        # The router child commits what it routed and stops before the worker exits.
-        await asyncio.get_running_loop().run_in_executor(None, router.stop)
+        # The router child commits what it routed and stops before the worker exits; it
+        # gets half the stop's time (with the brokers gone its flush would wait a minute),
+        # then it is killed, which loses nothing it had not delivered.
+        await asyncio.get_running_loop().run_in_executor(
+            None, router.stop, settings.shutdown_seconds / 2
+        )
 
     return app
 

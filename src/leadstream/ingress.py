@@ -42,10 +42,17 @@ class StreamIngress:
     """Writes go to the lead-keyed topic (acks=all); answers come back on the replies
     topic; reads come from this worker's store."""
 
-    def __init__(self, topo: Topology, replies: ReplyWaiter, routing: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        topo: Topology,
+        replies: ReplyWaiter,
+        routing: Callable[[], bool],
+        healthy: Callable[[], bool],
+    ) -> None:
         self._topo = topo
         self._replies = replies
         self._routing = routing  # is the lead-events router running?
+        self._healthy = healthy  # no environment fault (lifecycle.py)?
         self._admin = KafkaConnection.of(topo.settings).admin()
 
     async def apply_events(self, events: list[LeadEvent]) -> tuple[int, int]:
@@ -190,7 +197,8 @@ class StreamIngress:
             None, broker_reachable, self._admin
         )
         topo = self._topo
-        if reachable and topo.is_ready() and self._routing():
+        serving = self._healthy() and self._routing() and self._replies.running()
+        if reachable and serving and topo.is_ready():
             active = topo.active_partitions()
             # Ready means a send is fast: every partition's index is built.
             if all(topo.store.has_index(p) for p in active):

@@ -144,6 +144,16 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(
         30.0, gt=0, description="How long a webhook waits for Kafka and for its rows to be applied."
     )
+    shutdown_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How long a stopping worker (SIGTERM) may take to stop cleanly; then it exits"
+            " anyway, even with every broker gone (keep it under the supervisor's grace"
+            " period)."
+        ),
+    )
     log_level: str = Field("info")
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or as one JSON object per line."

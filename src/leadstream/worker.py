@@ -5,19 +5,38 @@ from __future__ import annotations
 import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
+import faust
 from faust.worker import Worker
 
 from leadstream.app import create_app
 from leadstream.kafka.admin import ensure_topics
 from leadstream.kafka.config import KafkaConnection
 from leadstream.kafka.local import LocalKafka
+from leadstream.lifecycle import Lifecycle
 from leadstream.logs import logging_config
 from leadstream.settings import Settings
 
-__all__ = ["run_worker", "stored_instance_id"]
+__all__ = ["BoundedStopWorker", "run_worker", "stored_instance_id"]
 
 logger = logging.getLogger(__name__)
+
+
+class BoundedStopWorker(Worker):
+    """faust's worker, whose stop on SIGTERM or SIGINT has a deadline (lifecycle.py)."""
+
+    def __init__(self, app: faust.App, lifecycle: Lifecycle, **options: Any) -> None:
+        super().__init__(app, **options)
+        self._lifecycle = lifecycle
+
+    def _on_sigterm(self) -> None:
+        self._lifecycle.stop_requested()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._lifecycle.stop_requested()
+        super()._on_sigint()
 
 
 def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
@@ -41,9 +60,11 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
             update={"instance_id": stored_instance_id(settings.data_dir)}
         )
     logger.info("group instance id %s (static membership)", settings.group_instance_id)
-    app = create_app(settings)
-    worker = Worker(
+    lifecycle = Lifecycle(settings.shutdown_seconds)
+    app = create_app(settings, lifecycle)
+    worker = BoundedStopWorker(
         app,
+        lifecycle,
         loglevel=settings.log_level,
         quiet=True,
         # faust (mode) sets up logging again as it starts: our handler and format instead

@@ -1,11 +1,16 @@
 """The only broker goes away (SIGKILL) while events flow, and comes back: the worker says it
-is not ready meanwhile, then picks up where it was by itself and applies every event."""
+is not ready meanwhile, then picks up where it was by itself and applies every event. And a
+worker asked to stop (SIGTERM) while every broker is gone still exits within
+LEADSTREAM_SHUTDOWN_SECONDS."""
 
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -40,8 +45,20 @@ def wait_for(check: object, what: str, timeout: float = 120.0) -> None:
         time.sleep(0.2)
 
 
-def test_the_worker_recovers_by_itself_when_its_broker_comes_back(tmp_path: Path) -> None:
-    kafka = LocalKafka(tmp_path / "kafka", f"127.0.0.1:{free_broker_port()}")
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A broker of this module's own: its tests kill it."""
+    local = LocalKafka(tmp_path_factory.mktemp("kafka"), f"127.0.0.1:{free_broker_port()}")
+    local.start(timeout=300)
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def test_the_worker_recovers_by_itself_when_its_broker_comes_back(
+    kafka: LocalKafka, tmp_path: Path
+) -> None:
     kafka.start(timeout=300)
     stack = new_stack(kafka.bootstrap, tmp_path / "stack")
     stop = threading.Event()
@@ -88,4 +105,27 @@ def test_the_worker_recovers_by_itself_when_its_broker_comes_back(tmp_path: Path
     finally:
         stop.set()
         stack.close()
-        kafka.stop()
+
+
+def test_sigterm_ends_the_worker_within_its_deadline_with_every_broker_gone(
+    kafka: LocalKafka, tmp_path: Path
+) -> None:
+    kafka.start(timeout=300)
+    deadline = 8
+    stack = new_stack(kafka.bootstrap, tmp_path / "stack", shutdown_seconds=deadline)
+    try:
+        worker = stack.worker()
+        kafka.node(1).kill()
+        wait_for(lambda: ready(worker) == 503, "/readyz stayed 200 with the broker gone", 60)
+        assert worker.proc is not None
+        asked = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)  # the worker process itself, as a kubelet does
+        try:
+            code = worker.proc.wait(deadline + 10)  # the deadline, and time to exit
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {deadline + 10} s after SIGTERM:\n{worker.tail()}")
+        took = time.monotonic() - asked
+        print(f"SIGTERM with the broker gone: exited {code} after {took:.1f} s")
+        assert took < deadline + 10
+    finally:
+        stack.close()

@@ -84,10 +84,16 @@ class Stack:
         data_dir: Path | None = None,
         wait: bool = True,
         port: int | None = None,
+        log_through_pipe: bool = False,
     ) -> WorkerProcess:
         """A worker process; ``port`` to start one again where an earlier one served (as a
         restarted deployment does: the same address keeps its static group membership)."""
-        w = WorkerProcess(self.env(data_dir), self.root / f"{name}.log", api_key=self.api_key)
+        w = WorkerProcess(
+            self.env(data_dir),
+            self.root / f"{name}.log",
+            api_key=self.api_key,
+            log_through_pipe=log_through_pipe,
+        )
         if port is not None:
             w.port = port
         self.workers.append(w)

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+
+def _copy(source: Any, log: Any) -> None:
+    with source, log:
+        for line in source:
+            log.write(line)
+            log.flush()
 
 
 def free_port() -> int:
@@ -48,6 +56,10 @@ class WorkerProcess:
     # The key of an organization, for reading its leads (Stack.api_key).
     api_key: Callable[[Any], str] | None = None
     port: int = field(default_factory=free_port)
+    # Its output through a pipe that the test copies to the log file, rather than the file
+    # itself: a worker under a file-size limit (tests/integration/test_disk_faults.py)
+    # could not write its log otherwise.
+    log_through_pipe: bool = False
     proc: subprocess.Popen[bytes] | None = None
     _http: httpx.Client | None = field(default=None, repr=False)
 
@@ -61,10 +73,12 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "leadstream.cli", "worker"],
             env=env,
-            stdout=log,
+            stdout=subprocess.PIPE if self.log_through_pipe else log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if self.log_through_pipe:
+            threading.Thread(target=_copy, args=(self.proc.stdout, log), daemon=True).start()
         if wait:
             self.wait_ready(timeout)
         return self

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
+from confluent_kafka import KafkaException
 
 from leadstream.domain.ingest import Rejected
 from leadstream.domain.rejects import Reason
 from leadstream.settings import Settings
+from leadstream.state.port import StoreError
 from leadstream.streams import retry
-from leadstream.streams.retry import ATTEMPTS, with_retries, with_retries_async
+from leadstream.streams.retry import (
+    ATTEMPTS,
+    EnvironmentFault,
+    environment_cause,
+    with_retries,
+    with_retries_async,
+)
 from leadstream.worker import stored_instance_id
 
 SECRET = "+15551234567"
@@ -162,3 +172,69 @@ def test_the_router_parses_audience_members_and_dead_letters_them_by_topic(
     parsed = reader._parse(_Message(batch, "audience-members"), now=0)  # type: ignore[arg-type]
     assert dead == ["audience-members"]
     assert [r.reason for r in parsed.rejects] == [Reason.INTERNAL_ERROR]
+
+
+ENVIRONMENT_FAULTS = [
+    StoreError(
+        "the state store failed to write: IO error: While appending to file: File too large"
+    ),
+    OSError(errno.ENOSPC, "No space left on device"),
+    OSError(errno.EFBIG, "File too large"),
+    OSError(errno.EROFS, "Read-only file system"),
+    OSError(errno.EIO, "Input/output error"),
+    ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+    TimeoutError(),
+    KafkaException("_MSG_TIMED_OUT"),
+    KafkaTimeoutError(),
+]
+
+
+def failing_with(exc: BaseException) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def work() -> None:
+        calls.append(1)
+        raise exc
+
+    return calls, work
+
+
+@pytest.mark.parametrize("exc", ENVIRONMENT_FAULTS, ids=lambda e: type(e).__name__)
+def test_an_environment_fault_is_never_retried_into_a_dead_letter(exc: BaseException) -> None:
+    """The disk, the store or Kafka failing is not the message's fault: raised at once as
+    EnvironmentFault (the caller stops), neither retried nor turned into a reject."""
+    assert environment_cause(exc) is not None
+    calls, work = failing_with(exc)
+    with pytest.raises(EnvironmentFault) as raised:
+        with_retries(work, raw=b"m", what="t[0]@1")  # type: ignore[arg-type]
+    assert len(calls) == 1 and raised.value.__cause__ is exc
+    assert str(raised.value).startswith("t[0]@1: ")
+
+    calls, work = failing_with(exc)
+
+    async def attempt() -> None:
+        work()  # type: ignore[operator]
+
+    with pytest.raises(EnvironmentFault):
+        asyncio.run(with_retries_async(attempt, raw=b"m", what="t[0]@1"))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        # What a message can cause: ZoneInfo("America") raised IsADirectoryError once.
+        IsADirectoryError(errno.EISDIR, "Is a directory"),
+        FileNotFoundError(errno.ENOENT, "No such file or directory"),
+        ValueError("bad"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_an_error_a_message_can_cause_is_still_retried_then_dead_lettered(
+    exc: BaseException,
+) -> None:
+    assert environment_cause(exc) is None
+    calls, work = failing_with(exc)
+    dead = with_retries(work, raw=b"m", what="t[0]@1")  # type: ignore[arg-type]
+    assert isinstance(dead, Rejected) and dead.reason is Reason.INTERNAL_ERROR
+    assert len(calls) == ATTEMPTS

@@ -7,7 +7,13 @@ from typing import Protocol
 
 from leadstream.state.keys import prefix_upper_bound
 
-__all__ = ["PartitionStore", "iter_prefix"]
+__all__ = ["PartitionStore", "StoreError", "iter_prefix"]
+
+
+class StoreError(Exception):
+    """The store could not read or write (no space, I/O error, read-only, file too large,
+    a store that will not open): a fault of the environment, never of the message being
+    applied. Raised by a store adapter in place of whatever its database raised."""
 
 
 class PartitionStore(Protocol):

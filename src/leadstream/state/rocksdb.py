@@ -10,20 +10,38 @@ the message that caused it is committed by faust only after its producer has flu
 the changelog is never behind a committed offset. The local DB can be ahead of the
 changelog after a crash; :func:`leadstream.domain.lead_index.apply_events` re-writes
 duplicates so that reprocessing closes that gap.
+
+Whatever RocksDB raises (rocksdict raises a bare ``Exception``: "IO error: ... File too
+large", "No space left on device", a read-only file system) is the environment's fault:
+the adapter reports it to ``on_fault`` (the worker then stops, :mod:`leadstream.lifecycle`)
+and raises :class:`~leadstream.state.port.StoreError`, so that no caller can mistake it
+for a bad message, and a caller that swallows it (faust's recovery logs and drops a
+changelog batch that failed to apply) still cannot carry on past it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from faust.stores import STORES
 from faust.stores.rocksdb import Store
 from rocksdict import Rdict, ReadOptions, WriteBatch
 
 from leadstream.state import keys
+from leadstream.state.port import StoreError
 
-__all__ = ["STORE_URL", "LeadStore", "TableStore"]
+__all__ = ["STORE_URL", "FaultReport", "LeadStore", "TableStore"]
+
+# Told the cause of a store fault (the worker stops on it).
+FaultReport = Callable[[str], None]
+
+
+def _failed(on_fault: FaultReport | None, what: str, exc: Exception) -> NoReturn:
+    cause = f"the state store failed to {what}: {exc}"
+    if on_fault is not None:
+        on_fault(cause)
+    raise StoreError(cause) from exc
 
 
 # A logged batch record holds at most this many items and about this many bytes: ~45-byte
@@ -42,6 +60,7 @@ class LeadStore(Store):
     partitions were written."""
 
     on_restore: Callable[[Iterable[int]], None] | None = None
+    on_fault: FaultReport | None = None
 
     def apply_changelog_batch(
         self,
@@ -62,10 +81,13 @@ class LeadStore(Store):
                     wb.delete(key)
                 else:
                     wb.put(key, value)
-        for partition, wb in writes.items():
-            self._db_for_partition(partition).write(wb)
-        for tp, offset in offsets.items():
-            self.set_persisted_offset(tp, offset)
+        try:
+            for partition, wb in writes.items():
+                self._db_for_partition(partition).write(wb)
+            for tp, offset in offsets.items():
+                self.set_persisted_offset(tp, offset)
+        except Exception as exc:  # noqa: BLE001 - whatever RocksDB raised: see module doc
+            _failed(self.on_fault, "apply a changelog batch", exc)
         if writes and self.on_restore is not None:
             self.on_restore(list(writes))
 
@@ -76,10 +98,16 @@ STORE_URL = "leadstream://"
 
 
 class TableStore:
-    """A :class:`~leadstream.state.port.PartitionStore` over a rocksdict-driver faust ``Table``."""
+    """A :class:`~leadstream.state.port.PartitionStore` over a rocksdict-driver faust ``Table``;
+    ``on_fault`` hears of every store error before it is raised as
+    :class:`~leadstream.state.port.StoreError`."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, on_fault: FaultReport | None = None) -> None:
         self._table = table
+        self._on_fault = on_fault
+        store = table.data
+        if isinstance(store, LeadStore):
+            store.on_fault = on_fault
 
     def on_restore(self, callback: Callable[[Iterable[int]], None]) -> None:
         """Call ``callback`` with the partitions a changelog restore wrote."""
@@ -88,27 +116,46 @@ class TableStore:
             store.on_restore = callback
 
     def _db(self, partition: int) -> Rdict:
-        db: Rdict = self._table.data._db_for_partition(partition)  # noqa: SLF001 - the one adapter
+        try:
+            db: Rdict = self._table.data._db_for_partition(partition)  # noqa: SLF001 - the one adapter
+        except Exception as exc:  # noqa: BLE001 - a DB that will not open: see module doc
+            _failed(self._on_fault, f"open partition {partition}", exc)
         return db
 
     def get(self, partition: int, key: bytes) -> bytes | None:
-        value = self._db(partition).get(key)
+        db = self._db(partition)
+        try:
+            value = db.get(key)
+        except Exception as exc:  # noqa: BLE001 - see module doc
+            _failed(self._on_fault, "read", exc)
         return value if value is None else bytes(value)
 
     def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        values = self._db(partition).get(list(keys))
+        db = self._db(partition)
+        try:
+            values = db.get(list(keys))
+        except Exception as exc:  # noqa: BLE001 - see module doc
+            _failed(self._on_fault, "read", exc)
         return [value if value is None else bytes(value) for value in values or ()]
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self._db(partition).put(key, value)
+        db = self._db(partition)
+        try:
+            db.put(key, value)
+        except Exception as exc:  # noqa: BLE001 - see module doc
+            _failed(self._on_fault, "write", exc)
         self._table.send_changelog(
             partition, key, value, key_serializer="raw", value_serializer="raw"
         )
 
     def delete(self, partition: int, key: bytes) -> None:
-        self._db(partition).delete(key)
+        db = self._db(partition)
+        try:
+            db.delete(key)
+        except Exception as exc:  # noqa: BLE001 - see module doc
+            _failed(self._on_fault, "write", exc)
         self._table.send_changelog(
             partition, key, None, key_serializer="raw", value_serializer="raw"
         )
@@ -159,7 +206,11 @@ class TableStore:
                 chunk, size = [], 0
         if chunk:
             close_chunk()
-        self._db(partition).write(wb)
+        db = self._db(partition)
+        try:
+            db.write(wb)
+        except Exception as exc:  # noqa: BLE001 - see module doc
+            _failed(self._on_fault, "write", exc)
         for log_key, value in records:
             self._table.send_changelog(
                 partition, log_key, value, key_serializer="raw", value_serializer="raw"
@@ -168,7 +219,11 @@ class TableStore:
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        return iter_rdict_range(self._db(partition), lower, upper, reverse=reverse)
+        items = iter_rdict_range(self._db(partition), lower, upper, reverse=reverse)
+        try:
+            yield from items
+        except Exception as exc:  # noqa: BLE001 - see module doc
+            _failed(self._on_fault, "read", exc)
 
 
 def iter_rdict_range(

@@ -3,7 +3,12 @@
 Bad input is expected and handled where it is read (a ``RowError`` becomes a reject with its
 reason). This is for the rest: an exception nobody foresaw while processing one message.
 It is retried :data:`ATTEMPTS` times in all, then the message is given up as a reject with
-reason ``internal_error`` naming the error's type, and the partition moves on. The log
+reason ``internal_error`` naming the error's type, and the partition moves on.
+
+Except a fault of the environment (:func:`environment_cause`: the store, the disk, the
+network or Kafka failed): that is never the message's fault, so it is neither retried here
+nor dead-lettered. It is raised as :class:`EnvironmentFault`, and the caller stops without
+acknowledging the message (the worker exits and is restarted; :mod:`leadstream.lifecycle`). The log
 says where it happened (type, file and line); the exception's message and stack, which may
 quote a tenant's data, are logged at DEBUG only.
 """
@@ -11,16 +16,29 @@ quote a tenant's data, are logged at DEBUG only.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from aiokafka.errors import KafkaError as AioKafkaError
+from confluent_kafka import KafkaException
+
 from leadstream.domain.ingest import Rejected
 from leadstream.domain.rejects import Reason
+from leadstream.state.port import StoreError
 
-__all__ = ["ATTEMPTS", "BACKOFF_SECONDS", "gave_up", "with_retries", "with_retries_async"]
+__all__ = [
+    "ATTEMPTS",
+    "BACKOFF_SECONDS",
+    "EnvironmentFault",
+    "environment_cause",
+    "gave_up",
+    "with_retries",
+    "with_retries_async",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +47,34 @@ T = TypeVar("T")
 ATTEMPTS = 3
 # The pause after the first and the second failed attempt.
 BACKOFF_SECONDS = (0.05, 0.25)
+
+
+class EnvironmentFault(Exception):
+    """Processing a message failed because its environment did: stop, do not skip it."""
+
+
+# OSErrors that say the machine is at fault, whatever the message: the disk (full, over
+# quota, failing, read-only, a file over the size limit) and the process's own limits.
+# Others (a missing file, a directory where a file was expected) can follow from what a
+# message named, and are left to the retries and the dead letter.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG, errno.EMFILE, errno.ENFILE}
+)
+
+
+def environment_cause(exc: BaseException) -> str | None:
+    """What failed, when ``exc`` is a fault of the environment rather than of the message:
+    the state store, the disk, the network (a connection or a wait that failed) or a Kafka
+    client that gave up. None for anything else."""
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if isinstance(exc, ConnectionError | TimeoutError) or (
+        isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
+    ):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, AioKafkaError | KafkaException):
+        return f"Kafka: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _where(exc: BaseException) -> str:
@@ -48,6 +94,13 @@ def gave_up(exc: BaseException, raw: Any) -> Rejected:
         f"{type(exc).__name__} on each of {ATTEMPTS} attempts; the message was skipped",
         raw=raw,
     )
+
+
+def _environment(exc: Exception, what: str) -> None:
+    """Raise :class:`EnvironmentFault` if ``exc`` is the environment's fault."""
+    cause = environment_cause(exc)
+    if cause is not None:
+        raise EnvironmentFault(f"{what}: {cause}") from exc
 
 
 def _failed(what: str, attempt: int, exc: Exception) -> None:
@@ -70,6 +123,7 @@ def with_retries(work: Callable[[], T], *, raw: Any, what: str) -> T | Rejected:
         try:
             return work()
         except Exception as exc:  # noqa: BLE001 - the point: nothing escapes, all is logged
+            _environment(exc, what)
             _failed(what, attempt, exc)
             if attempt == ATTEMPTS:
                 return gave_up(exc, raw)
@@ -86,6 +140,7 @@ async def with_retries_async(
             await work()
             return None
         except Exception as exc:  # noqa: BLE001 - the point: nothing escapes, all is logged
+            _environment(exc, what)
             _failed(what, attempt, exc)
             if attempt == ATTEMPTS:
                 return gave_up(exc, raw)

@@ -429,6 +429,10 @@ class RouterProcess:
     def running(self) -> bool:
         return self._process.pid is not None and self._process.is_alive()
 
+    def pid(self) -> int | None:
+        """The running child's process id (None before it started or once it exited)."""
+        return self._process.pid if self.running() else None
+
     def revive(self) -> int | None:
         """Start a new child if the running one exited unasked; its exit code if so."""
         if self._stopping or self._process.pid is None or self._process.is_alive():

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import faust
 
@@ -12,7 +13,7 @@ from leadstream.domain.ingest import Rejected
 from leadstream.index.table import IndexedStore
 from leadstream.metrics import Metrics
 from leadstream.settings import Settings
-from leadstream.streams.retry import with_retries_async
+from leadstream.streams.retry import EnvironmentFault, environment_cause, with_retries_async
 from leadstream.wire.commands import Command, encode_command, row_slices
 from leadstream.wire.records import encode_json, reject_record
 
@@ -46,12 +47,14 @@ class Topology:
         table: Any,
         store: IndexedStore,
         metrics: Metrics,
+        on_fault: Callable[[str], None],
     ) -> None:
         self.app = app
         self.settings = settings
         self.table = table
         self.store = store
         self.metrics = metrics
+        self._on_fault = on_fault
         # When the apply agent last applied a command (time.monotonic()): background work
         # (members' time zones) steps back while it is busy.
         self.applied_at = 0.0
@@ -115,12 +118,30 @@ class Topology:
 
     async def process(self, msg: Any, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` for the message ``msg`` with bounded retries; a message that fails
-        every attempt is dead-lettered on ``rejects`` and counted, and the agent goes on."""
+        every attempt is dead-lettered on ``rejects`` and counted, and the agent goes on.
+
+        A fault of the environment is reported (the worker exits) and this never returns:
+        the agent must not go on to acknowledge ``msg``, whose offset would be committed."""
         where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
-        dead = await with_retries_async(work, raw=msg.value, what=where)
-        if dead is not None:
-            self.metrics.dead_letters.labels(msg.topic).inc()
-            await self.reject(dead, msg)
+        try:
+            dead = await with_retries_async(work, raw=msg.value, what=where)
+            if dead is not None:
+                self.metrics.dead_letters.labels(msg.topic).inc()
+                await self.reject(dead, msg)
+        except EnvironmentFault as fault:
+            await self._halt(str(fault))
+        except Exception as exc:  # a dead letter that could not be written
+            cause = environment_cause(exc)
+            if cause is None:
+                raise
+            await self._halt(f"{where}: {cause}")
+
+    async def _halt(self, cause: str) -> NoReturn:
+        """Report an environment fault and wait for the process to end (lifecycle.py),
+        never returning to the agent, which would acknowledge its message."""
+        self._on_fault(cause)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable: the process exits on a fault")
 
     async def reject(self, rejected: Rejected, msg: Any) -> None:
         """Write ``rejected``, read as ``msg``, on ``rejects``, and count it by reason."""

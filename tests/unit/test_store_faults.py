@@ -1,0 +1,69 @@
+"""A store whose disk refuses writes: the RocksDB adapter reports the fault and raises
+StoreError, never anything a caller could take for a bad message.
+
+The file-size limit (RLIMIT_FSIZE, what a full or capped disk looks like to RocksDB: EFBIG
+on the write-ahead log) is set in a child process, so that the test session's own files
+are not limited; the store is a real rocksdict DB."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = r"""
+import json, resource, sys
+from tests.unit.test_store_contract import FakeTable, RdictPerPartition
+from leadstream.state.port import StoreError
+from leadstream.state.rocksdb import TableStore
+
+faults = []
+table = FakeTable(RdictPerPartition(__import__("pathlib").Path(sys.argv[1])))
+store = TableStore(table, on_fault=faults.append)
+store.put(0, b"before", b"1")
+logged = len(table.changelog)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+outcomes = {}
+for name, write in [
+    ("put", lambda: store.put(0, b"after", b"2")),
+    ("delete", lambda: store.delete(0, b"before")),
+    ("put_batch", lambda: store.put_batch(0, [(b"e1", b"v"), (b"e2", b"v")], created_ms=1)),
+    ("put_memberships", lambda: store.put_memberships(0, [(b"m1", b"v"), (b"m2", None)])),
+]:
+    try:
+        write()
+        outcomes[name] = "written"
+    except StoreError as exc:
+        outcomes[name] = "StoreError: " + str(exc)
+    except BaseException as exc:
+        outcomes[name] = "other: " + type(exc).__name__
+print(json.dumps({
+    "outcomes": outcomes,
+    "faults": faults,
+    "changelog_after_fault": len(table.changelog) - logged,
+    "read": store.get(0, b"before").decode(),
+}))
+"""
+
+
+def test_a_write_the_disk_refuses_is_a_store_error_reported_and_never_logged(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    for name, outcome in result["outcomes"].items():
+        assert outcome.startswith("StoreError: the state store failed to write:"), (name, outcome)
+        assert "File too large" in outcome or "Writer has previous error" in outcome
+    assert len(result["faults"]) == len(result["outcomes"])
+    # Nothing the DB refused reached the changelog, and what was there is still read.
+    assert result["changelog_after_fault"] == 0
+    assert result["read"] == "1"
