@@ -1,10 +1,14 @@
 # The leadstream worker. Build: docker build -t leadstream .
 FROM python:3.11-slim
 WORKDIR /app
+# Every Python package from the hash lock (requirements/runtime.txt, the build backend
+# included), in a layer of its own; then leadstream itself, resolving nothing.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY deploy ./deploy
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation .
 # Not root: the same uid the Kubernetes manifests run it as (deploy/kubernetes). /data is
 # made here, owned by that user, so that a new volume mounted on it inherits the owner.
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /data leadstream \
