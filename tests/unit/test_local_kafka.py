@@ -297,3 +297,19 @@ def test_a_start_on_a_tampered_cache_is_refused_before_any_process(
     assert f"refusing to start Kafka (delete {cached} to fetch the jars again)" in message
     assert not kafka.nodes[0].pid_path.exists()
     assert not (tmp_path / "home" / "data").exists()
+
+
+def test_acls_turn_on_the_authorizer_of_a_secured_node_only(tmp_path: Path) -> None:
+    plain = LocalKafka(tmp_path, "127.0.0.1:20000", secure=True)
+    enforced = LocalKafka(tmp_path, "127.0.0.1:20000", secure=True, acls=True)
+    assert enforced.secure is not None
+    enforced.secure.ensure("127.0.0.1", [1])
+    [props] = [local.server_properties(n, plain.nodes, plain.secure) for n in plain.nodes]
+    assert "authorizer.class.name" not in props
+    node = enforced.nodes[0]
+    props = local.server_properties(node, enforced.nodes, enforced.secure, acls=True)
+    assert props["authorizer.class.name"].endswith(".StandardAuthorizer")
+    # Only the brokers' own user and the loopback controller listener's principal.
+    assert props["super.users"] == "User:broker;User:ANONYMOUS"
+    with pytest.raises(ValueError, match="acls need secure"):
+        LocalKafka(tmp_path, "127.0.0.1:20000", acls=True)

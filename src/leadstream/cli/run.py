@@ -69,6 +69,7 @@ def _local_kafka(
     *,
     brokers: int | None = None,
     secure: bool = False,
+    acls: bool = False,
 ) -> LocalKafka:
     settings = _settings(kafka_bootstrap=bootstrap, data_dir=data_dir)
     home = settings.data_dir / "kafka"
@@ -76,7 +77,7 @@ def _local_kafka(
     first = settings.kafka_bootstrap.split(",")[0]
     if brokers is None:
         return LocalKafka.existing(home, first)
-    return LocalKafka(home, first, brokers=brokers, secure=secure)
+    return LocalKafka(home, first, brokers=brokers, secure=secure, acls=acls)
 
 
 @kafka.command("start")
@@ -95,12 +96,25 @@ def _local_kafka(
     help="Clients connect with SASL_SSL (SCRAM) or mutual TLS only; certificates, users and "
     "client properties files are made under DATA_DIR/kafka/secure.",
 )
+@click.option(
+    "--acls",
+    is_flag=True,
+    help="With --secure: Kafka ACLs are enforced (StandardAuthorizer); only the brokers' "
+    "own user may do anything without them.",
+)
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for readiness.")
 def kafka_start(
-    bootstrap: str | None, data_dir: Path | None, brokers: int, secure: bool, timeout: float
+    bootstrap: str | None,
+    data_dir: Path | None,
+    brokers: int,
+    secure: bool,
+    acls: bool,
+    timeout: float,
 ) -> None:
     """Start the cluster (no-op when it already runs) and wait until it serves clients."""
-    cluster = _local_kafka(bootstrap, data_dir, brokers=brokers, secure=secure)
+    if acls and not secure:
+        raise click.UsageError("--acls needs --secure")
+    cluster = _local_kafka(bootstrap, data_dir, brokers=brokers, secure=secure, acls=acls)
     status = cluster.start(timeout=timeout)
     pids = ", ".join(str(node.pid) for node in status.nodes or (status,))
     click.echo(
