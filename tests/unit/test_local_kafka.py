@@ -313,3 +313,29 @@ def test_acls_turn_on_the_authorizer_of_a_secured_node_only(tmp_path: Path) -> N
     assert props["super.users"] == "User:broker;User:ANONYMOUS"
     with pytest.raises(ValueError, match="acls need secure"):
         LocalKafka(tmp_path, "127.0.0.1:20000", acls=True)
+
+
+def test_the_cli_refuses_a_changed_distribution_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from leadstream.cli.main import main
+
+    libs, manifest = fake_distribution(tmp_path)
+    monkeypatch.setattr(distribution, "MANIFEST", manifest)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    pom = (distribution.DEPLOY_DIR / "pom.xml").read_bytes()
+    cached = distribution.default_cache_dir() / f"libs-{hashlib.sha256(pom).hexdigest()[:16]}"
+    cached.parent.mkdir(parents=True)
+    libs.rename(cached)
+    (cached / "b-2.0.jar").unlink()
+    result = CliRunner().invoke(
+        main,
+        ["kafka", "start", "--data-dir", str(tmp_path / "d"), "--bootstrap", "127.0.0.1:1"],
+    )
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: cannot start the local Kafka: Kafka jar ")
+    assert "b-2.0.jar is missing" in line

@@ -16,9 +16,15 @@ from leadstream.cli.options import (
     prefix_option,
 )
 from leadstream.cli.options import settings_from as _settings
-from leadstream.kafka.local import LocalKafka
+from leadstream.kafka.local import LocalKafka, LocalKafkaError
 
 __all__ = ["kafka", "worker"]
+
+
+def _local_kafka_failed(exc: LocalKafkaError) -> click.ClickException:
+    """The local broker could not be fetched, checked or started: its message (which names
+    the jar, the port or the log), not a traceback."""
+    return click.ClickException(f"cannot start the local Kafka: {exc}")
 
 
 @click.command()
@@ -44,17 +50,18 @@ def worker(local_kafka: bool, **options: Any) -> None:
     # command needs them.
     from leadstream.worker import run_worker
 
-    run_worker(
-        _settings(
-            kafka_bootstrap=options["bootstrap"],
-            data_dir=options["data_dir"],
-            app_id=options["app_id"],
-            partitions=options["partitions"],
-            web_port=options["web_port"],
-            topic_prefix=options["topic_prefix"],
-        ),
-        local_kafka=local_kafka,
+    settings = _settings(
+        kafka_bootstrap=options["bootstrap"],
+        data_dir=options["data_dir"],
+        app_id=options["app_id"],
+        partitions=options["partitions"],
+        web_port=options["web_port"],
+        topic_prefix=options["topic_prefix"],
     )
+    try:
+        run_worker(settings, local_kafka=local_kafka)
+    except LocalKafkaError as exc:
+        raise _local_kafka_failed(exc) from None
 
 
 @click.group()
@@ -115,7 +122,10 @@ def kafka_start(
     if acls and not secure:
         raise click.UsageError("--acls needs --secure")
     cluster = _local_kafka(bootstrap, data_dir, brokers=brokers, secure=secure, acls=acls)
-    status = cluster.start(timeout=timeout)
+    try:
+        status = cluster.start(timeout=timeout)
+    except LocalKafkaError as exc:
+        raise _local_kafka_failed(exc) from None
     pids = ", ".join(str(node.pid) for node in status.nodes or (status,))
     click.echo(
         f"Kafka {status.version} running at {status.bootstrap} (pid {pids}); log: {status.log_path}"
