@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import re
 import shlex
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 from kubernetes_validate.utils import latest_version
 
 from leadstream.settings import Settings
@@ -51,6 +55,7 @@ class Image:
     expose: set[int] = field(default_factory=set)
     volumes: set[str] = field(default_factory=set)
     user: str = ""
+    base: str = ""
 
 
 def _exec_form(rest: str) -> list[str]:
@@ -75,7 +80,7 @@ def parse_dockerfile(text: str) -> Image:
         instruction, _, rest = line.partition(" ")
         instruction, rest = instruction.upper(), rest.strip()
         if instruction == "FROM":
-            image = Image()
+            image = Image(base=rest.split()[0])
         elif instruction == "ENTRYPOINT":
             image.entrypoint = _exec_form(rest)
         elif instruction == "CMD":
@@ -103,6 +108,47 @@ def test_the_dockerfile_tells_what_the_checks_need() -> None:
     assert IMAGE.entrypoint and IMAGE.cmd and IMAGE.expose
     assert "LEADSTREAM_DATA_DIR" in IMAGE.env
     assert set(IMAGE.env) <= SETTING_NAMES, set(IMAGE.env) - SETTING_NAMES
+
+
+def image_reference(image: str) -> tuple[str, str | None, str | None]:
+    """(name, tag, digest) of an image reference such as ``host:5000/name:tag@sha256:...``."""
+    name, _, digest = image.partition("@")
+    # A tag follows the last ':' of the last path part (a registry host may have a port).
+    last = name.rsplit("/", 1)[-1]
+    tag = last.rpartition(":")[2] if ":" in last else None
+    if tag is not None:
+        name = name[: -len(tag) - 1]
+    return name, tag, digest or None
+
+
+@pytest.mark.parametrize(
+    ("image", "pinned"),
+    [
+        ("leadstream:0.1.0", True),
+        ("registry:5000/team/leadstream@sha256:" + "a" * 64, True),
+        ("leadstream:latest", False),
+        ("leadstream", False),
+        ("registry:5000/leadstream", False),
+        ("leadstream:latest@sha256:short", False),
+    ],
+)
+def test_what_counts_as_a_pinned_image(image: str, pinned: bool) -> None:
+    assert is_pinned(image) is pinned
+
+
+def is_pinned(image: str) -> bool:
+    """By digest, or by a tag other than ``latest``."""
+    _, tag, digest = image_reference(image)
+    if digest is not None:
+        return re.fullmatch(r"sha256:[0-9a-f]{64}", digest) is not None
+    return tag not in (None, "latest")
+
+
+def test_the_base_image_is_pinned_by_tag_and_digest() -> None:
+    # A rebuild gets the same base, byte for byte, or fails; the tag says what it is.
+    _, tag, digest = image_reference(IMAGE.base)
+    assert tag is not None and re.fullmatch(r"\d+\.\d+\.\d+-slim-\w+", tag), IMAGE.base
+    assert digest is not None and re.fullmatch(r"sha256:[0-9a-f]{64}", digest), IMAGE.base
 
 
 # --- the rendered manifests ----------------------------------------------------------
@@ -262,6 +308,50 @@ def test_no_more_workers_than_partitions(rendered: Rendered) -> None:
 
 
 # --- the container -------------------------------------------------------------------
+
+
+def test_no_image_is_latest_or_untagged(rendered: Rendered) -> None:
+    for container in rendered.containers:
+        assert is_pinned(container["image"]), f"{rendered.target}: {container['image']}"
+
+
+def test_the_base_runs_the_release_the_repository_builds(
+    renders: Callable[[str], Rendered],
+) -> None:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert renders("base").worker["image"] == f"leadstream:{version}"
+
+
+def test_an_overlay_pins_the_image_by_digest_as_the_readme_says(
+    kustomize: list[str], tmp_path: Path
+) -> None:
+    # What deploy/kubernetes/README.md tells an operator to write, rendered.
+    digest = "sha256:" + "0123456789abcdef" * 4
+    overlay = tmp_path / "prod"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(DEPLOY / "base", overlay)],
+                "images": [
+                    {
+                        "name": "leadstream",
+                        "newName": "registry.example.com/leadstream",
+                        "digest": digest,
+                    }
+                ],
+            }
+        )
+    )
+    (worker,) = (
+        c
+        for o in render(overlay, kustomize)
+        if o["kind"] == "StatefulSet"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    )
+    assert worker["image"] == f"registry.example.com/leadstream@{digest}"
+    readme = (DEPLOY / "README.md").read_text()
+    assert "newName: registry.example.com/leadstream" in readme and 'digest: "sha256:' in readme
 
 
 def test_runs_what_the_dockerfile_runs(rendered: Rendered) -> None:

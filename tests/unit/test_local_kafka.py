@@ -3,6 +3,7 @@ the layout of one node and of a cluster, the TLS material of a secured one."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -193,3 +194,148 @@ def test_written_config_escapes_backslashes_and_is_private(tmp_path: Path) -> No
     assert "a=1\n" in text
     assert "log.dirs=C:\\\\x\n" in text
     assert node.config_path.stat().st_mode & 0o077 == 0
+
+
+def fake_distribution(tmp_path: Path) -> tuple[Path, Path]:
+    """A libs dir of three jars and the manifest that pins them."""
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    lines = []
+    for name, body in [("a-1.0.jar", b"a" * 5000), ("b-2.0.jar", b"b"), ("c_2.13-3.jar", b"")]:
+        (libs / name).write_bytes(body)
+        lines.append(f"{hashlib.sha256(body).hexdigest()}  {name}")
+    manifest = tmp_path / "jars.sha256"
+    manifest.write_text("\n".join(lines) + "\n")
+    return libs, manifest
+
+
+def test_the_pinned_jars_pass(tmp_path: Path) -> None:
+    libs, manifest = fake_distribution(tmp_path)
+    distribution.verify_distribution(libs, manifest)
+
+
+def test_a_tampered_jar_is_refused_by_name(tmp_path: Path) -> None:
+    libs, manifest = fake_distribution(tmp_path)
+    jar = libs / "a-1.0.jar"
+    body = bytearray(jar.read_bytes())
+    body[4321] ^= 1  # one bit, same size
+    stat = jar.stat()
+    jar.write_bytes(bytes(body))
+    os.utime(jar, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old timestamp
+    with pytest.raises(LocalKafkaError, match=r"a-1\.0\.jar has SHA-256 [0-9a-f]{64}, not the"):
+        distribution.verify_distribution(libs, manifest)
+
+
+def test_a_missing_jar_is_refused_by_name(tmp_path: Path) -> None:
+    libs, manifest = fake_distribution(tmp_path)
+    (libs / "b-2.0.jar").unlink()
+    with pytest.raises(LocalKafkaError, match=r"b-2\.0\.jar is missing"):
+        distribution.verify_distribution(libs, manifest)
+
+
+def test_an_extra_jar_is_refused_by_name(tmp_path: Path) -> None:
+    # The broker's classpath is libs/*: a jar added there runs as surely as a changed one.
+    libs, manifest = fake_distribution(tmp_path)
+    (libs / "evil-1.0.jar").write_bytes(b"PK")
+    with pytest.raises(LocalKafkaError, match=r"evil-1\.0\.jar is not a Kafka jar pinned"):
+        distribution.verify_distribution(libs, manifest)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "abc  a.jar\n",
+        f"{'0' * 64} a.jar\n",
+        f"{'0' * 64}  ../a.jar\n",
+        f"{'0' * 64}  a.jar\n" * 2,
+    ],
+)
+def test_a_malformed_manifest_is_refused(tmp_path: Path, text: str) -> None:
+    libs, manifest = fake_distribution(tmp_path)
+    manifest.write_text(text)
+    with pytest.raises(LocalKafkaError, match="jars.sha256"):
+        distribution.verify_distribution(libs, manifest)
+
+
+def test_the_checked_in_manifest_pins_the_jars_of_the_pom() -> None:
+    pinned = distribution.read_manifest(distribution.MANIFEST)
+    # The broker's own jar and the logging binding the pom adds, at the pom's versions.
+    assert f"kafka_2.13-{KAFKA_VERSION}.jar" in pinned
+    assert f"kafka-clients-{KAFKA_VERSION}.jar" in pinned
+    log4j = re.search(
+        r"<log4j.version>(.+)</log4j.version>", (distribution.DEPLOY_DIR / "pom.xml").read_text()
+    )
+    assert log4j is not None
+    assert f"log4j-slf4j-impl-{log4j[1]}.jar" in pinned
+    # Every Kafka jar is of the pinned release (a version bump must renew the manifest).
+    for name in pinned:
+        if name.startswith("kafka"):
+            assert name.endswith(f"-{KAFKA_VERSION}.jar"), name
+
+
+def test_a_start_on_a_tampered_cache_is_refused_before_any_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every start goes through ensure_distribution: jars already in the cache are checked
+    # again, and the one-line error names the jar and how to recover.
+    libs, manifest = fake_distribution(tmp_path)
+    monkeypatch.setattr(distribution, "MANIFEST", manifest)
+    pom = (distribution.DEPLOY_DIR / "pom.xml").read_bytes()
+    cache = tmp_path / "cache"
+    cached = cache / f"libs-{hashlib.sha256(pom).hexdigest()[:16]}"
+    cache.mkdir()
+    libs.rename(cached)
+    assert distribution.ensure_distribution(cache) == cached
+    (cached / "c_2.13-3.jar").write_bytes(b"changed")
+    kafka = LocalKafka(tmp_path / "home", "127.0.0.1:1", cache_dir=cache)
+    with pytest.raises(LocalKafkaError) as refused:
+        kafka.start()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"{cached / 'c_2.13-3.jar'} has SHA-256" in message
+    assert f"refusing to start Kafka (delete {cached} to fetch the jars again)" in message
+    assert not kafka.nodes[0].pid_path.exists()
+    assert not (tmp_path / "home" / "data").exists()
+
+
+def test_acls_turn_on_the_authorizer_of_a_secured_node_only(tmp_path: Path) -> None:
+    plain = LocalKafka(tmp_path, "127.0.0.1:20000", secure=True)
+    enforced = LocalKafka(tmp_path, "127.0.0.1:20000", secure=True, acls=True)
+    assert enforced.secure is not None
+    enforced.secure.ensure("127.0.0.1", [1])
+    [props] = [local.server_properties(n, plain.nodes, plain.secure) for n in plain.nodes]
+    assert "authorizer.class.name" not in props
+    node = enforced.nodes[0]
+    props = local.server_properties(node, enforced.nodes, enforced.secure, acls=True)
+    assert props["authorizer.class.name"].endswith(".StandardAuthorizer")
+    # Only the brokers' own user and the loopback controller listener's principal.
+    assert props["super.users"] == "User:broker;User:ANONYMOUS"
+    with pytest.raises(ValueError, match="acls need secure"):
+        LocalKafka(tmp_path, "127.0.0.1:20000", acls=True)
+
+
+def test_the_cli_refuses_a_changed_distribution_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from leadstream.cli.main import main
+
+    libs, manifest = fake_distribution(tmp_path)
+    monkeypatch.setattr(distribution, "MANIFEST", manifest)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    pom = (distribution.DEPLOY_DIR / "pom.xml").read_bytes()
+    cached = distribution.default_cache_dir() / f"libs-{hashlib.sha256(pom).hexdigest()[:16]}"
+    cached.parent.mkdir(parents=True)
+    libs.rename(cached)
+    (cached / "b-2.0.jar").unlink()
+    result = CliRunner().invoke(
+        main,
+        ["kafka", "start", "--data-dir", str(tmp_path / "d"), "--bootstrap", "127.0.0.1:1"],
+    )
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: cannot start the local Kafka: Kafka jar ")
+    assert "b-2.0.jar is missing" in line

@@ -16,9 +16,15 @@ from leadstream.cli.options import (
     prefix_option,
 )
 from leadstream.cli.options import settings_from as _settings
-from leadstream.kafka.local import LocalKafka
+from leadstream.kafka.local import LocalKafka, LocalKafkaError
 
 __all__ = ["kafka", "worker"]
+
+
+def _local_kafka_failed(exc: LocalKafkaError) -> click.ClickException:
+    """The local broker could not be fetched, checked or started: its message (which names
+    the jar, the port or the log), not a traceback."""
+    return click.ClickException(f"cannot start the local Kafka: {exc}")
 
 
 @click.command()
@@ -44,17 +50,18 @@ def worker(local_kafka: bool, **options: Any) -> None:
     # command needs them.
     from leadstream.worker import run_worker
 
-    run_worker(
-        _settings(
-            kafka_bootstrap=options["bootstrap"],
-            data_dir=options["data_dir"],
-            app_id=options["app_id"],
-            partitions=options["partitions"],
-            web_port=options["web_port"],
-            topic_prefix=options["topic_prefix"],
-        ),
-        local_kafka=local_kafka,
+    settings = _settings(
+        kafka_bootstrap=options["bootstrap"],
+        data_dir=options["data_dir"],
+        app_id=options["app_id"],
+        partitions=options["partitions"],
+        web_port=options["web_port"],
+        topic_prefix=options["topic_prefix"],
     )
+    try:
+        run_worker(settings, local_kafka=local_kafka)
+    except LocalKafkaError as exc:
+        raise _local_kafka_failed(exc) from None
 
 
 @click.group()
@@ -69,6 +76,7 @@ def _local_kafka(
     *,
     brokers: int | None = None,
     secure: bool = False,
+    acls: bool = False,
 ) -> LocalKafka:
     settings = _settings(kafka_bootstrap=bootstrap, data_dir=data_dir)
     home = settings.data_dir / "kafka"
@@ -76,7 +84,7 @@ def _local_kafka(
     first = settings.kafka_bootstrap.split(",")[0]
     if brokers is None:
         return LocalKafka.existing(home, first)
-    return LocalKafka(home, first, brokers=brokers, secure=secure)
+    return LocalKafka(home, first, brokers=brokers, secure=secure, acls=acls)
 
 
 @kafka.command("start")
@@ -95,13 +103,29 @@ def _local_kafka(
     help="Clients connect with SASL_SSL (SCRAM) or mutual TLS only; certificates, users and "
     "client properties files are made under DATA_DIR/kafka/secure.",
 )
+@click.option(
+    "--acls",
+    is_flag=True,
+    help="With --secure: Kafka ACLs are enforced (StandardAuthorizer); only the brokers' "
+    "own user may do anything without them.",
+)
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for readiness.")
 def kafka_start(
-    bootstrap: str | None, data_dir: Path | None, brokers: int, secure: bool, timeout: float
+    bootstrap: str | None,
+    data_dir: Path | None,
+    brokers: int,
+    secure: bool,
+    acls: bool,
+    timeout: float,
 ) -> None:
     """Start the cluster (no-op when it already runs) and wait until it serves clients."""
-    cluster = _local_kafka(bootstrap, data_dir, brokers=brokers, secure=secure)
-    status = cluster.start(timeout=timeout)
+    if acls and not secure:
+        raise click.UsageError("--acls needs --secure")
+    cluster = _local_kafka(bootstrap, data_dir, brokers=brokers, secure=secure, acls=acls)
+    try:
+        status = cluster.start(timeout=timeout)
+    except LocalKafkaError as exc:
+        raise _local_kafka_failed(exc) from None
     pids = ", ".join(str(node.pid) for node in status.nodes or (status,))
     click.echo(
         f"Kafka {status.version} running at {status.bootstrap} (pid {pids}); log: {status.log_path}"

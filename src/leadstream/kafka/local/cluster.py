@@ -36,7 +36,7 @@ from leadstream.kafka.local.distribution import (
     find_java,
 )
 from leadstream.kafka.local.node import BrokerNode, KafkaStatus, format_host
-from leadstream.kafka.local.secure import SecureMaterial
+from leadstream.kafka.local.secure import BROKER_USER, SecureMaterial
 
 __all__ = ["LocalKafka", "server_properties"]
 
@@ -80,9 +80,14 @@ def _read_layout(home: Path) -> tuple[int, bool]:
 
 
 def server_properties(
-    node: BrokerNode, nodes: list[BrokerNode], secure: SecureMaterial | None = None
+    node: BrokerNode,
+    nodes: list[BrokerNode],
+    secure: SecureMaterial | None = None,
+    *,
+    acls: bool = False,
 ) -> dict[str, str]:
-    """Broker settings of ``node`` in the cluster ``nodes`` (each a broker and a voter)."""
+    """Broker settings of ``node`` in the cluster ``nodes`` (each a broker and a voter);
+    with ``acls`` (secured only), every client request is checked against Kafka ACLs."""
     host = format_host(node.host)
     replicas = min(3, len(nodes))
     # With three copies, a write is acknowledged once two have it: one node can go.
@@ -106,6 +111,8 @@ def server_properties(
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL",
             **secure.server_properties(node.node_id),
         }
+        if acls:
+            listeners |= _authorizer()
     return {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
@@ -136,6 +143,16 @@ def server_properties(
     }
 
 
+def _authorizer() -> dict[str, str]:
+    """Kafka's ACL authorizer, with the users that act for the cluster itself."""
+    return {
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        # The brokers' own user, and the principal of the plaintext controller listener on
+        # loopback (brokers and controllers talk there). Every client needs ACLs.
+        "super.users": f"User:{BROKER_USER};User:ANONYMOUS",
+    }
+
+
 class LocalKafka:
     """A local KRaft cluster living under ``home``: one node (its files directly in
     ``home``) or several (``home/node-1``...), each a combined broker and controller."""
@@ -148,6 +165,7 @@ class LocalKafka:
         *,
         brokers: int = 1,
         secure: bool = False,
+        acls: bool = False,
     ) -> None:
         """Describe a cluster; nothing is started or downloaded here.
 
@@ -160,9 +178,14 @@ class LocalKafka:
             brokers: How many nodes (1 to 9).
             secure: Clients connect with SASL_SSL, or with mutual TLS on the node's
                 third port; no plaintext listener for clients.
+            acls: With ``secure``: Kafka's ACL authorizer (StandardAuthorizer) checks
+                every client request; only the brokers' own user is a super user.
         """
         if not 1 <= brokers <= 9:
             raise ValueError(f"brokers must be 1 to 9, got {brokers}")
+        if acls and not secure:
+            raise ValueError("acls need secure: on plaintext every client is User:ANONYMOUS")
+        self.acls = acls
         self.home = Path(home).expanduser().absolute()
         self.host, port = _parse_bootstrap(bootstrap)
         if port + _PORTS_PER_NODE * brokers > 65536:
@@ -272,7 +295,7 @@ class LocalKafka:
             self.secure.ensure(self.host, [n.node_id for n in self.nodes])
             self.secure.write_client_properties(self.bootstrap, self.mtls_bootstrap)
         node.home.mkdir(parents=True, exist_ok=True)
-        node.write_config(server_properties(node, self.nodes, self.secure))
+        node.write_config(server_properties(node, self.nodes, self.secure, acls=self.acls))
         if not node.formatted():
             scram = self.secure.scram_arguments() if self.secure is not None else []
             node.format(find_java(), libs, self._cluster_id(), scram)

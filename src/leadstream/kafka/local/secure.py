@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CLIENT_USER", "SecureMaterial", "make_ca", "write_private"]
+__all__ = ["BROKER_USER", "CLIENT_USER", "SecureMaterial", "make_ca", "write_private"]
 
 # The SASL user leadstream's clients log in as, and the brokers' own (inter-broker) user.
 CLIENT_USER = "leadstream"
