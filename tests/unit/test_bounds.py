@@ -107,6 +107,21 @@ def test_corrupt_data_is_not_taken_for_a_large_batch() -> None:
 
 
 @pytest.mark.usefixtures("installed")
+def test_every_decoder_aiokafka_reads_batches_with_is_replaced() -> None:
+    decoders = bounds.install(1 * MiB, bounds.Oversize.REPORT)
+    modules = (default_records, c_default_records, legacy_records, c_legacy_records)
+    found = {
+        (module.__name__, name): getattr(module, name)
+        for module in modules
+        for name in dir(module)
+        if name.endswith("_decode") and callable(getattr(module, name))
+    }
+    assert len(found) == 14  # gzip, snappy and lz4 in four modules, zstd in two
+    assert all(getattr(f, "__self__", None) is decoders for f in found.values()), found
+    assert issubclass(fetcher.PartitionRecords, bounds._AIOKAFKA_PARTITION_RECORDS)
+
+
+@pytest.mark.usefixtures("installed")
 @pytest.mark.parametrize("codec_name", sorted(CODECS))
 def test_an_oversize_batch_is_one_stand_in_record_and_the_partition_goes_on(
     codec_name: str,

@@ -64,7 +64,7 @@ from leadstream.domain.rejects import Reason, RowError
 from leadstream.domain.send_state import PendingRecord
 from leadstream.domain.sends import SendId, parse_audience_filter, parse_trigger
 from leadstream.kafka import bounds
-from leadstream.kafka.config import KafkaConnection
+from leadstream.kafka.config import LARGE_MESSAGE_BYTES, KafkaConnection
 from leadstream.kafka.io import produce
 from leadstream.logs import configure_logging
 from leadstream.settings import Settings
@@ -97,8 +97,10 @@ ROUTE_BYTES = 1 << 20
 MAX_IN_FLIGHT = 4
 # How long produced commands may take to be delivered before the router starts over.
 DELIVERY_SECONDS = 60.0
-# Bytes fetched per partition and request (compressed): a larger batch still comes whole.
+# Bytes fetched per partition, and per request (as stored, compressed or not): a larger
+# batch still comes whole, alone.
 FETCH_PARTITION_BYTES = 1 << 20
+FETCH_BYTES = LARGE_MESSAGE_BYTES
 # The child counts rejects per topic and reason in shared memory, one slot for each, in
 # this order (topic-major).
 REASONS = tuple(Reason)
@@ -201,7 +203,7 @@ class InputRouter:
             # committed.
             isolation_level="read_committed",
             max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
-            fetch_max_bytes=settings.max_message_bytes,
+            fetch_max_bytes=FETCH_BYTES,
         )
         commits = _Commits(consumer, producer)
         rebalance = _Rebalance(self, consumer, commits)
