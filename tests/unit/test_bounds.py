@@ -17,6 +17,7 @@ from aiokafka.record import default_records, legacy_records
 from aiokafka.record._crecords import default_records as c_default_records
 from aiokafka.record._crecords import legacy_records as c_legacy_records
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 from hypothesis import HealthCheck, given, settings
@@ -153,6 +154,16 @@ def test_an_oversize_batch_of_many_records_is_skipped_whole_and_named_by_its_ran
         (14, bounds.OversizeBatch(5, 14, "zstd", 1 * MiB)),
         (15, b"next"),
     ]
+
+
+@pytest.mark.usefixtures("installed")
+def test_a_bomb_in_the_old_message_format_is_refused_too() -> None:
+    """Message format v1 (brokers before 4.0 may still hold it): a gzip wrapper message."""
+    bounds.install(1 * MiB, bounds.Oversize.REPORT)
+    builder = LegacyRecordBatchBuilder(1, CODECS["gzip"], 1 << 30)
+    builder.append(0, timestamp=1_780_000_000_000, key=None, value=b"\0" * (30 * MiB))
+    got = read(bytes(builder.build()))
+    assert [(r.offset, r.value) for r in got] == [(0, bounds.OversizeBatch(0, 0, "gzip", 1 * MiB))]
 
 
 @pytest.mark.usefixtures("installed")

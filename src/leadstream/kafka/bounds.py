@@ -228,8 +228,9 @@ class _OversizeRecord:
 
     def __init__(self, batch: Any, value: OversizeBatch) -> None:
         self.offset = value.last_offset
-        self.timestamp = batch.max_timestamp
-        self.timestamp_type = batch.timestamp_type
+        # A batch of the old message formats (v0/v1) has no batch-level timestamp.
+        self.timestamp = getattr(batch, "max_timestamp", -1)
+        self.timestamp_type = getattr(batch, "timestamp_type", 0)
         self.value = value
         self.headers: list[tuple[str, bytes]] = []
 
@@ -255,7 +256,10 @@ class _BoundedBatch:
             record = next(records, None)  # the whole batch is decompressed here
         except BatchTooLarge as exc:
             batch = self._batch
-            oversize = OversizeBatch(batch.base_offset, batch.next_offset - 1, exc.codec, exc.limit)
+            last = batch.next_offset - 1
+            # The old message formats (v0/v1) name only the wrapper's (last) offset.
+            first = getattr(batch, "base_offset", last)
+            oversize = OversizeBatch(first, last, exc.codec, exc.limit)
             if self._policy is Oversize.STOP:
                 error = OversizeBatchError(self._tp, oversize)
                 logger.critical(
