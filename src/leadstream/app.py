@@ -12,7 +12,8 @@ import faust
 from leadstream.index.partition import OptTypes
 from leadstream.index.table import IndexedStore
 from leadstream.ingress import StreamIngress
-from leadstream.kafka.config import KafkaConnection
+from leadstream.kafka import bounds
+from leadstream.kafka.config import LARGE_MESSAGE_BYTES, KafkaConnection
 from leadstream.lifecycle import Lifecycle
 from leadstream.materialize.materializer import Materializer
 from leadstream.metrics import Metrics
@@ -21,7 +22,6 @@ from leadstream.state.rocksdb import STORE_URL, TableStore
 from leadstream.streams.apply import register_apply
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.router import RouterProcess
-from leadstream.streams.routing import register_routers
 from leadstream.streams.topology import Topology
 from leadstream.web.http import Context, Offload
 from leadstream.web.keys import AuthFile
@@ -40,6 +40,10 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.
     one that also bounds its stop)."""
     lifecycle = lifecycle or Lifecycle(settings.shutdown_seconds)
     connection = KafkaConnection.of(settings)
+    # faust's consumer reads only internal topics, which only leadstream writes, and none of
+    # its producers writes a message beyond LARGE_MESSAGE_BYTES: a batch there that
+    # decompresses beyond that is a fault of the environment, and stops the worker.
+    bounds.install(LARGE_MESSAGE_BYTES + bounds.BATCH_OVERHEAD, bounds.Oversize.STOP)
     app = _faust_app(settings, connection)
     table = app.Table(
         LEADS_TABLE,
@@ -63,7 +67,6 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.
     lifecycle.add_child(router.pid)
     _watch(metrics, topo, router)
     materializer = Materializer(topo)
-    register_routers(topo)
     replies = ReplyWaiter(connection, settings.topics.replies)
     register_apply(topo, on_held=materializer.wake, deliver=replies.deliver)
     ingress = StreamIngress(topo, replies, routing=router.running, healthy=lifecycle.healthy)

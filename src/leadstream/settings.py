@@ -9,12 +9,15 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["LEADS_TABLE", "MAX_CHUNK_SIZE", "Settings", "Topics"]
+__all__ = ["LEADS_TABLE", "MAX_CHUNK_SIZE", "MAX_MESSAGE_BYTES", "Settings", "Topics"]
 
 # The lead table's name; faust names its changelog "{app id}-{table}-changelog".
 LEADS_TABLE = "leads"
 # Recipients in one send-recipients chunk, at most.
 MAX_CHUNK_SIZE = 50_000
+# The largest message leadstream reads or writes, and the largest JSON value it decodes
+# (domain/decode.py): a 50,000-event batch is a few MB.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class Topics:
@@ -141,6 +144,16 @@ class Settings(BaseSettings):
         None, description="Per-organization credentials [default: DATA_DIR/auth.json]."
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="HTTP body size limit.")
+    max_message_bytes: int = Field(
+        MAX_MESSAGE_BYTES,
+        ge=64 * 1024,
+        le=MAX_MESSAGE_BYTES,
+        description=(
+            "Largest message read from an input topic, measured after decompression: a "
+            "larger one (or a compressed batch that would decompress beyond it) is a "
+            "too_large reject, and never held in memory whole."
+        ),
+    )
     http_timeout_seconds: float = Field(
         30.0, gt=0, description="How long a webhook waits for Kafka and for its rows to be applied."
     )

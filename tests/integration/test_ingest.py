@@ -158,23 +158,37 @@ def test_replaying_10000_events_changes_nothing_and_state_rebuilds_from_the_chan
     assert {lead: observed(worker.lead(*lead)) for lead in ref.events} == first
 
 
-def test_audience_members_start_where_the_worker_group_had_committed(stack: Stack) -> None:
-    """Before the input router read ``audience-members``, faust's group (the app id) did.
-    An upgraded worker's router starts where that group had committed: what was applied
-    then is not applied again, what came after is."""
+def test_inputs_faust_read_start_where_the_worker_group_had_committed(stack: Stack) -> None:
+    """Before the input router read ``audience-members``, ``send-triggers`` and
+    ``audience-filters``, faust's group (the app id) did. An upgraded worker's router starts
+    where that group had committed: what was applied then is not applied again, what came
+    after is."""
     from confluent_kafka import Consumer, TopicPartition
 
     from tests.support.kafka import client_config, end_offsets
 
-    topic = stack.topics.audience_members
+    t = stack.topics
     stack.members("eo", "before", [{"phoneE164": "+15550000001"}])
-    ends = end_offsets(stack.kafka, topic)
-    assert sum(ends.values()) == 1
+    # Read before the upgrade: a trigger (its send would come out again if read twice)
+    # and a malformed filter (it would be rejected again).
+    stack.trigger(
+        organizationId="eo",
+        campaignId="before",
+        sendId="s-old",
+        scheduledFor="2026-01-01T00:00:00Z",
+    )
+    stack.send(t.audience_filters, [b"{not a filter"])
+    inherited = (t.audience_members, t.send_triggers, t.audience_filters)
+    ends = {topic: end_offsets(stack.kafka, topic) for topic in inherited}
+    assert all(sum(e.values()) == 1 for e in ends.values())
     # What faust's group had committed: everything so far.
     group = Consumer({**client_config(stack.kafka), "group.id": stack.settings.app_id})
     try:
         group.commit(
-            offsets=[TopicPartition(topic, p, o) for p, o in ends.items()], asynchronous=False
+            offsets=[
+                TopicPartition(topic, p, o) for topic, e in ends.items() for p, o in e.items()
+            ],
+            asynchronous=False,
         )
     finally:
         group.close()
@@ -190,3 +204,6 @@ def test_audience_members_start_where_the_worker_group_had_committed(stack: Stac
         )
         summary = stack.send_list(f"s-{campaign}", "eo", timeout=120).summary
         assert summary is not None and summary["counts"]["audience"] == want, campaign
+    # Nothing read before the upgrade was read again: no second send, no reject.
+    assert not [v for _k, v in stack.send_values() if v.get("sendId") == "s-old"]
+    assert stack.rejects(expect=1, timeout=5) == []

@@ -15,7 +15,7 @@ from leadstream.domain.normalize import normalize_organization_id
 from leadstream.kafka.admin import ensure_topics
 from leadstream.kafka.config import KafkaConnection
 from leadstream.settings import Settings
-from leadstream.streams.router import router_group
+from leadstream.streams.router import routed_topics, router_group
 from leadstream.web.keys import load_auth, save_auth
 from tests.support.kafka import client_config, end_offsets, produce, read_topic
 from tests.support.worker import WorkerProcess
@@ -157,14 +157,10 @@ class Stack:
     def lagging(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> messages not yet committed, for the partitions that lag."""
         behind: dict[tuple[str, int], int] = {}
-        # lead-events and audience-members have a consumer group of their own
-        # (streams/router.py).
+        # The input topics have a consumer group of their own (streams/router.py).
         t = self.topics
         for group, topic in (
-            (router_group(self.settings), t.lead_events),
-            (router_group(self.settings), t.audience_members),
-            (self.settings.app_id, t.audience_filters),
-            (self.settings.app_id, t.send_triggers),
+            *((router_group(self.settings), topic) for topic in routed_topics(self.settings)),
             (self.settings.app_id, t.by_lead),
         ):
             ends = end_offsets(self.kafka, topic)

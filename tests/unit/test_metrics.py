@@ -10,7 +10,7 @@ from leadstream.domain.rejects import Reason
 from leadstream.materialize.materializer import summary_delay_seconds
 from leadstream.metrics import Metrics
 from leadstream.settings import Settings
-from leadstream.streams.router import REASONS, RouterProcess
+from leadstream.streams.router import REASONS, RouterProcess, routed_topics
 from leadstream.wire.records import PartitionDone
 
 MIN = 60_000
@@ -43,22 +43,39 @@ def test_rejects_are_counted_by_reason_and_topic() -> None:
 def test_the_router_child_reports_its_rejects_by_topic_and_reason_since_the_last_call() -> None:
     settings = Settings()
     router = RouterProcess(settings)  # not started: the test writes as its child would
-    events, members = settings.topics.lead_events, settings.topics.audience_members
+    t = settings.topics
+    # The child's slots: topic-major, in the order the router reads its topics.
+    assert routed_topics(settings) == (
+        t.lead_events,
+        t.audience_members,
+        t.send_triggers,
+        t.audience_filters,
+    )
     slot = {reason: i for i, reason in enumerate(REASONS)}
-    second = len(REASONS)  # audience-members' slots follow lead-events'
+    members, triggers, filters = (k * len(REASONS) for k in (1, 2, 3))
     router._rejected[slot[Reason.INVALID_PHONE]] += 3
     router._rejected[slot[Reason.INTERNAL_ERROR]] += 1
-    router._rejected[second + slot[Reason.INVALID_PHONE]] += 5
+    router._rejected[members + slot[Reason.INVALID_PHONE]] += 5
+    router._rejected[triggers + slot[Reason.TOO_LARGE]] += 1
+    router._rejected[filters + slot[Reason.INVALID_JSON]] += 2
     assert router.rejects_since_last_call() == {
-        events: {Reason.INVALID_PHONE: 3, Reason.INTERNAL_ERROR: 1},
-        members: {Reason.INVALID_PHONE: 5},
+        t.lead_events: {Reason.INVALID_PHONE: 3, Reason.INTERNAL_ERROR: 1},
+        t.audience_members: {Reason.INVALID_PHONE: 5},
+        t.send_triggers: {Reason.TOO_LARGE: 1},
+        t.audience_filters: {Reason.INVALID_JSON: 2},
     }
     router._rejected[slot[Reason.INVALID_PHONE]] += 2
-    assert router.rejects_since_last_call() == {events: {Reason.INVALID_PHONE: 2}}
+    assert router.rejects_since_last_call() == {t.lead_events: {Reason.INVALID_PHONE: 2}}
     assert router.rejects_since_last_call() == {}
     router._dead_letters[1] += 1
-    assert router.dead_letters_since_last_call() == {events: 0, members: 1}
-    assert router.dead_letters_since_last_call() == {events: 0, members: 0}
+    router._dead_letters[3] += 2
+    none = dict.fromkeys(routed_topics(settings), 0)
+    assert router.dead_letters_since_last_call() == {
+        **none,
+        t.audience_members: 1,
+        t.audience_filters: 2,
+    }
+    assert router.dead_letters_since_last_call() == none
 
 
 def done(partition: int, *, received_at: int, late: bool = False) -> PartitionDone:

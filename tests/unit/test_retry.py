@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
+from aiokafka.structs import ConsumerRecord
 from confluent_kafka import KafkaException
 
 from leadstream.domain.ingest import Rejected
@@ -104,24 +105,9 @@ def test_the_group_instance_id_changes_with_the_address_only() -> None:
     assert Settings(instance_id=None).group_instance_id is None
 
 
-class _Message:
-    """What the router reads of a message (confluent-kafka's Message is not constructible)."""
-
-    def __init__(self, value: bytes, topic: str = "lead-events") -> None:
-        self._value = value
-        self._topic = topic
-
-    def value(self) -> bytes:
-        return self._value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 3
-
-    def offset(self) -> int:
-        return 41
+def _message(value: bytes, topic: str = "lead-events") -> ConsumerRecord[bytes, bytes]:
+    """A message as the router reads it (aiokafka's record)."""
+    return ConsumerRecord(topic, 3, 41, 0, 0, None, value, None, -1, len(value), ())
 
 
 def test_the_router_dead_letters_a_message_whose_parsing_always_raises(
@@ -138,13 +124,13 @@ def test_the_router_dead_letters_a_message_whose_parsing_always_raises(
         raise ZeroDivisionError
 
     monkeypatch.setattr(router, "parse_lead_events_message", broken)
-    parsed = reader._parse(_Message(b'{"x": 1}'), now=0)  # type: ignore[arg-type]
-    assert parsed.events == [] and parsed.received == 1 and dead == [1]
+    parsed = reader._parse(_message(b'{"x": 1}'), now=0)
+    assert parsed.events == [] and parsed.rows == 1 and dead == [1]
     (rejected,) = parsed.rejects
     assert rejected.reason is Reason.INTERNAL_ERROR and rejected.raw == b'{"x": 1}'
     monkeypatch.undo()
     good = b'{"organizationId": 1, "eventType": "x", "phoneE164": "+15551234567", "occurredAt": "2026-05-12T18:34:00Z"}'
-    assert len(reader._parse(_Message(good), now=1_780_000_000_000).events) == 1  # type: ignore[arg-type]
+    assert len(reader._parse(_message(good), now=1_780_000_000_000).events) == 1
 
 
 def test_the_router_parses_audience_members_and_dead_letters_them_by_topic(
@@ -160,16 +146,16 @@ def test_the_router_parses_audience_members_and_dead_letters_them_by_topic(
         b'{"organizationId": 7, "campaignId": "c", "members": '
         b'[{"phoneE164": "+15551234567", "externalId": "x"}, {"phoneE164": "nope"}]}'
     )
-    parsed = reader._parse(_Message(batch, "audience-members"), now=0)  # type: ignore[arg-type]
+    parsed = reader._parse(_message(batch, "audience-members"), now=0)
     assert [(m.phone, m.external_id) for m in parsed.members] == [("+15551234567", "x")]
     assert [(r.index, r.reason) for r in parsed.rejects] == [(1, Reason.INVALID_PHONE)]
-    assert parsed.received == 2
+    assert parsed.rows == 2
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise ZeroDivisionError
 
     monkeypatch.setattr(router, "parse_audience_members_message", broken)
-    parsed = reader._parse(_Message(batch, "audience-members"), now=0)  # type: ignore[arg-type]
+    parsed = reader._parse(_message(batch, "audience-members"), now=0)
     assert dead == ["audience-members"]
     assert [r.reason for r in parsed.rejects] == [Reason.INTERNAL_ERROR]
 

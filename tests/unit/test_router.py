@@ -1,11 +1,23 @@
-"""The router cuts a poll into runs of at most ROUTE_BYTES, in order, losing nothing."""
+"""The input router: a poll cut into runs of at most ROUTE_BYTES, in order, losing nothing;
+each input topic's message turned into its commands or rejects, and nothing beyond the size
+bound parsed."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka.structs import ConsumerRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leadstream.streams.router import size_slices
+from leadstream.domain.partitioning import send_partition
+from leadstream.domain.rejects import Reason
+from leadstream.kafka import bounds
+from leadstream.settings import Settings
+from leadstream.streams.router import InputRouter, _InFlight, _next_offsets, size_slices
+from leadstream.wire.commands import ClaimTrigger, FilterPart, decode_command
 
 
 def test_small_items_share_a_run_and_a_large_one_stands_alone() -> None:
@@ -25,3 +37,120 @@ def test_runs_keep_order_and_stay_within_the_limit(sizes: list[int], limit: int)
         assert len(run) == 1 or sum(run) <= limit
     for before, after in zip(runs, runs[1:], strict=False):
         assert sum(before) + after[0] > limit  # a run ends only when the next item won't fit
+
+
+# -- one message, as the router reads it -------------------------------------------------
+
+SETTINGS = Settings(partitions=8, max_message_bytes=64 * 1024)
+T = SETTINGS.topics
+RECEIVED = 1_780_000_000_123  # the broker's LogAppendTime of the test messages
+
+
+def message(topic: str, value: Any, *, partition: int = 3, offset: int = 41) -> ConsumerRecord:
+    size = len(value) if isinstance(value, bytes) else 0
+    return ConsumerRecord(topic, partition, offset, RECEIVED, 1, b"k", value, None, 1, size, ())
+
+
+def reader() -> InputRouter:
+    return InputRouter(SETTINGS, on_rejected=lambda _t, _n: None)
+
+
+TRIGGER = {
+    "organizationId": "42",
+    "campaignId": "mastery",
+    "sendId": "day2",
+    "scheduledFor": "2026-06-13T18:00:00Z",  # after RECEIVED
+}
+
+
+def test_a_trigger_is_claimed_in_its_sends_home_partition_at_its_receive_time() -> None:
+    routed = reader()._parse(message(T.send_triggers, msgspec.json.encode(TRIGGER)), now=0)
+    assert routed.rejects == [] and routed.events == [] and routed.members == []
+    ((partition, command),) = routed.commands
+    assert partition == send_partition("42", "day2", SETTINGS.partitions)
+    assert isinstance(command, ClaimTrigger)
+    assert command.send.received_at == RECEIVED and not command.send.late
+    assert command.send.trigger.send_id == "day2"
+    # Late by the broker's receive time, not by the router's clock (now=0).
+    earlier = msgspec.json.encode({**TRIGGER, "scheduledFor": "2026-05-20T18:00:00Z"})
+    ((_, late),) = reader()._parse(message(T.send_triggers, earlier), now=0).commands
+    assert isinstance(late, ClaimTrigger) and late.send.late
+
+
+def test_a_bad_trigger_is_one_reject_with_its_bytes() -> None:
+    value = msgspec.json.encode({**TRIGGER, "scheduledFor": "soon"})
+    routed = reader()._parse(message(T.send_triggers, value), now=0)
+    assert not routed.commands
+    ((rejected),) = routed.rejects
+    assert rejected.reason is Reason.INVALID_OCCURRED_AT and rejected.raw == value
+
+
+def test_an_audience_filter_goes_to_every_partition_numbered_by_its_position() -> None:
+    phones = [f"+1202555{i:04d}" for i in range(40)]
+    value = msgspec.json.encode(
+        {
+            "organizationId": "42",
+            "campaignId": "mastery",
+            "sendId": "day2",
+            "mode": "exclude",
+            "leads": [{"externalId": "x1"}, *({"phoneE164": p} for p in phones)],
+        }
+    )
+    routed = reader()._parse(message(T.audience_filters, value, partition=2, offset=9), now=0)
+    assert routed.rejects == []
+    parts = [command for _partition, command in routed.commands]
+    assert all(isinstance(part, FilterPart) for part in parts)
+    assert {partition for partition, _ in routed.commands} == set(range(SETTINGS.partitions))
+    assert {(p.received_at, p.seq, p.mode) for p in parts} == {(RECEIVED, (2 << 48) | 9, "exclude")}
+    assert all(p.external_ids == ["x1"] for p in parts)
+    assert sorted(phone for p in parts for phone in p.phones) == phones
+
+
+def test_a_bad_audience_filter_is_one_reject() -> None:
+    value = b'{"organizationId": "42", "campaignId": "c", "sendId": "s", "mode": "maybe"}'
+    routed = reader()._parse(message(T.audience_filters, value), now=0)
+    assert not routed.commands and [r.reason for r in routed.rejects] == [Reason.INVALID_JSON]
+
+
+@pytest.mark.parametrize(
+    "topic", ["lead_events", "audience_members", "send_triggers", "audience_filters"]
+)
+def test_a_message_beyond_the_bound_is_too_large_before_it_is_parsed(topic: str) -> None:
+    value = b'{"organizationId": "' + b"x" * SETTINGS.max_message_bytes + b'"}'
+    routed = reader()._parse(message(getattr(T, topic), value), now=0)
+    assert not routed.commands and routed.events == [] and routed.members == []
+    ((rejected),) = routed.rejects
+    assert rejected.reason is Reason.TOO_LARGE and rejected.raw == value
+    assert str(len(value)) in rejected.detail and str(SETTINGS.max_message_bytes) in rejected.detail
+    at_the_bound = b" " * (SETTINGS.max_message_bytes - 2) + b"{}"
+    (at,) = reader()._parse(message(getattr(T, topic), at_the_bound), now=0).rejects
+    assert at.reason is not Reason.TOO_LARGE  # read, and refused for what it says
+
+
+class _Producer:
+    """What _route asks of a producer: produce(), recorded."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int | None, Any]] = []
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.sent.append((topic, kwargs.get("partition"), kwargs["value"]))
+
+
+def test_an_oversize_batch_is_one_reject_named_by_its_first_offset_and_committed_past() -> None:
+    oversize = bounds.OversizeBatch(17, 20, "lz4", SETTINGS.max_message_bytes + 1)
+    msgs = [
+        message(T.send_triggers, oversize, offset=20),  # the stand-in: at the batch's last
+        message(T.send_triggers, msgspec.json.encode(TRIGGER), offset=21),
+    ]
+    producer = _Producer()
+    batch = _InFlight(_next_offsets(msgs))
+    reader()._route(producer, msgs, batch)  # type: ignore[arg-type]
+    rejects = [msgspec.json.decode(v) for topic, _, v in producer.sent if topic == T.rejects]
+    assert [(r["source"], r["partition"], r["offset"], r["reason"], r["raw"]) for r in rejects] == [
+        (T.send_triggers, 3, 17, "too_large", "")
+    ]
+    assert "offsets 17 to 20" in rejects[0]["detail"] and "lz4" in rejects[0]["detail"]
+    claims = [v for topic, _, v in producer.sent if topic == T.by_lead]
+    assert len(claims) == 1 and isinstance(decode_command(claims[0]), ClaimTrigger)
+    assert batch.waiting == 2 and batch.offsets == {(T.send_triggers, 3): 22}

@@ -19,6 +19,9 @@ class Reason(StrEnum):
     METADATA_TOO_LARGE = "metadata_too_large"
     INVALID_JSON = "invalid_json"
     BATCH_TOO_LARGE = "batch_too_large"
+    # A message larger than LEADSTREAM_MAX_MESSAGE_BYTES, or a compressed batch that would
+    # decompress beyond it.
+    TOO_LARGE = "too_large"
     # A message that raised something unexpected on every one of its bounded attempts.
     INTERNAL_ERROR = "internal_error"
 

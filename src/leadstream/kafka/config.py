@@ -1,8 +1,9 @@
 """Every Kafka client leadstream runs is built here, from one connection configuration.
 
-The worker's faust app (aiokafka), the lead-events router, the materializer's
-transactional producers, the progress and reply readers, the admin calls and the CLI's
-publishing and reading all take their connection from :class:`KafkaConnection`: where the
+The worker's faust app (aiokafka), the input router (an aiokafka consumer and a
+confluent-kafka producer), the materializer's transactional producers, the progress and
+reply readers, the admin calls and the CLI's publishing and reading all take their
+connection from :class:`KafkaConnection`: where the
 cluster is and how to reach it (TLS with a custom CA, mutual TLS, SASL PLAIN or SCRAM), read
 once from the settings and the client properties file (kafka/properties.py), and mapped here
 to each client library's own keys. Each builder adds only what its kind of client needs.
@@ -17,18 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from faust.types.auth import CredentialsT
 
 from leadstream.kafka.properties import ClientProperties, KafkaConfigError, read_properties
-from leadstream.settings import Settings
+from leadstream.settings import MAX_MESSAGE_BYTES, Settings
 
 __all__ = ["LARGE_MESSAGE_BYTES", "KafkaConfigError", "KafkaConnection", "Security"]
 
 # A 50,000-event batch is several MB of JSON; the broker's 1 MB default would refuse it.
 # The same 16 MiB as the bound on a decoded JSON value (domain/decode.py).
-LARGE_MESSAGE_BYTES = 16 * 1024 * 1024
+LARGE_MESSAGE_BYTES = MAX_MESSAGE_BYTES
+# A fetch response carries one batch of at most LARGE_MESSAGE_BYTES (the topics' limit)
+# and the framing of the partitions it answers for: librdkafka drops the connection on a
+# larger one, and decompresses a zstd batch up to this size at most (kafka/bounds.py).
+_RECEIVE_MAX_BYTES = LARGE_MESSAGE_BYTES + 1024 * 1024
 
 Options = dict[str, Any]
 
@@ -265,10 +271,37 @@ class KafkaConnection:
                 "group.id": group,
                 "enable.auto.commit": False,
                 "fetch.message.max.bytes": LARGE_MESSAGE_BYTES,
+                "fetch.max.bytes": LARGE_MESSAGE_BYTES,
+                "receive.message.max.bytes": _RECEIVE_MAX_BYTES,
                 "session.timeout.ms": int(self.session_timeout_seconds * 1000),
                 "heartbeat.interval.ms": int(self.heartbeat_seconds * 1000),
                 **(options or {}),
             }
+        )
+
+    def aiokafka_consumer(self, group: str, **options: Any) -> AIOKafkaConsumer:
+        """An aiokafka consumer of ``group`` that commits only when told to (created in
+        the event loop that will run it). Its batches are decompressed within the bounds
+        of kafka/bounds.py once those are installed in the process."""
+        security = self.security
+        connection: Options = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": security.protocol,
+            "ssl_context": security.ssl_context(),
+        }
+        if security.sasl:
+            connection |= {
+                "sasl_mechanism": security.sasl_mechanism,
+                "sasl_plain_username": security.sasl_username,
+                "sasl_plain_password": security.sasl_password,
+            }
+        return AIOKafkaConsumer(
+            **connection,
+            group_id=group,
+            enable_auto_commit=False,
+            session_timeout_ms=int(self.session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(self.heartbeat_seconds * 1000),
+            **options,
         )
 
     @property

@@ -1,29 +1,45 @@
-"""The input router: ``lead-events`` and ``audience-members`` validated, bad rows rejected
-alone, events and memberships routed by lead.
+"""The input router: every input topic read, validated and routed by lead, bad messages
+and rows rejected alone.
 
-These two inputs are read outside faust, by a confluent-kafka consumer in a process of its
-own (:class:`RouterProcess`, spawned by the worker). Source systems often publish one event
-per message, and faust's per-message machinery (stream, event, acks; ~130 us a message on
-the event loop) capped that at ~7,500 events/s on a 2-core machine, all of it on the loop
-that also applies state and serves HTTP; and parsing a marketer's daily audiences (1,000,000
-members) on that loop took a third of its time while it applied them. Here messages are
-taken in batches straight from librdkafka, parsed, grouped by the lead's partition and
-produced as :class:`~leadstream.wire.commands.EventsBatch` and
-:class:`~leadstream.wire.commands.MembersBatch` commands. A process rather than a thread:
-parsing and applying then each have an interpreter lock, and a core, of their own.
+The four input topics (``lead-events``, ``audience-members``, ``send-triggers``,
+``audience-filters``) are read outside faust, in a process of its own
+(:class:`RouterProcess`, spawned by the worker); faust's agents read only the internal
+topics leadstream writes itself. Source systems often publish one event per message, and
+faust's per-message machinery (stream, event, acks; ~130 us a message on the event loop)
+capped that at ~7,500 events/s on a 2-core machine, all of it on the loop that also applies
+state and serves HTTP; and parsing a marketer's daily audiences (1,000,000 members) on that
+loop took a third of its time while it applied them. Here messages are taken in batches,
+parsed, grouped by the lead's partition and produced as
+:class:`~leadstream.wire.commands.EventsBatch` and
+:class:`~leadstream.wire.commands.MembersBatch` commands; a trigger becomes a
+:class:`~leadstream.wire.commands.ClaimTrigger` to its send's home partition and an
+audience filter the :class:`~leadstream.wire.commands.FilterPart` commands of every
+partition. A process rather than a thread: parsing and applying then each have an
+interpreter lock, and a core, of their own.
+
+Bounds: whoever can write an input topic chooses what the router holds, so nothing read
+is ever bigger than ``LEADSTREAM_MAX_MESSAGE_BYTES``. The consumer is aiokafka's, with the
+bounded decompression of :mod:`leadstream.kafka.bounds` (librdkafka decompresses gzip,
+snappy and lz4 batches whole, whatever their size; that module says how it was measured):
+a batch that would decompress beyond the bound is one ``too_large`` reject naming its first
+offset, a message beyond it after decompression is one too, and one poll returns about that
+many bytes of values at most. Producing stays with confluent-kafka (idempotent, acks=all).
 
 Delivery (step 1 of the exactly-once protocol in :mod:`leadstream.materialize.materializer`):
 a batch's offsets are committed only once every command and reject it produced is
 delivered (acks=all, idempotent), batches in order, so a crash replays at most uncommitted
-batches; replayed events are duplicates and change nothing (dedupe), a replayed reject is
-written again (rejects are at least once). The consumer group is ``{app_id}-lead-events``
-(its name from when it read that topic alone): faust's own group speaks a protocol a plain
-consumer cannot join. Offsets of ``audience-members`` that faust's group committed before
-this process read that topic are where it starts (:meth:`InputRouter._assigned`).
+batches; replayed events are duplicates and change nothing (dedupe), a replayed trigger
+claims a send already claimed and a replayed filter part is the same part again (same
+receive time and sequence number), a replayed reject is written again (rejects are at least
+once). The consumer group is ``{app_id}-lead-events`` (its name from when it read that
+topic alone). ``audience-members``, ``send-triggers`` and ``audience-filters`` were read by
+faust's agents, in the worker's group, before this process read them: where this group has
+no offset yet, it starts where that group committed (:meth:`InputRouter._assigned`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -31,31 +47,40 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from aiokafka import ConsumerRebalanceListener
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka import TopicPartition as LibrdkafkaPartition
 
-from leadstream.domain.audience import MemberOp, ParsedMembers, parse_audience_members_message
-from leadstream.domain.ingest import (
-    IngestRules,
-    LeadEvent,
-    ParsedMessage,
-    Rejected,
-    parse_lead_events_message,
-)
-from leadstream.domain.partitioning import group_by_partition
-from leadstream.domain.rejects import Reason
-from leadstream.kafka.config import KafkaConnection
-from leadstream.kafka.io import poll_batch, produce
+from leadstream.domain.audience import MemberOp, parse_audience_members_message
+from leadstream.domain.decode import decode_json
+from leadstream.domain.ingest import IngestRules, LeadEvent, Rejected, parse_lead_events_message
+from leadstream.domain.partitioning import group_by_partition, send_partition
+from leadstream.domain.rejects import Reason, RowError
+from leadstream.domain.send_state import PendingRecord
+from leadstream.domain.sends import SendId, parse_audience_filter, parse_trigger
+from leadstream.kafka import bounds
+from leadstream.kafka.config import LARGE_MESSAGE_BYTES, KafkaConnection
+from leadstream.kafka.io import produce
 from leadstream.logs import configure_logging
 from leadstream.settings import Settings
 from leadstream.streams.retry import with_retries
-from leadstream.wire.commands import EventsBatch, MembersBatch, encode_command, row_slices
+from leadstream.wire.commands import (
+    ClaimTrigger,
+    Command,
+    EventsBatch,
+    MembersBatch,
+    encode_command,
+    filter_commands,
+    row_slices,
+)
 from leadstream.wire.records import encode_json, reject_record
 
-__all__ = ["InputRouter", "RouterProcess", "router_group", "size_slices"]
+__all__ = ["InputRouter", "RouterProcess", "routed_topics", "router_group", "size_slices"]
 
 T = TypeVar("T")
 
@@ -70,23 +95,48 @@ ROUTE_BYTES = 1 << 20
 # Batches produced but not yet all delivered, at most: their offsets are committed in
 # order as each completes, so parsing the next batch overlaps the broker's acks.
 MAX_IN_FLIGHT = 4
+# How long produced commands may take to be delivered before the router starts over.
+DELIVERY_SECONDS = 60.0
+# Bytes fetched per partition, and per request (as stored, compressed or not): a larger
+# batch still comes whole, alone.
+FETCH_PARTITION_BYTES = 1 << 20
+FETCH_BYTES = LARGE_MESSAGE_BYTES
 # The child counts rejects per topic and reason in shared memory, one slot for each, in
 # this order (topic-major).
 REASONS = tuple(Reason)
 
 
 def router_group(settings: Settings) -> str:
-    """The consumer group that reads ``lead-events`` and ``audience-members``."""
+    """The consumer group that reads the input topics."""
     return f"{settings.app_id}-lead-events"
 
 
-def routed_topics(settings: Settings) -> tuple[str, str]:
+def routed_topics(settings: Settings) -> tuple[str, str, str, str]:
     """The topics the router reads, in the order of its shared counters."""
-    return settings.topics.lead_events, settings.topics.audience_members
+    t = settings.topics
+    return t.lead_events, t.audience_members, t.send_triggers, t.audience_filters
+
+
+def inherited_topics(settings: Settings) -> tuple[str, str, str]:
+    """The input topics faust's agents read, in the worker's group, before the router."""
+    t = settings.topics
+    return t.audience_members, t.send_triggers, t.audience_filters
+
+
+@dataclass(slots=True)
+class _Routed:
+    """What one input message becomes: events and memberships (grouped by lead later),
+    commands for given partitions, and rejects; ``rows`` it held (for the log)."""
+
+    events: list[LeadEvent] = field(default_factory=list)
+    members: list[MemberOp] = field(default_factory=list)
+    commands: Sequence[tuple[int, Command]] = ()
+    rejects: list[Rejected] = field(default_factory=list)
+    rows: int = 1
 
 
 class InputRouter:
-    """Reads ``lead-events`` and ``audience-members`` in a thread; see the module docstring.
+    """Reads the input topics in a thread; see the module docstring.
 
     ``on_rejected(topic, counts)`` and ``on_dead_letter(topic)`` count what it refused."""
 
@@ -105,8 +155,21 @@ class InputRouter:
         self._lock = threading.Lock()
         self._lags: dict[tuple[str, int], int] = {}
         self._thread = threading.Thread(target=self._run, name="input-router", daemon=True)
+        # One parser per topic: a message's bytes (within the bound), the message, the time.
+        t = self._topics
+        self._parsers: dict[str, Callable[[bytes, ConsumerRecord[Any, Any], int], _Routed]] = {
+            t.lead_events: self._events,
+            t.audience_members: self._members,
+            t.send_triggers: self._trigger,
+            t.audience_filters: self._filter,
+        }
 
     def start(self) -> None:
+        # Before the consumer exists: every batch it reads is then decompressed within
+        # the bound (a message at the bound fits, with its batch's framing).
+        bounds.install(
+            self._settings.max_message_bytes + bounds.BATCH_OVERHEAD, bounds.Oversize.REPORT
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -121,136 +184,152 @@ class InputRouter:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self._consume()
+                asyncio.run(self._consume())
             except Exception:  # noqa: BLE001 - start over from the committed offsets
                 logger.exception("input router failed; starting again in 1 s")
                 self._stop.wait(1.0)
 
-    def _clients(self) -> tuple[Consumer, Producer]:
+    async def _consume(self) -> None:
         settings = self._settings
         connection = KafkaConnection.of(settings)
-        consumer = connection.consumer(
+        producer = connection.producer({"linger.ms": 2, "compression.type": "lz4"})
+        consumer = connection.aiokafka_consumer(
             router_group(settings),
-            {
-                "auto.offset.reset": "earliest",
-                "on_commit": _log_failed_commit,
-                # Static membership, as the worker's own group (worker.py).
-                **(
-                    {"group.instance.id": settings.group_instance_id}
-                    if settings.group_instance_id
-                    else {}
-                ),
-            },
+            client_id=f"{settings.app_id}-input-router",
+            # Static membership, as the worker's own group (worker.py).
+            group_instance_id=settings.group_instance_id,
+            auto_offset_reset="earliest",
+            # As librdkafka did: a source system writing in transactions is read as
+            # committed.
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+            fetch_max_bytes=FETCH_BYTES,
         )
-        return consumer, connection.producer({"linger.ms": 2, "compression.type": "lz4"})
-
-    def _consume(self) -> None:
-        consumer, producer = self._clients()
         commits = _Commits(consumer, producer)
-
-        def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            commits.settle(wait=True)  # what was routed is committed before another reads on
-            self._forget_lags(partitions)
-
-        consumer.subscribe(
-            list(routed_topics(self._settings)),
-            on_assign=self._assigned,
-            on_revoke=revoked,
-            on_lost=lambda _c, partitions: self._forget_lags(partitions),
-        )
+        rebalance = _Rebalance(self, consumer, commits)
+        consumer.subscribe(list(routed_topics(settings)), listener=rebalance)
+        await consumer.start()
         try:
             while not self._stop.is_set():
-                timeout = 0.005 if commits.in_flight else 0.1
-                msgs = [m for m in poll_batch(consumer, timeout, ROUTE_BATCH) if _usable(m)]
-                for part in size_slices(msgs, lambda m: len(m.value() or b""), ROUTE_BYTES):
+                if rebalance.failed is not None:
+                    raise rebalance.failed
+                timeout_ms = 5 if commits.in_flight else 100
+                with bounds.read_budget(settings.max_message_bytes):
+                    polled = await consumer.getmany(timeout_ms=timeout_ms, max_records=ROUTE_BATCH)
+                msgs = [msg for records in polled.values() for msg in records]
+                for part in size_slices(msgs, _value_size, ROUTE_BYTES):
                     batch = _InFlight(_next_offsets(part))
                     self._route(producer, part, batch)
                     commits.in_flight.append(batch)
                     self._note_lags(consumer, batch.offsets)
-                    commits.settle(wait=len(commits.in_flight) > MAX_IN_FLIGHT)
-                commits.settle(wait=False)
-            commits.settle(wait=True)
+                    await commits.settle(wait=len(commits.in_flight) > MAX_IN_FLIGHT)
+                await commits.settle(wait=False)
+            await commits.settle(wait=True)
         finally:
-            consumer.close()
+            await consumer.stop()
 
-    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """``audience-members`` partitions this group never committed start where faust's
-        group had got to (the worker's agents read that topic before this process did),
-        not from the beginning of the topic."""
-        members = [tp for tp in partitions if tp.topic == self._topics.audience_members]
-        if not members:
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    async def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions of ``audience-members``, ``send-triggers`` and ``audience-filters``
+        that this group never committed start where the worker's group had got to (faust's
+        agents read those topics before this process did), not from the beginning."""
+        if not partitions:
             return
-        committed = consumer.committed(members, timeout=30)
-        fresh = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
-        if not fresh:
+        candidates = sorted(partitions)
+        loop = asyncio.get_running_loop()
+        start = await loop.run_in_executor(None, self._inherited_offsets, candidates)
+        if not start:
             return
+        logger.info(
+            "starting where the worker group committed: %s",
+            {f"{tp.topic}[{tp.partition}]": offset for tp, offset in start.items()},
+        )
+        # Committed for this group too at once: until then it has no offset there, and
+        # its lag (as Kafka's tools compute it) would be the whole topic.
+        await consumer.commit(start)
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+
+    def _inherited_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Of ``partitions``, those this group has no offset for, at the offset the
+        worker's group committed (none where it has none either)."""
         connection = KafkaConnection.of(self._settings)
+        asked = [LibrdkafkaPartition(tp.topic, tp.partition) for tp in partitions]
+        ours = connection.consumer(router_group(self._settings))
+        try:
+            fresh = [
+                LibrdkafkaPartition(tp.topic, tp.partition)
+                for tp in ours.committed(asked, timeout=30)
+                if tp.offset < 0
+            ]
+        finally:
+            ours.close()
+        if not fresh:
+            return {}
         earlier = connection.consumer(self._settings.app_id)
         try:
-            start = {
-                (tp.topic, tp.partition): tp.offset
+            return {
+                TopicPartition(tp.topic, tp.partition): tp.offset
                 for tp in earlier.committed(fresh, timeout=30)
                 if tp.offset >= 0
             }
         finally:
             earlier.close()
-        if start:
-            logger.info("audience-members: starting where the worker group committed: %s", start)
-            # Committed for this group too at once: until then it has no offset there, and
-            # its lag (as Kafka's tools compute it) would be the whole topic.
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in start.items()],
-                asynchronous=False,
-            )
-            consumer.assign(
-                [
-                    TopicPartition(tp.topic, tp.partition, start[(tp.topic, tp.partition)])
-                    if (tp.topic, tp.partition) in start
-                    else tp
-                    for tp in partitions
-                ]
-            )
 
-    def _route(self, producer: Producer, msgs: list[Message], batch: _InFlight) -> None:
+    def _route(
+        self, producer: Producer, msgs: list[ConsumerRecord[Any, Any]], batch: _InFlight
+    ) -> None:
         """Produce the batch's commands and rejects; ``batch`` counts their deliveries."""
         now = time.time_ns() // 1_000_000
         events: list[LeadEvent] = []
         members: list[MemberOp] = []
+        commands: list[tuple[int, Command]] = []
         for msg in msgs:
-            parsed = self._parse(msg, now)
-            if isinstance(parsed, ParsedMembers):
-                members.extend(parsed.members)
-            else:
-                events.extend(parsed.events)
-            for rejected in parsed.rejects:
-                topic, partition, offset = _position(msg)
+            routed = self._parse(msg, now)
+            events.extend(routed.events)
+            members.extend(routed.members)
+            commands.extend(routed.commands)
+            if not routed.rejects:
+                continue
+            topic, partition, offset = _position(msg)
+            if isinstance(msg.value, bounds.OversizeBatch):
+                offset = msg.value.first_offset  # named where a reader finds the batch
+            for rejected in routed.rejects:
                 record = reject_record(rejected, source=topic, partition=partition, offset=offset)
                 batch.waiting += 1
                 produce(
                     producer,
                     self._topics.rejects,
                     encode_json(record),
-                    msg.key(),
+                    msg.key,
                     on_delivery=batch.delivered,
                 )
-            if parsed.rejects:
-                self._on_rejected(_position(msg)[0], Counter(r.reason for r in parsed.rejects))
-                logger.info(
-                    "%s[%s]@%s: %d of %d rows rejected",
-                    *_position(msg),
-                    len(parsed.rejects),
-                    parsed.received,
-                )
+            self._on_rejected(topic, Counter(r.reason for r in routed.rejects))
+            logger.info(
+                "%s[%s]@%s: %d of %d rows rejected",
+                topic,
+                partition,
+                offset,
+                len(routed.rejects),
+                routed.rows,
+            )
         partitions = self._settings.partitions
-        by_partition = [
-            (partition, encode_command(EventsBatch(part)))
-            for partition, rows in group_by_partition(events, partitions).items()
-            for part in row_slices(rows)
-        ] + [
-            (partition, encode_command(MembersBatch(part)))
-            for partition, rows in group_by_partition(members, partitions).items()
-            for part in row_slices(rows)
-        ]
+        by_partition = (
+            [
+                (partition, encode_command(EventsBatch(part)))
+                for partition, rows in group_by_partition(events, partitions).items()
+                for part in row_slices(rows)
+            ]
+            + [
+                (partition, encode_command(MembersBatch(part)))
+                for partition, rows in group_by_partition(members, partitions).items()
+                for part in row_slices(rows)
+            ]
+            + [(partition, encode_command(command)) for partition, command in commands]
+        )
         for partition, command in by_partition:
             batch.waiting += 1
             produce(
@@ -261,41 +340,132 @@ class InputRouter:
                 on_delivery=batch.delivered,
             )
 
-    def _parse(self, msg: Message, now: int) -> ParsedMessage | ParsedMembers:
-        """One message's events (or memberships) and rejects; a message whose parsing
-        raised something unexpected on every attempt is one ``internal_error`` reject
-        (streams/retry.py)."""
-        value = msg.value() or b""
-        topic = _position(msg)[0]
-        region = self._settings.default_region
-
-        def parse() -> ParsedMessage | ParsedMembers:
-            if topic == self._topics.audience_members:
-                return parse_audience_members_message(value, region=region)
-            return parse_lead_events_message(value, now_ms=now, rules=self._rules)
-
-        outcome: ParsedMessage | ParsedMembers | Rejected = with_retries(
-            parse, raw=value, what="{}[{}]@{}".format(*_position(msg))
+    def _parse(self, msg: ConsumerRecord[Any, Any], now: int) -> _Routed:
+        """One message's commands and rejects. A message beyond the size bound is one
+        ``too_large`` reject; a message whose parsing raised something unexpected on every
+        attempt is one ``internal_error`` reject (streams/retry.py)."""
+        topic, partition, offset = _position(msg)
+        value = msg.value
+        limit = self._settings.max_message_bytes
+        if isinstance(value, bounds.OversizeBatch):
+            span = (
+                f"offsets {value.first_offset} to {value.last_offset}"
+                if value.last_offset > value.first_offset
+                else f"offset {value.first_offset}"
+            )
+            logger.warning(
+                "%s[%s]: a batch compressed with %s (%s) decompresses beyond %d bytes: skipped",
+                topic,
+                partition,
+                value.codec,
+                span,
+                limit,
+            )
+            detail = (
+                f"the batch at {span}, compressed with {value.codec}, decompresses to more"
+                f" than {limit} bytes; none of its messages was read"
+            )
+            return _Routed(rejects=[Rejected(Reason.TOO_LARGE, detail, raw=b"")])
+        raw: bytes = value or b""
+        if len(raw) > limit:
+            detail = f"the message is {len(raw)} bytes; at most {limit} are read"
+            return _Routed(rejects=[Rejected(Reason.TOO_LARGE, detail, raw=raw)])
+        parse = self._parsers[topic]
+        outcome: _Routed | Rejected = with_retries(
+            lambda: parse(raw, msg, now), raw=raw, what=f"{topic}[{partition}]@{offset}"
         )
         if isinstance(outcome, Rejected):
             self._on_dead_letter(topic)
-            return ParsedMessage(rejects=[outcome], received=1)
+            return _Routed(rejects=[outcome])
         return outcome
 
-    def _note_lags(self, consumer: Consumer, next_offsets: dict[tuple[str, int], int]) -> None:
+    def _events(self, raw: bytes, _msg: Any, now: int) -> _Routed:
+        parsed = parse_lead_events_message(raw, now_ms=now, rules=self._rules)
+        return _Routed(events=parsed.events, rejects=parsed.rejects, rows=parsed.received)
+
+    def _members(self, raw: bytes, _msg: Any, _now: int) -> _Routed:
+        parsed = parse_audience_members_message(raw, region=self._settings.default_region)
+        return _Routed(members=parsed.members, rejects=parsed.rejects, rows=parsed.received)
+
+    def _trigger(self, raw: bytes, msg: ConsumerRecord[Any, Any], now: int) -> _Routed:
+        """A trigger is claimed in its send's home partition, the first claim wins."""
+        try:
+            trigger = parse_trigger(decode_json(raw))
+        except RowError as err:
+            return _Routed(rejects=[Rejected(err.reason, err.detail, raw=raw)])
+        pending = PendingRecord.on_receipt(trigger, _received_ms(msg, now))
+        home = send_partition(trigger.organization_id, trigger.send_id, self._settings.partitions)
+        return _Routed(commands=[(home, ClaimTrigger(pending))])
+
+    def _filter(self, raw: bytes, msg: ConsumerRecord[Any, Any], now: int) -> _Routed:
+        """An audience filter goes to every partition: all its externalIds, and each
+        partition's own phones. Its sequence number orders filters received in the same
+        millisecond, the same on every reprocessing."""
+        try:
+            org, campaign, send, spec = parse_audience_filter(
+                decode_json(raw), region=self._settings.default_region
+            )
+        except RowError as err:
+            return _Routed(rejects=[Rejected(err.reason, err.detail, raw=raw)])
+        parts = filter_commands(
+            SendId(org, send),
+            campaign,
+            spec,
+            received_at=_received_ms(msg, now),
+            seq=(msg.partition << 48) | msg.offset,
+            partitions=self._settings.partitions,
+        )
+        return _Routed(commands=parts)
+
+    def _note_lags(self, consumer: Any, next_offsets: dict[tuple[str, int], int]) -> None:
         lags = {}
         for (topic, partition), offset in next_offsets.items():
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), cached=True
-            )
-            lags[(topic, partition)] = max(0, high - offset)
+            high = consumer.highwater(TopicPartition(topic, partition))
+            if high is not None:
+                lags[(topic, partition)] = max(0, high - offset)
         with self._lock:
             self._lags.update(lags)
 
-    def _forget_lags(self, partitions: list[TopicPartition]) -> None:
+    def _forget_lags(self, partitions: set[TopicPartition]) -> None:
         with self._lock:
             for tp in partitions:
                 self._lags.pop((tp.topic, tp.partition), None)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """What was routed is committed before a partition goes to another reader; a partition
+    that comes may start where the worker's group had got to.
+
+    aiokafka logs and swallows what a listener raises: the first failure is kept in
+    ``failed`` for the router to raise (and start over), and a partition whose start
+    could not be decided stays paused meanwhile."""
+
+    def __init__(self, router: InputRouter, consumer: Any, commits: _Commits) -> None:
+        self._router = router
+        self._consumer = consumer
+        self._commits = commits
+        self.failed: BaseException | None = None
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        try:
+            await self._commits.settle(wait=True)
+        except Exception as exc:
+            self.failed = self.failed or exc
+            raise
+        finally:
+            self._router._forget_lags(revoked)  # noqa: SLF001 - the listener is the router's
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Paused before anything is awaited: no record of these partitions is handed out
+        # before their start is decided (the fetcher runs while this awaits).
+        held = [tp for tp in assigned if tp.topic in set(inherited_topics(self._router.settings))]
+        self._consumer.pause(*held)
+        try:
+            await self._router._assigned(self._consumer, held)  # noqa: SLF001
+        except Exception as exc:
+            self.failed = self.failed or exc
+            raise
+        self._consumer.resume(*held)
 
 
 @dataclass(slots=True)
@@ -314,31 +484,51 @@ class _InFlight:
 
 class _Commits:
     """Routed batches in the order they were read; each one's offsets are committed once
-    it and every batch before it are delivered."""
+    it and every batch before it are delivered. Delivery reports are served on the
+    router's own thread only (producer.poll and flush there), so the counts above are
+    never touched by two threads."""
 
-    def __init__(self, consumer: Consumer, producer: Producer) -> None:
+    def __init__(self, consumer: Any, producer: Producer) -> None:
         self._consumer = consumer
         self._producer = producer
         self.in_flight: deque[_InFlight] = deque()
+        self._lock = asyncio.Lock()
+        self._committing: asyncio.Future[Any] | None = None
 
-    def settle(self, *, wait: bool) -> None:
+    async def settle(self, *, wait: bool) -> None:
         """Commit, in order, the offsets of the batches whose every message is delivered;
-        with ``wait``, first wait for all deliveries (and commit synchronously)."""
-        if wait and self._producer.flush(60):
-            raise KafkaException("routed messages not delivered in 60 s")
-        self._producer.poll(0)
-        offsets: dict[tuple[str, int], int] = {}
-        while self.in_flight and self.in_flight[0].waiting == 0:
-            batch = self.in_flight.popleft()
-            if batch.error is not None:
-                raise KafkaException(batch.error)
-            offsets.update(batch.offsets)  # in order: a later batch's offset is higher
-        if offsets:
-            tps = [TopicPartition(topic, p, o) for (topic, p), o in offsets.items()]
+        with ``wait``, first wait for all deliveries (and for the commit)."""
+        async with self._lock:
             if wait:
-                self._consumer.commit(offsets=tps, asynchronous=False)
-            else:
-                self._consumer.commit(offsets=tps, asynchronous=True)
+                await _deliver_all(self._producer, DELIVERY_SECONDS)
+            self._producer.poll(0)
+            offsets: dict[tuple[str, int], int] = {}
+            while self.in_flight and self.in_flight[0].waiting == 0:
+                batch = self.in_flight.popleft()
+                if batch.error is not None:
+                    raise KafkaException(batch.error)
+                offsets.update(batch.offsets)  # in order: a later batch's offset is higher
+            if offsets:
+                # aiokafka sends a group's commits one at a time, in order.
+                commit = asyncio.ensure_future(
+                    self._consumer.commit(
+                        {TopicPartition(topic, p): o for (topic, p), o in offsets.items()}
+                    )
+                )
+                commit.add_done_callback(_log_failed_commit)
+                self._committing = commit
+            if wait and self._committing is not None:
+                await self._committing
+
+
+async def _deliver_all(producer: Producer, seconds: float) -> None:
+    """Until every message produced is delivered, in short waits so that the consumer's
+    heartbeats (on this event loop) go on meanwhile."""
+    deadline = time.monotonic() + seconds
+    while producer.flush(0.05) > 0:
+        if time.monotonic() > deadline:
+            raise KafkaException(f"routed messages not delivered in {seconds:.0f} s")
+        await asyncio.sleep(0)
 
 
 def size_slices(items: list[T], size: Callable[[T], int], limit: int) -> Iterator[list[T]]:
@@ -357,7 +547,18 @@ def size_slices(items: list[T], size: Callable[[T], int], limit: int) -> Iterato
         yield part
 
 
-def _next_offsets(msgs: list[Message]) -> dict[tuple[str, int], int]:
+def _value_size(msg: ConsumerRecord[Any, Any]) -> int:
+    return max(0, int(msg.serialized_value_size))
+
+
+def _received_ms(msg: ConsumerRecord[Any, Any], now: int) -> int:
+    """When the broker took ``msg`` (``send-triggers`` and ``audience-filters`` are created
+    with LogAppendTime): the same on every reprocessing, so a replayed trigger or filter is
+    judged exactly as before."""
+    return int(msg.timestamp) if msg.timestamp and msg.timestamp > 0 else now
+
+
+def _next_offsets(msgs: list[ConsumerRecord[Any, Any]]) -> dict[tuple[str, int], int]:
     """Per topic partition, the offset after the batch's last message (what a commit
     names)."""
     offsets: dict[tuple[str, int], int] = {}
@@ -367,23 +568,16 @@ def _next_offsets(msgs: list[Message]) -> dict[tuple[str, int], int]:
     return offsets
 
 
-def _position(msg: Message) -> tuple[str, int, int]:
-    """Topic, partition and offset of a message read without error (all are set then)."""
-    return str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+def _position(msg: ConsumerRecord[Any, Any]) -> tuple[str, int, int]:
+    return msg.topic, msg.partition, msg.offset
 
 
-def _usable(msg: Message) -> bool:
-    err = msg.error()
-    if err is None:
-        return True
-    if err.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - librdkafka's own constant
-        logger.warning("input router: %s", err)
-    return False
-
-
-def _log_failed_commit(err: Any, partitions: list[TopicPartition]) -> None:
-    if err is not None:
-        logger.warning("input router: commit failed (the batch will be routed again): %s", err)
+def _log_failed_commit(commit: asyncio.Future[Any]) -> None:
+    if not commit.cancelled() and commit.exception() is not None:
+        logger.warning(
+            "input router: commit failed (the batch will be routed again): %s",
+            commit.exception(),
+        )
 
 
 class RouterProcess:

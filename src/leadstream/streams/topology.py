@@ -59,8 +59,6 @@ class Topology:
         # (members' time zones) steps back while it is busy.
         self.applied_at = 0.0
         names = settings.topics
-        self.audience_filters = app.topic(names.audience_filters, key_type=bytes, value_type=bytes)
-        self.send_triggers = app.topic(names.send_triggers, key_type=bytes, value_type=bytes)
         self.rejects = app.topic(names.rejects, key_type=bytes, value_type=bytes)
         self.replies = app.topic(names.replies, key_type=bytes, value_type=bytes)
         self.by_lead = app.topic(
