@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,3 +50,18 @@ def make_stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., S
     yield make
     for s in made:
         s.close()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes the process's logging: put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    hooks = sys.excepthook, threading.excepthook
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        sys.excepthook, threading.excepthook = hooks
+        logging.captureWarnings(False)

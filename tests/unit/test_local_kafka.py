@@ -316,7 +316,7 @@ def test_acls_turn_on_the_authorizer_of_a_secured_node_only(tmp_path: Path) -> N
 
 
 def test_the_cli_refuses_a_changed_distribution_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
 ) -> None:
     from click.testing import CliRunner
 

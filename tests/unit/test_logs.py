@@ -6,9 +6,7 @@ import io
 import json
 import logging
 import sys
-import threading
 import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,21 +21,6 @@ from leadstream.logs import (
     logging_config,
     scrub,
 )
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """configure_logging changes the process's logging: put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    hooks = sys.excepthook, threading.excepthook
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        sys.excepthook, threading.excepthook = hooks
-        logging.captureWarnings(False)
 
 
 def lines_of(formatter: logging.Formatter, log: Any) -> list[str]:
