@@ -626,6 +626,7 @@ def _preview_path() -> dict[str, Any]:
                         " the group knows it. A request signed with the cluster's key"
                         " (X-Leadstream-Key-Id: cluster) is taken only with partitions and the"
                         " worker's own URL here.",
+                        "example": "http://leadstream-1.leadstream-headless:6066",
                         "schema": {"type": "string"},
                     },
                 ],
