@@ -101,10 +101,18 @@ class Stack:
         data_dir: Path | None = None,
         wait: bool = True,
         port: int | None = None,
+        env: dict[str, str | None] | None = None,
     ) -> WorkerProcess:
         """A worker process; ``port`` to start one again where an earlier one served (as a
-        restarted deployment does: the same address keeps its static group membership)."""
-        w = WorkerProcess(self.env(data_dir), self.root / f"{name}.log", api_key=self.api_key)
+        restarted deployment does: the same address keeps its static group membership);
+        ``env``: variables of this worker only (None: unset)."""
+        own = self.env(data_dir)
+        for key, value in (env or {}).items():
+            if value is None:
+                own.pop(key, None)
+            else:
+                own[key] = value
+        w = WorkerProcess(own, self.root / f"{name}.log", api_key=self.api_key)
         if port is not None:
             w.port = port
         self.workers.append(w)
