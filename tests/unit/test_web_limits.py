@@ -136,30 +136,37 @@ def connect(book: ConnectionBook) -> tuple[GuardedProtocol, FakeTransport, Inner
     return conn, transport, inner
 
 
-def test_beyond_the_limit_the_oldest_waiting_connection_makes_room() -> None:
+def test_beyond_the_limit_a_waiting_connection_makes_room_silent_ones_first() -> None:
+    """The oldest that sent nothing, else the oldest with part of a request, else the one
+    idle the longest after an answer; refused at once when all are busy."""
+
     async def scenario() -> None:
         book = ConnectionBook(max_connections=3, header_timeout_s=60)
-        a, ta, _ = connect(book)  # fresh, oldest
+        a, ta, _ = connect(book)
         b, tb, _ = connect(book)
         c, tc, _ = connect(book)
         book.request_started(tb)
         book.request_finished(tb)  # b: idle after an answer
-        d, td, inner = connect(book)  # the oldest fresh one (a) goes, silently
+        c.data_received(b"GET / HT")  # c: part of a request
+        d, td, inner = connect(book)  # a sent nothing: it goes, silently
         assert ta.closed and ta.written == b"" and inner.made
         assert not tb.closed and not tc.closed and book.open_connections == 3
-        c.data_received(b"GET / HT")  # c: partial headers, and fresh
-        e, te, _ = connect(book)  # c was the oldest fresh one: it is told why
+        d.data_received(b"GET /healthz HTTP/1.1\r\n")  # d: part of a request, younger than c
+        e, te, _ = connect(book)  # no silent one: the oldest partial (c) goes, told why
         assert tc.closed and b" 503 " in tc.written and b"Retry-After: 1" in tc.written
+        assert not td.closed
+        f, tf, _ = connect(book)  # e sent nothing: it goes before d or b
+        assert te.closed and not td.closed and not tb.closed
         book.request_started(td)
-        book.request_started(te)
-        f, tf, _ = connect(book)  # only b waits (idle): it goes
-        assert tb.closed
         book.request_started(tf)
-        g, tg, inner_g = connect(book)  # everyone is busy: refused at once
-        assert g.refused and tg.closed and b" 503 " in tg.written and not inner_g.made
-        g.data_received(b"GET / HTTP/1.1\r\n\r\n")
-        assert inner_g.received == b""  # a refused connection is never served
-        for conn, transport in ((a, ta), (b, tb), (c, tc)):
+        g, tg, _ = connect(book)  # only b waits (idle): it goes
+        assert tb.closed
+        book.request_started(tg)
+        h, th, inner_h = connect(book)  # everyone is busy: refused at once
+        assert h.refused and th.closed and b" 503 " in th.written and not inner_h.made
+        h.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        assert inner_h.received == b""  # a refused connection is never served
+        for conn in (a, b, c, e, h):
             conn.connection_lost(None)
         assert book.open_connections == 3
 

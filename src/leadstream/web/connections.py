@@ -12,18 +12,23 @@ is done. While a connection waits for a request it is in one of two queues, olde
 
 * A connection still waiting at its deadline is closed: with a JSON 408 when part of a
   request had arrived, silently when nothing had (an idle kept-alive connection).
-* A new connection beyond the limit closes the oldest waiting one (fresh before idle): a
-  client that only opens connections cannot shut out others, health checks included,
-  since what it holds is always the oldest. When every connection is busy with a request
-  (those are bounded by the request limits, web/limits.py), the new one is refused at
-  once with a JSON 503.
+* A new connection beyond the limit closes a waiting one to make room: the oldest of those
+  that sent nothing yet, else the oldest of those with part of a request, else the one
+  idle the longest after an answer. A client that only opens connections holds those that
+  go first (a health check sends its request at once, and is the youngest), and one that
+  trickles its headers holds older ones than any new client. When every connection is
+  busy with a request (those are bounded by the request limits, web/limits.py), the new
+  one is refused at once with a JSON 503.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import json
 import logging
+import termios
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +61,21 @@ _EVICTED = canned_answer(
     Retry_After="1",
 )
 _REFUSED = _EVICTED
+# Silent connections whose socket is asked for unread bytes, at most, per new connection.
+_PEEKS = 16
+
+
+def _pending(conn: GuardedProtocol) -> bool:
+    """Whether bytes wait unread on the connection's socket (one ioctl)."""
+    sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+    if sock is None:
+        return False
+    waiting = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
+    except OSError:
+        return False
+    return waiting[0] > 0
 
 
 class GuardedProtocol(asyncio.Protocol):
@@ -72,7 +92,6 @@ class GuardedProtocol(asyncio.Protocol):
         self.waiting = True
         self.since = 0.0
         self.partial = False
-        self.answered = False
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,8 +108,9 @@ class GuardedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
-        if self.waiting and data:
+        if self.waiting and data and not self.partial:
             self.partial = True
+            self._book.received(self)
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -132,7 +152,10 @@ class ConnectionBook:
         self.header_timeout_s = header_timeout_s
         self._on_close = on_close  # counts closes by reason (metrics)
         self._open: dict[Any, GuardedProtocol] = {}  # by transport
-        self._fresh: OrderedDict[GuardedProtocol, None] = OrderedDict()
+        # Waiting connections, oldest first: no byte yet, part of a request, idle after
+        # an answer (the order they make room in).
+        self._silent: OrderedDict[GuardedProtocol, None] = OrderedDict()
+        self._partial: OrderedDict[GuardedProtocol, None] = OrderedDict()
         self._idle: OrderedDict[GuardedProtocol, None] = OrderedDict()
 
     @property
@@ -149,7 +172,11 @@ class ConnectionBook:
         """Take ``conn`` in (making room by closing the oldest waiting connection when
         full), or False: every connection is busy, refuse it."""
         if len(self._open) >= self.max_connections:
-            victim = next(iter(self._fresh), None) or next(iter(self._idle), None)
+            victim = (
+                self._truly_silent()
+                or next(iter(self._partial), None)
+                or next(iter(self._idle), None)
+            )
             if victim is None:
                 self._on_close("refused")
                 return False
@@ -157,8 +184,26 @@ class ConnectionBook:
             victim.close_with(_EVICTED if victim.partial else None)
             self._on_close("evicted")
         self._open[conn.transport] = conn
-        self._wait(conn, self._fresh)
+        self._wait(conn, self._silent)
         return True
+
+    def _truly_silent(self) -> GuardedProtocol | None:
+        """The oldest connection that sent nothing, its socket asked: a client that sent
+        its request at once, which the event loop has not read yet (a burst of new
+        connections is accepted in one go, before any is read), is not silent."""
+        for _ in range(_PEEKS):
+            conn = next(iter(self._silent), None)
+            if conn is None or not _pending(conn):
+                return conn
+            self.received(conn)
+        return None
+
+    def received(self, conn: GuardedProtocol) -> None:
+        """The first bytes of a request came on a waiting connection."""
+        for queue in (self._silent, self._idle):
+            if conn in queue:
+                del queue[conn]
+                self._partial[conn] = None
 
     def closed(self, conn: GuardedProtocol) -> None:
         self._forget(conn)
@@ -176,7 +221,6 @@ class ConnectionBook:
         conn = self._open.get(transport)
         if conn is None:
             return
-        conn.answered = True
         self._wait(conn, self._idle)
 
     # -- waiting -------------------------------------------------------------------------
@@ -189,7 +233,8 @@ class ConnectionBook:
         conn.timer = loop.call_at(conn.since + self.header_timeout_s, self._expire, conn)
 
     def _stop_waiting(self, conn: GuardedProtocol) -> None:
-        self._fresh.pop(conn, None)
+        self._silent.pop(conn, None)
+        self._partial.pop(conn, None)
         self._idle.pop(conn, None)
         if conn.timer is not None:
             conn.timer.cancel()
