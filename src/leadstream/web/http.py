@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
+import yarl
 from aiohttp import web as aio
 from faust.web import Request, Response, View
 
@@ -565,5 +566,14 @@ def _share_request(request: aio.Request, path: str, settings: Settings) -> bool:
         request.method == "POST"
         and path == _PREVIEW
         and "partitions" in query
-        and query.get("to", "").rstrip("/") == settings.web_url.rstrip("/")
+        and _same_url(query.get("to", ""), settings.web_url)
     )
+
+
+def _same_url(given: str, own: str) -> bool:
+    """Whether ``given`` names this worker's advertised URL (as the group spells it: yarl
+    lower-cases the scheme and host)."""
+    try:
+        return yarl.URL(given.rstrip("/")) == yarl.URL(own.rstrip("/"))
+    except ValueError:
+        return False
