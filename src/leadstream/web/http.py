@@ -214,9 +214,7 @@ async def _stream(
             async with asyncio.timeout(stall_s):
                 chunk = await stream.readany()
         except TimeoutError:
-            raise BodyError(
-                408, "body_timeout", f"no byte of the body for {stall_s:g} s", Connection="close"
-            ) from None
+            raise BodyError(408, "body_timeout", f"no byte of the body for {stall_s:g} s") from None
         if not chunk:
             return size
         size += len(chunk)
@@ -238,7 +236,7 @@ async def _deadline(seconds: float | None) -> AsyncIterator[None]:
             yield
     except TimeoutError:
         raise BodyError(
-            408, "body_timeout", f"the body did not arrive within {seconds:g} s", Connection="close"
+            408, "body_timeout", f"the body did not arrive within {seconds:g} s"
         ) from None
 
 
@@ -263,11 +261,6 @@ class Admission:
         self._context = context
         self._verified = isinstance(credential, Granted)
         self.org: str | None = credential.org if isinstance(credential, Granted) else None
-
-    @property
-    def cluster(self) -> bool:
-        """The cluster's own key: a request from another worker."""
-        return isinstance(self.credential, SignedRequest) and self.credential.org is None
 
     def verify_signature(self, body_sha256: str) -> None:
         """A v1 signature checked against the body's hash, then the organizations the path
