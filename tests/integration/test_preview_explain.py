@@ -348,6 +348,25 @@ def test_an_invalid_preview_is_a_json_error_with_its_reason(world, body, status,
     assert answer.json()["error"]["code"] == code
 
 
+def test_a_preview_is_bounded_in_conditions_and_inline_leads(world) -> None:
+    stack, worker, _ = world
+    base = {"organizationId": ORG, "campaignId": CAMPAIGN}
+    one = {"mode": "exclude", "eventType": "purchase"}
+    assert post_preview(worker, {**base, "eventFilters": [one] * 64}, bearer(stack)).is_success
+    for body, code in (
+        ({**base, "eventFilters": [one] * 65}, "too_many_conditions"),
+        (
+            {
+                **base,
+                "audienceFilter": {"mode": "exclude", "leads": [{"externalId": "x"}] * 50_001},
+            },
+            "too_many_leads",
+        ),
+    ):
+        answer = post_preview(worker, body, bearer(stack))
+        assert answer.status_code == 413 and answer.json()["error"]["code"] == code, answer.text
+
+
 @pytest.mark.parametrize("partitions", ["", "4", "0,x", "-1", "1" * 5000])
 def test_a_bad_partitions_parameter_is_a_400(world, partitions: str) -> None:
     stack, worker, _ = world
