@@ -18,8 +18,10 @@ What must hold throughout (liveness bounds, not timings):
 
 The worker runs with small limits of requests (16 in flight per organization, 200 a
 second) and deadlines (5 s for headers, 3 s of a stalled body) so that each is reached by a
-flood a CI machine can make, and with the default limit of connections (512), which 700
-idle connections exceed; the flood runs in its own process (tests/support/flood.py).
+flood a CI machine can make, and with the default limit of connections (512), which 600
+connections trickling their headers exceed (700 more are opened and left silent: the
+kernel holds those until their first byte, web/server.py); the flood runs in its own
+process (tests/support/flood.py).
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def test_a_flood_leaves_memory_bounded_health_answering_and_every_organization_s
                 "declared": 8,
                 "body_only": 6,
                 "trickle": 4,
-                "slow_headers": 20,
+                "slow_headers": 600,
                 "idle": 700,
                 "greedy": 48,
             },
@@ -206,10 +208,11 @@ def test_a_flood_leaves_memory_bounded_health_answering_and_every_organization_s
         # The quiet organization: every event accepted once, none refused by a limit.
         assert statuses == Counter({"200": len(quiet_answers)}), statuses
         assert sum(answer["inserted"] for _, (_, answer) in quiet_answers) == len(quiet_answers)
-        # The greedy one: held to its limits, and served within them.
+        # The greedy one: held to its limits, and served within them (its kept-alive
+        # connections, idle between requests, may also make room for new ones: 503).
         greedy = counts["greedy"]
         assert greedy.get("200", 0) > 0 and greedy.get("429", 0) > 0, greedy
-        assert set(greedy) <= {"200", "429", "connection-lost"}, greedy
+        assert set(greedy) <= {"200", "429", "503", "connection-lost"}, greedy
         # Every hostile request was answered as the contract says, or its connection was
         # closed to make room for others (the idle flood keeps the worker at its limit of
         # connections); none was left hanging ("no-answer"). Bogus credentials: 401 from
@@ -241,8 +244,8 @@ def test_a_flood_leaves_memory_bounded_health_answering_and_every_organization_s
         assert set(counts["slow_headers"]) <= {"408", "503", "closed"}, counts["slow_headers"]
         assert "408" in counts["slow_headers"]
         assert report["notes"]["slow_headers_closed_after_s"]["max"] < 5 + 5
-        # Idle connections beyond the limit made room for the others.
-        assert counts["idle"].get("closed", 0) > 0, counts["idle"]
+        # Connections trickling their headers beyond the limit made room for the others.
+        assert "503" in counts["slow_headers"], counts["slow_headers"]
         metrics = httpx.get(worker.url + "/metrics", timeout=10).text
         for reason in ("header_timeout", "evicted"):
             assert f'leadstream_http_connections_closed_total{{reason="{reason}"}}' in metrics

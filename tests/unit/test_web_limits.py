@@ -141,7 +141,7 @@ def test_beyond_the_limit_a_waiting_connection_makes_room_silent_ones_first() ->
     idle the longest after an answer; refused at once when all are busy."""
 
     async def scenario() -> None:
-        book = ConnectionBook(max_connections=3, header_timeout_s=60)
+        book = ConnectionBook(max_connections=3, header_timeout_s=60, silent_grace_s=0)
         a, ta, _ = connect(book)
         b, tb, _ = connect(book)
         c, tc, _ = connect(book)
@@ -169,6 +169,26 @@ def test_beyond_the_limit_a_waiting_connection_makes_room_silent_ones_first() ->
         for conn in (a, b, c, e, h):
             conn.connection_lost(None)
         assert book.open_connections == 3
+
+    asyncio.run(scenario())
+
+
+def test_connections_in_their_first_second_make_room_last() -> None:
+    """A burst of new connections is accepted before any is read: a connection that has
+    waited less than the grace makes room only when every waiting one is that young."""
+
+    async def scenario() -> None:
+        book = ConnectionBook(max_connections=3, header_timeout_s=60, silent_grace_s=0.2)
+        slow, t_slow, _ = connect(book)
+        slow.data_received(b"GET / HT")  # trickling its headers
+        await asyncio.sleep(0.3)
+        young, t_young, _ = connect(book)  # silent, young
+        probe, t_probe, _ = connect(book)
+        probe.data_received(b"GET /healthz HTTP/1.1\r\n")  # young, part of a request
+        _, t_new, _ = connect(book)  # the old partial one goes, not the young ones
+        assert t_slow.closed and not t_young.closed and not t_probe.closed
+        _, t_newer, _ = connect(book)  # all young now: the oldest silent one
+        assert t_young.closed and not t_probe.closed and not t_new.closed
 
     asyncio.run(scenario())
 

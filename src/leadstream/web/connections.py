@@ -12,13 +12,15 @@ is done. While a connection waits for a request it is in one of two queues, olde
 
 * A connection still waiting at its deadline is closed: with a JSON 408 when part of a
   request had arrived, silently when nothing had (an idle kept-alive connection).
-* A new connection beyond the limit closes a waiting one to make room: the oldest of those
-  that sent nothing yet, else the oldest of those with part of a request, else the one
-  idle the longest after an answer. A client that only opens connections holds those that
-  go first (a health check sends its request at once, and is the youngest), and one that
-  trickles its headers holds older ones than any new client. When every connection is
-  busy with a request (those are bounded by the request limits, web/limits.py), the new
-  one is refused at once with a JSON 503.
+* A new connection beyond the limit closes a waiting one to make room: among those that
+  have waited for more than a second, the oldest that sent nothing, else the oldest with
+  part of a request, else the one idle the longest after an answer; only when every
+  waiting connection is younger than that, the same order among them. A client that only
+  opens connections, or trickles its headers, holds those that go first; a health check,
+  which sends its request at once, is served long before it is a second old, even while
+  the event loop, busy, has not read it yet (a socket with unread bytes is not silent).
+  When every connection is busy with a request (those are bounded by the request limits,
+  web/limits.py), the new one is refused at once with a JSON 503.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ConnectionBook", "GuardedProtocol", "canned_answer"]
+__all__ = ["SILENT_GRACE_S", "ConnectionBook", "GuardedProtocol", "canned_answer"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,18 @@ _EVICTED = canned_answer(
 _REFUSED = _EVICTED
 # Silent connections whose socket is asked for unread bytes, at most, per new connection.
 _PEEKS = 16
+# A connection that sent nothing is closed first for a new one only once it had this long.
+SILENT_GRACE_S = 1.0
+
+
+def _oldest(
+    queue: OrderedDict[GuardedProtocol, None], before: float | None
+) -> GuardedProtocol | None:
+    """The first of ``queue``, if it waits since before ``before`` (any, when None)."""
+    conn = next(iter(queue), None)
+    if conn is None or (before is not None and conn.since > before):
+        return None
+    return conn
 
 
 def _pending(conn: GuardedProtocol) -> bool:
@@ -147,9 +161,11 @@ class ConnectionBook:
         max_connections: int,
         header_timeout_s: float,
         on_close: Callable[[str], None] = lambda _reason: None,
+        silent_grace_s: float = SILENT_GRACE_S,
     ) -> None:
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
+        self._grace = silent_grace_s
         self._on_close = on_close  # counts closes by reason (metrics)
         self._open: dict[Any, GuardedProtocol] = {}  # by transport
         # Waiting connections, oldest first: no byte yet, part of a request, idle after
@@ -172,11 +188,7 @@ class ConnectionBook:
         """Take ``conn`` in (making room by closing the oldest waiting connection when
         full), or False: every connection is busy, refuse it."""
         if len(self._open) >= self.max_connections:
-            victim = (
-                self._truly_silent()
-                or next(iter(self._partial), None)
-                or next(iter(self._idle), None)
-            )
+            victim = self._victim()
             if victim is None:
                 self._on_close("refused")
                 return False
@@ -187,12 +199,26 @@ class ConnectionBook:
         self._wait(conn, self._silent)
         return True
 
-    def _truly_silent(self) -> GuardedProtocol | None:
-        """The oldest connection that sent nothing, its socket asked: a client that sent
-        its request at once, which the event loop has not read yet (a burst of new
-        connections is accepted in one go, before any is read), is not silent."""
+    def _victim(self) -> GuardedProtocol | None:
+        """The waiting connection to close for a new one, in the order of the module's
+        docstring; None when every connection is busy with a request."""
+        old = asyncio.get_running_loop().time() - self._grace
+        for opened_before in (old, None):
+            victim = (
+                self._truly_silent(opened_before)
+                or _oldest(self._partial, opened_before)
+                or _oldest(self._idle, opened_before)
+            )
+            if victim is not None:
+                return victim
+        return None
+
+    def _truly_silent(self, opened_before: float | None) -> GuardedProtocol | None:
+        """The oldest connection that sent nothing (and waits since before
+        ``opened_before``, when given), its socket asked: a client whose request the event
+        loop has not read yet is not silent."""
         for _ in range(_PEEKS):
-            conn = next(iter(self._silent), None)
+            conn = _oldest(self._silent, opened_before)
             if conn is None or not _pending(conn):
                 return conn
             self.received(conn)
