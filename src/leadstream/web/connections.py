@@ -7,8 +7,9 @@ sends none, would hold a connection for ever).
 Each connection's protocol (aiohttp's request handler) is wrapped by a
 :class:`GuardedProtocol` that sees it open, receive bytes and close; the route middleware
 (web/http.py) tells the :class:`ConnectionBook` when a request starts and when its answer
-is done. While a connection waits for a request it is in one of two queues, oldest first:
-*fresh* (no request yet) and *idle* (after an answer).
+is done. While a connection waits for a request it is in one of three queues, oldest
+first: *silent* (nothing received yet), *partial* (part of a request received) and *idle*
+(after an answer).
 
 * A connection still waiting at its deadline is closed: with a JSON 408 when part of a
   request had arrived, silently when nothing had (an idle kept-alive connection).
@@ -29,15 +30,12 @@ import array
 import asyncio
 import fcntl
 import json
-import logging
 import termios
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["SILENT_GRACE_S", "ConnectionBook", "GuardedProtocol", "canned_answer"]
-
-logger = logging.getLogger(__name__)
 
 
 def canned_answer(status: int, reason: str, code: str, message: str, **headers: str) -> bytes:
@@ -65,7 +63,8 @@ _EVICTED = canned_answer(
 _REFUSED = _EVICTED
 # Silent connections whose socket is asked for unread bytes, at most, per new connection.
 _PEEKS = 16
-# A connection that sent nothing is closed first for a new one only once it had this long.
+# A waiting connection makes room for a new one only once it has waited this long, unless
+# every waiting connection is younger.
 SILENT_GRACE_S = 1.0
 
 
