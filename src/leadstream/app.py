@@ -23,9 +23,13 @@ from leadstream.streams.apply import register_apply
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.router import RouterProcess
 from leadstream.streams.topology import Topology
+from leadstream.web.connections import ConnectionBook
 from leadstream.web.http import Context, Offload
 from leadstream.web.keys import AuthFile
+from leadstream.web.limits import Limits, RequestLimits
+from leadstream.web.readiness import Readiness
 from leadstream.web.routes import serve
+from leadstream.web.server import GuardedWeb
 from leadstream.wire.records import encode_recipient
 
 __all__ = ["create_app"]
@@ -70,7 +74,12 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.
     replies = ReplyWaiter(connection, settings.topics.replies)
     register_apply(topo, on_held=materializer.wake, deliver=replies.deliver)
     ingress = StreamIngress(topo, replies, routing=router.running, healthy=lifecycle.healthy)
-    serve(app, Context(ingress, settings, AuthFile(settings.auth_path), Offload()), metrics)
+    readiness = Readiness(ingress.ready_partitions)
+    serve(app, _web_context(settings, ingress, readiness, metrics), metrics)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def watch_readiness() -> None:
+        await readiness.run()
 
     @app.task  # type: ignore[untyped-decorator]
     async def materialize() -> None:
@@ -113,13 +122,48 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.
     return app
 
 
+def _web_context(
+    settings: Settings, ingress: StreamIngress, readiness: Readiness, metrics: Metrics
+) -> Context:
+    """What the HTTP API's views and guards work with (web/http.py)."""
+    cluster = settings.cluster_secret
+    limits = Limits(
+        settings.http_max_in_flight,
+        settings.http_max_in_flight_per_org,
+        settings.http_org_rate,
+        settings.http_org_burst,
+        settings.http_max_unverified_bodies,
+    )
+    book = ConnectionBook(
+        settings.http_max_connections,
+        settings.http_header_timeout_seconds,
+        on_close=lambda reason: metrics.http_connections_closed.labels(reason).inc(),
+    )
+    return Context(
+        ingress,
+        settings,
+        AuthFile(settings.auth_path, None if cluster is None else cluster.get_secret_value()),
+        Offload(),
+        RequestLimits(limits),
+        book,
+        readiness,
+    )
+
+
+class _App(faust.App):
+    """faust's app, its web server the guarded aiohttp driver (web/server.py)."""
+
+    def _new_web(self) -> GuardedWeb:
+        return GuardedWeb(self)
+
+
 def _suppression_key(settings: Settings) -> bytes | None:
     secret = settings.suppression_key
     return None if secret is None else secret.get_secret_value().encode()
 
 
 def _faust_app(settings: Settings, connection: KafkaConnection) -> faust.App:
-    return faust.App(
+    return _App(
         settings.app_id,
         # The brokers, TLS and SASL, and the group session (kafka/config.py).
         **connection.faust_options(),
@@ -143,13 +187,19 @@ def _faust_app(settings: Settings, connection: KafkaConnection) -> faust.App:
         web_host=settings.web_host,
         # What the group's assignment tells others this worker is (a preview asks the
         # owners of the partitions it does not hold; a 421 names the owner).
-        canonical_url=settings.advertised_url or f"http://{settings.web_host}:{settings.web_port}",
+        canonical_url=settings.web_url,
         autodiscover=False,
         # Topics and the table carry bytes we encode ourselves (wire/, state/keys.py).
         key_serializer="raw",
         value_serializer="raw",
-        # Bodies are read by the views, each with its limit (web/http.py, stream_body).
-        web_application_options={"client_max_size": settings.max_body_bytes},
+        # Bodies are read by the views, each with its limit (web/http.py). A request
+        # refused before its body was read (a bad credential, a limit) has the rest of it
+        # read and dropped for at most 2 s, so that the client sees the answer, and then
+        # its connection is closed.
+        web_application_options={
+            "client_max_size": settings.max_body_bytes,
+            "handler_args": {"lingering_time": 2.0},
+        },
         # faust's own pages read tables and routing without any credential: none served.
         web_router_enabled=False,
         web_tables_enabled=False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, cast
 
 from leadstream.domain.audience import MemberOp
@@ -54,6 +55,9 @@ class StreamIngress:
         self._routing = routing  # is the lead-events router running?
         self._healthy = healthy  # no environment fault (lifecycle.py)?
         self._admin = KafkaConnection.of(topo.settings).admin()
+        # The broker is asked on a thread of its own: the default pool also parses large
+        # request bodies, and readiness must not wait behind them.
+        self._probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-probe")
 
     async def apply_events(self, events: list[LeadEvent]) -> tuple[int, int]:
         """Send the rows by lead with acks=all, then sum the apply agent's counts."""
@@ -194,7 +198,7 @@ class StreamIngress:
 
     async def ready_partitions(self) -> list[int] | None:
         reachable = await asyncio.get_running_loop().run_in_executor(
-            None, broker_reachable, self._admin
+            self._probe, broker_reachable, self._admin
         )
         topo = self._topo
         serving = self._healthy() and self._routing() and self._replies.running()

@@ -59,6 +59,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.http_connections_closed = Counter(
+            "leadstream_http_connections_closed",
+            "HTTP connections the worker closed by its limits: header_timeout, idle, evicted"
+            " (the oldest waiting one, for a new connection beyond the limit), refused",
+            ["reason"],
+            registry=registry,
+        )
         self.rows = Counter(
             "leadstream_rows",
             "Lead-event rows by outcome (inserted, duplicate, rejected)",

@@ -167,6 +167,75 @@ class Settings(BaseSettings):
             " period)."
         ),
     )
+    # The HTTP API's limits (web/connections.py, web/limits.py): each answered with a JSON
+    # error, so that no client, with a key or without, can exhaust the worker.
+    cluster_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="The workers' own signing secret, the same on every worker: a preview's"
+        " requests to the other workers for their partitions' shares are signed with it"
+        " (never with the tenant's credential). Needed as soon as several workers serve one"
+        " application; never logged.",
+    )
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="A request's headers must be complete within this many seconds of the"
+        " connection's start or of its previous answer (an idle kept-alive connection is closed"
+        " then too).",
+    )
+    http_body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="A request body that sends no byte for this many seconds is answered 408.",
+    )
+    http_max_connections: int = Field(
+        512,
+        ge=8,
+        le=100_000,
+        description="Open HTTP connections per worker; beyond it the connection that waited"
+        " longest for a request is closed to make room, or the new one is refused at once"
+        " when every connection is busy.",
+    )
+    http_max_in_flight: int = Field(
+        256,
+        ge=1,
+        description="Requests being served at once per worker (/healthz and /readyz aside);"
+        " beyond: 503 with Retry-After.",
+    )
+    http_max_in_flight_per_org: int = Field(
+        128,
+        ge=1,
+        description="Requests of one organization being served at once per worker; beyond:"
+        " 429 with Retry-After.",
+    )
+    http_org_rate: float = Field(
+        1000.0,
+        gt=0,
+        description="Requests per second one organization may make to one worker, on"
+        " average; beyond: 429 with Retry-After.",
+    )
+    http_org_burst: int = Field(
+        1000,
+        ge=1,
+        description="Requests one organization may make at once above its rate (the token"
+        " bucket's size).",
+    )
+    http_max_unverified_bodies: int = Field(
+        4,
+        ge=1,
+        description="Webhook bodies read at once per worker before their organization is"
+        " known (a body-only signature without X-Leadstream-Key-Id); beyond: 503 with"
+        " Retry-After.",
+    )
+    http_unverified_body_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="How long such a body may take to arrive in full (408 beyond).",
+    )
     log_level: str = Field("info")
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or as one JSON object per line."
@@ -181,6 +250,11 @@ class Settings(BaseSettings):
             return None
         where = zlib.crc32(f"{self.web_host}:{self.web_port}".encode())
         return f"{self.instance_id}-{where:08x}"
+
+    @property
+    def web_url(self) -> str:
+        """The URL other workers reach this one's HTTP API at."""
+        return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
 
     @property
     def auth_path(self) -> Path:

@@ -234,7 +234,18 @@ def test_publish_audience_trigger_and_recipients(tmp_path: Path, kafka_bootstrap
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
-    from leadstream.domain.auth import AuthError, authenticate, sign
+    import hashlib
+
+    from leadstream.domain.auth import (
+        AuthError,
+        AuthIndex,
+        Granted,
+        RequestLine,
+        read_credential,
+        sign,
+    )
+    from leadstream.domain.auth import signed_headers as v1_headers
+    from leadstream.domain.auth import verify_body_signature as body_org
     from leadstream.web.keys import load_auth
 
     auth = tmp_path / "auth.json"
@@ -245,19 +256,40 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     ).stdout.split()
     listed = leadstream("keys", "list", "--org", "42", env=env).stdout
     assert api_id in listed and sk_id in listed and api_key not in listed and secret not in listed
-    config = load_auth(auth)
-    assert authenticate(config, {"Authorization": f"Bearer {api_key}"}, b"{}", now_s=0) == "42"
-    assert (
-        authenticate(config, {"X-Leadstream-Signature": sign(secret, b"{}")}, b"{}", now_s=0)
-        == "42"
-    )
+    line = RequestLine("POST", "/api/v1/webhooks/lead-events", "")
+
+    def check(headers: dict[str, str], body: bytes = b'{"organizationId": 42}') -> str | None:
+        index = AuthIndex.of(load_auth(auth))
+        try:
+            found = read_credential(
+                index, headers, line, now_s=1e9, body_signatures=True, cluster=False
+            )
+            if isinstance(found, Granted):
+                return found.org
+            if hasattr(found, "verify"):
+                found.verify(hashlib.sha256(body).hexdigest())
+                return found.org
+            return body_org(index, found, body, "42")
+        except AuthError:
+            return None
+
+    body = b'{"organizationId": 42}'
+    assert check({"Authorization": f"Bearer {api_key}"}) == "42"
+    assert check(v1_headers(sk_id, secret, line, body, now_s=1e9)) == "42"
+    assert check({"X-Leadstream-Signature": sign(secret, body)}) == "42"
     leadstream("keys", "require-timestamp", "on", "--org", "42", env=env)
-    with pytest.raises(AuthError):
-        authenticate(
-            load_auth(auth), {"X-Leadstream-Signature": sign(secret, b"{}")}, b"{}", now_s=0
-        )
+    assert check({"X-Leadstream-Signature": sign(secret, body)}) is None
+    stamped = {"X-Leadstream-Signature": sign(secret, body, "1000000000")}
+    assert check({**stamped, "X-Leadstream-Timestamp": "1000000000"}) == "42"
+    off = leadstream("keys", "body-signatures", "off", "--org", "42", env=env)
+    assert "refused" in off.stdout
+    assert check({**stamped, "X-Leadstream-Timestamp": "1000000000"}) is None
+    assert check(v1_headers(sk_id, secret, line, body, now_s=1e9)) == "42"
+    leadstream("keys", "body-signatures", "on", "--org", "42", env=env)
+    assert check({**stamped, "X-Leadstream-Timestamp": "1000000000"}) == "42"
     leadstream("keys", "revoke", api_id, "--org", "42", env=env)
     assert "revoked" in leadstream("keys", "list", "--org", "42", env=env).stdout
+    assert check({"Authorization": f"Bearer {api_key}"}) is None
     bad = leadstream("keys", "revoke", "ak_nope", "--org", "42", env=env, check=False)
     assert bad.returncode == 2 and "has no key" in bad.stderr
 
@@ -330,6 +362,17 @@ def test_preview_then_explain_a_send(tmp_path: Path, kafka_bootstrap: str) -> No
         assert bad_filter.returncode == 2 and "--filter" in bad_filter.stderr
         refused = leadstream(*args, "--filter", "maybe:purchase", env=env, check=False)
         assert refused.returncode == 1 and '"invalid_json"' in refused.stderr
+        # With a signing key instead of an API key, the command signs its request v1.
+        key_id, secret = stack.signing_key(7)
+        signing = {k: v for k, v in env.items() if k != "LEADSTREAM_API_KEY"}
+        signing |= {"LEADSTREAM_SIGNING_KEY_ID": key_id, "LEADSTREAM_SIGNING_SECRET": secret}
+        signed = json.loads(leadstream(*args, env=signing).stdout)
+        assert signed["recipientCount"] == 3
+        wrong = {**signing, "LEADSTREAM_SIGNING_SECRET": "0" * 64}
+        unsigned = leadstream(*args, env=wrong, check=False)
+        assert unsigned.returncode == 1 and '"unauthorized"' in unsigned.stderr
+        shown = leadstream("lead", "7", "(555) 777-0001", "--url", worker.url, env=signing)
+        assert json.loads(shown.stdout)["events"][0]["eventType"] == "purchase"
 
         stack.trigger(
             organizationId=7,

@@ -86,7 +86,7 @@ def test_erase_is_described_like_the_other_tenant_routes() -> None:
     assert all("example" in p for p in erase["parameters"])
     assert "requestBody" not in erase
     # Routed through Kafka from any worker: never 421 not_here.
-    assert set(erase["responses"]) == {"200", "400", "401", "403", "503"}
+    assert set(erase["responses"]) == {"200", "400", "401", "403", "429", "503"}
     erased = _component(document, "LeadErased")
     answer = {"erased": True, "events": 12, "memberships": 2, "suppressionKept": True}
     assert erased.is_valid(answer)
@@ -158,3 +158,48 @@ def test_preview_counts_and_explain_steps_include_the_controls() -> None:
         "recipient",
     ]
     assert "frequencyCap" in document["paths"][EXPLAIN_PATH]["get"]["summary"]
+
+
+def test_credentials_limits_and_bounds_are_described() -> None:
+    document = openapi_document()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["keyId"]["name"] == "X-Leadstream-Key-Id"
+    assert schemes["timestamp"]["name"] == "X-Leadstream-Timestamp"
+    assert "v1:{timestamp}:{METHOD}:{path}:{query}:" in schemes["signature"]["description"]
+    v1 = {"keyId": [], "timestamp": [], "signature": []}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if not operation["security"]:
+                continue
+            webhook = path.startswith("/api/v1/webhooks/")
+            # The body-only form is described on the webhooks only.
+            assert ({"bodySignature": []} in operation["security"]) == webhook, path
+            assert {"bearer": []} in operation["security"] and v1 in operation["security"]
+            responses = operation["responses"]
+            assert {"401", "403", "429", "503"} <= set(responses), (path, method)
+            assert "Retry-After" in responses["429"]["headers"]
+            assert "Retry-After" in responses["503"]["headers"]
+            assert ("408" in responses) == ("requestBody" in operation), (path, method)
+    for answer in ("WebhookAccepted", "AudienceAccepted"):
+        schema = _component(document, answer)
+        ok = {
+            "status": "accepted",
+            "received": 3000,
+            "rejected": 2000,
+            "rejects": [],
+            "rejectsOmitted": 2000,
+            ("inserted" if answer == "WebhookAccepted" else "accepted"): 1000,
+        }
+        if answer == "WebhookAccepted":
+            ok["duplicates"] = 0
+        assert schema.is_valid(ok), list(schema.iter_errors(ok))
+        reject = {"index": 0, "phoneE164": None, "reason": "invalid_phone", "detail": "x"}
+        assert not schema.is_valid({**ok, "rejects": [reject] * 1001})
+        assert not schema.is_valid({k: v for k, v in ok.items() if k != "rejectsOmitted"})
+    preview = _component(document, "PreviewBody")
+    base = {"organizationId": 42, "campaignId": "c"}
+    one = {"mode": "exclude", "eventType": "x"}
+    assert preview.is_valid({**base, "eventFilters": [one] * 64})
+    assert not preview.is_valid({**base, "eventFilters": [one] * 65})
+    many = {"mode": "exclude", "leads": [{"externalId": "x"}] * 50_001}
+    assert not preview.is_valid({**base, "audienceFilter": many})

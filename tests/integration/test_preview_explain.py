@@ -17,12 +17,12 @@ import httpx
 import msgspec
 import pytest
 
-from leadstream.domain.auth import new_key, sign, with_key
+from leadstream.domain.auth import sign
 from leadstream.domain.normalize import format_ms, parse_rfc3339_ms
 from leadstream.domain.partitioning import lead_partition
-from leadstream.web.keys import load_auth, save_auth
 from tests.support.kafka import end_offsets
 from tests.support.reference import Reference, iso
+from tests.support.signing import credential_headers, send_signed, signed_request
 from tests.support.stack import Stack
 from tests.support.worker import WorkerProcess
 
@@ -348,6 +348,25 @@ def test_an_invalid_preview_is_a_json_error_with_its_reason(world, body, status,
     assert answer.json()["error"]["code"] == code
 
 
+def test_a_preview_is_bounded_in_conditions_and_inline_leads(world) -> None:
+    stack, worker, _ = world
+    base = {"organizationId": ORG, "campaignId": CAMPAIGN}
+    one = {"mode": "exclude", "eventType": "purchase"}
+    assert post_preview(worker, {**base, "eventFilters": [one] * 64}, bearer(stack)).is_success
+    for body, code in (
+        ({**base, "eventFilters": [one] * 65}, "too_many_conditions"),
+        (
+            {
+                **base,
+                "audienceFilter": {"mode": "exclude", "leads": [{"externalId": "x"}] * 50_001},
+            },
+            "too_many_leads",
+        ),
+    ):
+        answer = post_preview(worker, body, bearer(stack))
+        assert answer.status_code == 413 and answer.json()["error"]["code"] == code, answer.text
+
+
 @pytest.mark.parametrize("partitions", ["", "4", "0,x", "-1", "1" * 5000])
 def test_a_bad_partitions_parameter_is_a_400(world, partitions: str) -> None:
     stack, worker, _ = world
@@ -377,21 +396,26 @@ def test_both_routes_need_a_key_of_the_organization(world) -> None:
 
 
 def test_a_signed_preview_is_answered(world) -> None:
+    """Signed v1 over its method, path, query, timestamp and body; a body-only signature is
+    for webhooks only."""
     stack, worker, _ = world
-    path = stack.settings.auth_path
-    record, secret = new_key("signing", "test")
-    save_auth(path, with_key(load_auth(path), ORG, record))
+    key_id, secret = stack.signing_key(ORG)
     raw = msgspec.json.encode({"organizationId": ORG, "campaignId": CAMPAIGN, "sample": 1})
+    url = worker.url + PREVIEW
+    headers = {"Content-Type": "application/json"}
     deadline = time.monotonic() + 30  # the worker re-reads the auth file by itself
     while True:
-        answer = post_preview(worker, raw, {"X-Leadstream-Signature": sign(secret, raw)})
+        answer = send_signed("POST", url, key_id, secret, content=raw, headers=headers)
         if answer.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert answer.status_code == 200, answer.text
+    signed = signed_request("POST", url, key_id, secret, content=raw, headers=headers)
     tampered = raw.replace(b'"sample":1', b'"sample":2')
-    refused = post_preview(worker, tampered, {"X-Leadstream-Signature": sign(secret, raw)})
+    refused = post_preview(worker, tampered, credential_headers(signed))
     assert refused.status_code == 401
+    body_only = post_preview(worker, raw, {"X-Leadstream-Signature": sign(secret, raw)})
+    assert body_only.status_code == 401, body_only.text
 
 
 # -- explanation -------------------------------------------------------------------------
@@ -549,9 +573,7 @@ def test_two_workers_preview_the_same_counts_as_one(kafka_bootstrap: str, tmp_pa
         stack.wait_caught_up()
         held = split_between(a, b, stack.settings.partitions)
         assert held[a.url] and held[b.url], "one worker holds every partition: nothing fans out"
-        path = stack.settings.auth_path
-        record, secret = new_key("signing", "test")
-        save_auth(path, with_key(load_auth(path), ORG, record))
+        key_id, secret = stack.signing_key(ORG)
         for name in ("window", "audience-filter"):
             body = {
                 "organizationId": ORG,
@@ -569,11 +591,13 @@ def test_two_workers_preview_the_same_counts_as_one(kafka_bootstrap: str, tmp_pa
                 assert preview["recipientCount"] == len(expected)
                 assert len(preview["sample"]) == min(50, len(expected))
                 assert {s["phoneE164"] for s in preview["sample"]} <= set(expected)
-        # A signature covers the raw body, which the other worker is asked with unchanged.
+        # A tenant's v1 signature is checked by the worker asked; the other is asked with
+        # the cluster's own.
         raw = msgspec.json.encode({"organizationId": ORG, "campaignId": CAMPAIGN})
+        url, json_type = a.url + PREVIEW, {"Content-Type": "application/json"}
         deadline = time.monotonic() + 30
         while True:
-            signed = post_preview(a, raw, {"X-Leadstream-Signature": sign(secret, raw)})
+            signed = send_signed("POST", url, key_id, secret, content=raw, headers=json_type)
             if signed.status_code == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

@@ -11,8 +11,17 @@ import httpx
 import msgspec
 import pytest
 
-from leadstream.domain.auth import ApiKey, AuthConfig, SigningKey, hash_api_key, sign, with_key
-from leadstream.web.keys import save_auth
+from leadstream.domain.auth import (
+    ApiKey,
+    AuthConfig,
+    SigningKey,
+    hash_api_key,
+    sign,
+    with_body_signatures,
+    with_key,
+)
+from leadstream.web.keys import load_auth, save_auth
+from tests.support.signing import credential_headers, send_signed, signed_request
 from tests.support.stack import Stack
 from tests.support.worker import WorkerProcess
 
@@ -92,6 +101,7 @@ def test_accepted_with_exact_counts_and_retries_are_duplicates(served) -> None:
                 "detail": first.json()["rejects"][0]["detail"],
             }
         ],
+        "rejectsOmitted": 0,
     }
     again = post(worker, body, **bearer())
     assert again.json()["inserted"] == 0 and again.json()["duplicates"] == 2
@@ -116,6 +126,40 @@ def test_hmac_signed_body_is_accepted(served) -> None:
         worker, body.replace(b"signed", b"sIgned"), **{"X-Leadstream-Signature": sign(SECRET, body)}
     )
     assert tampered.status_code == 401
+    keyed = {"X-Leadstream-Signature": sign(SECRET, body), "X-Leadstream-Key-Id": "sk1"}
+    assert post(worker, body, **keyed).json()["duplicates"] == 1
+    url = f"{worker.url}/api/v1/webhooks/lead-events"
+    json_type = {"Content-Type": "application/json"}
+    v1 = send_signed("POST", url, "sk1", SECRET, content=body, headers=json_type)
+    assert v1.status_code == 200 and v1.json()["duplicates"] == 1
+
+
+def test_an_organization_can_turn_body_only_signatures_off(served) -> None:
+    stack, worker = served
+    body = msgspec.json.encode(
+        {
+            "organizationId": "42",
+            "eventType": "signed_off",
+            "events": [{"phoneE164": "+15550001112", "occurredAt": "2026-05-12T18:34:00Z"}],
+        }
+    )
+    auth = stack.settings.auth_path
+    before = load_auth(auth)
+    save_auth(auth, with_body_signatures(before, "42", False))
+    try:
+        for headers in (
+            {"X-Leadstream-Signature": sign(SECRET, body)},
+            {"X-Setter-Signature": sign(SECRET, body), "X-Leadstream-Key-Id": "sk1"},
+        ):
+            refused = post(worker, body, **headers)
+            assert refused.status_code == 401, refused.text
+        url = f"{worker.url}/api/v1/webhooks/lead-events"
+        json_type = {"Content-Type": "application/json"}
+        v1 = send_signed("POST", url, "sk1", SECRET, content=body, headers=json_type)
+        assert v1.status_code == 200 and v1.json()["inserted"] == 1
+    finally:
+        save_auth(auth, before)
+    assert post(worker, body, **{"X-Leadstream-Signature": sign(SECRET, body)}).status_code == 200
 
 
 def test_client_errors_are_json_a_client_can_act_on(served) -> None:
@@ -168,6 +212,26 @@ def test_a_50000_event_batch_with_1_percent_bad_rows(served) -> None:
     assert [r["index"] for r in answer["rejects"]] == [i for i in range(50_000) if i % 100 == 7]
     again = post(worker, body, **bearer()).json()
     assert (again["inserted"], again["duplicates"]) == (0, 49_500)
+
+
+def test_an_answer_lists_the_first_1000_rejects_and_counts_the_rest(served) -> None:
+    _, worker = served
+    events = [{"phoneE164": "bad", "occurredAt": "2026-05-12T18:34:00Z"}] * 2500
+    events.append({"phoneE164": "+13339990001", "occurredAt": "2026-05-12T18:34:00Z"})
+    body = msgspec.json.encode({"organizationId": 42, "eventType": "many_bad", "events": events})
+    answer = post(worker, body, **bearer()).json()
+    assert (answer["received"], answer["inserted"], answer["rejected"]) == (2501, 1, 2500)
+    assert [r["index"] for r in answer["rejects"]] == list(range(1000))
+    assert answer["rejectsOmitted"] == 1500
+    csv_body = b"phoneE164,externalId\n" + b"bad,x\n" * 1500 + b"+13339990002,y\n"
+    upload = httpx.post(
+        f"{worker.url}/api/v1/campaigns/many-bad/audience",
+        content=csv_body,
+        headers={**bearer(), "Content-Type": "text/csv"},
+        timeout=60,
+    ).json()
+    assert (upload["received"], upload["accepted"], upload["rejected"]) == (1501, 1, 1500)
+    assert len(upload["rejects"]) == 1000 and upload["rejectsOmitted"] == 500
 
 
 def test_two_workers_serving_http_give_exact_counts(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -226,7 +290,11 @@ def test_kafka_down_answers_503_and_a_retry_converges(tmp_path: Path) -> None:
         ]
         body = msgspec.json.encode({"organizationId": 42, "eventType": "x", "events": events})
         kafka.stop()
-        assert httpx.get(f"{worker.url}/readyz", timeout=10).status_code == 503
+        # /readyz answers from state asked again every second (the broker is given 2 s).
+        deadline = time.monotonic() + 15
+        while httpx.get(f"{worker.url}/readyz", timeout=10).status_code != 503:
+            assert time.monotonic() < deadline, "/readyz stayed 200 with the broker gone"
+            time.sleep(0.2)
         down = post(worker, body, **bearer())
         assert down.status_code == 503
         assert down.headers["Retry-After"] == "5"
@@ -301,14 +369,18 @@ def test_audience_upload_csv_and_ndjson_then_a_send_uses_it(served) -> None:
     assert (answer["received"], answer["accepted"], answer["rejected"]) == (4, 3, 1)
     assert answer["rejects"][0]["index"] == 2 and answer["rejects"][0]["reason"] == "invalid_phone"
     ndjson = b'{"phoneE164": "+15556660004", "op": "remove"}\n{"phoneE164": "+15556660005", "externalId": "e5"}\n[1]\n'
-    signed = {
-        "X-Leadstream-Signature": sign(SECRET, ndjson),
-        "Content-Type": "application/x-ndjson",
-    }
-    answer = httpx.post(url, content=ndjson, headers=signed, timeout=60).json()
+    ndjson_type = {"Content-Type": "application/x-ndjson"}
+    signed = signed_request("POST", url, "sk1", SECRET, content=ndjson, headers=ndjson_type)
+    answer = httpx.Client(timeout=60).send(signed).json()
     assert (answer["received"], answer["accepted"], answer["rejected"]) == (3, 2, 1)
-    tampered = httpx.post(url, content=ndjson + b"\n", headers=signed, timeout=60)
+    replayed = {**credential_headers(signed), **ndjson_type}
+    tampered = httpx.post(url, content=ndjson + b"\n", headers=replayed, timeout=60)
     assert tampered.status_code == 401
+    elsewhere = url.replace("upload-1", "upload-2")
+    assert httpx.post(elsewhere, content=ndjson, headers=replayed, timeout=60).status_code == 401
+    # A body-only signature is for webhooks: an upload is signed v1.
+    body_only = {"X-Leadstream-Signature": sign(SECRET, ndjson), **ndjson_type}
+    assert httpx.post(url, content=ndjson, headers=body_only, timeout=60).status_code == 401
     assert (
         httpx.post(
             url, content=csv_body, headers={**bearer(), "Content-Type": "text/plain"}
@@ -478,7 +550,6 @@ def test_keys_revoked_or_rotated_while_the_worker_runs(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     from leadstream.domain.auth import revoked
-    from leadstream.web.keys import load_auth
 
     auth = tmp_path / "auth.json"
     config = with_key(AuthConfig(), "42", ApiKey("ak1", hash_api_key(API_KEY), "t"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
 from leadstream.client.recipients import SendList, read_send
-from leadstream.domain.auth import ApiKey, hash_api_key, new_api_key, with_key
+from leadstream.domain.auth import ApiKey, hash_api_key, new_api_key, new_key, with_key
 from leadstream.domain.normalize import normalize_organization_id
 from leadstream.kafka.admin import ensure_topics
 from leadstream.kafka.config import KafkaConnection
@@ -38,8 +39,13 @@ class Stack:
         # Every worker of the stack reads one auth file (a worker's own data dir would
         # otherwise hold its own): the test's, or one made here.
         overrides.setdefault("auth_file", root / "auth.json")
+        # Workers of one stack ask each other for preview shares, signed with the
+        # cluster's secret; cluster_secret=None runs them without one.
+        overrides.setdefault("cluster_secret", secrets.token_hex(16))
+        overrides = {k: v for k, v in overrides.items() if v is not None}
         self.overrides = overrides
         self._keys: dict[str, str] = {}
+        self._signing: dict[str, tuple[str, str]] = {}
         self.settings = Settings(
             kafka_bootstrap=bootstrap,
             app_id=app_id,
@@ -77,6 +83,17 @@ class Stack:
             self._keys[canonical] = key
         return self._keys[canonical]
 
+    def signing_key(self, org: Any) -> tuple[str, str]:
+        """``(key id, secret)`` of a signing key of ``org`` in the stack's auth file (made
+        on first use)."""
+        canonical = normalize_organization_id(org)
+        if canonical not in self._signing:
+            path = self.settings.auth_path
+            record, secret = new_key("signing", "test")
+            save_auth(path, with_key(load_auth(path), canonical, record))
+            self._signing[canonical] = (record.id, secret)
+        return self._signing[canonical]
+
     def worker(
         self,
         *,
@@ -85,14 +102,19 @@ class Stack:
         wait: bool = True,
         port: int | None = None,
         log_through_pipe: bool = False,
+        env: dict[str, str | None] | None = None,
     ) -> WorkerProcess:
         """A worker process; ``port`` to start one again where an earlier one served (as a
-        restarted deployment does: the same address keeps its static group membership)."""
+        restarted deployment does: the same address keeps its static group membership);
+        ``env``: variables of this worker only (None: unset)."""
+        own = self.env(data_dir)
+        for key, value in (env or {}).items():
+            if value is None:
+                own.pop(key, None)
+            else:
+                own[key] = value
         w = WorkerProcess(
-            self.env(data_dir),
-            self.root / f"{name}.log",
-            api_key=self.api_key,
-            log_through_pipe=log_through_pipe,
+            own, self.root / f"{name}.log", api_key=self.api_key, log_through_pipe=log_through_pipe
         )
         if port is not None:
             w.port = port

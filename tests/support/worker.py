@@ -103,10 +103,14 @@ class WorkerProcess:
         if self._http is None:
             self._http = httpx.Client(timeout=10)
         assert self.api_key is not None, "reading a lead needs a key of its organization"
-        resp = self._http.get(
-            f"{self.url}/api/v1/leads/{org}/{phone}",
-            headers={"Authorization": f"Bearer {self.api_key(org)}"},
-        )
+        for _ in range(20):
+            resp = self._http.get(
+                f"{self.url}/api/v1/leads/{org}/{phone}",
+                headers={"Authorization": f"Bearer {self.api_key(org)}"},
+            )
+            if resp.status_code != 429:  # a check reading thousands of leads at full speed
+                break
+            time.sleep(float(resp.headers.get("Retry-After", "1")))
         resp.raise_for_status()
         return dict(resp.json())
 

@@ -483,6 +483,15 @@ def test_no_credential_in_a_config_map_or_a_literal(rendered: Rendered) -> None:
                 assert set(var["valueFrom"]) == {"secretKeyRef"}, var["name"]
 
 
+def test_the_workers_share_a_cluster_secret_from_a_secret(rendered: Rendered) -> None:
+    """Several pods ask each other for preview shares: each signs with the same secret,
+    which a pod cannot start without."""
+    env = rendered.environment(rendered.worker)
+    reference = env["LEADSTREAM_CLUSTER_SECRET"]["secretKeyRef"]
+    assert reference["name"] and reference["key"]
+    assert not reference.get("optional", False)
+
+
 def test_managed_kafka_speaks_sasl_ssl_with_credentials_from_a_secret(
     managed: Rendered,
 ) -> None:

@@ -35,6 +35,7 @@ from leadstream.domain.send_state import (
 )
 from leadstream.domain.sends import (
     FILTER_DEADLINE_MS,
+    MAX_CONDITIONS,
     AudienceFilterSpec,
     Counts,
     EventFilter,
@@ -154,6 +155,13 @@ def reason_of(doc: Any) -> Reason:
 
 
 # --- parse_trigger ------------------------------------------------------------------------
+
+
+def test_a_trigger_holds_at_most_64_event_filters() -> None:
+    one = {"mode": "exclude", "eventType": "purchase"}
+    assert len(parse_trigger(trigger_doc(eventFilters=[one] * MAX_CONDITIONS)).event_filters) == 64
+    with pytest.raises(RowError, match="at most 64"):
+        parse_trigger(trigger_doc(eventFilters=[one] * (MAX_CONDITIONS + 1)))
 
 
 def test_trigger_without_filters() -> None:

@@ -1,11 +1,16 @@
-"""The commands that ask a running worker over its HTTP API: ``lead``, ``preview`` and
-``explain``. Each prints the worker's JSON answer; an error answer goes to stderr with exit
-status 1, so that a script can tell the two apart."""
+"""The commands that ask a running worker over its HTTP API: ``lead``, ``erase``,
+``preview`` and ``explain``. Each prints the worker's JSON answer; an error answer goes to
+stderr with exit status 1, so that a script can tell the two apart.
+
+Each authenticates with an API key (``--api-key``) or, given a signing key
+(``--signing-key-id`` and ``--signing-secret``), signs its request v1: the method, path,
+query, timestamp and body's hash, so that the signature authorizes that request only."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,6 +21,7 @@ import click
 
 from leadstream.cli.options import controls_options, event_filter_option
 from leadstream.client.publish import build_trigger
+from leadstream.domain.auth import RequestLine, signed_headers
 from leadstream.settings import Settings
 
 __all__ = ["erase", "explain", "lead", "preview"]
@@ -27,28 +33,83 @@ _TIMEOUT_SECONDS = 60
 _url_option = click.option(
     "--url", default=None, help="Worker base URL [default: http://127.0.0.1:$LEADSTREAM_WEB_PORT]."
 )
-_api_key_option = click.option(
-    "--api-key",
-    envvar="LEADSTREAM_API_KEY",
-    show_envvar=True,
-    required=True,
-    help="An API key of the organization (leadstream keys create).",
-)
+
+
+def _credential_options(command: Any) -> Any:
+    """``--api-key``, or ``--signing-key-id`` with ``--signing-secret``: one is needed."""
+    for option in reversed(
+        [
+            click.option(
+                "--api-key",
+                envvar="LEADSTREAM_API_KEY",
+                show_envvar=True,
+                default=None,
+                help="An API key of the organization (leadstream keys create).",
+            ),
+            click.option(
+                "--signing-key-id",
+                envvar="LEADSTREAM_SIGNING_KEY_ID",
+                show_envvar=True,
+                default=None,
+                help="Instead of an API key: the id of a signing key of the organization"
+                " (leadstream keys create --kind signing); the request is signed v1.",
+            ),
+            click.option(
+                "--signing-secret",
+                envvar="LEADSTREAM_SIGNING_SECRET",
+                show_envvar=True,
+                default=None,
+                help="The secret of that signing key.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+class _Credential:
+    """How the command authenticates: a Bearer API key, or a v1 signature."""
+
+    def __init__(
+        self, api_key: str | None, signing_key_id: str | None, signing_secret: str | None
+    ) -> None:
+        if (signing_key_id is None) != (signing_secret is None):
+            raise click.UsageError("--signing-key-id and --signing-secret go together")
+        if api_key is None and signing_key_id is None:
+            raise click.UsageError(
+                "give --api-key (LEADSTREAM_API_KEY), or --signing-key-id and --signing-secret"
+            )
+        self._api_key = api_key
+        self._signing = (signing_key_id, signing_secret) if signing_key_id else None
+
+    def headers(self, method: str, target: str, body: bytes) -> dict[str, str]:
+        """The credential headers of a request to ``target`` (path and query, as sent)."""
+        if self._signing is None:
+            return {"Authorization": f"Bearer {self._api_key}"}
+        key_id, secret = self._signing
+        path, _, query = target.partition("?")
+        line = RequestLine(method, path, query)
+        return signed_headers(key_id, str(secret), line, body, now_s=time.time())
 
 
 def _ask_worker(
-    url: str | None, path: str, api_key: str, body: Any = None, *, method: str | None = None
+    url: str | None,
+    path: str,
+    credential: _Credential,
+    body: Any = None,
+    *,
+    method: str | None = None,
 ) -> None:
     """Print the worker's JSON answer to ``path`` (a POST of ``body`` when there is one);
     exit 1 after printing an error answer, or saying that no worker answered."""
     base = (url or f"http://127.0.0.1:{Settings().web_port}").rstrip("/")
-    headers = {"Authorization": f"Bearer {api_key}"}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
+    data = None if body is None else json.dumps(body).encode()
+    verb = method or ("GET" if data is None else "POST")
+    headers = credential.headers(verb, path, data or b"")
+    if data is not None:
         headers["Content-Type"] = "application/json"
     request = urllib.request.Request(  # noqa: S310 - user-given URL
-        base + path, data=data, headers=headers, method=method
+        base + path, data=data, headers=headers, method=verb
     )
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS) as resp:  # noqa: S310
@@ -70,23 +131,24 @@ def _segment(value: str) -> str:
 @click.argument("organization_id")
 @click.argument("phone")
 @_url_option
-@_api_key_option
-def lead(organization_id: str, phone: str, url: str | None, api_key: str) -> None:
+@_credential_options
+def lead(organization_id: str, phone: str, url: str | None, **credential: str | None) -> None:
     """Show one lead's stored events (read-only, from a running worker)."""
-    _ask_worker(url, f"/api/v1/leads/{_segment(organization_id)}/{_segment(phone)}", api_key)
+    path = f"/api/v1/leads/{_segment(organization_id)}/{_segment(phone)}"
+    _ask_worker(url, path, _Credential(**credential))
 
 
 @click.command()
 @click.argument("organization_id")
 @click.argument("phone")
 @_url_option
-@_api_key_option
-def erase(organization_id: str, phone: str, url: str | None, api_key: str) -> None:
+@_credential_options
+def erase(organization_id: str, phone: str, url: str | None, **credential: str | None) -> None:
     """Erase a lead: its events, memberships, send history and index entries, everywhere
     in the state and its changelog; an opted-out lead leaves a suppression (a keyed hash,
     not the phone), so that it stays opted out if it comes back."""
     path = f"/api/v1/leads/{_segment(organization_id)}/{_segment(phone)}"
-    _ask_worker(url, path, api_key, method="DELETE")
+    _ask_worker(url, path, _Credential(**credential), method="DELETE")
 
 
 @click.command()
@@ -114,7 +176,7 @@ def erase(organization_id: str, phone: str, url: str | None, api_key: str) -> No
     help="How many of the recipients to list.",
 )
 @_url_option
-@_api_key_option
+@_credential_options
 def preview(
     organization_id: str,
     campaign_id: str,
@@ -125,7 +187,7 @@ def preview(
     audience_filter: Path | None,
     sample: int,
     url: str | None,
-    api_key: str,
+    **credential: str | None,
 ) -> None:
     """Preview a send: the counts and some recipients it would have if materialized now
     (or at --scheduled-for), from a running worker. Nothing is written."""
@@ -143,7 +205,7 @@ def preview(
     if audience_filter is not None:
         body["audienceFilter"] = _read_json(audience_filter)
     body["sample"] = sample
-    _ask_worker(url, "/api/v1/sends/preview", api_key, body)
+    _ask_worker(url, "/api/v1/sends/preview", _Credential(**credential), body)
 
 
 def _flag_of(error: str) -> str:
@@ -194,9 +256,11 @@ def _read_json(path: Path) -> Any:
 @click.argument("send_id")
 @click.argument("phone")
 @_url_option
-@_api_key_option
-def explain(organization_id: str, send_id: str, phone: str, url: str | None, api_key: str) -> None:
+@_credential_options
+def explain(
+    organization_id: str, send_id: str, phone: str, url: str | None, **credential: str | None
+) -> None:
     """Explain whether a materialized send messaged a lead, at which step it left the send
     and why (from a running worker)."""
     path = f"/api/v1/sends/{_segment(organization_id)}/{_segment(send_id)}/leads/{_segment(phone)}"
-    _ask_worker(url, path, api_key)
+    _ask_worker(url, path, _Credential(**credential))

@@ -9,7 +9,13 @@ import click
 
 from leadstream.cli.options import auth_file_option, data_dir_option
 from leadstream.cli.options import settings_from as _settings
-from leadstream.domain.auth import new_key, revoked, with_key, with_timestamp_required
+from leadstream.domain.auth import (
+    new_key,
+    revoked,
+    with_body_signatures,
+    with_key,
+    with_timestamp_required,
+)
 from leadstream.domain.normalize import normalize_organization_id
 from leadstream.domain.rejects import RowError
 from leadstream.web.keys import load_auth, save_auth
@@ -30,6 +36,13 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
+def _org(organization_id: str) -> str:
+    try:
+        return normalize_organization_id(organization_id)
+    except RowError as err:
+        raise click.BadParameter(err.detail, param_hint="--org") from None
+
+
 @keys.command("create")
 @click.option("--org", "organization_id", required=True)
 @click.option(
@@ -45,10 +58,7 @@ def keys_create(
     organization_id: str, kind: str, auth_file: Path | None, data_dir: Path | None
 ) -> None:
     """Create a key and print it once; it is never shown again."""
-    try:
-        org = normalize_organization_id(organization_id)
-    except RowError as err:
-        raise click.BadParameter(err.detail) from None
+    org = _org(organization_id)
     path = _auth_path(auth_file, data_dir)
     key, secret = new_key(kind, _now())
     save_auth(path, with_key(load_auth(path), org, key))
@@ -78,11 +88,30 @@ def keys_list(organization_id: str, auth_file: Path | None, data_dir: Path | Non
 def keys_require_timestamp(
     setting: str, organization_id: str, auth_file: Path | None, data_dir: Path | None
 ) -> None:
-    """Require (on) or not (off) a signed X-Leadstream-Timestamp on HMAC requests."""
+    """Require (on) or not (off) a signed X-Leadstream-Timestamp on body-only signatures
+    (v1 signatures always carry one)."""
     path = _auth_path(auth_file, data_dir)
-    save_auth(path, with_timestamp_required(load_auth(path), str(organization_id), setting == "on"))
+    save_auth(
+        path, with_timestamp_required(load_auth(path), _org(organization_id), setting == "on")
+    )
     state = "required" if setting == "on" else "optional"
     click.echo(f"organization {organization_id}: signed timestamps {state}")
+
+
+@keys.command("body-signatures")
+@click.argument("setting", type=click.Choice(["on", "off"]))
+@click.option("--org", "organization_id", required=True)
+@auth_file_option
+@data_dir_option
+def keys_body_signatures(
+    setting: str, organization_id: str, auth_file: Path | None, data_dir: Path | None
+) -> None:
+    """Accept (on, the default) or refuse (off) body-only signatures (sha256=...) on the
+    webhook POSTs; v1 signatures and API keys are not affected."""
+    path = _auth_path(auth_file, data_dir)
+    save_auth(path, with_body_signatures(load_auth(path), _org(organization_id), setting == "on"))
+    state = "accepted" if setting == "on" else "refused"
+    click.echo(f"organization {organization_id}: body-only signatures {state}")
 
 
 @keys.command("revoke")

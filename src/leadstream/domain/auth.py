@@ -1,47 +1,85 @@
-"""Per-organization credentials: API keys (stored only as hashes) and HMAC signing keys.
+"""Per-organization credentials and what a request's credential proves: pure rules over an
+:class:`AuthConfig` value (the file is read and written by :mod:`leadstream.web.keys`).
 
-Pure rules over an :class:`AuthConfig` value; reading and writing the file
-(``LEADSTREAM_AUTH_FILE``) happens in :mod:`leadstream.web.keys`.
+A request carries one credential:
 
-A request authenticates with ``Authorization: Bearer <api key>`` or with an HMAC-SHA256 of
-the raw body in ``X-Leadstream-Signature: sha256=<hex>`` (``X-Setter-Signature`` accepted
-too). With ``X-Leadstream-Timestamp`` the signed message is ``"{ts}.{body}"`` and the
-timestamp must be within 5 minutes; an organization can require it. Several keys of each
-kind may be active at once (rotation). Every comparison is constant-time, and a failure
-never says which part was wrong.
+* ``Authorization: Bearer <api key>``: decided from the headers alone.
+* A **v1 signature**: ``X-Leadstream-Key-Id``, ``X-Leadstream-Timestamp`` (Unix seconds,
+  within :data:`TIMESTAMP_TOLERANCE_S` of the worker's clock) and ``X-Leadstream-Signature:
+  v1=<hex>``, the HMAC-SHA256 under that key's secret of :func:`canonical_v1`: the
+  timestamp, method, path as sent, raw query and the SHA-256 of the body. It authorizes
+  exactly that request. The key id, its organization and the timestamp are checked from
+  the headers; the signature once the body's hash is known (:meth:`SignedRequest.verify`).
+* A **body-only signature** ``sha256=<hex>`` (``X-Setter-Signature`` too), the HMAC of the
+  body or of ``"{timestamp}.{body}"``: the deliveries of source systems that cannot sign
+  more. The web layer allows it on the webhook POSTs only, and an organization can turn it
+  off. Its organization is the key id's when one is sent, else the body's top-level
+  ``organizationId``; only that organization's keys are tried (:func:`verify_body_signature`).
+
+An :class:`AuthIndex` is built once per configuration (API key hash -> organization, key
+id -> organization and secret), so that checking a request costs one hash lookup, or one
+HMAC, whatever the number of organizations. A failure never says which part was wrong.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import msgspec
 
 __all__ = [
+    "CLUSTER_KEY_ID",
+    "EMPTY_BODY_SHA256",
     "TIMESTAMP_TOLERANCE_S",
     "ApiKey",
     "AuthConfig",
     "AuthError",
+    "AuthIndex",
+    "BodySigned",
+    "Credential",
+    "Granted",
     "OrgAuth",
+    "RequestLine",
+    "SignedRequest",
     "SigningKey",
-    "authenticate",
-    "has_credentials",
+    "body_organization",
+    "canonical_v1",
+    "forbidden",
     "hash_api_key",
     "new_api_key",
     "new_key",
     "new_signing_secret",
+    "read_credential",
     "revoked",
     "sign",
+    "sign_v1",
+    "signed_headers",
+    "verify_body_signature",
+    "with_body_signatures",
     "with_key",
     "with_timestamp_required",
 ]
 
 TIMESTAMP_TOLERANCE_S = 300
-_SIGNATURE_HEADERS = ("x-leadstream-signature", "x-setter-signature")
+# The key id of worker-to-worker requests, signed with LEADSTREAM_CLUSTER_SECRET (a tenant's
+# key ids start with sk_, so they never collide with it).
+CLUSTER_KEY_ID = "cluster"
+EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
+
 _API_KEY_PREFIX = "lsk_"
+_V1 = "v1="
+_BODY_ONLY = "sha256="
+# Credential headers are short: an API key is 47 characters, a signature 67. Anything
+# longer (aiohttp allows 8 KiB a header) is refused before it is hashed.
+_MAX_CREDENTIAL_CHARS = 512
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class ApiKey(msgspec.Struct, frozen=True):
@@ -61,7 +99,10 @@ class SigningKey(msgspec.Struct, frozen=True):
 class OrgAuth(msgspec.Struct, frozen=True):
     api_keys: list[ApiKey] = []
     signing_keys: list[SigningKey] = []
+    # Body-only signatures (sha256=) must carry a signed timestamp.
     require_timestamp: bool = False
+    # Body-only signatures are accepted on the webhook POSTs at all.
+    body_signatures: bool = True
 
 
 class AuthConfig(msgspec.Struct, frozen=True):
@@ -75,6 +116,18 @@ class AuthError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _unauthorized() -> AuthError:
+    return AuthError(401, "missing or invalid credentials")
+
+
+def forbidden() -> AuthError:
+    """403: the credential is valid and acts for another organization."""
+    return AuthError(403, "this credential does not act for that organization")
+
+
+# -- keys ----------------------------------------------------------------------------------
 
 
 def new_key(kind: str, created_at: str) -> tuple[ApiKey | SigningKey, str]:
@@ -102,103 +155,284 @@ def hash_api_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+# -- the index -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Signer:
+    org: str
+    secret: bytes
+    body_signatures: bool
+    require_timestamp: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuthIndex:
+    """The active credentials of a configuration, by what a request names: an API key's
+    hash, a signing key's id, an organization (its body-only signing secrets). Built once
+    per configuration (:meth:`of`), never per request."""
+
+    api_keys: Mapping[str, str] = field(default_factory=dict)  # hash -> org
+    signers: Mapping[str, _Signer] = field(default_factory=dict)  # key id -> signer
+    body_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)  # org -> secrets
+    timestamp_required: frozenset[str] = frozenset()
+    cluster_secret: bytes | None = None
+
+    @classmethod
+    def of(cls, config: AuthConfig, cluster_secret: str | None = None) -> AuthIndex:
+        api_keys: dict[str, str] = {}
+        signers: dict[str, _Signer] = {}
+        body: dict[str, tuple[bytes, ...]] = {}
+        for org, auth in config.organizations.items():
+            for api_key in auth.api_keys:
+                if api_key.revoked_at is None:
+                    api_keys[api_key.hash] = org
+            active = [k for k in auth.signing_keys if k.revoked_at is None]
+            for key in active:
+                if key.id != CLUSTER_KEY_ID:
+                    signers[key.id] = _Signer(
+                        org, key.secret.encode(), auth.body_signatures, auth.require_timestamp
+                    )
+            if auth.body_signatures and active:
+                body[org] = tuple(k.secret.encode() for k in active)
+        required = frozenset(o for o, a in config.organizations.items() if a.require_timestamp)
+        return cls(
+            api_keys,
+            signers,
+            body,
+            required,
+            None if cluster_secret is None else cluster_secret.encode(),
+        )
+
+
+# -- what a request's headers prove ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLine:
+    """What a v1 signature covers besides the body: the method, the path as sent (still
+    percent-encoded) and the raw query string (empty when there is none)."""
+
+    method: str
+    path: str
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """An API key: the organization it acts for, known from the headers alone."""
+
+    org: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """A v1 signature whose key and timestamp are good; the signature itself is checked
+    once the body's SHA-256 is known. ``org`` is None for the cluster's own key (a share
+    request between workers acts for the organization its body names)."""
+
+    org: str | None
+    key_id: str
+    _secret: bytes = field(repr=False)
+    _prefix: str = field(repr=False)
+    _signature: str = field(repr=False)
+
+    def verify(self, body_sha256: str) -> None:
+        """:class:`AuthError` 401 unless the signature covers this request with a body of
+        hex SHA-256 ``body_sha256``: one HMAC of a short string."""
+        message = (self._prefix + body_sha256).encode()
+        expected = hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, self._signature):
+            raise _unauthorized()
+
+
+@dataclass(frozen=True, slots=True)
+class BodySigned:
+    """A body-only signature: checked against the body (:func:`verify_body_signature`).
+    ``org`` is known when a key id was sent."""
+
+    org: str | None
+    key_id: str | None
+    signature: str = field(repr=False)
+    timestamp: str | None
+
+
+Credential = Granted | SignedRequest | BodySigned
+
+
+def canonical_v1(timestamp: str, line: RequestLine, body_sha256: str) -> str:
+    """The string a v1 signature is the HMAC-SHA256 of."""
+    return f"v1:{timestamp}:{line.method.upper()}:{line.path}:{line.query}:{body_sha256}"
+
+
+def sign_v1(secret: str, timestamp: str, line: RequestLine, body: bytes) -> str:
+    """The ``X-Leadstream-Signature`` value of a v1 signature of this request."""
+    message = canonical_v1(timestamp, line, hashlib.sha256(body).hexdigest()).encode()
+    return _V1 + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signed_headers(
+    key_id: str, secret: str, line: RequestLine, body: bytes, *, now_s: float
+) -> dict[str, str]:
+    """The three headers of a v1 signed request, timestamped ``now_s``."""
+    timestamp = str(int(now_s))
+    return {
+        "X-Leadstream-Key-Id": key_id,
+        "X-Leadstream-Timestamp": timestamp,
+        "X-Leadstream-Signature": sign_v1(secret, timestamp, line, body),
+    }
+
+
 Body = bytes | Callable[[], Iterable[bytes]]
 
 
 def sign(secret: str, body: Body, timestamp: str | None = None) -> str:
-    """The signature header value for ``body`` (and ``timestamp`` when given).
+    """The body-only signature header value of ``body`` (and ``timestamp`` when given).
 
-    ``body`` may be a callable returning the body in chunks, so that a large upload is
-    verified from disk without being held in memory.
-    """
+    ``body`` may be a callable returning the body in chunks."""
     mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
     if timestamp is not None:
         mac.update(timestamp.encode() + b".")
     for chunk in [body] if isinstance(body, bytes) else body():
         mac.update(chunk)
-    return "sha256=" + mac.hexdigest()
-
-
-def _unauthorized() -> AuthError:
-    return AuthError(401, "missing or invalid credentials")
+    return _BODY_ONLY + mac.hexdigest()
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
+    """The header ``name`` (lower case), or :class:`AuthError` when it is there but cannot
+    be a credential (not ASCII, control characters, too long): never a 500."""
+    value = headers.get(name)
+    if value is None and not hasattr(headers, "getall"):  # a plain dict: any case
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    if value is None:
+        return None
+    if len(value) > _MAX_CREDENTIAL_CHARS or not value.isascii() or not value.isprintable():
+        raise _unauthorized()
+    return value.strip()
 
 
-def has_credentials(headers: Mapping[str, str]) -> bool:
-    """Whether the request carries a credential at all (valid or not): a Bearer token or
-    a signature header."""
-    authorization = _header(headers, "authorization")
-    if authorization is not None and authorization.lower().startswith("bearer "):
-        return True
-    return any(_header(headers, name) for name in _SIGNATURE_HEADERS)
+def _fresh(timestamp: str, now_s: float) -> bool:
+    return (
+        _TIMESTAMP.fullmatch(timestamp) is not None
+        and abs(now_s - int(timestamp)) <= TIMESTAMP_TOLERANCE_S
+    )
 
 
-def _bearer_org(config: AuthConfig, token: str) -> str | None:
-    digest = hash_api_key(token)
-    found = None
-    for org, auth in config.organizations.items():
-        for key in auth.api_keys:
-            if key.revoked_at is None and hmac.compare_digest(key.hash, digest):
-                found = org
-    return found
-
-
-def _signature_org(
-    config: AuthConfig, signature: str, body: Body, timestamp: str | None, now_s: float
-) -> str | None:
-    if timestamp is not None:
-        try:
-            ts = int(timestamp)
-        except ValueError:
-            return None
-        if abs(now_s - ts) > TIMESTAMP_TOLERANCE_S:
-            return None
-    found = None
-    for org, auth in config.organizations.items():
-        if auth.require_timestamp and timestamp is None:
-            continue
-        for key in auth.signing_keys:
-            if key.revoked_at is None and hmac.compare_digest(
-                sign(key.secret, body, timestamp), signature
-            ):
-                found = org
-    return found
-
-
-def authenticate(
-    config: AuthConfig,
+def read_credential(
+    index: AuthIndex,
     headers: Mapping[str, str],
-    body: Body,
+    line: RequestLine,
     *,
     now_s: float,
-    claimed_org: str | None = None,
-) -> str:
-    """The organization the request acts for, or :class:`AuthError`.
+    body_signatures: bool,
+    cluster: bool,
+) -> Credential:
+    """What the request's headers prove, before any byte of its body is read, or
+    :class:`AuthError` 401.
 
-    ``claimed_org`` is the organizationId in the body, if any: a key acts only for its own
-    organization (403 otherwise).
-    """
-    org = None
+    ``body_signatures``: the route takes body-only signatures (a webhook POST);
+    ``cluster``: it takes the cluster's own key (a preview's share request)."""
     authorization = _header(headers, "authorization")
-    if authorization is not None and authorization.lower().startswith("bearer "):
-        org = _bearer_org(config, authorization[7:].strip())
-    if org is None:
-        signature = next(filter(None, (_header(headers, n) for n in _SIGNATURE_HEADERS)), None)
-        if signature is not None:
-            org = _signature_org(
-                config, signature.strip(), body, _header(headers, "x-leadstream-timestamp"), now_s
-            )
-    if org is None:
+    if authorization is not None and authorization[:7].lower() == "bearer ":
+        org = index.api_keys.get(hash_api_key(authorization[7:].strip()))
+        if org is None:
+            raise _unauthorized()
+        return Granted(org)
+    signature = _header(headers, "x-leadstream-signature") or _header(headers, "x-setter-signature")
+    if signature is None:
         raise _unauthorized()
-    if claimed_org is not None and claimed_org != org:
-        raise AuthError(403, "this credential does not act for that organization")
-    return org
+    key_id = _header(headers, "x-leadstream-key-id")
+    timestamp = _header(headers, "x-leadstream-timestamp")
+    if key_id is not None and _KEY_ID.fullmatch(key_id) is None:
+        raise _unauthorized()
+    if timestamp is not None and not _fresh(timestamp, now_s):
+        raise _unauthorized()
+    if signature.startswith(_V1):
+        return _v1_request(index, line, signature, key_id, timestamp, cluster=cluster)
+    if signature.startswith(_BODY_ONLY) and body_signatures:
+        return _body_signed(index, signature, key_id, timestamp)
+    raise _unauthorized()
+
+
+def _v1_request(
+    index: AuthIndex,
+    line: RequestLine,
+    signature: str,
+    key_id: str | None,
+    timestamp: str | None,
+    *,
+    cluster: bool,
+) -> SignedRequest:
+    given = signature[len(_V1) :].lower()
+    if key_id is None or timestamp is None or _HEX_SHA256.fullmatch(given) is None:
+        raise _unauthorized()
+    prefix = canonical_v1(timestamp, line, "")
+    if key_id == CLUSTER_KEY_ID:
+        if not cluster or index.cluster_secret is None:
+            raise _unauthorized()
+        return SignedRequest(None, key_id, index.cluster_secret, prefix, given)
+    signer = index.signers.get(key_id)
+    if signer is None:
+        raise _unauthorized()
+    return SignedRequest(signer.org, key_id, signer.secret, prefix, given)
+
+
+def _body_signed(
+    index: AuthIndex, signature: str, key_id: str | None, timestamp: str | None
+) -> BodySigned:
+    given = signature[len(_BODY_ONLY) :].lower()
+    if _HEX_SHA256.fullmatch(given) is None:
+        raise _unauthorized()
+    org = None
+    if key_id is not None:
+        signer = index.signers.get(key_id)
+        if signer is None or not signer.body_signatures:
+            raise _unauthorized()
+        if signer.require_timestamp and timestamp is None:
+            raise _unauthorized()
+        org = signer.org
+    return BodySigned(org, key_id, given, timestamp)
+
+
+class _OrganizationOnly(msgspec.Struct):
+    organizationId: str | int | None = None  # noqa: N815 - the wire name
+
+
+def body_organization(body: bytes) -> str | int | None:
+    """The top-level ``organizationId`` of a JSON body, read without building the rest
+    (msgspec skips the other fields); None when there is none or the body is no object."""
+    try:
+        return msgspec.json.decode(body, type=_OrganizationOnly).organizationId
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def verify_body_signature(
+    index: AuthIndex, credential: BodySigned, body: Body, claimed_org: str | None
+) -> str:
+    """The organization a body-only signature acts for, or :class:`AuthError` 401: the key
+    id's organization's key (when one was sent), else each active key of ``claimed_org``
+    (the body's organizationId): one HMAC of the body per key tried."""
+    candidates: tuple[bytes, ...]
+    if credential.key_id is not None:
+        signer = index.signers.get(credential.key_id)
+        if signer is None or not signer.body_signatures:
+            raise _unauthorized()
+        org, candidates = signer.org, (signer.secret,)
+    else:
+        if claimed_org is None:
+            raise _unauthorized()
+        org, candidates = claimed_org, index.body_secrets.get(claimed_org, ())
+        if org in index.timestamp_required and credential.timestamp is None:
+            raise _unauthorized()
+    for secret in candidates:
+        expected = sign(secret.decode(), body, credential.timestamp)[len(_BODY_ONLY) :]
+        if hmac.compare_digest(expected, credential.signature):
+            return org
+    raise _unauthorized()
+
+
+# -- configuration changes -----------------------------------------------------------------
 
 
 def with_key(config: AuthConfig, org: str, key: ApiKey | SigningKey) -> AuthConfig:
@@ -236,7 +470,15 @@ def revoked(config: AuthConfig, org: str, key_id: str, at: str) -> AuthConfig:
 
 
 def with_timestamp_required(config: AuthConfig, org: str, required: bool) -> AuthConfig:
-    """``config`` where signatures of ``org`` must (or need not) carry a signed timestamp."""
+    """``config`` where body-only signatures of ``org`` must (or need not) carry a signed
+    timestamp."""
     current = config.organizations.get(org, OrgAuth())
     updated = msgspec.structs.replace(current, require_timestamp=required)
+    return msgspec.structs.replace(config, organizations={**config.organizations, org: updated})
+
+
+def with_body_signatures(config: AuthConfig, org: str, accepted: bool) -> AuthConfig:
+    """``config`` where ``org``'s body-only signatures are (or are no longer) accepted."""
+    current = config.organizations.get(org, OrgAuth())
+    updated = msgspec.structs.replace(current, body_signatures=accepted)
     return msgspec.structs.replace(config, organizations={**config.organizations, org: updated})

@@ -42,6 +42,7 @@ from leadstream.state.port import PartitionStore, iter_prefix
 
 __all__ = [
     "FILTER_DEADLINE_MS",
+    "MAX_CONDITIONS",
     "AudienceFilterSpec",
     "Counts",
     "EventFilter",
@@ -63,6 +64,9 @@ FILTER_DEADLINE_MS = 5 * 60_000
 # Generous ceilings that keep every value inside the 64-bit encodings downstream.
 MAX_WITHIN_MINUTES = 100 * 366 * 24 * 60
 MAX_MIN_COUNT = 1_000_000
+# Conditions of a send, at most (its event filters count): what evaluating a trigger costs
+# is bounded whatever its body holds.
+MAX_CONDITIONS = 64
 Mode = Literal["include", "exclude"]
 
 
@@ -178,6 +182,10 @@ def parse_trigger(doc: Any) -> SendTrigger:
         )
     if many is not None and not isinstance(many, list):
         raise RowError(Reason.INVALID_JSON, "eventFilters must be a JSON array")
+    if many is not None and len(many) > MAX_CONDITIONS:
+        raise RowError(
+            Reason.INVALID_JSON, f"a trigger holds at most {MAX_CONDITIONS} event filters"
+        )
     filters = tuple(_event_filter(f) for f in ([one] if one is not None else many or []))
     switch = doc.get("audienceFilter")
     enabled = False

@@ -3,12 +3,14 @@ members, read as a stream and never held whole: CSV ``phoneE164,externalId[,op]`
 or a JSON document (an array of members or ``{"members": [...]}``, parsed incrementally).
 
 The body is spooled to a temporary file (memory up to 8 MiB, then disk; at most
-``LEADSTREAM_MAX_BODY_BYTES``) so that an HMAC signature can be checked before any row is
-applied; a JSON document is then checked for syntax, depth and shape in one streaming pass
+``LEADSTREAM_MAX_BODY_BYTES``), hashed as it arrives, so that a v1 signature is checked
+before any row is applied (an API key was checked before the first byte); a JSON
+document is then checked for syntax, depth and shape in one streaming pass
 (so a malformed document is a 400 with nothing applied, not half an upload). Rows are read
 back one at a time, validated alone (a bad row lands in ``rejects`` with its index) and sent
-by lead with acks=all before the answer. Checking and reading run on a thread, a slice of
-rows at a time, so that a large upload never holds up the event loop.
+by lead with acks=all before the answer; the answer lists the first 1,000 rejects and
+counts the others. Checking and reading run on a thread, a slice of rows at a time, so
+that a large upload never holds up the event loop.
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ import csv
 import io
 import logging
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import islice
 from typing import IO, Any
 
@@ -29,24 +29,23 @@ import ijson
 from faust.web import Request, Response
 
 from leadstream.domain.audience import MemberOp, parse_member_row
-from leadstream.domain.auth import AuthError, authenticate
 from leadstream.domain.decode import MAX_JSON_DEPTH, decode_json
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
-from leadstream.domain.normalize import normalize_id, normalize_organization_id
+from leadstream.domain.normalize import normalize_id
 from leadstream.domain.rejects import Reason, RowError
 from leadstream.logs import log_fields
 from leadstream.web.http import (
+    MAX_LISTED_REJECTS,
     BodyError,
     ServedView,
+    admission_of,
     answer_reject,
-    auth_error,
     error_response,
+    listed_rejects,
     media_type,
-    stream_body,
     unavailable,
 )
 from leadstream.web.ingress import Ingress
-from leadstream.web.keys import AuthFile
 
 __all__ = [
     "MAX_AUDIENCE_MEMBERS",
@@ -206,19 +205,24 @@ class AudienceUpload(ServedView):
                 "unsupported_media_type",
                 "send text/csv, application/x-ndjson or application/json",
             )
+        admission = admission_of(request)
         org: str | None = None
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as body:
             try:
-                await stream_body(request, context.settings.max_body_bytes, body.write)
-                org = await _authenticate(request, body, context.auth)
-                campaign = _campaign(params["campaignId"], request, org)
+                await admission.stream_body(
+                    request,  # type: ignore[arg-type]
+                    context.settings.max_body_bytes,
+                    body.write,
+                )
+                org = admission.acting_org(None)
+                campaign = _campaign(params["campaignId"])
                 json_prefix = await asyncio.to_thread(_check_json, body) if kind == "json" else ""
                 body.seek(0)
                 rows = upload_rows(body, kind, json_prefix)
                 outcomes = member_outcomes(rows, org, campaign, context.settings.default_region)
                 tally = await _send(context.ingress, outcomes)
             except BodyError as err:
-                return error_response(self, err.status, err.code, err.message)
+                return err.answer(self)
             except (TimeoutError, OSError) as exc:
                 logger.warning(
                     "audience upload: Kafka did not confirm: %r",
@@ -233,15 +237,21 @@ class AudienceUpload(ServedView):
 class _Tally:
     received: int = 0
     accepted: int = 0
+    rejected: int = 0
+    # The first MAX_LISTED_REJECTS only: a million bad rows are counted, not kept.
     rejects: list[dict[str, Any]] = field(default_factory=list)
+
+    def reject(self, outcome: dict[str, Any]) -> None:
+        self.rejected += 1
+        if len(self.rejects) < MAX_LISTED_REJECTS:
+            self.rejects.append(outcome)
 
     def answer(self) -> dict[str, Any]:
         return {
             "status": "accepted",
             "received": self.received,
             "accepted": self.accepted,
-            "rejected": len(self.rejects),
-            "rejects": self.rejects,
+            **listed_rejects(self.rejects, self.rejected),
         }
 
 
@@ -266,7 +276,7 @@ async def _send(ingress: Ingress, outcomes: Iterator[Outcome]) -> _Tally:
                 pending.append(outcome)
                 tally.accepted += 1
             else:
-                tally.rejects.append(outcome)
+                tally.reject(outcome)
         if len(pending) >= MAX_BATCH_EVENTS:
             await ingress.send_members(pending)
             pending = []
@@ -278,29 +288,10 @@ def _next_rows(outcomes: Iterator[Outcome]) -> list[Outcome]:
     return list(islice(outcomes, _ROWS_PER_STEP))
 
 
-async def _authenticate(request: Request, body: IO[bytes], auth: AuthFile) -> str:
-    """The organization of the request's credential; a signature is checked over the
-    spooled body, in a thread (an HMAC of 64 MB takes a while)."""
-
-    def chunks() -> Iterator[bytes]:
-        body.seek(0)
-        while chunk := body.read(1 << 16):
-            yield chunk
-
-    check = partial(authenticate, auth.config(), request.headers, chunks, now_s=time.time())
+def _campaign(raw_campaign: str) -> str:
+    """The campaign of the path (the organization a query names was checked with the
+    credential: web/http.py)."""
     try:
-        return await asyncio.to_thread(check)
-    except AuthError as err:
-        raise auth_error(err) from None
-
-
-def _campaign(raw_campaign: str, request: Request, org: str) -> str:
-    """The campaign of the path; an ``organizationId`` query parameter, when given, must be
-    the credential's organization (403 otherwise)."""
-    claimed = request.query.get("organizationId")
-    try:
-        if claimed is not None and normalize_organization_id(claimed) != org:
-            raise BodyError(403, "forbidden", "this credential does not act for that organization")
         return normalize_id(raw_campaign, reason=Reason.INVALID_JSON, what="campaignId")
     except RowError as err:
         code = "invalid_campaign_id" if err.reason is Reason.INVALID_JSON else err.reason.value

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from leadstream.domain.auth import AuthConfig
+from leadstream.domain.auth import AuthConfig, AuthIndex
 
 __all__ = ["AuthFile", "load_auth", "save_auth"]
 
@@ -38,19 +38,33 @@ def save_auth(path: Path, config: AuthConfig) -> None:
 
 
 class AuthFile:
-    """The auth file, re-read when it changes (keys are managed while workers run)."""
+    """The auth file, re-read when it changes (keys are managed while workers run), and
+    its :class:`AuthIndex`, built once per version of the file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cluster_secret: str | None = None) -> None:
         self._path = path
-        self._stamp: tuple[int, int] | None = None
+        self._cluster_secret = cluster_secret
+        self._stamp: tuple[int, int, int] | None = None
         self._config = AuthConfig()
+        self._index = AuthIndex.of(self._config, cluster_secret)
 
     def config(self) -> AuthConfig:
+        self._refresh()
+        return self._config
+
+    def index(self) -> AuthIndex:
+        """The credentials to check a request against (a stat of the file per call)."""
+        self._refresh()
+        return self._index
+
+    def _refresh(self) -> None:
         try:
             st = os.stat(self._path)
-            stamp = (st.st_mtime_ns, st.st_size)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
-            return AuthConfig()
-        if stamp != self._stamp:
-            self._config, self._stamp = load_auth(self._path), stamp
-        return self._config
+            stamp = None
+        if stamp == self._stamp:
+            return
+        config = AuthConfig() if stamp is None else load_auth(self._path)
+        self._config, self._stamp = config, stamp
+        self._index = AuthIndex.of(config, self._cluster_secret)

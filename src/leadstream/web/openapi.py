@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema, models_json_schema
 
 from leadstream import __version__
+from leadstream.domain.auth import TIMESTAMP_TOLERANCE_S
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
 from leadstream.domain.rejects import Reason
-from leadstream.web.sends import MAX_SAMPLE
+from leadstream.domain.sends import MAX_CONDITIONS
+from leadstream.web.http import MAX_LISTED_REJECTS
+from leadstream.web.sends import MAX_INLINE_FILTER_LEADS, MAX_SAMPLE
 from leadstream.wire.models import (
     E164,
     EventFilter,
@@ -62,13 +65,22 @@ class WebhookReject(BaseModel):
     detail: str
 
 
+_REJECTED = "Every row refused, counted."
+_REJECTS = (
+    f"The first {MAX_LISTED_REJECTS} refused rows, in order; the others are only counted"
+    " (rejectsOmitted)."
+)
+_OMITTED = "How many refused rows rejects leaves out: rejected minus the length of rejects."
+
+
 class AudienceAccepted(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["accepted"]
     received: int
     accepted: int
-    rejected: int
-    rejects: list[WebhookReject]
+    rejected: int = Field(description=_REJECTED)
+    rejects: list[WebhookReject] = Field(max_length=MAX_LISTED_REJECTS, description=_REJECTS)
+    rejectsOmitted: int = Field(ge=0, description=_OMITTED)
 
 
 class WebhookAccepted(BaseModel):
@@ -77,8 +89,9 @@ class WebhookAccepted(BaseModel):
     received: int
     inserted: int = Field(description="Rows new to the dedupe table.")
     duplicates: int = Field(description="Rows already there (a retry answers all duplicates).")
-    rejected: int
-    rejects: list[WebhookReject]
+    rejected: int = Field(description=_REJECTED)
+    rejects: list[WebhookReject] = Field(max_length=MAX_LISTED_REJECTS, description=_REJECTS)
+    rejectsOmitted: int = Field(ge=0, description=_OMITTED)
 
 
 class AudienceFilterBody(BaseModel):
@@ -136,7 +149,11 @@ class InlineAudienceFilter(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     mode: Literal["include", "exclude"]
-    leads: list[dict[str, str]] = Field(description="Each {externalId} or {phoneE164}.")
+    leads: list[dict[str, str]] = Field(
+        max_length=MAX_INLINE_FILTER_LEADS,
+        description=f"Each {{externalId}} or {{phoneE164}}; at most {MAX_INLINE_FILTER_LEADS}"
+        " (413 too_many_leads beyond).",
+    )
 
 
 class PreviewBody(BaseModel):
@@ -156,8 +173,12 @@ class PreviewBody(BaseModel):
     eventFilter: EventFilter | SkipJsonSchema[None] = Field(
         None, description="One event filter. Never together with eventFilters."
     )
-    eventFilters: list[EventFilter] | SkipJsonSchema[None] = Field(
-        None, description="Event filters, all ANDed. Never together with eventFilter."
+    eventFilters: (
+        Annotated[list[EventFilter], Field(max_length=MAX_CONDITIONS)] | SkipJsonSchema[None]
+    ) = Field(
+        None,
+        description=f"Event filters, all ANDed, at most {MAX_CONDITIONS} (413"
+        " too_many_conditions beyond). Never together with eventFilter.",
     )
     audienceFilter: InlineAudienceFilter | None = Field(
         None, description="Absent or null: no audience filter step."
@@ -293,12 +314,52 @@ _FILTER_EXAMPLE = {
 }
 
 
-# Either credential: a Bearer API key or an HMAC signature of the body.
-_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"signature": []}]
+# Either credential: a Bearer API key or a v1 signature (its three headers together); the
+# webhooks also take a body-only signature.
+_SECURITY: list[dict[str, list[str]]] = [
+    {"bearer": []},
+    {"keyId": [], "timestamp": [], "signature": []},
+]
+_WEBHOOK_SECURITY = [*_SECURITY, {"bodySignature": []}]
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds after which the same request may be sent again.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+_STATUS_TEXT = {
+    400: "Malformed request",
+    401: "No valid credential (or a signature of another request)",
+    403: "A valid credential of another organization",
+    404: "Not found",
+    408: "The body stalled (no byte for LEADSTREAM_HTTP_BODY_TIMEOUT_SECONDS), or a body"
+    " without its organization's key id did not arrive in LEADSTREAM_HTTP_UNVERIFIED_BODY_SECONDS",
+    409: "Conflict",
+    413: "Too large",
+    415: "Unsupported media type",
+    421: "Another worker holds the partition (owner names it)",
+    422: "Invalid body",
+    429: "The organization's requests in flight (too_many_requests) or rate (rate_limited)"
+    " on this worker are used up",
+    503: "Kafka did not confirm (unavailable), this worker serves as many requests as it takes"
+    " (overloaded), or it is not ready",
+}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"description": "Error", "content": _json(ErrorBody)} for s in statuses}
+    answers: dict[str, Any] = {}
+    for status in statuses:
+        answer: dict[str, Any] = {"description": _STATUS_TEXT[status], "content": _json(ErrorBody)}
+        if status in (429, 503):
+            answer["headers"] = _RETRY_AFTER
+        answers[str(status)] = answer
+    return answers
+
+
+# What every route that needs a credential may answer besides its own errors: the
+# credential (401, 403 from the headers, before the body) and the limits.
+_GUARDED = (401, 403, 429, 503)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -309,21 +370,63 @@ def openapi_document() -> dict[str, Any]:
     )
     return {
         "openapi": "3.1.0",
-        "info": {"title": "leadstream worker", "version": __version__},
+        "info": {
+            "title": "leadstream worker",
+            "version": __version__,
+            "description": "Every error is {error: {code, message}}. Below the routes: a"
+            " request's headers must be complete within LEADSTREAM_HTTP_HEADER_TIMEOUT_SECONDS"
+            " of the connection's start or its previous answer (else 408 header_timeout, or the"
+            " idle connection closed), and a connection beyond LEADSTREAM_HTTP_MAX_CONNECTIONS"
+            " closes the one that waited longest for a request, or is refused at once with 503"
+            " too_many_connections when all are busy. A credential is checked from the headers"
+            " before any byte of the body is read.",
+        },
         "components": {
             "schemas": schemas.get("$defs", {}),
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "signature": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "X-Leadstream-Signature",
-                    "description": "sha256=<hex HMAC-SHA256 of the raw body, or of "
-                    "'{X-Leadstream-Timestamp}.{body}'>",
-                },
-            },
+            "securitySchemes": _security_schemes(),
         },
         "paths": {**_ingest_paths(), **_lead_paths(), **_send_paths(), **_public_paths()},
+    }
+
+
+def _security_schemes() -> dict[str, Any]:
+    """An API key, the three headers of a v1 signature, and the webhooks' body-only one."""
+    v1 = (
+        "v1=<hex HMAC-SHA256, under the signing key's secret, of"
+        " 'v1:{timestamp}:{METHOD}:{path}:{query}:{hex SHA-256 of the body}'>: the path as"
+        " sent (percent-encoded), the raw query string (empty when none), the body as sent"
+        " (a request without a body signs the SHA-256 of the empty string). It authorizes that"
+        " request only: another method, path, query, body or organization is a 401."
+    )
+    return {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
+        "keyId": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Leadstream-Key-Id",
+            "description": "The id of the signing key (leadstream keys create --kind signing).",
+        },
+        "timestamp": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Leadstream-Timestamp",
+            "description": f"Unix seconds, within {TIMESTAMP_TOLERANCE_S} s of the worker's clock.",
+        },
+        "signature": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Leadstream-Signature",
+            "description": v1,
+        },
+        "bodySignature": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Leadstream-Signature",
+            "description": "Webhook POSTs only, unless the organization turned it off:"
+            " sha256=<hex HMAC-SHA256 of the raw body, or of '{X-Leadstream-Timestamp}.{body}'"
+            " when that header is sent> (X-Setter-Signature is the same header). Its"
+            " organization is X-Leadstream-Key-Id's when sent, else the body's organizationId.",
+        },
     }
 
 
@@ -338,14 +441,14 @@ def _lead_events_path() -> dict[str, Any]:
         "/api/v1/webhooks/lead-events": {
             "post": {
                 "summary": "Ingest one event or up to 50,000; answers after they are applied.",
-                "security": _SECURITY,
+                "security": _WEBHOOK_SECURITY,
                 "requestBody": {
                     "required": True,
                     "content": _json(WebhookLeadEvents, _EVENTS_EXAMPLE),
                 },
                 "responses": {
                     "200": {"description": "Accepted", "content": _json(WebhookAccepted)},
-                    **_errors(400, 401, 403, 413, 415, 422, 503),
+                    **_errors(400, *_GUARDED, 408, 413, 415, 422),
                 },
             }
         },
@@ -359,7 +462,7 @@ def _audience_filter_path() -> dict[str, Any]:
             "post": {
                 "summary": "The audience filter of a send; the latest received replaces "
                 "earlier ones, an identical repeat is a no-op.",
-                "security": _SECURITY,
+                "security": _WEBHOOK_SECURITY,
                 "requestBody": {
                     "required": True,
                     "content": _json(AudienceFilterBody, _FILTER_EXAMPLE),
@@ -369,7 +472,7 @@ def _audience_filter_path() -> dict[str, Any]:
                         "description": "Accepted or already received",
                         "content": _json(AudienceFilterAnswer),
                     },
-                    **_errors(400, 401, 403, 409, 415, 422, 503),
+                    **_errors(400, *_GUARDED, 408, 409, 413, 415, 422),
                 },
             }
         },
@@ -430,7 +533,7 @@ def _audience_upload_path() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": {"description": "Accepted", "content": _json(AudienceAccepted)},
-                    **_errors(400, 401, 403, 413, 415, 422, 503),
+                    **_errors(400, *_GUARDED, 408, 413, 415, 422),
                 },
             }
         },
@@ -468,7 +571,7 @@ def _lead_paths() -> dict[str, Any]:
                 "parameters": _lead_parameters(),
                 "responses": {
                     "200": {"description": "The lead", "content": _json(LeadView)},
-                    **_errors(400, 401, 403, 421, 503),
+                    **_errors(400, *_GUARDED, 421),
                 },
             },
             "delete": {
@@ -484,7 +587,7 @@ def _lead_paths() -> dict[str, Any]:
                         "description": "Erased (zeros when there was nothing to erase)",
                         "content": _json(LeadErased),
                     },
-                    **_errors(400, 401, 403, 503),
+                    **_errors(400, *_GUARDED),
                 },
             },
         },
@@ -514,7 +617,18 @@ def _preview_path() -> dict[str, Any]:
                         "worker. Without it the worker asked sums every partition's share.",
                         "example": "0,1",
                         "schema": {"type": "string", "pattern": "^[0-9]{1,4}(,[0-9]{1,4})*$"},
-                    }
+                    },
+                    {
+                        "name": "to",
+                        "in": "query",
+                        "required": False,
+                        "description": "Used between workers: the URL of the worker asked, as"
+                        " the group knows it. A request signed with the cluster's key"
+                        " (X-Leadstream-Key-Id: cluster) is taken only with partitions and the"
+                        " worker's own URL here.",
+                        "example": "http://leadstream-1.leadstream-headless:6066",
+                        "schema": {"type": "string"},
+                    },
                 ],
                 "requestBody": {
                     "required": True,
@@ -522,7 +636,7 @@ def _preview_path() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": {"description": "The preview", "content": _json(SendPreview)},
-                    **_errors(400, 401, 403, 413, 415, 421, 503),
+                    **_errors(400, *_GUARDED, 408, 413, 415, 421),
                 },
             }
         },
@@ -567,7 +681,7 @@ def _explain_path() -> dict[str, Any]:
                         "description": "The lead in the send",
                         "content": _json(SendLeadExplanation),
                     },
-                    **_errors(400, 401, 403, 404, 421, 503),
+                    **_errors(400, *_GUARDED, 404, 421),
                 },
             }
         },
@@ -579,14 +693,16 @@ def _public_paths() -> dict[str, Any]:
     return {
         "/healthz": {
             "get": {
-                "summary": "The process is up.",
+                "summary": "The process is up (answered whatever the load: no limit applies).",
                 "security": [],
                 "responses": {"200": {"description": "Up", "content": _json(Health)}},
             }
         },
         "/readyz": {
             "get": {
-                "summary": "Broker reachable, recovery finished, lead-events router running.",
+                "summary": "Broker reachable, recovery finished, indexes built, lead-events router"
+                " running: as last found by a check every second, so that it answers at once"
+                " whatever the load.",
                 "security": [],
                 "responses": {
                     "200": {"description": "Ready", "content": _json(Readiness)},
@@ -602,7 +718,8 @@ def _public_paths() -> dict[str, Any]:
                     "200": {
                         "description": "Text exposition format",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    **_errors(503),
                 },
             }
         },
@@ -614,7 +731,8 @@ def _public_paths() -> dict[str, Any]:
                     "200": {
                         "description": "OpenAPI 3.1",
                         "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
+                    },
+                    **_errors(503),
                 },
             }
         },

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 import faust
 
 from leadstream.metrics import Metrics
 from leadstream.web.audience import AudienceUpload
 from leadstream.web.http import Context, ServedView, guard_routes
 from leadstream.web.sends import SendLead, SendPreview
+from leadstream.web.server import GuardedWeb
 from leadstream.web.views import Health, Lead, MetricsView, OpenApi, Ready
 from leadstream.web.webhooks import AudienceFilter, LeadEvents
-
-if TYPE_CHECKING:
-    from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 __all__ = ["ROUTES", "serve"]
 
@@ -35,8 +31,12 @@ ROUTES: dict[str, type[ServedView]] = {
 
 def serve(app: faust.App, context: Context, metrics: Metrics) -> None:
     """Register every route on ``app``, each view bound to ``context``; serve only what
-    /openapi.json describes, with JSON errors (:func:`guard_routes`)."""
+    /openapi.json describes, within the limits, with JSON errors (:func:`guard_routes`),
+    and every connection through ``context.connections`` (web/server.py)."""
+    web = app.web
+    if not isinstance(web, GuardedWeb):
+        raise TypeError("the worker's app serves through leadstream.web.server.GuardedWeb")
     for path, view in ROUTES.items():
         app.page(path)(type(view.__name__, (view,), {"context": context}))
-    guard = guard_routes(OpenApi.document, metrics)
-    cast("AiohttpWeb", app.web).web_app.middlewares.append(guard)
+    web.web_app.middlewares.append(guard_routes(OpenApi.document, context, metrics))
+    web.guard(context.connections)

@@ -4,10 +4,13 @@ lead, and why.
 
 A preview is evaluated on the partitions' indexes and writes nothing. A worker holds only
 some partitions, so the worker asked evaluates its own and asks each other partition's
-owner for its share, with the same raw body and credential headers (the owner checks the
-credential itself, so a signature still covers the body) and ``?partitions=``. It answers
-the sum only once every share is in: a preview that silently lost a partition would show
-too few recipients, so a missing share is a 503, never a partial answer.
+owner for its share: the same raw body, ``?partitions=`` and ``to=`` (the owner's URL),
+signed v1 with the cluster's own secret (``LEADSTREAM_CLUSTER_SECRET``), never with the
+tenant's credential. A share is asked only of the URL the group's assignment gives for a
+current member, and a redirect is not followed. The owner accepts the cluster's key for
+that request only, addressed to itself. The worker answers the sum only once every share
+is in: a preview that silently lost a partition would show too few recipients, so a
+missing share is a 503, never a partial answer.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import time
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
+import yarl
 from faust.web import Request, Response, View
 
-from leadstream.domain.auth import AuthError, authenticate
+from leadstream.domain.auth import CLUSTER_KEY_ID, RequestLine, signed_headers
 from leadstream.domain.decode import MAX_JSON_BYTES, decode_json
 from leadstream.domain.normalize import (
     format_ms,
@@ -34,6 +39,7 @@ from leadstream.domain.normalize import (
 )
 from leadstream.domain.rejects import Reason, RowError
 from leadstream.domain.sends import (
+    MAX_CONDITIONS,
     AudienceFilterSpec,
     Counts,
     SendTrigger,
@@ -46,34 +52,34 @@ from leadstream.web.http import (
     BodyError,
     Context,
     ServedView,
-    auth_error,
+    admission_of,
     error_response,
     media_type,
     now_ms,
-    read_body,
 )
 from leadstream.web.ingress import Explained, NotServedHere, PreviewShare
 from leadstream.wire.records import Recipient, SendCounts
 
-__all__ = ["MAX_SAMPLE", "SendLead", "SendPreview", "not_here"]
+__all__ = [
+    "MAX_INLINE_FILTER_LEADS",
+    "MAX_SAMPLE",
+    "SendLead",
+    "SendPreview",
+    "not_here",
+    "share_request",
+]
 
 logger = logging.getLogger(__name__)
 
 # The sendId a preview's trigger carries when its body names none (nothing is stored).
 _PREVIEW_SEND_ID = "preview"
 MAX_SAMPLE = 100
-_FOREIGN = "this credential does not act for that organization"
+# Leads of an inline audience filter, at most (a send's own filter arrives on its topic).
+MAX_INLINE_FILTER_LEADS = 50_000
 _SHAPE = "expected {organizationId, campaignId, scheduledFor?, eventFilter(s)?, audienceFilter?}"
 # An audience filter's lead is about 100 bytes: the size a parse of N leads stands for.
 _ROW_BYTES = 100
-# The headers a share is asked with: the credential, as the client sent it.
-_FORWARDED = (
-    "Content-Type",
-    "Authorization",
-    "X-Leadstream-Signature",
-    "X-Setter-Signature",
-    "X-Leadstream-Timestamp",
-)
+_PREVIEW_PATH = "/api/v1/sends/preview"
 # LEADSTREAM_PARTITIONS is at most 1,024: four digits each (a longer number is not parsed).
 _PARTITIONS_PARAM = re.compile(r"[0-9]{1,4}(?:,[0-9]{1,4})*")
 # A share's answer holds at most MAX_SAMPLE recipients: a few tens of KB.
@@ -93,10 +99,10 @@ class PreviewAnswer(msgspec.Struct, rename="camel"):
 
 @dataclass(frozen=True, slots=True)
 class PreviewAsked:
-    """A preview request, checked: what to evaluate, and what to forward to other workers."""
+    """A preview request, checked: what to evaluate, and the body to ask other workers
+    with."""
 
     body: bytes
-    forwarded: dict[str, str]
     org: str
     trigger: SendTrigger  # its audience filter step enabled when one is inline
     audience_filter: AudienceFilterSpec | None
@@ -105,6 +111,10 @@ class PreviewAsked:
 
 class _NotReady(Exception):
     """A share of the preview cannot be had now: answered 503, with Retry-After."""
+
+
+class _NoClusterSecret(Exception):
+    """Other workers hold partitions and this one has no secret to ask them with."""
 
 
 class _BadShare(Exception):
@@ -121,7 +131,7 @@ class SendPreview(ServedView):
             asked = await _preview_request(request, context)
             partitions = _partitions_param(request, context.settings.partitions)
         except BodyError as err:
-            return error_response(self, err.status, err.code, err.message)
+            return err.answer(self)
         if partitions is not None:
             share = context.ingress.preview(
                 asked.trigger, asked.audience_filter, sample=asked.sample, partitions=partitions
@@ -135,6 +145,14 @@ class SendPreview(ServedView):
             return error_response(
                 self, 503, "not_ready", str(err), **{"Retry-After": str(RETRY_AFTER_SECONDS)}
             )
+        except _NoClusterSecret:
+            return error_response(
+                self,
+                503,
+                "no_cluster_secret",
+                "other workers hold some of the partitions, and this one cannot ask them for"
+                " their shares: set LEADSTREAM_CLUSTER_SECRET, the same on every worker",
+            )
         return self.json(_answer(asked, shares))
 
 
@@ -147,7 +165,7 @@ class SendLead(ServedView):
         try:
             org, send, phone = _explain_target(request, path, self.context)
         except BodyError as err:
-            return error_response(self, err.status, err.code, err.message)
+            return err.answer(self)
         found = self.context.ingress.explain(org, send, phone)
         if isinstance(found, NotServedHere):
             return not_here(self, found)
@@ -178,21 +196,23 @@ def not_here(view: View, state: NotServedHere) -> Response:
 
 
 async def _preview_request(request: Request, context: Context) -> PreviewAsked:
-    """The checked request, or :class:`BodyError`: what ``json_request`` does (media type,
-    bounded body, credential, bounded decode), keeping the raw body for other workers."""
+    """The checked request, or :class:`BodyError`: the media type, the body (bounded, its
+    credential verified), its decode, the organization (the credential's, or the body's
+    for a share request from another worker), the leads and conditions bounded; the raw
+    body kept for other workers."""
     if media_type(request) != "application/json":
         raise BodyError(415, "unsupported_media_type", "send application/json")
-    body = await read_body(request, min(context.settings.max_body_bytes, MAX_JSON_BYTES))
-    check = partial(authenticate, context.auth.config(), request.headers, body, now_s=time.time())
-    try:
-        org = await context.offload.run(len(body), check)
-    except AuthError as err:
-        raise auth_error(err) from None
+    admission = admission_of(request)
+    body = await admission.read_body(
+        request,  # type: ignore[arg-type]
+        min(context.settings.max_body_bytes, MAX_JSON_BYTES),
+    )
     try:
         doc = await context.offload.run(len(body), partial(decode_json, body))
     except RowError as err:
         raise BodyError(400, "invalid_json", err.detail) from None
-    _check_organization(doc, org)
+    org = admission.acting_org(_organization(doc))
+    _check_bounds(doc)
     parse = partial(_parse_preview, doc, now=now_ms(), region=context.settings.default_region)
     try:
         trigger, audience_filter, sample = await context.offload.run(
@@ -200,8 +220,7 @@ async def _preview_request(request: Request, context: Context) -> PreviewAsked:
         )
     except RowError as err:
         raise BodyError(400, err.reason.value, err.detail) from None
-    forwarded = {h: request.headers[h] for h in _FORWARDED if h in request.headers}
-    return PreviewAsked(body, forwarded, org, trigger, audience_filter, sample)
+    return PreviewAsked(body, org, trigger, audience_filter, sample)
 
 
 def _inline_leads(doc: dict[str, Any]) -> int:
@@ -211,16 +230,30 @@ def _inline_leads(doc: dict[str, Any]) -> int:
     return len(leads) if isinstance(leads, list) else 0
 
 
-def _check_organization(doc: Any, org: str) -> None:
-    """A body that is an object naming the credential's organization, or :class:`BodyError`."""
+def _organization(doc: Any) -> str:
+    """The organization a preview body names, or :class:`BodyError`."""
     if not isinstance(doc, dict):
         raise BodyError(400, "invalid_json", _SHAPE)
     try:
-        claimed = normalize_organization_id(doc.get("organizationId"))
+        return normalize_organization_id(doc.get("organizationId"))
     except RowError as err:
         raise BodyError(400, err.reason.value, err.detail) from None
-    if claimed != org:
-        raise BodyError(403, "forbidden", _FOREIGN)
+
+
+def _check_bounds(doc: dict[str, Any]) -> None:
+    """At most :data:`MAX_INLINE_FILTER_LEADS` inline leads and :data:`MAX_CONDITIONS`
+    event filters, counted before anything is built from them (413)."""
+    if _inline_leads(doc) > MAX_INLINE_FILTER_LEADS:
+        raise BodyError(
+            413,
+            "too_many_leads",
+            f"an inline audience filter holds at most {MAX_INLINE_FILTER_LEADS} leads",
+        )
+    filters = doc.get("eventFilters")
+    if isinstance(filters, list) and len(filters) > MAX_CONDITIONS:
+        raise BodyError(
+            413, "too_many_conditions", f"a send holds at most {MAX_CONDITIONS} event filters"
+        )
 
 
 def _parse_preview(
@@ -289,7 +322,7 @@ async def _every_share(asked: PreviewAsked, context: Context) -> list[PreviewSha
     """This worker's share and every other owner's, in partition order; :class:`_NotReady`
     unless every partition is covered."""
     ingress = context.ingress
-    local = await ingress.ready_partitions()
+    local = context.readiness.partitions()
     if local is None:
         raise _NotReady("this worker is not ready; retry")
     elsewhere = _owners_of_others(ingress.partition_owners(), set(local))
@@ -302,7 +335,12 @@ async def _every_share(asked: PreviewAsked, context: Context) -> list[PreviewSha
             raise _NotReady(f"partition {share.partition} moved while previewing; retry")
         shares.append(share)
     if elsewhere:
-        shares += await _remote_shares(asked, elsewhere, context.settings.http_timeout_seconds)
+        secret = context.settings.cluster_secret
+        if secret is None:
+            raise _NoClusterSecret
+        shares += await _remote_shares(
+            asked, elsewhere, secret.get_secret_value(), context.settings.http_timeout_seconds
+        )
     return sorted(shares, key=lambda share: min(share.partitions))
 
 
@@ -319,12 +357,15 @@ def _owners_of_others(owners: dict[int, str | None], local: set[int]) -> dict[st
 
 
 async def _remote_shares(
-    asked: PreviewAsked, by_owner: dict[str, list[int]], timeout: float
+    asked: PreviewAsked, by_owner: dict[str, list[int]], secret: str, timeout: float
 ) -> list[PreviewShare]:
     """Every other owner's share, asked at once; :class:`_NotReady` if one fails."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         answers = await asyncio.gather(
-            *(_ask_owner(session, owner, parts, asked) for owner, parts in by_owner.items()),
+            *(
+                _ask_owner(session, owner, parts, asked, secret)
+                for owner, parts in by_owner.items()
+            ),
             return_exceptions=True,
         )
     shares: list[PreviewShare] = []
@@ -335,15 +376,37 @@ async def _remote_shares(
     return shares
 
 
+def share_request(
+    owner: str, partitions: list[int], body: bytes, secret: str, *, now_s: float
+) -> tuple[yarl.URL, dict[str, str]]:
+    """The URL and headers that ask ``owner`` (its advertised URL) for its share of
+    ``partitions``: signed v1 with the cluster's secret over exactly this request,
+    addressed to ``owner`` (``to=``), so that whoever receives it can replay it nowhere
+    else."""
+    query = f"partitions={','.join(map(str, partitions))}&to={quote(owner.rstrip('/'), safe='')}"
+    line = RequestLine("POST", _PREVIEW_PATH, query)
+    headers = {
+        "Content-Type": "application/json",
+        **signed_headers(CLUSTER_KEY_ID, secret, line, body, now_s=now_s),
+    }
+    # encoded=True: the URL goes out byte for byte as it was signed.
+    return yarl.URL(f"{owner.rstrip('/')}{_PREVIEW_PATH}?{query}", encoded=True), headers
+
+
 async def _ask_owner(
-    session: aiohttp.ClientSession, owner: str, partitions: list[int], asked: PreviewAsked
+    session: aiohttp.ClientSession,
+    owner: str,
+    partitions: list[int],
+    asked: PreviewAsked,
+    secret: str,
 ) -> PreviewShare:
     """``owner``'s share of ``partitions``, or :class:`_NotReady`."""
-    url = f"{owner.rstrip('/')}/api/v1/sends/preview"
+    url, headers = share_request(owner, partitions, asked.body, secret, now_s=time.time())
     query = {"partitions": ",".join(map(str, partitions))}
     try:
+        # No redirect is followed: a member's advertised URL answers itself, or not at all.
         async with session.post(
-            url, params=query, data=asked.body, headers=asked.forwarded
+            url, data=asked.body, headers=headers, allow_redirects=False
         ) as response:
             raw = await _share_body(response)
         answer = msgspec.convert(decode_json(raw), PreviewAnswer)
@@ -427,18 +490,9 @@ def _counts(counts: SendCounts) -> Counts:
 def _explain_target(
     request: Request, path: dict[str, str], context: Context
 ) -> tuple[str, str, str]:
-    """``(organizationId, sendId, phone)`` of the path, for a credential of that
-    organization (a signature is of the empty body), or :class:`BodyError`."""
-    try:
-        key_org = authenticate(context.auth.config(), request.headers, b"", now_s=time.time())
-    except AuthError as err:
-        raise auth_error(err) from None
-    try:
-        org = normalize_organization_id(path["organizationId"])
-    except RowError as err:
-        raise BodyError(400, err.reason.value, err.detail) from None
-    if org != key_org:
-        raise BodyError(403, "forbidden", _FOREIGN)
+    """``(organizationId, sendId, phone)`` of the path (the credential and the path's
+    organization were checked from the headers), or :class:`BodyError`."""
+    org = admission_of(request).acting_org(None)
     try:
         send = normalize_id(path["sendId"], reason=Reason.INVALID_JSON, what="sendId")
     except RowError as err:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from typing import Any
 
 from faust.web import Request, Response
 
-from leadstream.domain.auth import AuthError, authenticate
-from leadstream.domain.normalize import format_ms, normalize_organization_id, normalize_phone
+from leadstream.domain.normalize import format_ms, normalize_phone
 from leadstream.domain.rejects import RowError
 from leadstream.logs import log_fields
-from leadstream.web.http import ServedView, auth_error, error_response, unavailable
+from leadstream.web.http import ServedView, admission_of, error_response, unavailable
 from leadstream.web.ingress import NotServedHere
 from leadstream.web.openapi import openapi_document
 
@@ -44,8 +42,10 @@ class MetricsView(ServedView):
 
 
 class Ready(ServedView):
+    """From the state kept current in the background (web/readiness.py): at once."""
+
     async def get(self, request: Request) -> Response:
-        partitions = await self.context.ingress.ready_partitions()
+        partitions = self.context.readiness.partitions()
         if partitions is None:
             return self.json({"status": "starting"}, status=503)
         return self.json({"status": "ready", "partitions": partitions})
@@ -53,7 +53,7 @@ class Ready(ServedView):
 
 class Lead(ServedView):
     """``GET /api/v1/leads/{organizationId}/{phone}``: 401 without a key, 403 with another
-    organization's (a signature is of the empty body), 421 when another worker holds it.
+    organization's (both from the headers: web/http.py), 421 when another worker holds it.
 
     ``DELETE`` erases the lead (any worker: the erase travels through Kafka to the lead's
     partition), 503 when Kafka or the apply does not confirm in time (a retry is safe).
@@ -121,24 +121,11 @@ class Lead(ServedView):
         )
 
     def _lead(self, request: Request, path: dict[str, str]) -> tuple[str, str] | Response:
-        """The path's (organization, phone) for a credential of that organization, or the
-        error answer."""
-        context = self.context
+        """The path's (organization, phone), the credential and the organization checked
+        already, or the error answer."""
+        org = admission_of(request).acting_org(None)
         try:
-            key_org = authenticate(context.auth.config(), request.headers, b"", now_s=time.time())
-        except AuthError as err:
-            refused = auth_error(err)
-            return error_response(self, refused.status, refused.code, refused.message)
-        try:
-            org = normalize_organization_id(path["organizationId"])
-        except RowError as err:
-            return error_response(self, 400, err.reason.value, err.detail)
-        if org != key_org:
-            return error_response(
-                self, 403, "forbidden", "this credential does not act for that organization"
-            )
-        try:
-            phone = normalize_phone(path["phone"], context.settings.default_region)
+            phone = normalize_phone(path["phone"], self.context.settings.default_region)
         except RowError as err:
             return error_response(self, 400, err.reason.value, err.detail)
         return org, phone

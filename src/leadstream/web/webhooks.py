@@ -23,11 +23,13 @@ from leadstream.domain.rejects import RowError
 from leadstream.domain.sends import FILTER_DEADLINE_MS, SendId, parse_audience_filter
 from leadstream.logs import log_fields
 from leadstream.web.http import (
+    MAX_LISTED_REJECTS,
     BodyError,
     ServedView,
     answer_reject,
     error_response,
     json_request,
+    listed_rejects,
     now_ms,
     unavailable,
 )
@@ -48,7 +50,7 @@ class LeadEvents(ServedView):
             org, doc = await json_request(request, context)
             rows = _batch_rows(doc, org)
         except BodyError as err:
-            return error_response(self, err.status, err.code, err.message)
+            return err.answer(self)
         rules = IngestRules(
             context.settings.default_region, context.settings.max_future_skew_seconds * 1000
         )
@@ -94,8 +96,13 @@ def _accepted(parsed: ParsedMessage, inserted: int, duplicates: int) -> dict[str
         "received": parsed.received,
         "inserted": inserted,
         "duplicates": duplicates,
-        "rejected": len(parsed.rejects),
-        "rejects": [answer_reject(r.index, r.phone, r.reason, r.detail) for r in parsed.rejects],
+        **listed_rejects(
+            [
+                answer_reject(r.index, r.phone, r.reason, r.detail)
+                for r in parsed.rejects[:MAX_LISTED_REJECTS]
+            ],
+            len(parsed.rejects),
+        ),
     }
 
 
@@ -118,7 +125,7 @@ class AudienceFilter(ServedView):
                 len(leads) * _ROW_BYTES if isinstance(leads, list) else 0, parse
             )
         except BodyError as err:
-            return error_response(self, err.status, err.code, err.message)
+            return err.answer(self)
         except RowError as err:
             return error_response(self, 422, err.reason.value, err.detail)
         try:

@@ -1,0 +1,213 @@
+"""The HTTP API's limits on plain values: the token bucket, requests in flight per worker
+and per organization, bodies read unverified, and the connection book (which waiting
+connection makes room, header deadlines) on fake transports."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from leadstream.web.connections import ConnectionBook, GuardedProtocol
+from leadstream.web.limits import Limits, Refusal, RequestLimits, Ticket, TokenBucket
+
+
+def test_a_token_bucket_allows_its_burst_then_its_rate() -> None:
+    bucket = TokenBucket(rate=10.0, burst=5, now=0.0)
+    assert [bucket.take(0.0) for _ in range(5)] == [0.0] * 5
+    wait = bucket.take(0.0)
+    assert wait == pytest.approx(0.1)
+    assert bucket.take(0.1) == 0.0  # one token came back in 0.1 s
+    assert bucket.take(0.1) > 0
+    assert [bucket.take(10.0) for _ in range(5)] == [0.0] * 5  # never more than the burst
+    assert bucket.take(10.0) > 0
+
+
+def limits(**kw: Any) -> RequestLimits:
+    numbers = {
+        "max_in_flight": 4,
+        "max_in_flight_per_org": 2,
+        "org_rate": 100.0,
+        "org_burst": 100,
+        "max_unverified": 1,
+    } | kw
+    clock = [0.0]
+    made = RequestLimits(Limits(**numbers), clock=lambda: clock[0])
+    made.clock = clock  # type: ignore[attr-defined] - the test moves it
+    return made
+
+
+def test_requests_in_flight_are_bounded_per_worker_and_given_back_once() -> None:
+    counters = limits()
+    tickets = [counters.admit() for _ in range(4)]
+    assert all(isinstance(t, Ticket) for t in tickets)
+    refused = counters.admit()
+    assert isinstance(refused, Refusal) and refused.status == 503 and refused.retry_after >= 1
+    first = tickets[0]
+    assert isinstance(first, Ticket)
+    first.close()
+    first.close()  # once only
+    assert counters.in_flight == 3
+    assert isinstance(counters.admit(), Ticket)
+
+
+def test_one_organization_cannot_take_every_place() -> None:
+    counters = limits(max_in_flight=10)
+    flooding = [counters.admit() for _ in range(3)]
+    outcomes = [t.join_org("flood") for t in flooding if isinstance(t, Ticket)]
+    assert outcomes[:2] == [None, None]
+    assert isinstance(outcomes[2], Refusal) and outcomes[2].status == 429
+    other = counters.admit()
+    assert isinstance(other, Ticket) and other.join_org("quiet") is None
+    for t in flooding:
+        assert isinstance(t, Ticket)
+        t.close()
+    again = counters.admit()
+    assert isinstance(again, Ticket) and again.join_org("flood") is None
+
+
+def test_an_organization_rate_is_a_token_bucket_with_retry_after() -> None:
+    counters = limits(max_in_flight=1000, max_in_flight_per_org=1000, org_rate=2.0, org_burst=3)
+    answers = []
+    for _ in range(4):
+        ticket = counters.admit()
+        assert isinstance(ticket, Ticket)
+        answers.append(ticket.join_org("a"))
+        ticket.close()
+    assert answers[:3] == [None, None, None]
+    refused = answers[3]
+    assert isinstance(refused, Refusal) and refused.status == 429 and refused.retry_after == 1
+    other = counters.admit()
+    assert isinstance(other, Ticket) and other.join_org("b") is None  # its own bucket
+    counters.clock[0] = 0.5  # type: ignore[attr-defined]
+    later = counters.admit()
+    assert isinstance(later, Ticket) and later.join_org("a") is None
+
+
+def test_unverified_bodies_are_few_at_once() -> None:
+    counters = limits()
+    one, two = counters.admit(), counters.admit()
+    assert isinstance(one, Ticket) and isinstance(two, Ticket)
+    assert one.start_unverified() is None
+    refused = two.start_unverified()
+    assert isinstance(refused, Refusal) and refused.status == 503
+    one.close()  # gives its unverified place back too
+    assert two.start_unverified() is None
+
+
+# -- connections -------------------------------------------------------------------------
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class Inner(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.made = False
+        self.received = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made = True
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+
+def connect(book: ConnectionBook) -> tuple[GuardedProtocol, FakeTransport, Inner]:
+    inner = Inner()
+    conn = book.factory(lambda: inner)()
+    assert isinstance(conn, GuardedProtocol)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    return conn, transport, inner
+
+
+def test_beyond_the_limit_a_waiting_connection_makes_room_silent_ones_first() -> None:
+    """The oldest that sent nothing, else the oldest with part of a request, else the one
+    idle the longest after an answer; refused at once when all are busy."""
+
+    async def scenario() -> None:
+        book = ConnectionBook(max_connections=3, header_timeout_s=60, silent_grace_s=0)
+        a, ta, _ = connect(book)
+        b, tb, _ = connect(book)
+        c, tc, _ = connect(book)
+        book.request_started(tb)
+        book.request_finished(tb)  # b: idle after an answer
+        c.data_received(b"GET / HT")  # c: part of a request
+        d, td, inner = connect(book)  # a sent nothing: it goes, silently
+        assert ta.closed and ta.written == b"" and inner.made
+        assert not tb.closed and not tc.closed and book.open_connections == 3
+        d.data_received(b"GET /healthz HTTP/1.1\r\n")  # d: part of a request, younger than c
+        e, te, _ = connect(book)  # no silent one: the oldest partial (c) goes, told why
+        assert tc.closed and b" 503 " in tc.written and b"Retry-After: 1" in tc.written
+        assert not td.closed
+        f, tf, _ = connect(book)  # e sent nothing: it goes before d or b
+        assert te.closed and not td.closed and not tb.closed
+        book.request_started(td)
+        book.request_started(tf)
+        g, tg, _ = connect(book)  # only b waits (idle): it goes
+        assert tb.closed
+        book.request_started(tg)
+        h, th, inner_h = connect(book)  # everyone is busy: refused at once
+        assert h.refused and th.closed and b" 503 " in th.written and not inner_h.made
+        h.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        assert inner_h.received == b""  # a refused connection is never served
+        for conn in (a, b, c, e, h):
+            conn.connection_lost(None)
+        assert book.open_connections == 3
+
+    asyncio.run(scenario())
+
+
+def test_connections_in_their_first_second_make_room_last() -> None:
+    """A burst of new connections is accepted before any is read: a connection that has
+    waited less than the grace makes room only when every waiting one is that young."""
+
+    async def scenario() -> None:
+        book = ConnectionBook(max_connections=3, header_timeout_s=60, silent_grace_s=0.2)
+        slow, t_slow, _ = connect(book)
+        slow.data_received(b"GET / HT")  # trickling its headers
+        await asyncio.sleep(0.3)
+        young, t_young, _ = connect(book)  # silent, young
+        probe, t_probe, _ = connect(book)
+        probe.data_received(b"GET /healthz HTTP/1.1\r\n")  # young, part of a request
+        _, t_new, _ = connect(book)  # the old partial one goes, not the young ones
+        assert t_slow.closed and not t_young.closed and not t_probe.closed
+        _, t_newer, _ = connect(book)  # all young now: the oldest silent one
+        assert t_young.closed and not t_probe.closed and not t_new.closed
+
+    asyncio.run(scenario())
+
+
+def test_headers_that_do_not_arrive_in_time_close_the_connection() -> None:
+    async def scenario() -> None:
+        book = ConnectionBook(max_connections=10, header_timeout_s=0.05)
+        silent, t_silent, _ = connect(book)
+        slow, t_slow, _ = connect(book)
+        slow.data_received(b"POST /api/v1/webhooks/lead-events HTTP/1.1\r\nHost: x\r\n")
+        served, t_served, _ = connect(book)
+        book.request_started(t_served)  # a request being served has no header deadline
+        await asyncio.sleep(0.2)
+        assert t_silent.closed and t_silent.written == b""
+        assert t_slow.closed and t_slow.written.startswith(b"HTTP/1.1 408 ")
+        assert b'"header_timeout"' in t_slow.written
+        assert not t_served.closed
+        book.request_finished(t_served)  # its deadline starts again at its answer
+        await asyncio.sleep(0.2)
+        assert t_served.closed
+
+    asyncio.run(scenario())
