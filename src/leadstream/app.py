@@ -73,7 +73,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.
     materializer = Materializer(topo)
     replies = ReplyWaiter(connection, settings.topics.replies)
     register_apply(topo, on_held=materializer.wake, deliver=replies.deliver)
-    ingress = StreamIngress(topo, replies, routing=router.running, healthy=lifecycle.healthy)
+    ingress = StreamIngress(topo, replies, routing=router.routing, healthy=lifecycle.healthy)
     readiness = Readiness(ingress.ready_partitions)
     serve(app, _web_context(settings, ingress, readiness, metrics), metrics)
 

@@ -152,6 +152,9 @@ class InputRouter:
         self._on_rejected = on_rejected
         self._on_dead_letter = on_dead_letter
         self._stop = threading.Event()
+        # Set from a failure (Kafka refused a write, the consumer broke) until the next
+        # consumer read again: the worker is not ready meanwhile.
+        self._failing = threading.Event()
         self._lock = threading.Lock()
         self._lags: dict[tuple[str, int], int] = {}
         self._thread = threading.Thread(target=self._run, name="input-router", daemon=True)
@@ -181,11 +184,18 @@ class InputRouter:
         with self._lock:
             return [(topic, p, lag) for (topic, p), lag in sorted(self._lags.items())]
 
+    def failing(self) -> bool:
+        """Did the router fail, and has it not read again since?"""
+        return self._failing.is_set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 asyncio.run(self._consume())
             except Exception:  # noqa: BLE001 - start over from the committed offsets
+                # Nothing was committed past what was delivered: the next consumer reads
+                # it again (a fault of Kafka is never a reject, nor a skip).
+                self._failing.set()
                 logger.exception("input router failed; starting again in 1 s")
                 self._stop.wait(1.0)
 
@@ -216,14 +226,18 @@ class InputRouter:
                 timeout_ms = 5 if commits.in_flight else 100
                 with bounds.read_budget(settings.max_message_bytes):
                     polled = await consumer.getmany(timeout_ms=timeout_ms, max_records=ROUTE_BATCH)
+                if not polled and not commits.in_flight:
+                    self._failing.clear()  # caught up, everything read delivered
                 msgs = [msg for records in polled.values() for msg in records]
                 for part in size_slices(msgs, _value_size, ROUTE_BYTES):
                     batch = _InFlight(_next_offsets(part))
                     self._route(producer, part, batch)
                     commits.in_flight.append(batch)
                     self._note_lags(consumer, batch.offsets)
-                    await commits.settle(wait=len(commits.in_flight) > MAX_IN_FLIGHT)
-                await commits.settle(wait=False)
+                    if await commits.settle(wait=len(commits.in_flight) > MAX_IN_FLIGHT):
+                        self._failing.clear()  # a batch was delivered whole
+                if await commits.settle(wait=False):
+                    self._failing.clear()
             await commits.settle(wait=True)
         finally:
             await consumer.stop()
@@ -495,19 +509,22 @@ class _Commits:
         self._lock = asyncio.Lock()
         self._committing: asyncio.Future[Any] | None = None
 
-    async def settle(self, *, wait: bool) -> None:
+    async def settle(self, *, wait: bool) -> int:
         """Commit, in order, the offsets of the batches whose every message is delivered;
-        with ``wait``, first wait for all deliveries (and for the commit)."""
+        with ``wait``, first wait for all deliveries (and for the commit). Returns how many
+        batches were settled; a batch whose delivery failed raises."""
         async with self._lock:
             if wait:
                 await _deliver_all(self._producer, DELIVERY_SECONDS)
             self._producer.poll(0)
             offsets: dict[tuple[str, int], int] = {}
+            settled = 0
             while self.in_flight and self.in_flight[0].waiting == 0:
                 batch = self.in_flight.popleft()
                 if batch.error is not None:
                     raise KafkaException(batch.error)
                 offsets.update(batch.offsets)  # in order: a later batch's offset is higher
+                settled += 1
             if offsets:
                 # aiokafka sends a group's commits one at a time, in order.
                 commit = asyncio.ensure_future(
@@ -519,6 +536,7 @@ class _Commits:
                 self._committing = commit
             if wait and self._committing is not None:
                 await self._committing
+            return settled
 
 
 async def _deliver_all(producer: Producer, seconds: float) -> None:
@@ -598,6 +616,7 @@ class RouterProcess:
         self._dead_letters = self._ctx.RawArray("q", len(self._topics))
         # Per topic, one slot per partition (up to LEADSTREAM_PARTITIONS of them).
         self._lags = self._ctx.RawArray("q", [-1] * (len(self._topics) * settings.partitions))
+        self._failing = self._ctx.RawValue("b", 0)
         self._reported = [0] * (len(self._topics) * len(REASONS))
         self._dead_reported = [0] * len(self._topics)
         self._stopping = False
@@ -611,6 +630,7 @@ class RouterProcess:
                 self._rejected,
                 self._dead_letters,
                 self._lags,
+                self._failing,
                 os.getpid(),
             ),
             name="leadstream-input-router",
@@ -622,6 +642,10 @@ class RouterProcess:
 
     def running(self) -> bool:
         return self._process.pid is not None and self._process.is_alive()
+
+    def routing(self) -> bool:
+        """Running, and not failing (readiness asks this)."""
+        return self.running() and not self._failing.value
 
     def pid(self) -> int | None:
         """The running child's process id (None before it started or once it exited)."""
@@ -675,7 +699,9 @@ class RouterProcess:
         ]
 
 
-def _serve(settings: Settings, rejected: Any, dead_letters: Any, lags: Any, parent: int) -> None:
+def _serve(
+    settings: Settings, rejected: Any, dead_letters: Any, lags: Any, failing: Any, parent: int
+) -> None:
     """The child process: run the router until SIGTERM or until the parent is gone."""
     configure_logging(settings.log_level, settings.log_format)
     stopping = threading.Event()
@@ -702,5 +728,6 @@ def _serve(settings: Settings, rejected: Any, dead_letters: Any, lags: Any, pare
                 topics[topic] * slots + p: lag for topic, p, lag in router.lags() if p < slots
             }
             lags[:] = [current.get(i, -1) for i in range(len(lags))]
+            failing.value = 1 if router.failing() else 0
     finally:
         router.stop()

@@ -1,4 +1,7 @@
-"""A disk that refuses every write, three times over: while the input router's events are
+"""Faults of the environment: a disk that refuses every write, and a broker that refuses the
+input router's writes.
+
+A disk that refuses every write, three times over: while the input router's events are
 applied, while an HTTP webhook's rows are applied, and when a send is due. Each time the
 worker must stop (exit status 75, one log line naming the cause), reject nothing and commit
 nothing past what it did not apply; started again with its disk back, it applies
@@ -24,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from leadstream.lifecycle import EXIT_FAULT
 from tests.support.reference import iso
@@ -159,3 +163,68 @@ def test_a_disk_that_refuses_writes_stops_the_worker_and_loses_nothing(
     assert kinds.count("summary") == 1
     # Nothing was ever rejected or dead-lettered.
     assert stack.rejects(expect=1, timeout=5) == []
+
+
+def ready(worker: WorkerProcess) -> int:
+    try:
+        return httpx.get(f"{worker.url}/readyz", timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def set_by_lead_max_message_bytes(stack: Stack, value: str | None) -> None:
+    """The broker's own limit on the lead-keyed topic (None: the broker's default again)."""
+    resource_ = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        stack.topics.by_lead,
+        incremental_configs=[
+            ConfigEntry(
+                "max.message.bytes",
+                value,
+                incremental_operation=AlterConfigOpType.DELETE
+                if value is None
+                else AlterConfigOpType.SET,
+            )
+        ],
+    )
+    admin = stack.kafka.admin()
+    for future in admin.incremental_alter_configs([resource_]).values():
+        future.result(30)
+
+
+def test_kafka_refusing_the_routers_writes_is_waited_out_and_rejects_nothing(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """The input router's writes refused by the broker (the lead-keyed topic's message limit
+    set below every command's size): the router commits nothing past what it could not
+    deliver, rejects nothing, and the worker says it is not ready; once the broker takes
+    the writes again, every event is applied, once."""
+    stack = make_stack(partitions=4)
+    worker = stack.worker()
+    now = datetime.now(UTC)
+    phones = [f"+1666{i:07d}" for i in range(4_000)]
+    set_by_lead_max_message_bytes(stack, "1024")
+    try:
+        stack.send_events(
+            [
+                {"organizationId": ORG, "events": purchases(phones[i : i + 500], now)}
+                for i in range(0, len(phones), 500)
+            ]
+        )
+        wait_for(lambda: ready(worker) == 503, "ready while the router cannot write", 60)
+        assert stack.rejects(expect=1, timeout=3) == []
+    finally:
+        set_by_lead_max_message_bytes(stack, None)
+    wait_for(lambda: ready(worker) == 200, "not ready once the broker took the writes again")
+    stack.wait_caught_up(timeout=180)
+    stored = sum(len(worker.lead(ORG, p)["events"]) for p in phones[::40])
+    assert stored == len(phones[::40])  # each purchase there, once
+    assert stack.rejects(expect=1, timeout=3) == []
+    assert worker.alive()
