@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -75,7 +76,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.
     register_apply(topo, on_held=materializer.wake, deliver=replies.deliver)
     ingress = StreamIngress(topo, replies, routing=router.routing, healthy=lifecycle.healthy)
     readiness = Readiness(ingress.ready_partitions)
-    serve(app, _web_context(settings, ingress, readiness, metrics), metrics)
+    serve(app, _web_context(settings, ingress, readiness, metrics, lifecycle.fault), metrics)
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_readiness() -> None:
@@ -123,7 +124,11 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.
 
 
 def _web_context(
-    settings: Settings, ingress: StreamIngress, readiness: Readiness, metrics: Metrics
+    settings: Settings,
+    ingress: StreamIngress,
+    readiness: Readiness,
+    metrics: Metrics,
+    on_fault: Callable[[str], None],
 ) -> Context:
     """What the HTTP API's views and guards work with (web/http.py)."""
     cluster = settings.cluster_secret
@@ -147,6 +152,7 @@ def _web_context(
         RequestLimits(limits),
         book,
         readiness,
+        on_fault,
     )
 
 

@@ -20,6 +20,7 @@ commits only what it delivered, so killing it loses nothing).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -27,7 +28,12 @@ import sys
 import threading
 from collections.abc import Callable
 
-__all__ = ["EXIT_FAULT", "EXIT_STOP_OVERRUN", "Lifecycle"]
+from aiokafka.errors import KafkaError as AioKafkaError
+from confluent_kafka import KafkaException
+
+from leadstream.state.port import StoreError
+
+__all__ = ["EXIT_FAULT", "EXIT_STOP_OVERRUN", "Lifecycle", "environment_cause"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,33 @@ logger = logging.getLogger(__name__)
 EXIT_FAULT = 75
 # sysexits.h EX_SOFTWARE: the stop did not finish in time.
 EXIT_STOP_OVERRUN = 70
+
+
+# OSErrors that say the machine is at fault, whatever the message: the disk (full, over
+# quota, failing, read-only, a file over the size limit) and the process's own limits.
+# Others (a missing file, a directory where a file was expected) can follow from what a
+# message named, and are left to the retries and the dead letter.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG, errno.EMFILE, errno.ENFILE}
+)
+
+
+def environment_cause(exc: BaseException, *, network: bool = True) -> str | None:
+    """What failed, when ``exc`` is a fault of the environment rather than of the message:
+    the state store, the disk, and with ``network`` the network (a connection or a wait
+    that failed) or a Kafka client that gave up. None for anything else. (An HTTP view
+    asks without ``network``: a client that went away is not the machine's fault.)"""
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        return f"{type(exc).__name__}: {exc}"
+    if not network:
+        return None
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, AioKafkaError | KafkaException):
+        return f"Kafka: {type(exc).__name__}: {exc}"
+    return None
 
 
 class Lifecycle:

@@ -1,8 +1,9 @@
 """Faults of the environment: a disk that refuses every write, and a broker that refuses the
 input router's writes.
 
-A disk that refuses every write, three times over: while the input router's events are
-applied, while an HTTP webhook's rows are applied, and when a send is due. Each time the
+A disk that refuses every write, four times over: while the input router's events are
+applied, while an HTTP webhook's rows are applied, when a send is due, and under an
+audience upload that must be spooled to disk. Each time the
 worker must stop (exit status 75, one log line naming the cause), reject nothing and commit
 nothing past what it did not apply; started again with its disk back, it applies
 everything exactly once: the send that excludes purchasers equals the reference computed
@@ -148,7 +149,7 @@ def test_a_disk_that_refuses_writes_stops_the_worker_and_loses_nothing(
     mark = log_size(worker)
     refuse_writes(worker)
     stops_on_the_fault(worker, mark)
-    start()
+    worker = start()
 
     result = stack.send_list(send, ORG, timeout=180)
     assert result.summary is not None
@@ -163,6 +164,22 @@ def test_a_disk_that_refuses_writes_stops_the_worker_and_loses_nothing(
     assert kinds.count("summary") == 1
     # Nothing was ever rejected or dead-lettered.
     assert stack.rejects(expect=1, timeout=5) == []
+
+    # 4. An audience upload the disk refuses to spool (beyond the 8 MiB kept in memory).
+    csv = "".join(f"+1777{i:07d},member-{i:012d}\n" for i in range(400_000)).encode()
+    mark = log_size(worker)
+    refuse_writes(worker)
+    try:
+        answer = httpx.post(
+            f"{worker.url}/api/v1/campaigns/upload/audience?organizationId={ORG}",
+            content=csv,
+            headers={**headers, "Content-Type": "text/csv"},
+            timeout=60,
+        )
+        assert answer.status_code == 503, answer.text
+    except httpx.TransportError:
+        pass
+    stops_on_the_fault(worker, mark)
 
 
 def ready(worker: WorkerProcess) -> int:

@@ -14,13 +14,13 @@ from confluent_kafka import KafkaException
 
 from leadstream.domain.ingest import Rejected
 from leadstream.domain.rejects import Reason
+from leadstream.lifecycle import environment_cause
 from leadstream.settings import Settings
 from leadstream.state.port import StoreError
 from leadstream.streams import retry
 from leadstream.streams.retry import (
     ATTEMPTS,
     EnvironmentFault,
-    environment_cause,
     with_retries,
     with_retries_async,
 )

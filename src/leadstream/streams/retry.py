@@ -16,25 +16,20 @@ quote a tenant's data, are logged at DEBUG only.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiokafka.errors import KafkaError as AioKafkaError
-from confluent_kafka import KafkaException
-
 from leadstream.domain.ingest import Rejected
 from leadstream.domain.rejects import Reason
-from leadstream.state.port import StoreError
+from leadstream.lifecycle import environment_cause
 
 __all__ = [
     "ATTEMPTS",
     "BACKOFF_SECONDS",
     "EnvironmentFault",
-    "environment_cause",
     "gave_up",
     "with_retries",
     "with_retries_async",
@@ -51,30 +46,6 @@ BACKOFF_SECONDS = (0.05, 0.25)
 
 class EnvironmentFault(Exception):
     """Processing a message failed because its environment did: stop, do not skip it."""
-
-
-# OSErrors that say the machine is at fault, whatever the message: the disk (full, over
-# quota, failing, read-only, a file over the size limit) and the process's own limits.
-# Others (a missing file, a directory where a file was expected) can follow from what a
-# message named, and are left to the retries and the dead letter.
-_ENVIRONMENT_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG, errno.EMFILE, errno.ENFILE}
-)
-
-
-def environment_cause(exc: BaseException) -> str | None:
-    """What failed, when ``exc`` is a fault of the environment rather than of the message:
-    the state store, the disk, the network (a connection or a wait that failed) or a Kafka
-    client that gave up. None for anything else."""
-    if isinstance(exc, StoreError):
-        return str(exc)
-    if isinstance(exc, ConnectionError | TimeoutError) or (
-        isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
-    ):
-        return f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, AioKafkaError | KafkaException):
-        return f"Kafka: {type(exc).__name__}: {exc}"
-    return None
 
 
 def _where(exc: BaseException) -> str:

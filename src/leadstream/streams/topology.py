@@ -11,9 +11,10 @@ import faust
 
 from leadstream.domain.ingest import Rejected
 from leadstream.index.table import IndexedStore
+from leadstream.lifecycle import environment_cause
 from leadstream.metrics import Metrics
 from leadstream.settings import Settings
-from leadstream.streams.retry import EnvironmentFault, environment_cause, with_retries_async
+from leadstream.streams.retry import EnvironmentFault, with_retries_async
 from leadstream.wire.commands import Command, encode_command, row_slices
 from leadstream.wire.records import encode_json, reject_record
 

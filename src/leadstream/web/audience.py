@@ -33,6 +33,7 @@ from leadstream.domain.decode import MAX_JSON_DEPTH, decode_json
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
 from leadstream.domain.normalize import normalize_id
 from leadstream.domain.rejects import Reason, RowError
+from leadstream.lifecycle import environment_cause
 from leadstream.logs import log_fields
 from leadstream.web.http import (
     MAX_LISTED_REJECTS,
@@ -224,6 +225,8 @@ class AudienceUpload(ServedView):
             except BodyError as err:
                 return err.answer(self)
             except (TimeoutError, OSError) as exc:
+                if environment_cause(exc, network=False) is not None:
+                    raise  # the disk refused the spool, not Kafka: the worker stops (http.py)
                 logger.warning(
                     "audience upload: Kafka did not confirm: %r",
                     exc,

@@ -52,6 +52,7 @@ from leadstream.domain.auth import (
 from leadstream.domain.decode import MAX_JSON_BYTES, decode_json
 from leadstream.domain.normalize import normalize_organization_id
 from leadstream.domain.rejects import Reason, RowError
+from leadstream.lifecycle import environment_cause
 from leadstream.metrics import Metrics
 from leadstream.settings import Settings
 from leadstream.web.connections import ConnectionBook
@@ -119,6 +120,8 @@ class Context:
     limits: RequestLimits
     connections: ConnectionBook
     readiness: Readiness
+    # Told of a fault of the disk or the store met while serving (the worker stops).
+    on_fault: Callable[[str], None]
 
 
 class ServedView(View):
@@ -437,7 +440,9 @@ def guard_routes(document: Mapping[str, Any], context: Context, metrics: Metrics
     * beyond the worker's requests in flight: 503 (``/healthz`` and ``/readyz`` aside);
     * an operation with ``security``: the steps of this module's docstring, and the
       request's :class:`Admission` for its view;
-    * an exception from a view: a JSON 500 with no detail, logged by type only.
+    * an exception from a view: a JSON 500 with no detail, logged by type only; but a
+      fault of the disk or the store (an upload that cannot be spooled, a state read that
+      fails) is the environment's: a 503, and the worker stops (``Context.on_fault``).
     """
     paths: Mapping[str, Mapping[str, Any]] = document["paths"]
     book = context.connections
@@ -469,7 +474,7 @@ async def _answer(
     context: Context,
 ) -> aio.StreamResponse:
     if path is None:  # aiohttp found no route, and raises its 404 or 405
-        return await _served(request, handler, path)
+        return await _served(request, handler, path, context)
     operations = paths.get(path)
     if operations is None:
         return _json_error(404, "not_found", "no such endpoint")
@@ -478,7 +483,7 @@ async def _answer(
         allowed = ", ".join(m.upper() for m in operations)
         return _json_error(405, "method_not_allowed", f"this endpoint takes {allowed}")
     if path in _UNLIMITED:
-        return await _served(request, handler, path)
+        return await _served(request, handler, path, context)
     ticket = context.limits.admit()
     if isinstance(ticket, Refusal):
         return _error(_refused(ticket))
@@ -488,12 +493,14 @@ async def _answer(
                 request[_ADMISSION] = _admit(request, path, operation, ticket, context)
             except BodyError as err:
                 return _error(err)
-        return await _served(request, handler, path)
+        return await _served(request, handler, path, context)
     finally:
         ticket.close()
 
 
-async def _served(request: aio.Request, handler: Handler, path: str | None) -> aio.StreamResponse:
+async def _served(
+    request: aio.Request, handler: Handler, path: str | None, context: Context
+) -> aio.StreamResponse:
     try:
         return await handler(request)
     except aio.HTTPException as exc:
@@ -501,6 +508,10 @@ async def _served(request: aio.Request, handler: Handler, path: str | None) -> a
             raise
         return _json_error(exc.status, _STATUS_CODES.get(exc.status, "error"), exc.reason)
     except Exception as exc:  # noqa: BLE001 - a JSON 500, never a stack, to the client
+        cause = environment_cause(exc, network=False)
+        if cause is not None:  # the disk or the store failed: the worker stops (lifecycle.py)
+            context.on_fault(f"{request.method} {path}: {cause}")
+            return _json_error(503, "unavailable", "the worker cannot write its state; retry")
         logger.error("%s %s failed: %s", request.method, path, type(exc).__name__)
         logger.debug("request failed", exc_info=exc)
         return _json_error(500, "internal_error", "the request could not be processed")
