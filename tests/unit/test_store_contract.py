@@ -330,7 +330,7 @@ def test_a_batch_is_a_few_changelog_records_and_its_markers(table_subject):
     assert [kv for r in log for kv in keys.decode_logged_batch(r.value)] == items_
     markers = items(iter_prefix(s, 1, keys.logged_batch_prefix()))
     assert markers == sorted(
-        (r.key, keys.batch_marker(keys.decode_logged_batch(r.value))) for r in log
+        (r.key, keys.event_batch_marker(keys.decode_logged_batch(r.value))) for r in log
     )
     assert all(s.get(1, k) == v for k, v in items_)
 

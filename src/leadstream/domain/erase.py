@@ -73,7 +73,7 @@ def erase_lead(store: IndexedStore, partition: int, org: str, phone: str, *, now
         # Everything but the lead's own keys first: while one of them is left, the lead is
         # known, and an erase applied again after a crash does all of it again.
         groups = lead_groups(store, partition, index, org, phone)
-        relog_event_groups(store, partition, index, groups.events, lead)
+        relog_event_groups(store, partition, groups.events, org, phone)
         relog_member_groups(store, partition, index, groups.members, lead, org, phone)
         _forget_in_sends(store, partition, org, lead)
         _forget_in_filters(store, partition, org, phone)

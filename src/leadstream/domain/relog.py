@@ -4,25 +4,24 @@ erase), and, once, the batches logged before groups existed.
 A logged batch is one changelog record carrying many keys, so deleting a key locally
 (a tombstone of its own) leaves it inside the batch, and the compacted changelog keeps
 it. The records of a group (see :mod:`leadstream.state.keys`) are found from the values
-of a lead's keys, which name the groups that logged them. A group's live items are read
-from its records' markers: the event keys they name, and for memberships the keys of the
-leads they name, each kept when its value still names the group (so its latest record
-is one of the group's). Logging a group again is: log those items (their values as they
-are now, the erased lead's left out) as new records of the same group, then tombstone the
-group's old records.
+of a lead's keys, which name the groups that logged them, and among them the ones holding
+the lead from their markers. A record's live items are read from its marker: the event
+keys it names, and for memberships the keys of the leads it names, each kept when its
+value still names the group (so its latest record is one of the group's). Logging a
+record again is: log those items (their values as they are now, the erased lead's left
+out) as a new record of the same group, then tombstone the old one; the group's other
+records are left as they are.
 
 Every step works from the current state only, so it can be interrupted and repeated: a
 restore replays the old records, then the new ones (the same keys, current values), then
-the tombstones; an erase applied again finds the group's records old and new and logs
-them again once more. Nothing is lost of another lead: an item left out of a group's new
-records is either the erased lead's, or a key no longer there (an event folded since,
-whose count its folded record holds), and a deletion the group logged is logged again as
-long as its key is still absent.
+the tombstones; an erase applied again finds whichever of the group's records, old or
+new, still hold the lead and logs them again once more. Nothing is lost of another lead:
+an item left out of a record's new one is either the erased lead's, or a key no longer
+there (an event folded since, whose count its folded record holds), and a deletion the
+record logged is logged again as long as its key is still absent.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Iterable
 
 from pyroaring import BitMap
 
@@ -80,68 +79,40 @@ def lead_groups(
 
 
 def _records(
-    store: PartitionStore, partition: int, prefixes: Iterable[tuple[int, bytes]]
-) -> tuple[dict[int, list[bytes]], dict[int, list[BatchMarker]]]:
-    """Per group, its records' keys and their markers."""
-    records: dict[int, list[bytes]] = {}
-    markers: dict[int, list[BatchMarker]] = {}
-    for group, prefix in prefixes:
-        mine = records.setdefault(group, [])
-        theirs = markers.setdefault(group, [])
-        for key, value in iter_prefix(store, partition, prefix):
-            mine.append(key)
-            marker = keys.decode_batch_marker(value)
-            if marker is not None:
-                theirs.append(marker)
-    return records, markers
-
-
-def _rewrite(
-    store: PartitionStore,
-    partition: int,
-    records: dict[int, list[bytes]],
-    items: dict[int, list[tuple[bytes, bytes | None]]],
-    log: Callable[[list[tuple[bytes, bytes | None]], int], None],
-) -> int:
-    """Log each group's items as new records of it, then tombstone its old records."""
-    relogged = 0
-    for group, record_keys in records.items():
-        if items[group]:
-            log(items[group], group)
-            relogged += len(items[group])
-        for key in record_keys:
-            store.delete(partition, key)
-    return relogged
+    store: PartitionStore, partition: int, group_prefix: bytes
+) -> list[tuple[bytes, BatchMarker | None]]:
+    """The group's records (their keys, kept locally) and their markers, listed before
+    anything is written to the group."""
+    return [
+        (key, keys.decode_batch_marker(value))
+        for key, value in iter_prefix(store, partition, group_prefix)
+    ]
 
 
 def relog_event_groups(
-    store: PartitionStore, partition: int, index: PartitionIndex, groups: set[int], lead: int
+    store: PartitionStore, partition: int, groups: set[int], org: str, phone: str
 ) -> int:
-    """Log the event batches of ``groups`` again without lead id ``lead``: every event key
-    their markers name, of another lead, still there and still naming the group, with its
-    value as it is. Returns the items logged again."""
-    records, markers = _records(
-        store, partition, ((g, keys.logged_batch_group(g)) for g in sorted(groups))
-    )
-    named: dict[tuple[int, bytes], None] = {}  # (group, key), once (a command logged again)
-    for group, theirs in markers.items():
-        for marker in theirs:
-            for other, tail in marker.event_items():
-                if other == lead:
-                    continue
-                name = index.name_of(other)
-                if name is not None:
-                    named[(group, keys.lead_events_prefix(*name) + tail)] = None
-    items: dict[int, list[tuple[bytes, bytes | None]]] = {g: [] for g in records}
-    values = store.get_many(partition, [key for _, key in named])
-    for (group, key), value in zip(named, values, strict=True):
-        if value is not None and group in keys.value_refs(value):
-            items[group].append((key, value))
-
-    def log(batch: list[tuple[bytes, bytes | None]], group: int) -> None:
-        store.put_batch(partition, [(k, v) for k, v in batch if v is not None], created_ms=group)
-
-    return _rewrite(store, partition, records, items, log)
+    """Log again, without the lead (``org``, ``phone``), each record of the event groups
+    ``groups`` that holds any of its keys: every other event key its marker names that is
+    still there and still names the group, with its value as it is, as a new record of
+    the group; then tombstone the old record. Returns the items logged again."""
+    own = keys.lead_events_prefix(org, phone)
+    relogged = 0
+    for group in sorted(groups):
+        for record, marker in _records(store, partition, keys.logged_batch_group(group)):
+            if marker is None or not any(k.startswith(own) for k in marker.event_keys):
+                continue  # nothing of the lead in it
+            others = [k for k in marker.event_keys if not k.startswith(own)]
+            items = [
+                (key, value)
+                for key, value in zip(others, store.get_many(partition, others), strict=True)
+                if value is not None and group in keys.value_refs(value)
+            ]
+            if items:
+                store.put_batch(partition, items, created_ms=group)
+                relogged += len(items)
+            store.delete(partition, record)
+    return relogged
 
 
 def relog_member_groups(
@@ -153,16 +124,42 @@ def relog_member_groups(
     org: str,
     phone: str,
 ) -> int:
-    """Log the membership batches of ``groups`` again without the lead (id ``lead``,
-    ``org``, ``phone``); returns the items logged again."""
-    records, markers = _records(
-        store, partition, ((g, keys.member_batch_group(g)) for g in sorted(groups))
-    )
-    leads = BitMap()
-    for theirs in markers.values():
-        for marker in theirs:
-            leads |= keys.batch_marker_leads(marker)
-    leads.discard(lead)
+    """Log again, without the lead (id ``lead``, ``org``, ``phone``), each record of the
+    membership groups ``groups`` that holds any of its keys: the membership and ``L`` keys
+    of the other leads its marker names that still name the group, with their values as
+    they are, and the deletions it logged whose keys are still absent; then tombstone the
+    old record. Returns the items logged again."""
+    head, tail = keys.member_prefix(org, "")[:-1], keys.SEP + phone.encode()  # M org SEP
+
+    def the_leads(key: bytes) -> bool:
+        return key.startswith(head) and key.endswith(tail)
+
+    relogged = 0
+    for group in sorted(groups):
+        for record, marker in _records(store, partition, keys.member_batch_group(group)):
+            if marker is None:
+                continue
+            leads = keys.batch_marker_leads(marker)
+            if lead not in leads and not any(the_leads(k) for k in marker.deleted):
+                continue  # nothing of the lead in it
+            leads.discard(lead)
+            items = _member_items(store, partition, index, leads, group)
+            gone = [k for k in marker.deleted if not the_leads(k)]
+            for key, value in zip(gone, store.get_many(partition, gone), strict=True):
+                if value is None:  # still removed: the deletion still matters
+                    items.append((key, None))
+            if items:
+                store.put_memberships(partition, items, group=group)
+                relogged += len(items)
+            store.delete(partition, record)
+    return relogged
+
+
+def _member_items(
+    store: PartitionStore, partition: int, index: PartitionIndex, leads: BitMap, group: int
+) -> list[tuple[bytes, bytes | None]]:
+    """The ``M`` and ``L`` keys of ``leads`` whose values name ``group``, with those values
+    (a superset of what the group's record logged of them is harmless: current values)."""
     names = {other: name for other in leads if (name := index.name_of(other)) is not None}
     candidates = [keys.lead_key(o, p) for o, p in names.values()]
     for org_name, org_index in index.orgs.items():
@@ -171,31 +168,11 @@ def relog_member_groups(
                 name = names.get(other)
                 if name is not None:
                     candidates.append(keys.member_key(org_name, campaign, name[1]))
-    items: dict[int, list[tuple[bytes, bytes | None]]] = {g: [] for g in records}
-    for key, value in zip(candidates, store.get_many(partition, candidates), strict=True):
-        if value is None:
-            continue
-        for ref in keys.value_refs(value):
-            logged = items.get(ref)
-            if logged is not None:
-                logged.append((key, value))
-    lead_tail = keys.SEP + phone.encode()
-    lead_head = keys.member_prefix(org, "")[:-1]  # M org SEP
-    for group, theirs in markers.items():
-        gone = [
-            k
-            for marker in theirs
-            for k in marker.deleted
-            if not (k.startswith(lead_head) and k.endswith(lead_tail))
-        ]
-        for key, value in zip(gone, store.get_many(partition, gone), strict=True):
-            if value is None:  # still removed: the deletion still matters
-                items[group].append((key, None))
-
-    def log(batch: list[tuple[bytes, bytes | None]], group: int) -> None:
-        store.put_memberships(partition, batch, group=group)
-
-    return _rewrite(store, partition, records, items, log)
+    return [
+        (key, value)
+        for key, value in zip(candidates, store.get_many(partition, candidates), strict=True)
+        if value is not None and group in keys.value_refs(value)
+    ]
 
 
 def relog_legacy_batches(

@@ -82,7 +82,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import msgspec
 from pyroaring import BitMap
@@ -93,7 +93,8 @@ __all__ = [
     "adding_ref",
     "lead_id_bytes",
     "with_refs",
-    "batch_marker",
+    "event_batch_marker",
+    "member_batch_marker",
     "batch_marker_leads",
     "compacted_refs",
     "decode_batch_marker",
@@ -489,28 +490,15 @@ def member_batch_group(group: int) -> bytes:
 
 
 class BatchMarker(msgspec.Struct, array_like=True, frozen=True):
-    """What is kept locally of a logged batch, under its key: how many items it logged,
-    which keys, and the keys it deletes (a removed membership). Its event keys are named
-    by lead id, event type and occurredAt (the rest of the key is the lead's), packed:
-    ``event_leads`` u32 each, ``event_types`` a u16 index into ``types`` each,
-    ``event_times`` the key's last 8 bytes each (see :meth:`event_items`); the leads of
-    its other keys are ``leads`` (see :func:`batch_marker_leads`)."""
+    """What is kept locally of a logged batch, under its key: how many items it logged;
+    for an events batch, their keys (``event_keys``); for a memberships batch, the ids of
+    the leads whose keys it puts (``leads``, see :func:`batch_marker_leads`) and the keys
+    it deletes (a removed membership)."""
 
     items: int
-    leads: bytes
+    leads: bytes = b""
     deleted: list[bytes] = msgspec.field(default_factory=list)
-    types: list[bytes] = msgspec.field(default_factory=list)
-    event_leads: bytes = b""
-    event_types: bytes = b""
-    event_times: bytes = b""
-
-    def event_items(self) -> Iterator[tuple[int, bytes]]:
-        """``(lead id, eventType SEP occurredAt)`` of each event key the batch logged."""
-        tails = [t + SEP for t in self.types]
-        leads = _LEAD_ID.iter_unpack(self.event_leads)
-        kinds = _U16.iter_unpack(self.event_types)
-        for n, ((lead,), (kind,)) in enumerate(zip(leads, kinds, strict=True)):
-            yield lead, tails[kind] + self.event_times[8 * n : 8 * n + 8]
+    event_keys: list[bytes] = msgspec.field(default_factory=list)
 
 
 _marker_encoder = msgspec.msgpack.Encoder()
@@ -518,49 +506,25 @@ _marker_decoder = msgspec.msgpack.Decoder(BatchMarker)
 # A few leads are packed (4 bytes each, after a 0 byte); more, a roaring bitmap (whose
 # serialization never starts with 0).
 _PACKED_LEADS = 8
-_EVENT_HEAD = _EVENT + SEP
 
 
-def batch_marker(items: Sequence[tuple[bytes, bytes | None]]) -> bytes:
-    """The marker of a batch of ``items`` (a put's value starts with its lead's id)."""
+def event_batch_marker(items: Sequence[tuple[bytes, bytes | None]]) -> bytes:
+    """The marker of a batch of event keys (``B``): their keys, as they are (building it
+    is on the ingest path: no parsing)."""
+    return _marker_encoder.encode(BatchMarker(len(items), event_keys=[k for k, _ in items]))
+
+
+def member_batch_marker(items: Sequence[tuple[bytes, bytes | None]]) -> bytes:
+    """The marker of a batch of memberships (``G``): the leads of its puts (a put's value
+    starts with its lead's id) and the keys it deletes."""
     unpack = _LEAD_ID.unpack_from
-    types: dict[bytes, int] = {}
-    event_leads: list[bytes] = []
-    event_types: list[int] = []
-    event_times: list[bytes] = []
-    others: set[int] = set()
-    deleted: list[bytes] = []
-    for key, value in items:
-        if value is None:
-            deleted.append(key)
-        elif len(value) < _LEAD_ID.size:
-            continue
-        elif key.startswith(_EVENT_HEAD):
-            # E org phone eventType occurredAt(8): no identifier holds SEP.
-            event_type = key[:-9].rsplit(SEP, 1)[1]
-            kind = types.get(event_type)
-            if kind is None:
-                kind = types[event_type] = len(types)
-            event_leads.append(value[:4])
-            event_types.append(kind)
-            event_times.append(key[-8:])
-        else:
-            others.add(unpack(value)[0])
-    leads = sorted(others)
+    leads = sorted({unpack(v)[0] for _, v in items if v is not None and len(v) >= 4})
+    deleted = [k for k, v in items if v is None]
     if len(leads) <= _PACKED_LEADS:
         packed = b"\x00" + struct.pack(f">{len(leads)}I", *leads)
     else:
         packed = BitMap(leads).serialize()
-    marker = BatchMarker(
-        len(items),
-        packed,
-        deleted,
-        list(types),
-        b"".join(event_leads),
-        struct.pack(f">{len(event_types)}H", *event_types),
-        b"".join(event_times),
-    )
-    return _marker_encoder.encode(marker)
+    return _marker_encoder.encode(BatchMarker(len(items), packed, deleted))
 
 
 def decode_batch_marker(value: bytes) -> BatchMarker | None:
@@ -612,7 +576,8 @@ def expand_changelog_record(key: bytes, value: bytes | None) -> list[tuple[bytes
     if value is None or key[:2] not in _BATCH_PREFIXES:
         return [(key, value)]
     expanded = decode_logged_batch(value)
-    expanded.append((key, batch_marker(expanded)))
+    marker = event_batch_marker if key[:1] == _LOGGED_BATCH else member_batch_marker
+    expanded.append((key, marker(expanded)))
     return expanded
 
 

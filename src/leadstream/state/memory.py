@@ -41,7 +41,7 @@ class MemoryStore:
     ) -> None:
         for key, value in items:
             self.put(partition, key, value)
-        self.put(partition, keys.logged_batch_key(created_ms), keys.batch_marker(items))
+        self.put(partition, keys.logged_batch_key(created_ms), keys.event_batch_marker(items))
 
     def put_memberships(
         self, partition: int, items: Sequence[tuple[bytes, bytes | None]], *, group: int
@@ -51,7 +51,7 @@ class MemoryStore:
                 self.delete(partition, key)
             else:
                 self.put(partition, key, value)
-        self.put(partition, keys.member_batch_key(group), keys.batch_marker(items))
+        self.put(partition, keys.member_batch_key(group), keys.member_batch_marker(items))
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False

@@ -27,9 +27,11 @@ __all__ = ["STORE_URL", "LeadStore", "TableStore"]
 
 
 # A logged batch record holds at most this many items and about this many bytes: ~45-byte
-# event keys make ~200 KB records; the byte bound keeps long ids (a key can reach ~200
-# bytes) well under the producer's and broker's 1 MB message limit.
-LOGGED_BATCH_ITEMS = 4_000
+# event keys make ~50 KB records; the byte bound keeps long ids (a key can reach ~200
+# bytes) well under the producer's and broker's 1 MB message limit. An erase logs again,
+# whole, each record holding the erased lead: the item bound is what it costs per record
+# (a thousand records a second are nothing to the producer; one a row was too many).
+LOGGED_BATCH_ITEMS = 1_000
 LOGGED_BATCH_BYTES = 256 * 1024
 
 
@@ -119,7 +121,12 @@ class TableStore:
         """One local write batch, and one changelog record per ``LOGGED_BATCH_ITEMS`` items
         (or ``LOGGED_BATCH_BYTES``) instead of one per item: per-record producer work was
         most of the ingest cost."""
-        self._write_logged(partition, items, lambda: keys.logged_batch_key(created_ms))
+        self._write_logged(
+            partition,
+            items,
+            lambda: keys.logged_batch_key(created_ms),
+            keys.event_batch_marker,
+        )
 
     def put_memberships(
         self, partition: int, items: Sequence[tuple[bytes, bytes | None]], *, group: int
@@ -127,13 +134,16 @@ class TableStore:
         """As :meth:`put_batch`, for memberships (None deletes): one changelog record per
         thousands of members, not one each, which made an audience upload and its restore
         run at a few thousand members a second."""
-        self._write_logged(partition, items, lambda: keys.member_batch_key(group))
+        self._write_logged(
+            partition, items, lambda: keys.member_batch_key(group), keys.member_batch_marker
+        )
 
     def _write_logged(
         self,
         partition: int,
         items: Sequence[tuple[bytes, bytes | None]],
         batch_key: Callable[[], bytes],
+        marker: Callable[[Sequence[tuple[bytes, bytes | None]]], bytes],
     ) -> None:
         """``items`` in one local write batch and as logged batches on the changelog;
         ``batch_key()`` gives each record's key, kept locally with the record's marker
@@ -145,7 +155,7 @@ class TableStore:
 
         def close_chunk() -> None:
             log_key = batch_key()
-            wb.put(log_key, keys.batch_marker(chunk))
+            wb.put(log_key, marker(chunk))
             records.append((log_key, keys.encode_logged_batch(chunk)))
 
         for key, value in items:
