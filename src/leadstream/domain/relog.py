@@ -41,6 +41,7 @@ __all__ = [
 
 # Keys of one group when batches logged before groups existed are logged again.
 LEGACY_CHUNK = 4_000
+WEEK_MS = 7 * 86_400_000
 
 
 class LeadGroups:
@@ -187,32 +188,42 @@ def relog_legacy_batches(
     old_events = [
         key
         for key, value in iter_prefix(store, partition, keys.logged_batch_prefix())
-        if keys.decode_batch_marker(value) is None
+        if keys.is_old_marker(value)
     ]
     old_members = any(
-        keys.decode_batch_marker(value) is None
+        keys.is_old_marker(value)
         for _, value in iter_prefix(store, partition, keys.member_batch_prefix())
     )
     relogged = 0
     if old_events:
-        unlogged = [
-            (key, value)
-            for key, value in iter_prefix(store, partition, keys.events_kind_prefix())
-            if not keys.value_refs(value)
-        ]
-        # In time order, each chunk a group named after its latest event: it is retired
-        # as soon as its events are folded, as a batch created then would be.
-        unlogged.sort(key=lambda item: item[0][-8:])
-        for start in range(0, len(unlogged), LEGACY_CHUNK):
-            chunk = unlogged[start : start + LEGACY_CHUNK]
-            group = keys.decode_event_key(chunk[-1][0])[3]
-            store.put_batch(
-                partition, [(k, keys.with_refs(v, (group,))) for k, v in chunk], created_ms=group
-            )
-            relogged += len(chunk)
+        # In one pass, gathered by week of occurredAt, each chunk a group named after its
+        # latest event: retired as soon as its events are folded, as a batch created then
+        # would be (and the pass holds at most a chunk a week in memory).
+        weeks: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in iter_prefix(store, partition, keys.events_kind_prefix()):
+            if keys.value_refs(value):
+                continue
+            week = weeks.setdefault(keys.decode_event_key(key)[3] // WEEK_MS, [])
+            week.append((key, value))
+            if len(week) == LEGACY_CHUNK:
+                relogged += _relog_legacy_events(store, partition, week)
+                week.clear()
+        for week in weeks.values():
+            if week:
+                relogged += _relog_legacy_events(store, partition, week)
         for key in old_events:
             store.delete(partition, key)
     if old_members:
         relogged += relog_all_memberships(store, partition, now_ms=now_ms)
     index.legacy_batches_checked = True
     return relogged
+
+
+def _relog_legacy_events(
+    store: PartitionStore, partition: int, chunk: list[tuple[bytes, bytes]]
+) -> int:
+    group = max(keys.decode_event_key(key)[3] for key, _ in chunk)
+    store.put_batch(
+        partition, [(k, keys.with_refs(v, (group,))) for k, v in chunk], created_ms=group
+    )
+    return len(chunk)

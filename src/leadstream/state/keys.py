@@ -98,6 +98,7 @@ __all__ = [
     "batch_marker_leads",
     "compacted_refs",
     "decode_batch_marker",
+    "is_old_marker",
     "decode_member_key",
     "lead_value",
     "logged_batch_group",
@@ -527,10 +528,16 @@ def member_batch_marker(items: Sequence[tuple[bytes, bytes | None]]) -> bytes:
     return _marker_encoder.encode(BatchMarker(len(items), packed, deleted))
 
 
+def is_old_marker(value: bytes) -> bool:
+    """Whether a batch key's value is of a batch logged before markers (and groups)
+    existed: an events batch kept ``b""``, a memberships batch its item count (u32)."""
+    return len(value) <= _U32.size
+
+
 def decode_batch_marker(value: bytes) -> BatchMarker | None:
     """The marker kept under a batch key; None for a batch logged before markers existed
-    (an events batch kept ``b""``, a memberships batch its item count as a u32)."""
-    if len(value) <= _U32.size:
+    (:func:`is_old_marker`)."""
+    if is_old_marker(value):
         return None
     return _marker_decoder.decode(value)
 
