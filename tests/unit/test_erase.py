@@ -1,8 +1,9 @@
 """Erasing a lead (domain/erase.py): every key of the lead, its place in recorded sends,
 send history and held audience filters, and its index entries go; a lead erased while
 opted out leaves a suppression (a keyed hash, never the phone) that opts the phone out
-again when it comes back; and a restore from the changelog, whose logged batches still
-carry the lead's events, does not bring it back.
+again when it comes back; and a restore from the changelog, as written or compacted,
+does not bring it back. (What the changelog itself keeps of the lead is
+test_erase_changelog.py's.)
 
 Every "nothing of the lead is left" check scans every key and value of the partition
 for the phone's bytes.

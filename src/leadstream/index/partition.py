@@ -314,8 +314,9 @@ def build(
     ids = index.lead_ids
     highest = -1
     index.hash_key = hash_key or store.get(partition, keys.hash_key_key())
-    # Erased leads: a changelog restore can bring their event keys back (from logged
-    # batches written before the erase); they are left out and purged.
+    # Erased leads: a changelog restore can bring their keys back (from logged batches
+    # replayed before their tombstones, or that an erase of an older version left
+    # whole); they are left out and purged.
     erased: set[int] = set()
     for key, _ in iter_prefix(store, partition, keys.erased_prefix()):
         lead = keys.decode_erased_key(key)[1]
