@@ -21,9 +21,15 @@ def test_worker_topics_are_created_up_front_with_their_configs(stack: Stack) -> 
         assert len(meta[name].partitions) == stack.settings.partitions
     resources = [
         ConfigResource(ConfigResource.Type.TOPIC, name)
-        for name in (t.leads_changelog, t.send_triggers, t.audience_filters)
+        for name in (t.leads_changelog, t.send_triggers, t.audience_filters, t.by_lead, t.replies)
     ]
     configs = {r.name: f.result() for r, f in admin.describe_configs(resources).items()}
     assert configs[t.leads_changelog]["cleanup.policy"].value == "compact"
+    # How long an erased lead's superseded records and tombstones can stay on the brokers
+    # (docs/contract.md 3.6): compacted within 7 days, tombstones one day more.
+    assert configs[t.leads_changelog]["max.compaction.lag.ms"].value == str(7 * 86_400_000)
+    assert configs[t.leads_changelog]["delete.retention.ms"].value == str(86_400_000)
+    assert configs[t.by_lead]["retention.ms"].value == str(7 * 86_400_000)
+    assert configs[t.replies]["retention.ms"].value == str(3_600_000)
     assert configs[t.send_triggers]["message.timestamp.type"].value == "LogAppendTime"
     assert configs[t.audience_filters]["message.timestamp.type"].value == "LogAppendTime"

@@ -696,7 +696,7 @@ T = utc_ms("2026-06-15 12:00")
 
 def store_with(events: list[LeadEvent], *members: str) -> Any:
     store = indexed_memory()
-    apply_members(store, 0, [MemberOp(ORG, "c", phone, None) for phone in members])
+    apply_members(store, 0, [MemberOp(ORG, "c", phone, None) for phone in members], group=1)
     apply_events(store, 0, events, horizon_ms=0, now_ms=T)
     return store
 

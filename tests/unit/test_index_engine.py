@@ -37,6 +37,7 @@ over events with small random metadata.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -570,6 +571,7 @@ class World:
         self.store = indexed_memory()
         self.model = Model()
         self.sends = sends
+        self.groups = itertools.count(1)
         # Event keys of erased leads (with their old ids), as logged batches still hold them.
         self.erased_keys: list[tuple[int, bytes, bytes]] = []
         self.last_erase = 0
@@ -591,7 +593,7 @@ class World:
             self.apply([LeadEvent(*k, REPLAYED_METADATA) for k in known[: op[1]] + known[-op[1] :]])
         elif kind == "members":
             for p, group in group_by_partition(op[1], PARTITIONS).items():
-                assert apply_members(self.store, p, group) == len(group)
+                assert apply_members(self.store, p, group, group=next(self.groups)) == len(group)
             for member_op in op[1]:
                 self.model.member(member_op)
         elif kind == "restore":
@@ -625,7 +627,7 @@ class World:
             self.store._inner.put(
                 p,
                 keys.event_key(org, phone, event_type, ts),
-                keys.event_value(lead, self.model.metadata[key]),
+                keys.event_value(lead, ts, self.model.metadata[key]),
             )
             touched.add(p)
         back = [(p, k, v) for p, k, v in self.erased_keys if self.store.get(p, k) is None][:n]
@@ -1485,15 +1487,15 @@ def test_explain_reports_an_include_filter_flipped_after_the_send() -> None:
 def test_last_member_removed_leaves_no_empty_organization() -> None:
     store = indexed_memory()
     p = lead_partition("a", "+1555", PARTITIONS)
-    apply_members(store, p, [MemberOp("a", "c1", "+1555", "x1")])
-    apply_members(store, p, [MemberOp("a", "c1", "+1555", None, remove=True)])
+    apply_members(store, p, [MemberOp("a", "c1", "+1555", "x1")], group=2)
+    apply_members(store, p, [MemberOp("a", "c1", "+1555", None, remove=True)], group=3)
     assert_indexes_rebuild_equal(store, [p])  # fails: kept {"a": <all empty>}, rebuilt {}
 
 
 def test_explain_today_keeps_the_audience_filter_for_a_lead_opted_out_at_the_send() -> None:
     store = indexed_memory()
     p = lead_partition("a", "+1555", PARTITIONS)
-    apply_members(store, p, [MemberOp("a", "c1", "+1555", None)])
+    apply_members(store, p, [MemberOp("a", "c1", "+1555", None)], group=4)
     apply_events(store, p, [LeadEvent("a", "+1555", OPT_OUT, T1 - 9)], horizon_ms=0, now_ms=0)
     trigger = SendTrigger("a", "c1", "s0", T1, (), audience_filter_enabled=True)
     rules = SendRules.of(trigger, AudienceFilterSpec("include", phones=frozenset({"+2"})), **OPT)
@@ -1515,13 +1517,13 @@ def test_removed_member_without_events_keeps_its_id_after_a_restart() -> None:
     notInAudience for a lead the send had messaged."""
     store = indexed_memory()
     p = lead_partition("a", "+1555", PARTITIONS)
-    apply_members(store, p, [MemberOp("a", "c1", "+1555", None)])
+    apply_members(store, p, [MemberOp("a", "c1", "+1555", None)], group=5)
     rules = SendRules.of(SendTrigger("a", "c1", "s0", T1), None, **OPT)
     evaluation = evaluate(store.index(p), rules)
     record_send(store, p, rules, evaluation, materialized_at=MATERIALIZED_AT)
     record = read_send_record(store, p, "a", "s0")
     assert record is not None
-    apply_members(store, p, [MemberOp("a", "c1", "+1555", None, remove=True)])
+    apply_members(store, p, [MemberOp("a", "c1", "+1555", None, remove=True)], group=6)
     before = explain_lead(store, p, store.index(p), record, "+1555", **OPT)
     assert (before.step, before.sent) == (Step.RECIPIENT, True)
     store.drop([p])  # a restart: the index is rebuilt from the store
@@ -1535,7 +1537,7 @@ def test_folded_event_replayed_after_the_horizon_moved_back_is_a_duplicate() -> 
     is behind): a replay of a folded event was a new key, counted twice by the index (not
     by the lead's history), so minCount 2 passed on one distinct event."""
     store = indexed_memory()
-    apply_members(store, 0, [MemberOp("a", "c1", "+1555", None)])
+    apply_members(store, 0, [MemberOp("a", "c1", "+1555", None)], group=7)
     apply_events(store, 0, [LeadEvent("a", "+1555", "buy", 100)], horizon_ms=0, now_ms=0)
     compact_partition(store, 0, horizon_ms=200, max_future_skew_ms=0)
     apply_events(store, 0, [LeadEvent("a", "+1555", "buy", 100)], horizon_ms=50, now_ms=0)

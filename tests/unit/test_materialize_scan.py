@@ -105,7 +105,7 @@ def check_merged_scan(events, members, filters, fire, horizon, reseek_after) -> 
         horizon_ms=0,
         now_ms=0,
     )
-    apply_members(store, 0, [MemberOp(o, c, p, f"x{p}") for o, p, c in members])
+    apply_members(store, 0, [MemberOp(o, c, p, f"x{p}") for o, p, c in members], group=1)
     if horizon is not None:  # fold part of the history, as retention compaction does
         compact_partition(store, 0, horizon_ms=BASE + horizon * MIN, max_future_skew_ms=0)
     for org in ORGS:
@@ -132,7 +132,7 @@ def test_folded_history_counts_for_sticky_filters_only() -> None:
         horizon_ms=0,
         now_ms=0,
     )
-    apply_members(store, 0, [MemberOp("a", "c1", "+1555", None)])
+    apply_members(store, 0, [MemberOp("a", "c1", "+1555", None)], group=2)
     compact_partition(store, 0, horizon_ms=BASE + 2 * MIN + 1, max_future_skew_ms=0)
 
     def kept(f: EventFilter) -> int:

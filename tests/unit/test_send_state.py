@@ -395,23 +395,27 @@ def test_apply_members_add_update_remove() -> None:
             MemberOp(ORG, "c1", PH2, None),
             MemberOp(ORG, "c1", PH3, "x3"),
         ],
+        group=1,
     )
     assert n == 3
     assert members(store, ORG, "c1") == {PH1: "x1", PH2: None, PH3: "x3"}
-    apply_members(store, P, [MemberOp(ORG, "c1", PH1, "X1-new"), MemberOp(ORG, "c1", PH2, "x2")])
+    apply_members(
+        store, P, [MemberOp(ORG, "c1", PH1, "X1-new"), MemberOp(ORG, "c1", PH2, "x2")], group=2
+    )
     assert members(store, ORG, "c1") == {PH1: "X1-new", PH2: "x2", PH3: "x3"}
     n = apply_members(
         store,
         P,
         [MemberOp(ORG, "c1", PH3, None, remove=True), MemberOp(ORG, "c1", PH3, None, remove=True)],
+        group=3,
     )
     assert n == 2
     assert members(store, ORG, "c1") == {PH1: "X1-new", PH2: "x2"}
     # Removing a phone that was never a member is harmless.
-    apply_members(store, P, [MemberOp(ORG, "c1", "+15559999999", None, remove=True)])
+    apply_members(store, P, [MemberOp(ORG, "c1", "+15559999999", None, remove=True)], group=4)
     assert members(store, ORG, "c1") == {PH1: "X1-new", PH2: "x2"}
     # Re-adding after a remove works.
-    apply_members(store, P, [MemberOp(ORG, "c1", PH3, "back")])
+    apply_members(store, P, [MemberOp(ORG, "c1", PH3, "back")], group=5)
     assert members(store, ORG, "c1")[PH3] == "back"
 
 
@@ -419,7 +423,7 @@ def test_external_id_kept_exactly() -> None:
     store = indexed_memory()
     odd = ["\x00", "ä€😀", "Ext1", "ext1 ", "x" * 256]
     for i, ext in enumerate(odd):
-        apply_members(store, P, [MemberOp(ORG, "c1", f"+1555000{i:04d}", ext)])
+        apply_members(store, P, [MemberOp(ORG, "c1", f"+1555000{i:04d}", ext)], group=6)
     assert sorted(members(store, ORG, "c1").values()) == sorted(odd)
 
 
@@ -435,9 +439,10 @@ def test_members_of_other_campaigns_orgs_and_partitions_are_untouched() -> None:
             MemberOp("420", "c1", PH1, "d"),
             MemberOp("4", "c1", PH1, "e"),
         ],
+        group=7,
     )
-    apply_members(store, P + 1, [MemberOp(ORG, "c1", PH2, "f")])
-    apply_members(store, P, [MemberOp(ORG, "c1", PH1, None, remove=True)])
+    apply_members(store, P + 1, [MemberOp(ORG, "c1", PH2, "f")], group=8)
+    apply_members(store, P, [MemberOp(ORG, "c1", PH1, None, remove=True)], group=9)
     assert members(store, ORG, "c1") == {}
     assert members(store, ORG, "c10") == {PH1: "b"}
     assert members(store, ORG, "c") == {PH1: "c"}

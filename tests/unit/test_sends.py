@@ -8,8 +8,9 @@ reference written from the contract's text in plain Python.
 from __future__ import annotations
 
 import calendar
+import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,7 @@ class World:
 
     partitions: int = PARTITIONS
     store: IndexedStore = field(default_factory=indexed_memory)
+    groups: Iterator[int] = field(default_factory=itertools.count)
 
     def part(self, org: str, phone: str) -> int:
         return lead_partition(org, phone, self.partitions)
@@ -117,7 +119,7 @@ class World:
         remove: bool = False,
     ) -> World:
         op = MemberOp(org, campaign, phone, external_id, remove)
-        apply_members(self.store, self.part(org, phone), [op])
+        apply_members(self.store, self.part(org, phone), [op], group=next(self.groups))
         return self
 
     def event(self, phone: str, event_type: str, ts: int, *, org: str = ORG) -> World:

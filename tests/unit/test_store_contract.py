@@ -329,7 +329,9 @@ def test_a_batch_is_a_few_changelog_records_and_its_markers(table_subject):
     assert [keys.decode_logged_batch_key(r.key) for r in log] == [1234] * 3
     assert [kv for r in log for kv in keys.decode_logged_batch(r.value)] == items_
     markers = items(iter_prefix(s, 1, keys.logged_batch_prefix()))
-    assert markers == sorted((r.key, b"") for r in log)
+    assert markers == sorted(
+        (r.key, keys.event_batch_marker(keys.decode_logged_batch(r.value))) for r in log
+    )
     assert all(s.get(1, k) == v for k, v in items_)
 
 
@@ -446,6 +448,7 @@ def test_indexes_rebuilt_from_a_restored_changelog_equal_the_live_ones(table_sub
             MemberOp("1", "c", phones[3], None, remove=True),
             MemberOp("2", "d", "+15559999999", None),
         ],
+        group=1,
     )
     compact_partition(live, 0, horizon_ms=base + 5 * hour, max_future_skew_ms=0)
     apply_events(
@@ -496,17 +499,17 @@ def membership_keys(store, partition=0):
 def test_memberships_are_a_few_changelog_records_with_deletions_inside(table_subject):
     s = indexed_memory(inner=table_subject.store)
     phones = [f"+1555100{i:04d}" for i in range(LOGGED_BATCH_ITEMS + 10)]
-    apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones])
+    apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones], group=2)
     log = table_subject.changelog
     assert len(log) == 2
     assert all(r.key.startswith(keys.member_batch_prefix()) for r in log)
     counts = [keys.decode_member_batch_items(v) for _, v in iter_prefix(s, 0, b"G\x00")]
     assert sorted(counts) == [10, LOGGED_BATCH_ITEMS]
     # The same members again: nothing changes, nothing is logged.
-    apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones])
+    apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones], group=3)
     assert len(log) == 2
     # A removal: the key's own tombstone, then a batch with the deletion and the lead key.
-    apply_members(s, 0, [MemberOp("1", "c", phones[0], None, remove=True)])
+    apply_members(s, 0, [MemberOp("1", "c", phones[0], None, remove=True)], group=4)
     assert [r.key for r in log[2:3]] == [keys.member_key("1", "c", phones[0])]
     assert log[2].value is None
     inside = keys.decode_logged_batch(log[3].value)
@@ -528,17 +531,22 @@ def test_memberships_survive_a_compacted_changelog(table_subject, monkeypatch, r
     s.put(
         0,
         keys.member_key("1", "c", legacy),
-        keys.member_value(s.index(0).assign("1", legacy)[0], None),
+        # The value as it was then: the lead id and the tagged externalId, no groups.
+        keys.lead_id_bytes(s.index(0).assign("1", legacy)[0]) + keys.encode_external_id(None),
     )
     s.drop([0])  # the index is rebuilt from the keys, the legacy member's included
-    apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones[:40]])
-    apply_members(s, 0, [MemberOp("1", "c", p, f"x{i}") for i, p in enumerate(phones[:10])])
-    apply_members(s, 0, [MemberOp("1", "c", p, None, remove=True) for p in [*phones[5:20], legacy]])
-    apply_members(s, 0, [MemberOp("1", "c", p, "back") for p in phones[15:18]])
-    apply_members(s, 0, [MemberOp("1", "d", p, None) for p in phones[30:60]])
+    apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones[:40]], group=5)
+    apply_members(
+        s, 0, [MemberOp("1", "c", p, f"x{i}") for i, p in enumerate(phones[:10])], group=6
+    )
+    apply_members(
+        s, 0, [MemberOp("1", "c", p, None, remove=True) for p in [*phones[5:20], legacy]], group=7
+    )
+    apply_members(s, 0, [MemberOp("1", "c", p, "back") for p in phones[15:18]], group=8)
+    apply_members(s, 0, [MemberOp("1", "d", p, None) for p in phones[30:60]], group=9)
     monkeypatch.setattr(send_state, "RELOG_SLACK", -(10**9) if relog else 10**9)
     before = len(table_subject.changelog)
-    relogged = send_state.relog_memberships(s, 0)
+    relogged = send_state.relog_memberships(s, 0, now_ms=10**6)
     assert (relogged > 0) is relog
     if relog:
         assert not any(

@@ -29,7 +29,7 @@ for name, write in [
     ("put", lambda: store.put(0, b"after", b"2")),
     ("delete", lambda: store.delete(0, b"before")),
     ("put_batch", lambda: store.put_batch(0, [(b"e1", b"v"), (b"e2", b"v")], created_ms=1)),
-    ("put_memberships", lambda: store.put_memberships(0, [(b"m1", b"v"), (b"m2", None)])),
+    ("put_memberships", lambda: store.put_memberships(0, [(b"m1", b"v"), (b"m2", None)], group=1)),
 ]:
     try:
         write()

@@ -3,11 +3,22 @@ its place in the recorded sends and in audience filters held for sends to come, 
 index entries; for a lead that was opted out, a suppression under a keyed hash.
 
 The lead's keys are deleted through the store port, so the changelog gets a tombstone for
-each. Event keys also travel inside logged batches (``B`` records, see
-:mod:`leadstream.state.keys`), which a restore expands again; so the erase leaves a
-``Z org leadId`` marker, and the
-index build deletes, once more, any key carrying an erased lead's id
+each. Its keys also travel inside logged batches (``B`` and ``G`` records, see
+:mod:`leadstream.state.keys`): first, every group of batches holding any of them is
+logged again without the lead and its old records are tombstoned
+(:mod:`leadstream.domain.relog`), so that the compacted changelog holds nothing of the
+lead. A restore from a changelog not yet compacted still replays the old records before
+their tombstones; so the erase also leaves a ``Z org leadId`` marker, and the index build
+deletes, once more, any key carrying an erased lead's id
 (:func:`leadstream.index.partition.build`). The marker names a number, not the phone.
+
+The order matters for an erase cut short (the changelog keeps the order of the writes):
+the groups are logged again, the sends, filters and suppression are done, then the
+``Z`` marker is written, and only then are the lead's own keys deleted. Whatever part of
+the erase reached the changelog, a restore followed by the erase applied again (commands
+are applied at least once) ends where the whole erase does: before the marker, the lead
+is still known by its keys, which still name every group not yet logged again, and the
+erase does everything once more; after it, the index build purges the keys left.
 """
 
 from __future__ import annotations
@@ -19,6 +30,12 @@ import msgspec
 from pyroaring import BitMap
 
 from leadstream.domain.explain import SendRecord
+from leadstream.domain.relog import (
+    lead_groups,
+    relog_event_groups,
+    relog_legacy_batches,
+    relog_member_groups,
+)
 from leadstream.domain.send_state import FilterRecord
 from leadstream.index.partition import PartitionIndex, lead_digest
 from leadstream.index.table import IndexedStore
@@ -46,28 +63,40 @@ def erase_lead(store: IndexedStore, partition: int, org: str, phone: str, *, now
     A lead opted out at the erase leaves a suppression; one that is not (it came back
     after an earlier erase and opted in) takes the earlier suppression with it."""
     with store.updating(partition) as index:
+        relog_legacy_batches(store, partition, index, now_ms=now_ms)
         lead = index.lead_id(org, phone)
         if lead is None:  # never seen, or erased already: only held filters may name it
             _forget_in_filters(store, partition, org, phone)
             return Erased(0, 0, index.suppressed_at(org, phone) is not None)
         org_index = index.org(org)
         opted_out = lead in org_index.opted_out
-        events = _delete_events(store, partition, org, phone)
-        memberships = _delete_memberships(store, partition, index, org, phone, lead)
-        store.delete(partition, keys.lead_key(org, phone))
+        # Everything but the lead's own keys first: while one of them is left, the lead is
+        # known, and an erase applied again after a crash does all of it again.
+        groups = lead_groups(store, partition, index, org, phone)
+        relog_event_groups(store, partition, groups.events, org, phone)
+        relog_member_groups(store, partition, index, groups.members, lead, org, phone)
         _forget_in_sends(store, partition, org, lead)
-        store.put(partition, keys.erased_key(org, lead), now_ms.to_bytes(8, "big"))
-        index.lead_erased(org, phone, lead)
         _forget_in_filters(store, partition, org, phone)
+        suppressed: bytes | None = None
+        unsuppressed: bytes | None = None
         if opted_out:
-            digest = lead_digest(_hash_key(store, partition, index), org, phone)
-            store.put(partition, keys.suppression_key(org, digest), now_ms.to_bytes(8, "big"))
-            index.suppress(org, digest, now_ms)
+            suppressed = lead_digest(_hash_key(store, partition, index), org, phone)
+            store.put(partition, keys.suppression_key(org, suppressed), now_ms.to_bytes(8, "big"))
         elif org_index.suppressed and index.hash_key is not None:
             digest = lead_digest(index.hash_key, org, phone)
             if digest in org_index.suppressed:
                 store.delete(partition, keys.suppression_key(org, digest))
-                index.unsuppress(org, digest)
+                unsuppressed = digest
+        # From here a restore purges whatever is left of the lead (index/partition.py).
+        store.put(partition, keys.erased_key(org, lead), now_ms.to_bytes(8, "big"))
+        events = _delete_events(store, partition, org, phone)
+        memberships = _delete_memberships(store, partition, index, org, phone, lead)
+        store.delete(partition, keys.lead_key(org, phone))
+        index.lead_erased(org, phone, lead)
+        if suppressed is not None:
+            index.suppress(org, suppressed, now_ms)
+        if unsuppressed is not None:
+            index.unsuppress(org, unsuppressed)
     return Erased(events, memberships, opted_out)
 
 

@@ -55,14 +55,21 @@ def apply_events(
     *,
     horizon_ms: int,
     now_ms: int,
+    logged_ms: int | None = None,
 ) -> ApplyResult:
     """Insert events not seen before; a duplicate changes nothing but the count.
 
-    Every event key of the call (new or duplicate) is written in one
-    :meth:`~leadstream.state.port.PartitionStore.put_batch`. A duplicate's key is written
-    again with the value already stored (the first metadata wins): after a crash the local
-    RocksDB can hold a write whose changelog record never left the process; the source
-    message is then processed again, and re-writing makes the changelog whole again.
+    The new event keys are written in one
+    :meth:`~leadstream.state.port.PartitionStore.put_batch` of the group ``logged_ms``
+    (the command's own time, the same each time it is applied; default ``now_ms``),
+    which each value names. A duplicate whose value names this same group is written
+    again as it is (the first metadata wins): after a crash the local RocksDB can hold a
+    write whose changelog record never left the process; the command is then applied
+    again, and re-writing makes the changelog whole again. A duplicate from another
+    command is not logged again: that command's records reached the changelog before its
+    offset was committed, or it is applied again first. So every record holding an event
+    key is in the one group its value names, which is how an erase finds them
+    (:mod:`leadstream.domain.erase`).
 
     ``horizon_ms`` is the current compaction horizon: an event older than the newest event
     already folded for its (lead, eventType) cannot be told apart from a replay, so it
@@ -72,7 +79,8 @@ def apply_events(
     index learns the new keys before this returns.
     """
     with store.updating(partition) as index:
-        return _apply_events(store, partition, index, events, horizon_ms, now_ms)
+        group = now_ms if logged_ms is None else logged_ms
+        return _apply_events(store, partition, index, events, horizon_ms, group)
 
 
 def _apply_events(
@@ -81,7 +89,7 @@ def _apply_events(
     index: PartitionIndex,
     events: Iterable[LeadEvent],
     horizon_ms: int,
-    now_ms: int,
+    group: int,
 ) -> ApplyResult:
     # Hot path (every ingested event): locals, no per-event method calls where avoidable.
     duplicates = 0
@@ -108,26 +116,31 @@ def _apply_events(
         lead = ids.get(org + "\0" + phone)
         if lead is None:
             lead, _new = assign(org, phone)
-        puts[key] = value_of(lead, ev.metadata)
+        puts[key] = value_of(lead, group, ev.metadata)
         added.append(ev)
         leads.append(lead)
     if not puts:
         return ApplyResult(0, duplicates)
     # One lookup call for the whole batch, not one per event (see PartitionStore.get_many).
     seen = store.get_many(partition, list(puts))
-    for key, before in zip(puts, seen, strict=True):
+    refs_of = keys.value_refs
+    for key, before in zip(list(puts), seen, strict=True):
         if before is not None:
-            puts[key] = before
-    store.put_batch(partition, list(puts.items()), created_ms=now_ms)
+            if group in refs_of(before):
+                puts[key] = before  # this command again: log it again, as it is
+            else:
+                del puts[key]
+    if puts:
+        store.put_batch(partition, list(puts.items()), created_ms=group)
     new: dict[tuple[str, str], list[tuple[int, int]]] = {}
     inserted = 0
     for ev, lead, before in zip(added, leads, seen, strict=True):
         if before is None:
             inserted += 1
-            group = (ev.organization_id, ev.event_type)
-            rows = new.get(group)
+            kind = (ev.organization_id, ev.event_type)
+            rows = new.get(kind)
             if rows is None:
-                rows = new[group] = []
+                rows = new[kind] = []
             rows.append((lead, ev.occurred_at))
     for (org, event_type), rows in new.items():
         index.events_added(org, event_type, rows)
@@ -217,9 +230,9 @@ def compact_partition(
     and the next pass deletes them again.
     """
     with store.updating(partition) as index:
-        removed = _fold_and_delete(store, partition, horizon_ms)
-        prefix = keys.logged_batch_prefix()
         retire_before = max(horizon_ms - max_future_skew_ms, 0)
+        removed = _fold_and_delete(store, partition, horizon_ms, retire_before)
+        prefix = keys.logged_batch_prefix()
         upper = prefix + keys.ts_bytes(retire_before)
         for key, _ in list(store.iter_range(partition, prefix, upper)):
             store.delete(partition, key)
@@ -227,26 +240,37 @@ def compact_partition(
     return removed
 
 
-def _fold_and_delete(store: PartitionStore, partition: int, horizon_ms: int) -> int:
+def _fold_and_delete(
+    store: PartitionStore, partition: int, horizon_ms: int, retire_before: int
+) -> int:
+    """Fold the events before ``horizon_ms``; each folded record keeps the groups that
+    still log some of its events (those not retired with this pass: created at or after
+    ``retire_before``), for an erase to find them."""
     removed = 0
-    stale: list[tuple[bytes, str, str, str, int, int]] = []
+    stale: list[tuple[bytes, str, str, str, int, int, tuple[int, ...]]] = []
     for key, value in iter_prefix(store, partition, keys.events_kind_prefix()):
         org, phone, event_type, ts = keys.decode_event_key(key)
         if ts < horizon_ms:
-            stale.append((key, org, phone, event_type, ts, keys.decode_lead_id(value)))
-    folded: dict[bytes, tuple[int, int, int]] = {}
-    for _key, org, phone, event_type, ts, lead in stale:
+            lead, refs = keys.decode_lead_id(value), keys.value_refs(value)
+            stale.append((key, org, phone, event_type, ts, lead, refs))
+    folded: dict[bytes, tuple[int, int, int, set[int]]] = {}
+    for _key, org, phone, event_type, ts, lead, refs in stale:
         ckey = keys.compacted_key(org, phone, event_type)
         if ckey not in folded:
             known = store.get(partition, ckey)
-            folded[ckey] = keys.decode_compacted(known) if known is not None else (0, -1, lead)
-        count, max_ts, lead = folded[ckey]
+            if known is None:
+                folded[ckey] = (0, -1, lead, set())
+            else:
+                kept = {r for r in keys.compacted_refs(known) if r >= retire_before}
+                folded[ckey] = (*keys.decode_compacted(known), kept)
+        count, max_ts, lead, groups = folded[ckey]
+        groups.update(r for r in refs if r >= retire_before)
         if ts > max_ts:
             # Keys come in time order per (lead, type), so max_ts only grows here.
-            folded[ckey] = (count + 1, ts, lead)
-    for ckey, (count, max_ts, lead) in folded.items():
+            folded[ckey] = (count + 1, ts, lead, groups)
+    for ckey, (count, max_ts, lead, groups) in folded.items():
         if count > 0:
-            store.put(partition, ckey, keys.compacted_value(count, max_ts, lead))
+            store.put(partition, ckey, keys.compacted_value(count, max_ts, lead, sorted(groups)))
     for key, *_ in stale:
         store.delete(partition, key)
         removed += 1

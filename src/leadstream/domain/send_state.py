@@ -39,6 +39,7 @@ __all__ = [
     "is_due",
     "ready_at",
     "is_done",
+    "relog_all_memberships",
     "relog_memberships",
     "store_filter_part",
     "store_pending",
@@ -74,21 +75,36 @@ _filter_decoder = msgspec.msgpack.Decoder(FilterRecord)
 # Memberships are re-logged once their logged batches hold more than twice the live
 # memberships plus this many items (see relog_memberships).
 RELOG_SLACK = 100_000
-RELOG_CHUNK = 50_000
+# Items of one group when memberships are logged again: an erase logs again, without the
+# erased lead, every group that holds it, so a group stays about one record.
+RELOG_CHUNK = 4_000
 
 
-def apply_members(store: IndexedStore, partition: int, ops: Iterable[MemberOp]) -> int:
+def apply_members(
+    store: IndexedStore, partition: int, ops: Iterable[MemberOp], *, group: int
+) -> int:
     """Add (or update the externalId of) and remove audience members, in the store and
     the partition's index; returns ops applied.
 
     What changes is written in one :meth:`~leadstream.state.port.PartitionStore.put_memberships`
-    call; a member added again as it is (a daily re-upload) writes nothing."""
+    call of the group ``group`` (the command's own time, the same each time it is
+    applied). A member added again as it is (a daily re-upload) writes nothing, unless
+    its value names this group: then this is the same command applied again (after a
+    crash its record may never have reached the changelog), and it is logged again.
+
+    Each written value adds ``group`` to its refs, and a removal hands the member key's
+    refs to the lead's ``L`` key, so that the groups holding any of a lead's membership
+    keys are read from its values (see :mod:`leadstream.state.keys`)."""
     with store.updating(partition) as index:
-        return _apply_members(store, partition, index, list(ops))
+        return _apply_members(store, partition, index, list(ops), group)
 
 
 def _apply_members(
-    store: PartitionStore, partition: int, index: PartitionIndex, ops: list[MemberOp]
+    store: PartitionStore,
+    partition: int,
+    index: PartitionIndex,
+    ops: list[MemberOp],
+    group: int,
 ) -> int:
     member_keys = [keys.member_key(op.organization_id, op.campaign_id, op.phone) for op in ops]
     stored = dict(zip(member_keys, store.get_many(partition, member_keys), strict=True))
@@ -105,52 +121,72 @@ def _apply_members(
             store.delete(partition, key)
             lead = index.lead_id(org, op.phone)
             if lead is not None:
-                # The member key carried the lead's id; keep it (it may be the last key).
-                writes[keys.lead_key(org, op.phone)] = keys.event_value(lead)
+                # The member key carried the lead's id; keep it (it may be the last key),
+                # with the groups that logged the member key, and this one.
+                lead_key = keys.lead_key(org, op.phone)
+                held = writes[lead_key] if lead_key in writes else store.get(partition, lead_key)
+                refs = {group, *keys.value_refs(current)}
+                if held is not None:
+                    refs.update(keys.value_refs(held))
+                writes[lead_key] = keys.lead_value(lead, sorted(refs))
                 index.member_removed(org, campaign, lead)
         else:
             lead, _new = index.assign(org, op.phone)
-            value = keys.member_value(lead, op.external_id)
-            if value == current:
-                continue
-            writes[key] = value
+            had = keys.value_refs(current) if current is not None else ()
+            if current is not None and current[:4] == keys.lead_id_bytes(lead):
+                if keys.decode_external_id(current) == op.external_id:
+                    if group in had:
+                        writes[key] = current  # this command again: log it again
+                    continue
+            writes[key] = keys.member_value(lead, sorted({*had, group}), op.external_id)
             index.member_set(org, campaign, lead, op.phone, op.external_id)
     if writes:
-        store.put_memberships(partition, list(writes.items()))
+        store.put_memberships(partition, list(writes.items()), group=group)
     return len(ops)
 
 
-def relog_memberships(store: IndexedStore, partition: int) -> int:
+def relog_memberships(
+    store: IndexedStore, partition: int, *, now_ms: int, force: bool = False
+) -> int:
     """Log the partition's memberships (``M`` and ``L`` keys) again as new batches and
     tombstone the old ones, once those hold more than twice the live memberships (plus
-    ``RELOG_SLACK``): a membership batch is never retired by age, and without this the
-    changelog would keep every membership ever written. Returns the items logged again
-    (0: not due).
+    ``RELOG_SLACK``), or when ``force``: a membership batch is never retired by age, and
+    without this the changelog would keep every membership ever written. Returns the
+    items logged again (0: not due).
+
+    Each chunk of ``RELOG_CHUNK`` items is a group of its own (``now_ms``, then one more
+    for each chunk), and its values name only that group now.
 
     Safe to interrupt: until the old batches are tombstoned, a restore replays them and
-    then the new ones, which hold the same values."""
+    then the new ones, which hold the same keys with the same values."""
     index = store.index(partition)
     live = sum(len(c.members) for org in index.orgs.values() for c in org.campaigns.values())
-    old = [key for key, _ in iter_prefix(store, partition, keys.member_batch_prefix())]
     logged = sum(
         keys.decode_member_batch_items(value)
-        for value in store.get_many(partition, old)
-        if value is not None
+        for _, value in iter_prefix(store, partition, keys.member_batch_prefix())
     )
-    if logged <= 2 * live + RELOG_SLACK:
+    if not force and logged <= 2 * live + RELOG_SLACK:
         return 0
+    return relog_all_memberships(store, partition, now_ms=now_ms)
+
+
+def relog_all_memberships(store: PartitionStore, partition: int, *, now_ms: int) -> int:
+    """Log every membership again and tombstone every membership batch logged before
+    (:func:`relog_memberships` without its test); returns the items logged again."""
+    old = list(iter_prefix(store, partition, keys.member_batch_prefix()))
     relogged = 0
+    group = now_ms
     for prefix in (keys.members_kind_prefix(), keys.lead_prefix()):
         chunk: list[tuple[bytes, bytes | None]] = []
-        for item in iter_prefix(store, partition, prefix):
-            chunk.append(item)
+        for key, value in iter_prefix(store, partition, prefix):
+            chunk.append((key, keys.with_refs(value, (group,))))
             if len(chunk) == RELOG_CHUNK:
-                store.put_memberships(partition, chunk)
-                relogged, chunk = relogged + len(chunk), []
+                store.put_memberships(partition, chunk, group=group)
+                relogged, chunk, group = relogged + len(chunk), [], group + 1
         if chunk:
-            store.put_memberships(partition, chunk)
-            relogged += len(chunk)
-    for key in old:
+            store.put_memberships(partition, chunk, group=group)
+            relogged, group = relogged + len(chunk), group + 1
+    for key, _ in old:
         store.delete(partition, key)
     return relogged
 

@@ -106,6 +106,11 @@ class PartitionIndex:
         # Keys of erased leads that a changelog restore brought back: the table deletes
         # them once this index is built (see IndexedStore.index).
         self.purge: list[bytes] = []
+        # Lead id -> "org NUL phone" (lead_ids reversed), from the first name_of on.
+        self._names: list[str | None] | None = None
+        # Whether the partition was looked at for batches logged before groups existed
+        # (and they were logged again): once per index (leadstream.domain.relog).
+        self.legacy_batches_checked = False
 
     # -- lead ids --------------------------------------------------------------------
 
@@ -121,8 +126,24 @@ class PartitionIndex:
             return lead, False
         lead = self.lead_ids[key] = self.next_id
         self.next_id += 1
+        if self._names is not None:
+            self._names.append(key)
         self._check_suppressed(org, phone, lead)
         return lead, True
+
+    def name_of(self, lead: int) -> tuple[str, str] | None:
+        """``(org, phone)`` of a lead id the partition knows (an erase asks it of the
+        leads that share a logged batch with the erased one)."""
+        names = self._names
+        if names is None:  # made at the first question, then kept current
+            names = self._names = [None] * self.next_id
+            for known_name, known in self.lead_ids.items():
+                names[known] = known_name
+        name = names[lead] if lead < len(names) else None
+        if name is None:
+            return None
+        org, phone = name.split("\0", 1)
+        return org, phone
 
     def suppressed_at(self, org: str, phone: str) -> int | None:
         """When the phone was erased while opted out (None: it was not)."""
@@ -198,6 +219,8 @@ class PartitionIndex:
     def lead_erased(self, org: str, phone: str, lead: int) -> None:
         """Forget the lead everywhere (its keys were deleted)."""
         self.lead_ids.pop(org + "\0" + phone, None)
+        if self._names is not None and lead < len(self._names):
+            self._names[lead] = None
         index = self.orgs.get(org)
         if index is not None:
             for campaign in list(index.campaigns):
@@ -291,8 +314,9 @@ def build(
     ids = index.lead_ids
     highest = -1
     index.hash_key = hash_key or store.get(partition, keys.hash_key_key())
-    # Erased leads: a changelog restore can bring their event keys back (from logged
-    # batches written before the erase); they are left out and purged.
+    # Erased leads: a changelog restore can bring their keys back (from logged batches
+    # replayed before their tombstones, or that an erase of an older version left
+    # whole); they are left out and purged.
     erased: set[int] = set()
     for key, _ in iter_prefix(store, partition, keys.erased_prefix()):
         lead = keys.decode_erased_key(key)[1]

@@ -113,8 +113,10 @@ class IndexedStore:
     ) -> None:
         self._inner.put_batch(partition, items, created_ms=created_ms)
 
-    def put_memberships(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
-        self._inner.put_memberships(partition, items)
+    def put_memberships(
+        self, partition: int, items: Sequence[tuple[bytes, bytes | None]], *, group: int
+    ) -> None:
+        self._inner.put_memberships(partition, items, group=group)
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False

@@ -47,11 +47,30 @@ def required_topics(settings: Settings) -> list[str]:
     ]
 
 
+DAY_MS = 86_400_000
+# The lead table's changelog: a record superseded (a batch an erase logged again, then
+# tombstoned) is compacted away within this, the active segment rolled for it (Kafka
+# rolls a compacted topic's segment at min(segment.ms, max.compaction.lag.ms)); a
+# tombstone itself stays DELETE_RETENTION_MS after its segment is cleaned. Together, the
+# bound on how long an erased lead's old records stay on the brokers' disks.
+MAX_COMPACTION_LAG_MS = 7 * DAY_MS
+DELETE_RETENTION_MS = DAY_MS
+# <app>-by-lead: a command is needed until every partition's apply agent committed it
+# (seconds, or a worker's downtime); it names phones, so it is not kept for ever.
+BY_LEAD_RETENTION_MS = 7 * DAY_MS
+
+
 def _topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """The configs leadstream gives a topic it creates (docs/contract.md, section 4: what
+    stays where, and for how long)."""
     topics = settings.topics
     config = {"max.message.bytes": str(LARGE_MESSAGE_BYTES)}
     if name == topics.leads_changelog:
         config["cleanup.policy"] = "compact"
+        config["max.compaction.lag.ms"] = str(MAX_COMPACTION_LAG_MS)
+        config["delete.retention.ms"] = str(DELETE_RETENTION_MS)
+    if name == topics.by_lead:
+        config["retention.ms"] = str(BY_LEAD_RETENTION_MS)
     if name == topics.replies:
         config["retention.ms"] = str(3_600_000)  # a reply is read within seconds or never
     if name in (topics.send_triggers, topics.audience_filters):

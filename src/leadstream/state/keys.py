@@ -9,14 +9,18 @@ bounded range scan.
 =========  ==============================================  =============================
 kind       key                                              value
 =========  ==============================================  =============================
-``E``      E org phone eventType occurredAt(u64)            lead id (u32), metadata (compact
+``E``      E org phone eventType occurredAt(u64)            lead id (u32), its group (refs,
+                                                            see below), metadata (compact
                                                             JSON, absent when none)
 ``C``      C org phone eventType                            compacted: count u64, max u64,
-                                                            lead id (u32)
-``M``      M org campaignId phone                           lead id (u32), externalId
-                                                            (tagged, see below)
+                                                            lead id (u32), then the groups
+                                                            (u64 each) still logging
+                                                            folded events of it
+``M``      M org campaignId phone                           lead id (u32), groups (refs),
+                                                            externalId (tagged, see below)
 ``L``      L org phone                                      lead id (u32) of a removed
-                                                            member, never deleted
+                                                            member, groups (refs); never
+                                                            deleted
 ``X``      X org sendId                                     what a send did in this
                                                             partition (for explain)
 ``H``      H org sendId                                     a committed send: scheduledFor
@@ -33,21 +37,35 @@ kind       key                                              value
 ``D``      D org sendId                                     materialized in this partition
 ``F``      F org sendId receivedAt(u64) seq(u64) part(u32)  one part of an audience filter
 ``A``      A org sendId                                     digest of the last HTTP filter
-``B``      B createdAt(u64) random(u64)                     ``b""`` locally; on the
-                                                            changelog: a logged batch
-``G``      G random(u64)                                    items (u32) locally; on the
+``B``      B createdAt(u64) random(u64)                     locally its marker (below); on
+                                                            the changelog: a logged batch
+``G``      G group(u64) random(u64)                         locally its marker; on the
                                                             changelog: a logged batch of
                                                             memberships (``M``, ``L``)
 =========  ==============================================  =============================
 
 A logged batch (:func:`encode_logged_batch`) is how event keys reach the changelog: one
 record carries many ``(key, value)`` puts, restored by expanding it
-(:func:`expand_changelog_record`). Locally only its key is kept, so that compaction can
-retire the record once every event in it is folded (``createdAt`` orders them by age).
-Memberships travel the same way under ``G`` (a removal as a deletion inside the batch),
-but a membership is never folded: their batches are retired by
+(:func:`expand_changelog_record`). Locally its key is kept with a :class:`BatchMarker`
+(how many items, which keys, the keys it deletes), so that
+compaction can retire the record once every event in it is folded (``createdAt`` orders
+them by age) and an erase can find the records holding a lead and log them again without
+it. Memberships travel the same way under ``G`` (a removal as a deletion inside the
+batch), but a membership is never folded: their batches are retired by
 :func:`leadstream.domain.send_state.relog_memberships`, which logs the live memberships
 again once the batches hold more superseded items than live ones.
+
+Groups. The records one write logs form a group: every record whose key starts with
+``B createdAt`` (or ``G group``) for the same number, which is the time of the command
+that wrote them (the broker's timestamp of it, the same when it is applied again). Each
+``E``, ``M`` and ``L`` value names the groups its key was logged in (its refs: one for an
+event, which never changes; a membership's grow when it is updated or removed, and its
+removal hands them to the lead's ``L`` key), and a ``C`` record names the groups still
+logging events it folded. So the groups holding a lead are read from the lead's own
+values, and a group's live items are the keys its markers name (event keys) or the keys
+of the leads its markers name (memberships) whose values name the group. Values
+written before groups existed have no refs (their batches have a marker of the old form,
+see :func:`decode_batch_marker`); :mod:`leadstream.domain.relog` logs them again once.
 
 Every key of a lead carries its lead id: a number dense per partition, given when the
 lead is first written (:mod:`leadstream.index`), so that the indexes rebuilt from these
@@ -67,9 +85,26 @@ import struct
 from collections.abc import Sequence
 
 import msgspec
+from pyroaring import BitMap
 
 __all__ = [
     "SEP",
+    "BatchMarker",
+    "adding_ref",
+    "lead_id_bytes",
+    "with_refs",
+    "event_batch_marker",
+    "member_batch_marker",
+    "batch_marker_leads",
+    "compacted_refs",
+    "decode_batch_marker",
+    "is_old_marker",
+    "decode_member_key",
+    "lead_value",
+    "logged_batch_group",
+    "member_batch_group",
+    "value_payload",
+    "value_refs",
     "accepted_filter_key",
     "claim_key",
     "decode_external_id",
@@ -118,8 +153,8 @@ __all__ = [
     "member_batch_key",
     "member_batch_prefix",
     "decode_member_batch_items",
-    "member_batch_items",
     "lead_events_prefix",
+    "refs_head",
     "prefix_upper_bound",
     "ts_bytes",
 ]
@@ -141,21 +176,88 @@ _HISTORY = b"H"
 _ERASED = b"Z"
 _SUPPRESSED = b"U"
 _HASH_KEY = b"K"
+_U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _COMPACTED_VALUE = struct.Struct(">QQI")
 _LEAD_ID = _U32
+# After the lead id, a byte no older value has there (metadata is a JSON object, an
+# externalId tag is 0 or 1, an L value ends) says which groups follow.
+_ONE_REF = 2  # one u64
+_REFS = 3  # a u16 count, then that many u64
+_LEAD_ONE_REF = struct.Struct(">IBQ")
+_NO_REFS: tuple[int, ...] = ()
 
 
-def event_value(lead_id: int, metadata: bytes | None = None) -> bytes:
-    """An ``E`` value: the lead id, then the event's metadata (compact JSON), if any."""
-    head = _LEAD_ID.pack(lead_id)
+def refs_head(refs: Sequence[int]) -> bytes:
+    """The refs part of a value: the groups ``refs`` (at least one)."""
+    if len(refs) == 1:
+        return bytes((_ONE_REF,)) + _U64.pack(refs[0])
+    return bytes((_REFS,)) + _U16.pack(len(refs)) + struct.pack(f">{len(refs)}Q", *refs)
+
+
+def value_refs(value: bytes) -> tuple[int, ...]:
+    """The groups an ``E``, ``M`` or ``L`` value says its key was logged in (none for a
+    value written before groups existed)."""
+    if len(value) > _LEAD_ID.size:
+        tag = value[4]
+        if tag == _ONE_REF:
+            return (int(_U64.unpack_from(value, 5)[0]),)
+        if tag == _REFS:
+            n = _U16.unpack_from(value, 5)[0]
+            return struct.unpack_from(f">{n}Q", value, 7)
+    return _NO_REFS
+
+
+def _payload_at(value: bytes) -> int:
+    if len(value) > _LEAD_ID.size:
+        tag = value[4]
+        if tag == _ONE_REF:
+            return 13
+        if tag == _REFS:
+            return 7 + 8 * int(_U16.unpack_from(value, 5)[0])
+    return _LEAD_ID.size
+
+
+def value_payload(value: bytes) -> bytes:
+    """What an ``E``, ``M`` or ``L`` value holds after its lead id and refs."""
+    return value[_payload_at(value) :]
+
+
+def with_refs(value: bytes, refs: Sequence[int]) -> bytes:
+    """``value`` (of an ``E``, ``M`` or ``L`` key) naming the groups ``refs`` instead."""
+    return value[: _LEAD_ID.size] + refs_head(refs) + value_payload(value)
+
+
+def lead_id_bytes(lead_id: int) -> bytes:
+    """How a value begins: its lead id."""
+    return _LEAD_ID.pack(lead_id)
+
+
+def adding_ref(value: bytes, ref: int) -> bytes:
+    """``value`` with the group ``ref`` among its refs."""
+    refs = value_refs(value)
+    if ref in refs:
+        return value
+    return with_refs(value, sorted({*refs, ref}))
+
+
+def event_value(lead_id: int, ref: int, metadata: bytes | None = None) -> bytes:
+    """An ``E`` value: the lead id, the group its key is logged in, then the event's
+    metadata (compact JSON), if any."""
+    head = _LEAD_ONE_REF.pack(lead_id, _ONE_REF, ref)
     return head + metadata if metadata else head
 
 
 def event_metadata(value: bytes) -> bytes | None:
-    """The metadata an ``E`` value carries after its lead id (None: the event had none)."""
-    return value[_LEAD_ID.size :] or None
+    """The metadata an ``E`` value carries after its lead id and group (None: the event
+    had none)."""
+    return value_payload(value) or None
+
+
+def lead_value(lead_id: int, refs: Sequence[int]) -> bytes:
+    """An ``L`` value: the lead id and the groups that logged its removed memberships."""
+    return _LEAD_ID.pack(lead_id) + refs_head(refs)
 
 
 def decode_lead_id(value: bytes) -> int:
@@ -265,14 +367,22 @@ def decode_compacted_key(key: bytes) -> tuple[str, str, str]:
     return org.decode(), phone.decode(), event_type.decode()
 
 
-def compacted_value(count: int, max_ts: int, lead_id: int) -> bytes:
-    return _COMPACTED_VALUE.pack(count, max_ts, lead_id)
+def compacted_value(count: int, max_ts: int, lead_id: int, refs: Sequence[int] = ()) -> bytes:
+    """A ``C`` value; ``refs``: the groups that still log some of the folded events."""
+    head = _COMPACTED_VALUE.pack(count, max_ts, lead_id)
+    return head + struct.pack(f">{len(refs)}Q", *refs) if refs else head
 
 
 def decode_compacted(value: bytes) -> tuple[int, int, int]:
     """(count, max occurredAt, lead id) of the events folded away by compaction."""
-    count, max_ts, lead_id = _COMPACTED_VALUE.unpack(value)
+    count, max_ts, lead_id = _COMPACTED_VALUE.unpack_from(value)
     return int(count), int(max_ts), int(lead_id)
+
+
+def compacted_refs(value: bytes) -> tuple[int, ...]:
+    """The groups a ``C`` value names (see :func:`compacted_value`)."""
+    n = (len(value) - _COMPACTED_VALUE.size) // 8
+    return struct.unpack_from(f">{n}Q", value, _COMPACTED_VALUE.size) if n > 0 else _NO_REFS
 
 
 def prefix_upper_bound(prefix: bytes) -> bytes:
@@ -291,8 +401,15 @@ def member_key(org: str, campaign: str, phone: str) -> bytes:
     return member_prefix(org, campaign) + phone.encode()
 
 
-def member_value(lead_id: int, external_id: str | None) -> bytes:
-    return _LEAD_ID.pack(lead_id) + encode_external_id(external_id)
+def decode_member_key(key: bytes) -> tuple[str, str, str]:
+    """(org, campaignId, phone) of an ``M`` key."""
+    org, campaign, phone = key[2:].split(SEP, 2)
+    return org.decode(), campaign.decode(), phone.decode()
+
+
+def member_value(lead_id: int, refs: Sequence[int], external_id: str | None) -> bytes:
+    """An ``M`` value: the lead id, the groups its key was logged in, the externalId."""
+    return _LEAD_ID.pack(lead_id) + refs_head(refs) + encode_external_id(external_id)
 
 
 def encode_external_id(external_id: str | None) -> bytes:
@@ -302,7 +419,8 @@ def encode_external_id(external_id: str | None) -> bytes:
 
 def decode_external_id(value: bytes) -> str | None:
     """The externalId of a member value (:func:`member_value`)."""
-    return None if value[4:5] == b"\x00" else value[5:].decode()
+    tagged = value_payload(value)
+    return None if tagged[:1] == b"\x00" else tagged[1:].decode()
 
 
 def _send_key(kind: bytes, org: str, send: str) -> bytes:
@@ -348,26 +466,96 @@ def logged_batch_prefix() -> bytes:
 
 
 def logged_batch_key(created_ms: int) -> bytes:
-    """A new, unique key for a logged batch created at ``created_ms``."""
-    return logged_batch_prefix() + _U64.pack(created_ms) + os.urandom(8)
+    """A new, unique key for a logged batch of the group ``created_ms``."""
+    return logged_batch_group(created_ms) + os.urandom(8)
+
+
+def logged_batch_group(created_ms: int) -> bytes:
+    """Prefix of the event batches of one group."""
+    return logged_batch_prefix() + _U64.pack(created_ms)
 
 
 def member_batch_prefix() -> bytes:
     return _MEMBER_BATCH + SEP
 
 
-def member_batch_key() -> bytes:
-    """A new, unique key for a logged batch of memberships."""
-    return member_batch_prefix() + os.urandom(8)
+def member_batch_key(group: int) -> bytes:
+    """A new, unique key for a logged batch of memberships of the group ``group``."""
+    return member_batch_group(group) + os.urandom(8)
 
 
-def member_batch_items(items: int) -> bytes:
-    """The local value of a ``G`` key: how many items its batch logged."""
-    return _U32.pack(items)
+def member_batch_group(group: int) -> bytes:
+    """Prefix of the membership batches of one group (batches logged before groups
+    existed have 8 random bytes after the prefix, and belong to none)."""
+    return member_batch_prefix() + _U64.pack(group)
+
+
+class BatchMarker(msgspec.Struct, array_like=True, frozen=True):
+    """What is kept locally of a logged batch, under its key: how many items it logged;
+    for an events batch, their keys (``event_keys``); for a memberships batch, the ids of
+    the leads whose keys it puts (``leads``, see :func:`batch_marker_leads`) and the keys
+    it deletes (a removed membership)."""
+
+    items: int
+    leads: bytes = b""
+    deleted: list[bytes] = msgspec.field(default_factory=list)
+    event_keys: list[bytes] = msgspec.field(default_factory=list)
+
+
+_marker_encoder = msgspec.msgpack.Encoder()
+_marker_decoder = msgspec.msgpack.Decoder(BatchMarker)
+# A few leads are packed (4 bytes each, after a 0 byte); more, a roaring bitmap (whose
+# serialization never starts with 0).
+_PACKED_LEADS = 8
+
+
+def event_batch_marker(items: Sequence[tuple[bytes, bytes | None]]) -> bytes:
+    """The marker of a batch of event keys (``B``): their keys, as they are (building it
+    is on the ingest path: no parsing)."""
+    return _marker_encoder.encode(BatchMarker(len(items), event_keys=[k for k, _ in items]))
+
+
+def member_batch_marker(items: Sequence[tuple[bytes, bytes | None]]) -> bytes:
+    """The marker of a batch of memberships (``G``): the leads of its puts (a put's value
+    starts with its lead's id) and the keys it deletes."""
+    unpack = _LEAD_ID.unpack_from
+    leads = sorted({unpack(v)[0] for _, v in items if v is not None and len(v) >= 4})
+    deleted = [k for k, v in items if v is None]
+    if len(leads) <= _PACKED_LEADS:
+        packed = b"\x00" + struct.pack(f">{len(leads)}I", *leads)
+    else:
+        packed = BitMap(leads).serialize()
+    return _marker_encoder.encode(BatchMarker(len(items), packed, deleted))
+
+
+def is_old_marker(value: bytes) -> bool:
+    """Whether a batch key's value is of a batch logged before markers (and groups)
+    existed: an events batch kept ``b""``, a memberships batch its item count (u32)."""
+    return len(value) <= _U32.size
+
+
+def decode_batch_marker(value: bytes) -> BatchMarker | None:
+    """The marker kept under a batch key; None for a batch logged before markers existed
+    (:func:`is_old_marker`)."""
+    if is_old_marker(value):
+        return None
+    return _marker_decoder.decode(value)
+
+
+def batch_marker_leads(marker: BatchMarker) -> BitMap:
+    """The ids of the leads whose keys, other than event keys, the batch holds."""
+    if marker.leads[:1] == b"\x00":
+        n = (len(marker.leads) - 1) // 4
+        return BitMap(struct.unpack_from(f">{n}I", marker.leads, 1))
+    return BitMap.deserialize(marker.leads)
 
 
 def decode_member_batch_items(value: bytes) -> int:
-    return int(_U32.unpack(value)[0]) if len(value) == _U32.size else 0
+    """How many items the batch under a ``G`` key logged."""
+    if len(value) == _U32.size:  # the marker of a batch logged before markers existed
+        return int(_U32.unpack(value)[0])
+    marker = decode_batch_marker(value)
+    return 0 if marker is None else marker.items
 
 
 def decode_logged_batch_key(key: bytes) -> int:
@@ -390,13 +578,13 @@ def decode_logged_batch(value: bytes) -> list[tuple[bytes, bytes | None]]:
 
 def expand_changelog_record(key: bytes, value: bytes | None) -> list[tuple[bytes, bytes | None]]:
     """What one changelog record writes to the local DB: itself, or for a logged batch its
-    puts (and deletions) plus its own key (a tombstone deletes only that key): an events
-    batch's with an empty value, a memberships batch's with its item count."""
+    puts (and deletions) plus its own key with its marker (a tombstone deletes only that
+    key)."""
     if value is None or key[:2] not in _BATCH_PREFIXES:
         return [(key, value)]
     expanded = decode_logged_batch(value)
-    own = b"" if key[:1] == _LOGGED_BATCH else member_batch_items(len(expanded))
-    expanded.append((key, own))
+    marker = event_batch_marker if key[:1] == _LOGGED_BATCH else member_batch_marker
+    expanded.append((key, marker(expanded)))
     return expanded
 
 

@@ -41,15 +41,17 @@ class MemoryStore:
     ) -> None:
         for key, value in items:
             self.put(partition, key, value)
-        self.put(partition, keys.logged_batch_key(created_ms), b"")
+        self.put(partition, keys.logged_batch_key(created_ms), keys.event_batch_marker(items))
 
-    def put_memberships(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+    def put_memberships(
+        self, partition: int, items: Sequence[tuple[bytes, bytes | None]], *, group: int
+    ) -> None:
         for key, value in items:
             if value is None:
                 self.delete(partition, key)
             else:
                 self.put(partition, key, value)
-        self.put(partition, keys.member_batch_key(), keys.member_batch_items(len(items)))
+        self.put(partition, keys.member_batch_key(group), keys.member_batch_marker(items))
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False

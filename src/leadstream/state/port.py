@@ -38,14 +38,18 @@ class PartitionStore(Protocol):
         self, partition: int, items: Sequence[tuple[bytes, bytes]], *, created_ms: int
     ) -> None:
         """Put every item, logged as few changelog records as possible (see
-        :func:`leadstream.state.keys.encode_logged_batch`); each record's key is also kept,
-        with an empty value, under :func:`~leadstream.state.keys.logged_batch_prefix`."""
+        :func:`leadstream.state.keys.encode_logged_batch`) of the group ``created_ms``;
+        each record's key is also kept, with its marker
+        (:func:`~leadstream.state.keys.batch_marker` of the items it logged), under
+        :func:`~leadstream.state.keys.logged_batch_group`."""
         ...
 
-    def put_memberships(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+    def put_memberships(
+        self, partition: int, items: Sequence[tuple[bytes, bytes | None]], *, group: int
+    ) -> None:
         """Put (or, for None, delete) every item, logged as few changelog records as
-        possible; each record's key is kept, with its item count, under
-        :func:`~leadstream.state.keys.member_batch_prefix`."""
+        possible of the group ``group``; each record's key is kept, with its marker,
+        under :func:`~leadstream.state.keys.member_batch_group`."""
         ...
 
     def iter_range(

@@ -45,9 +45,11 @@ def _failed(on_fault: FaultReport | None, what: str, exc: Exception) -> NoReturn
 
 
 # A logged batch record holds at most this many items and about this many bytes: ~45-byte
-# event keys make ~200 KB records; the byte bound keeps long ids (a key can reach ~200
-# bytes) well under the producer's and broker's 1 MB message limit.
-LOGGED_BATCH_ITEMS = 4_000
+# event keys make ~50 KB records; the byte bound keeps long ids (a key can reach ~200
+# bytes) well under the producer's and broker's 1 MB message limit. An erase logs again,
+# whole, each record holding the erased lead: the item bound is what it costs per record
+# (a thousand records a second are nothing to the producer; one a row was too many).
+LOGGED_BATCH_ITEMS = 1_000
 LOGGED_BATCH_BYTES = 256 * 1024
 
 
@@ -166,32 +168,41 @@ class TableStore:
         """One local write batch, and one changelog record per ``LOGGED_BATCH_ITEMS`` items
         (or ``LOGGED_BATCH_BYTES``) instead of one per item: per-record producer work was
         most of the ingest cost."""
-        self._write_logged(partition, items, lambda _n: (keys.logged_batch_key(created_ms), b""))
+        self._write_logged(
+            partition,
+            items,
+            lambda: keys.logged_batch_key(created_ms),
+            keys.event_batch_marker,
+        )
 
-    def put_memberships(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+    def put_memberships(
+        self, partition: int, items: Sequence[tuple[bytes, bytes | None]], *, group: int
+    ) -> None:
         """As :meth:`put_batch`, for memberships (None deletes): one changelog record per
         thousands of members, not one each, which made an audience upload and its restore
         run at a few thousand members a second."""
         self._write_logged(
-            partition, items, lambda n: (keys.member_batch_key(), keys.member_batch_items(n))
+            partition, items, lambda: keys.member_batch_key(group), keys.member_batch_marker
         )
 
     def _write_logged(
         self,
         partition: int,
         items: Sequence[tuple[bytes, bytes | None]],
-        batch_key: Callable[[int], tuple[bytes, bytes]],
+        batch_key: Callable[[], bytes],
+        marker: Callable[[Sequence[tuple[bytes, bytes | None]]], bytes],
     ) -> None:
         """``items`` in one local write batch and as logged batches on the changelog;
-        ``batch_key(items)`` gives each record's key and the value kept for it locally."""
+        ``batch_key()`` gives each record's key, kept locally with the record's marker
+        (what a restore of the record writes there too)."""
         wb = WriteBatch(raw_mode=True)
         records: list[tuple[bytes, bytes]] = []
         chunk: list[tuple[bytes, bytes | None]] = []
         size = 0
 
         def close_chunk() -> None:
-            log_key, local = batch_key(len(chunk))
-            wb.put(log_key, local)
+            log_key = batch_key()
+            wb.put(log_key, marker(chunk))
             records.append((log_key, keys.encode_logged_batch(chunk)))
 
         for key, value in items:

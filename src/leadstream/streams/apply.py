@@ -18,6 +18,7 @@ from typing import Any
 from leadstream.domain.explain import expire_send_records
 from leadstream.domain.ingest import retention_horizon
 from leadstream.domain.lead_index import compact_partition
+from leadstream.domain.relog import relog_legacy_batches
 from leadstream.domain.send_state import relog_memberships
 from leadstream.logs import log_fields
 from leadstream.streams.handlers import ApplyRules, Arrival, Effects, handle
@@ -133,7 +134,16 @@ async def _compact(topo: Topology) -> None:
         )
         if expired:
             logger.info("partition %d: %d send records past retention deleted", partition, expired)
-        relogged = relog_memberships(topo.store, partition)
+        relogged = relog_memberships(topo.store, partition, now_ms=now_ms())
         if relogged:
             logger.info("partition %d: %d memberships logged again", partition, relogged)
+        legacy = relog_legacy_batches(
+            topo.store, partition, topo.store.index(partition), now_ms=now_ms()
+        )
+        if legacy:
+            logger.info(
+                "partition %d: %d keys of batches logged before groups logged again",
+                partition,
+                legacy,
+            )
         await asyncio.sleep(0)

@@ -92,7 +92,14 @@ class Effects:
 
 def on_events(store: IndexedStore, at: Arrival, cmd: EventsBatch, rules: ApplyRules) -> Effects:
     horizon = retention_horizon(at.now_ms, rules.event_retention_days)
-    result = apply_events(store, at.partition, cmd.events, horizon_ms=horizon, now_ms=at.now_ms)
+    result = apply_events(
+        store,
+        at.partition,
+        cmd.events,
+        horizon_ms=horizon,
+        now_ms=at.now_ms,
+        logged_ms=at.timestamp_ms,
+    )
     replies: list[Reply] = []
     if cmd.reply_to is not None:
         replies.append(ApplyReply(cmd.reply_to, result.inserted, result.duplicates))
@@ -100,7 +107,7 @@ def on_events(store: IndexedStore, at: Arrival, cmd: EventsBatch, rules: ApplyRu
 
 
 def on_members(store: IndexedStore, at: Arrival, cmd: MembersBatch, rules: ApplyRules) -> Effects:
-    return Effects(members=apply_members(store, at.partition, cmd.ops))
+    return Effects(members=apply_members(store, at.partition, cmd.ops, group=at.timestamp_ms))
 
 
 def on_claim(store: IndexedStore, at: Arrival, cmd: ClaimTrigger, rules: ApplyRules) -> Effects:
