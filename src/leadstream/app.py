@@ -18,6 +18,7 @@ from leadstream.metrics import Metrics
 from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import STORE_URL, TableStore
 from leadstream.streams.apply import register_apply
+from leadstream.streams.rebalance import RebalanceSafeApp
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.router import RouterProcess
 from leadstream.streams.routing import register_routers
@@ -102,7 +103,8 @@ def _suppression_key(settings: Settings) -> bytes | None:
 
 
 def _faust_app(settings: Settings, connection: KafkaConnection) -> faust.App:
-    return faust.App(
+    # faust mended so that a rebalance loses no input record (streams/rebalance.py).
+    return RebalanceSafeApp(
         settings.app_id,
         # The brokers, TLS and SASL, and the group session (kafka/config.py).
         **connection.faust_options(),
