@@ -21,6 +21,7 @@ from leadstream.metrics import Metrics
 from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import STORE_URL, TableStore
 from leadstream.streams.apply import register_apply
+from leadstream.streams.rebalance import RebalanceSafeApp
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.router import RouterProcess
 from leadstream.streams.topology import Topology
@@ -156,8 +157,9 @@ def _web_context(
     )
 
 
-class _App(faust.App):
-    """faust's app, its web server the guarded aiohttp driver (web/server.py)."""
+class _App(RebalanceSafeApp):
+    """faust's app, mended so that a rebalance loses no input record
+    (streams/rebalance.py), its web server the guarded aiohttp driver (web/server.py)."""
 
     def _new_web(self) -> GuardedWeb:
         return GuardedWeb(self)
