@@ -18,6 +18,7 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import NewPartitions
 
+from leadstream.streams.router import router_group
 from tests.support.kafka import client_config, producer
 from tests.support.reference import iso, seed
 from tests.support.stack import Stack
@@ -230,9 +231,15 @@ def test_kill_and_trigger_cycles_lose_no_send_and_no_event(
         used: set[int] = set()
         started = time.monotonic()
         for cycle in range(CYCLES):
-            unused = trigger_partitions(stack, tmp_path / "b") - used - set(range(PARTITIONS))
-            fresh = sorted(unused)[:2]
-            assert len(fresh) == 2, f"cycle {cycle}: b owns no unused trigger partitions"
+            # b's input router rejoins its group on its own time: wait for its share.
+            deadline = time.monotonic() + 60
+            while True:
+                unused = trigger_partitions(stack, tmp_path / "b") - used - set(range(PARTITIONS))
+                fresh = sorted(unused)[:2]
+                if len(fresh) == 2:
+                    break
+                assert time.monotonic() < deadline, f"cycle {cycle}: b owns no unused partitions"
+                time.sleep(0.3)
             used.update(fresh)
             with Traffic(stack, f"c{cycle}", sorted(everyone)[len(clicked) :]) as traffic:
                 traffic.trigger()  # its owner may be killed while routing it
@@ -291,11 +298,12 @@ def wait_events_applied(stack: Stack, timeout: float) -> None:
 
 
 def trigger_partitions(stack: Stack, data_dir: Path) -> set[int]:
-    """The send-triggers partitions assigned to the worker of ``data_dir`` (its static
-    member id starts with the instance id kept there)."""
+    """The send-triggers partitions assigned to the worker of ``data_dir``, in the input
+    router's group (its static member id starts with the instance id kept there)."""
     instance = (data_dir / "instance-id").read_text().strip()
     admin = stack.kafka.admin()
-    group = admin.describe_consumer_groups([stack.settings.app_id])[stack.settings.app_id]
+    name = router_group(stack.settings)
+    group = admin.describe_consumer_groups([name])[name]
     members = group.result(30).members
     return {
         tp.partition
