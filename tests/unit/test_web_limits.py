@@ -1,6 +1,7 @@
 """The HTTP API's limits on plain values: the token bucket, requests in flight per worker
 and per organization, bodies read unverified, and the connection book (which waiting
-connection makes room, header deadlines) on fake transports."""
+connection makes room, header deadlines) on fake transports, and a refusal on real
+sockets."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from leadstream.web.connections import ConnectionBook, GuardedProtocol
 from leadstream.web.limits import Limits, Refusal, RequestLimits, Ticket, TokenBucket
+from leadstream.web.server import _listening_socket
 
 
 def test_a_token_bucket_allows_its_burst_then_its_rate() -> None:
@@ -211,3 +213,116 @@ def test_headers_that_do_not_arrive_in_time_close_the_connection() -> None:
         assert t_served.closed
 
     asyncio.run(scenario())
+
+
+def test_a_connection_whose_headers_are_complete_never_makes_room() -> None:
+    """Complete headers (even split across reads) mean a request about to be served: the
+    connection leaves the queues, but keeps its deadline until the route takes it."""
+
+    async def scenario() -> None:
+        book = ConnectionBook(max_connections=2, header_timeout_s=0.2, silent_grace_s=0)
+        ready, t_ready, _ = connect(book)
+        ready.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r")
+        ready.data_received(b"\n")  # the header end straddles two reads
+        slow, t_slow, _ = connect(book)
+        slow.data_received(b"GET / HT")
+        _, t_new, _ = connect(book)  # the partial one goes, not the one about to be served
+        assert t_slow.closed and not t_ready.closed
+        _, t_newer, _ = connect(book)  # the silent newcomer goes before it, too
+        assert t_new.closed and not t_ready.closed
+        await asyncio.sleep(0.3)  # the route never took its request: closed at the deadline
+        assert t_ready.closed and t_ready.written.startswith(b"HTTP/1.1 408 ")
+
+    asyncio.run(scenario())
+
+
+class Served(asyncio.Protocol):
+    """A server protocol that takes the first complete request it reads, and keeps it."""
+
+    def __init__(self, book: ConnectionBook) -> None:
+        self.book = book
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data:
+            self.book.request_started(self.transport)
+
+
+def test_a_refused_client_reads_its_503_instead_of_a_reset() -> None:
+    """On real sockets that are handed over with their request already unread (as the
+    worker's listening socket does): the worker reads and drops those bytes before it
+    closes, so the client gets the answer rather than a connection reset."""
+
+    async def scenario() -> None:
+        book = ConnectionBook(max_connections=2, header_timeout_s=5, silent_grace_s=0)
+        sock = _listening_socket("127.0.0.1", 0, backlog=16, defer_s=5)
+        port = sock.getsockname()[1]
+        server = await asyncio.get_running_loop().create_server(
+            book.factory(lambda: Served(book)), sock=sock
+        )
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 50_000
+        async with server:
+            clients = []
+            for _ in range(3):  # two busy with a request, the third refused at once
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                await writer.drain()
+                clients.append((reader, writer))
+                await asyncio.sleep(0.2)
+            reader, writer = clients[-1]
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 503 "), answer[:80]
+            assert b'"too_many_connections"' in answer
+            for _, writer in clients:
+                writer.close()
+
+    asyncio.run(scenario())
+
+
+class SocketTransport(FakeTransport):
+    """A fake transport over a real socket, which the event loop never reads."""
+
+    def __init__(self, sock: Any) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sock if name == "socket" else default
+
+
+def test_unread_bytes_on_the_socket_are_looked_at_before_a_connection_makes_room() -> None:
+    """A connection whose whole request waits unread is about to be served; one with part
+    of a request unread makes room, its bytes read and dropped first."""
+
+    import socket
+
+    def run(request: bytes) -> tuple[SocketTransport, SocketTransport, socket.socket]:
+        async def scenario() -> tuple[SocketTransport, SocketTransport]:
+            book = ConnectionBook(max_connections=1, header_timeout_s=60, silent_grace_s=0)
+            first, second = GuardedProtocol(book, Inner()), GuardedProtocol(book, Inner())
+            theirs.sendall(request)
+            t_first, t_second = SocketTransport(ours), SocketTransport(None)
+            first.connection_made(t_first)
+            second.connection_made(t_second)
+            return t_first, t_second
+
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        t_first, t_second = asyncio.run(scenario())
+        theirs.close()
+        return t_first, t_second, ours
+
+    t_first, t_second, ours = run(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not t_first.closed  # its whole request waits: kept, the newcomer refused
+    assert t_second.closed and b" 503 " in t_second.written
+    assert ours.recv(100).startswith(b"GET /healthz")  # looked at, not consumed
+    ours.close()
+
+    t_first, t_second, ours = run(b"GET /healthz HTTP/1.1\r\nHo")
+    assert t_first.closed and b" 503 " in t_first.written  # part of a request: made room
+    assert not t_second.closed
+    assert ours.recv(100) == b""  # its unread bytes were read and dropped (then the peer left)
+    ours.close()

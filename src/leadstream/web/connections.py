@@ -22,6 +22,12 @@ first: *silent* (nothing received yet), *partial* (part of a request received) a
   the event loop, busy, has not read it yet (a socket with unread bytes is not silent).
   When every connection is busy with a request (those are bounded by the request limits,
   web/limits.py), the new one is refused at once with a JSON 503.
+* A connection whose request headers are complete (read, or waiting unread on its socket)
+  is no longer waiting: it is about to be served, and never makes room for another.
+* A connection is closed only once the bytes waiting unread on its socket are read and
+  dropped: closing a socket with unread bytes resets it, and the client's system then
+  throws away the answer written just before (a 503 with Retry-After, which a client
+  should see).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import array
 import asyncio
 import fcntl
 import json
+import os
+import socket
 import termios
 from collections import OrderedDict
 from collections.abc import Callable
@@ -63,6 +71,11 @@ _EVICTED = canned_answer(
 _REFUSED = _EVICTED
 # Silent connections whose socket is asked for unread bytes, at most, per new connection.
 _PEEKS = 16
+# Unread bytes looked at for the end of a request's headers, and read and dropped before
+# a close, at most.
+_PEEK_BYTES = 16 * 1024
+_DRAIN_BYTES = 256 * 1024
+_HEADERS_END = b"\r\n\r\n"
 # A waiting connection makes room for a new one only once it has waited this long, unless
 # every waiting connection is younger.
 SILENT_GRACE_S = 1.0
@@ -78,17 +91,54 @@ def _oldest(
     return conn
 
 
+def _fileno(conn: GuardedProtocol) -> int | None:
+    sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+    return None if sock is None else int(sock.fileno())
+
+
 def _pending(conn: GuardedProtocol) -> bool:
     """Whether bytes wait unread on the connection's socket (one ioctl)."""
-    sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
-    if sock is None:
+    fd = _fileno(conn)
+    if fd is None:
         return False
     waiting = array.array("i", [0])
     try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
+        fcntl.ioctl(fd, termios.FIONREAD, waiting)
     except OSError:
         return False
     return waiting[0] > 0
+
+
+def _headers_waiting(conn: GuardedProtocol) -> bool:
+    """Whether the unread bytes on the connection's socket hold the end of a request's
+    headers (looked at, not consumed: the event loop reads them later)."""
+    fd = _fileno(conn)
+    if fd is None:
+        return False
+    try:
+        # A second descriptor of the same socket: asyncio's socket object offers no recv.
+        with socket.socket(fileno=os.dup(fd)) as view:
+            unread = view.recv(_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:
+        return False
+    return _HEADERS_END in unread
+
+
+def _drain(conn: GuardedProtocol) -> None:
+    """Read and drop the bytes waiting unread on the connection's socket (up to
+    ``_DRAIN_BYTES``), so that closing it ends it cleanly instead of resetting it."""
+    fd = _fileno(conn)
+    if fd is None:
+        return
+    drained = 0
+    try:
+        while drained < _DRAIN_BYTES:
+            chunk = os.read(fd, 64 * 1024)  # the socket is non-blocking: never waits
+            if not chunk:
+                return
+            drained += len(chunk)
+    except OSError:  # nothing more to read (EAGAIN), or the peer is gone
+        return
 
 
 class GuardedProtocol(asyncio.Protocol):
@@ -106,6 +156,7 @@ class GuardedProtocol(asyncio.Protocol):
         self.since = 0.0
         self.partial = False
         self.timer: asyncio.TimerHandle | None = None
+        self.tail = b""  # the last bytes received while waiting (a header end may straddle)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not isinstance(transport, asyncio.Transport):
@@ -113,17 +164,23 @@ class GuardedProtocol(asyncio.Protocol):
         self.transport = transport
         if not self._book.opened(self):
             self.refused = True
-            transport.write(_REFUSED)
-            transport.close()
+            self.close_with(_REFUSED)
             return
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
-        if self.waiting and data and not self.partial:
-            self.partial = True
-            self._book.received(self)
+        if self.waiting and data:
+            if not self.partial:
+                self.partial = True
+                self._book.received(self)
+            seen = self.tail + data
+            if _HEADERS_END in seen:
+                self.tail = b""
+                self._book.headers_complete(self)
+            else:
+                self.tail = seen[-3:]
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -146,6 +203,7 @@ class GuardedProtocol(asyncio.Protocol):
         """Close the connection, after writing ``answer`` when given."""
         if self.transport is None or self.transport.is_closing():
             return
+        _drain(self)
         if answer is not None:
             self.transport.write(answer)
         self.transport.close()
@@ -205,7 +263,7 @@ class ConnectionBook:
         for opened_before in (old, None):
             victim = (
                 self._truly_silent(opened_before)
-                or _oldest(self._partial, opened_before)
+                or self._truly_partial(opened_before)
                 or _oldest(self._idle, opened_before)
             )
             if victim is not None:
@@ -220,15 +278,37 @@ class ConnectionBook:
             conn = _oldest(self._silent, opened_before)
             if conn is None or not _pending(conn):
                 return conn
-            self.received(conn)
+            if _headers_waiting(conn):
+                self.headers_complete(conn)
+            else:
+                self.received(conn)
+        return None
+
+    def _truly_partial(self, opened_before: float | None) -> GuardedProtocol | None:
+        """The oldest connection with part of a request, unless the rest of its headers
+        waits unread on its socket."""
+        for _ in range(_PEEKS):
+            conn = _oldest(self._partial, opened_before)
+            if conn is None or not _headers_waiting(conn):
+                return conn
+            self.headers_complete(conn)
         return None
 
     def received(self, conn: GuardedProtocol) -> None:
         """The first bytes of a request came on a waiting connection."""
+        conn.partial = True
         for queue in (self._silent, self._idle):
             if conn in queue:
                 del queue[conn]
                 self._partial[conn] = None
+
+    def headers_complete(self, conn: GuardedProtocol) -> None:
+        """A waiting connection's request headers are complete: it is about to be served
+        and leaves the queues (its deadline stays until the route middleware takes the
+        request, see :meth:`request_started`)."""
+        conn.partial = True
+        for queue in (self._silent, self._partial, self._idle):
+            queue.pop(conn, None)
 
     def closed(self, conn: GuardedProtocol) -> None:
         self._forget(conn)
@@ -253,7 +333,7 @@ class ConnectionBook:
     def _wait(self, conn: GuardedProtocol, queue: OrderedDict[GuardedProtocol, None]) -> None:
         self._stop_waiting(conn)
         loop = asyncio.get_running_loop()
-        conn.waiting, conn.partial, conn.since = True, False, loop.time()
+        conn.waiting, conn.partial, conn.since, conn.tail = True, False, loop.time(), b""
         queue[conn] = None
         conn.timer = loop.call_at(conn.since + self.header_timeout_s, self._expire, conn)
 
