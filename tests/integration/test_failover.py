@@ -1,10 +1,11 @@
-"""Two workers: one SIGKILLed for good (its partitions fail over to the other's standby
-copies), kill-and-trigger cycles with input in flight, and a planned rolling restart
-(SIGTERM one worker at a time). Every send comes out exactly once and equal to the
+"""Two workers: kill-and-trigger cycles with input in flight (the killed worker's
+partitions fail over to the other's standby copies, then it comes back), and a planned
+rolling restart (SIGTERM one worker at a time). Every send comes out exactly once and equal to the
 reference computed here from the input."""
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 import uuid
@@ -125,43 +126,6 @@ def two_workers(
     return a, b, facts
 
 
-def test_sigkill_one_of_two_workers_its_partitions_fail_over_and_a_send_comes_out_once(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    stack = make_stack(kafka_bootstrap, tmp_path, materialize_lead_seconds=60)
-    try:
-        a, b, facts = two_workers(stack, tmp_path, 20_000, 17)
-        lost = set(served(b))
-        # The standby copies: the survivor holds b's partitions of the table already.
-        deadline = time.monotonic() + 60
-        while not lost <= table_copies(tmp_path / "a"):
-            assert time.monotonic() < deadline, f"no standby copy of {lost} on a"
-            time.sleep(0.5)
-
-        killed = time.monotonic()
-        b.kill()
-        # A send due two seconds after the kill: its moment falls inside the failover.
-        stack.trigger(
-            organizationId=ORG,
-            campaignId="camp",
-            sendId="during-failover",
-            scheduledFor=iso(datetime.now(UTC) + timedelta(seconds=2)),
-            **EXCLUDE_PURCHASE,
-        )
-        deadline = killed + 180  # a liveness bound; the time itself is the bench's
-        while sorted(served(a)) != list(range(PARTITIONS)):
-            assert time.monotonic() < deadline, f"a serves only {served(a)}"
-            time.sleep(0.1)
-        took = time.monotonic() - killed
-        print(f"failover: every partition served by the survivor {took:.1f} s after SIGKILL")
-
-        [summary] = check_exactly_once(stack, ["during-failover"], facts)
-        assert summary["counts"]["audience"] == len(facts["all"])
-        assert summary["counts"]["optedOut"] == len(facts["opted_out"])
-    finally:
-        stack.close()
-
-
 def test_rolling_restart_of_two_workers_leaves_no_send_late_and_none_doubled(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -226,6 +190,12 @@ def test_kill_and_trigger_cycles_lose_no_send_and_no_event(
         grown[stack.topics.send_triggers].result(30)
         a, b, facts = two_workers(stack, tmp_path, 2_000, 23)
         everyone = expected_phones(facts)
+        # The standby copies: the survivor holds b's partitions of the table already.
+        deadline = time.monotonic() + 60
+        while not set(served(b)) <= table_copies(tmp_path / "a"):
+            assert time.monotonic() < deadline, f"no standby copy of {served(b)} on a"
+            time.sleep(0.5)
+        failovers: list[float] = []
         sends: list[str] = []
         clicked: list[str] = []
         used: set[int] = set()
@@ -250,13 +220,18 @@ def test_kill_and_trigger_cycles_lose_no_send_and_no_event(
                 while sorted(served(a)) != list(range(PARTITIONS)):
                     assert time.monotonic() < killed + 120, f"a serves only {served(a)}"
                     time.sleep(0.1)
+                failovers.append(time.monotonic() - killed)
                 for partition in fresh:
                     traffic.trigger(partition)
                 b = stack.worker(name=f"b{cycle}", data_dir=tmp_path / "b", port=b.port)
                 wait_split(a, b)
             sends += traffic.sends
             clicked += traffic.clicked
-        print(f"{CYCLES} kill-and-trigger cycles in {time.monotonic() - started:.0f} s")
+        print(
+            f"{CYCLES} kill-and-trigger cycles in {time.monotonic() - started:.0f} s; every"
+            f" partition served by the survivor {statistics.median(failovers):.1f} s after the"
+            f" SIGKILL (median; longest {max(failovers):.1f} s)"
+        )
 
         wait_events_applied(stack, timeout=180)
         final = "after-the-cycles"
