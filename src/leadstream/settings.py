@@ -226,8 +226,8 @@ class Settings(BaseSettings):
     http_max_unverified_bodies: int = Field(
         4,
         ge=1,
-        description="Webhook bodies read at once per worker before their organization is"
-        " known (a body-only signature without X-Leadstream-Key-Id); beyond: 503 with"
+        description="Webhook bodies read at once per worker before their signature is"
+        " checked (body-only signatures, which cover the body alone); beyond: 503 with"
         " Retry-After.",
     )
     http_unverified_body_seconds: float = Field(

@@ -1,6 +1,7 @@
 """Compression bombs on every input topic, through a real worker: a zstd and an lz4 batch
 whose one value decompresses to 400 MB (12 KB and 1.6 MB on the wire), and a message over
-the bound as it is, each followed by a good message in the same partition. Each is one
+the bound as it is (by its value, or by its key), each followed by a good message in the same
+partition. Each is one
 ``too_large`` reject at its own offset, every good message is applied (two sends come out
 exactly as a reference computed here says), and neither the worker nor its router child
 grows by more than the bound and a stated margin over what it reached on normal traffic
@@ -94,6 +95,7 @@ def test_bombs_on_every_input_topic_are_rejected_and_the_partition_goes_on(
     p = producer(kafka_bootstrap)
     plain = Producer({**client_config(kafka_bootstrap), "message.max.bytes": 16 * MiB})
     too_large: set[tuple[str, int, int]] = set()
+    offsets: list[int] = []
 
     def with_bombs(topic: str, partition: int, after_zstd: Any, after_lz4: Any) -> None:
         """A zstd bomb, a good message, an lz4 bomb, a good message."""
@@ -173,12 +175,25 @@ def test_bombs_on_every_input_topic_are_rejected_and_the_partition_goes_on(
     for k, topic in enumerate(
         (t.audience_members, t.lead_events, t.audience_filters, t.send_triggers)
     ):
-        offsets: list[int] = []
+        offsets = []
         plain.produce(
             topic, over, partition=k, on_delivery=lambda _e, m: offsets.append(m.offset())
         )
         assert plain.flush(30) == 0 and len(offsets) == 1
         too_large.add((topic, k, offsets[0]))
+    # A key over the bound (once: the value is small): too_large, and the reject has no
+    # key (keyed with it, it was too large for the rejects topic: the router, failing to
+    # write it, read the same message again for ever).
+    offsets = []
+    plain.produce(
+        t.lead_events,
+        b"{}",
+        key=b"k" * (BOUND + 1000),
+        partition=1,
+        on_delivery=lambda _e, m: offsets.append(m.offset()),
+    )
+    assert plain.flush(30) == 0 and len(offsets) == 1
+    too_large.add((t.lead_events, 1, offsets[0]))
     late_buyer = {**LATE_PURCHASE, "phoneE164": phone(7)}
     p.produce(t.lead_events, msgspec.json.encode(late_buyer), partition=1)
     assert p.flush(30) == 0

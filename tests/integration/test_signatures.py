@@ -7,6 +7,7 @@ organization on another's route is a 403, answered from the headers before the b
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import httpx
 import msgspec
 import pytest
 
+from leadstream.domain.auth import CONTENT_SHA256_HEADER
 from tests.conftest import new_stack
 from tests.support.routes import operations, request_for
 from tests.support.signing import credential_headers, signed_request
@@ -70,7 +72,12 @@ def secured_calls(document: dict[str, Any], org: str) -> list[Call]:
 
 
 def send(request: httpx.Request, credential: dict[str, str]) -> httpx.Response:
-    for name in ("X-Leadstream-Key-Id", "X-Leadstream-Timestamp", "X-Leadstream-Signature"):
+    for name in (
+        "X-Leadstream-Key-Id",
+        "X-Leadstream-Timestamp",
+        "X-Leadstream-Signature",
+        CONTENT_SHA256_HEADER,
+    ):
         request.headers.pop(name, None)
     request.headers.update(credential)
     with httpx.Client(timeout=60) as client:
@@ -220,6 +227,19 @@ def test_credentials_are_answered_from_the_headers_before_the_body(served) -> No
         (  # a known key id with a stale timestamp
             "POST /api/v1/sends/preview",
             f"X-Leadstream-Key-Id: {key_id}\r\nX-Leadstream-Timestamp: 1000\r\n"
+            f"X-Leadstream-Signature: v1={'0' * 64}\r\n",
+            401,
+        ),
+        (  # a known key id, a fresh timestamp, a wrong signature (the body's hash is a
+            # header: the signature is checked before the body)
+            "POST /api/v1/campaigns/c/audience",
+            f"X-Leadstream-Key-Id: {key_id}\r\nX-Leadstream-Timestamp: {int(time.time())}\r\n"
+            f"X-Leadstream-Signature: v1={'0' * 64}\r\n{CONTENT_SHA256_HEADER}: {'1' * 64}\r\n",
+            401,
+        ),
+        (  # the same without the hash header (it then states an empty body)
+            "POST /api/v1/sends/preview",
+            f"X-Leadstream-Key-Id: {key_id}\r\nX-Leadstream-Timestamp: {int(time.time())}\r\n"
             f"X-Leadstream-Signature: v1={'0' * 64}\r\n",
             401,
         ),

@@ -81,6 +81,13 @@ async def declared(spec: dict[str, Any], tally: Tally, until: float, n: int) -> 
             f"X-Leadstream-Key-Id: sk_unknown\r\nX-Leadstream-Timestamp: {int(time.time())}\r\n"
             f"X-Leadstream-Signature: v1={'0' * 64}\r\n",
         ),
+        (  # a real key id (no secret: it travels in clear) with a wrong signature
+            "known-key",
+            f"X-Leadstream-Key-Id: {spec['known_key_id']}\r\n"
+            f"X-Leadstream-Timestamp: {int(time.time())}\r\n"
+            f"X-Leadstream-Signature: v1={'0' * 64}\r\n"
+            f"X-Leadstream-Content-SHA256: {'0' * 64}\r\n",
+        ),
     ]
     targets = [
         ("POST /api/v1/webhooks/lead-events", 16 * MiB, "application/json"),
@@ -89,8 +96,8 @@ async def declared(spec: dict[str, Any], tally: Tally, until: float, n: int) -> 
     chunk = b"x" * MiB
     i = n
     while time.monotonic() < until:
-        name, credential = credentials[i % 2]
-        line, size, media = targets[(i // 2) % 2]
+        name, credential = credentials[i % len(credentials)]
+        line, size, media = targets[(i // len(credentials)) % 2]
         i += 1
         try:
             reader, writer = await _connect(host, port)

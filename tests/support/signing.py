@@ -22,7 +22,7 @@ def signed_request(
     params: dict[str, str] | None = None,
     now_s: float | None = None,
 ) -> httpx.Request:
-    """The request httpx would send, with the three headers of a v1 signature of it."""
+    """The request httpx would send, with the headers of a v1 signature of it."""
     request = httpx.Request(method, url, params=params, content=content, headers=headers)
     path, _, query = request.url.raw_path.decode("ascii").partition("?")
     line = RequestLine(method, path, query)
@@ -46,5 +46,6 @@ def credential_headers(request: httpx.Request) -> dict[str, str]:
         "x-leadstream-timestamp",
         "x-leadstream-signature",
         "x-setter-signature",
+        "x-leadstream-content-sha256",
     )
     return {k: v for k, v in request.headers.items() if k.lower() in names}

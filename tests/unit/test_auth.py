@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from leadstream.domain.auth import (
     CLUSTER_KEY_ID,
+    CONTENT_SHA256_HEADER,
     EMPTY_BODY_SHA256,
     TIMESTAMP_TOLERANCE_S,
     ApiKey,
@@ -104,7 +105,7 @@ def org_of(
         if isinstance(found, Granted):
             return found.org
         if isinstance(found, SignedRequest):
-            found.verify(hashlib.sha256(body).hexdigest())
+            found.check_body(hashlib.sha256(body).hexdigest())
             return found.org or "cluster"
         claimed = body_organization(body)
         return verify_body_signature(
@@ -174,10 +175,15 @@ def test_a_v1_signature_authorizes_its_request_with_any_active_key(config, keys)
     assert org_of(rotated, v1("sk_new", keys["new"])) == "42"
 
 
-def test_the_key_id_and_timestamp_are_checked_before_the_body(config, keys) -> None:
-    """401 from the headers alone (the web layer answers before reading the body)."""
+def test_a_v1_signature_is_checked_whole_from_the_headers(config, keys) -> None:
+    """401 from the headers alone (the web layer answers before reading the body): the
+    body's hash is a header, signed."""
     headers = v1("sk_new", keys["new"])
+    other_hash = hashlib.sha256(BODY + b" ").hexdigest()
     for broken in (
+        {**headers, CONTENT_SHA256_HEADER: other_hash},
+        {k: v for k, v in headers.items() if k != CONTENT_SHA256_HEADER},  # the empty body's
+        {**headers, CONTENT_SHA256_HEADER: "not-a-hash"},
         {**headers, "X-Leadstream-Key-Id": "sk_unknown"},
         {k: v for k, v in headers.items() if k != "X-Leadstream-Key-Id"},
         {k: v for k, v in headers.items() if k != "X-Leadstream-Timestamp"},
@@ -245,10 +251,15 @@ def test_another_organizations_key_id_or_secret_does_not_verify(config, keys) ->
 def test_a_request_without_body_signs_the_empty_body(config, keys) -> None:
     headers = v1("sk_new", keys["new"], GET, b"")
     found = credential(config, headers, GET, webhook=False)
-    found.verify(EMPTY_BODY_SHA256)
+    found.check_body(EMPTY_BODY_SHA256)
+    # Without the content header a request states the empty body.
+    bare = {k: v for k, v in headers.items() if k != CONTENT_SHA256_HEADER}
+    credential(config, bare, GET, webhook=False).check_body(EMPTY_BODY_SHA256)
+    with pytest.raises(AuthError):  # a body sent with it is not the signed one
+        found.check_body(hashlib.sha256(b"x").hexdigest())
     delete = RequestLine("DELETE", GET.path, GET.query)
     with pytest.raises(AuthError):
-        credential(config, headers, delete, webhook=False).verify(EMPTY_BODY_SHA256)
+        credential(config, headers, delete, webhook=False)
 
 
 # -- body-only signatures ------------------------------------------------------------------
@@ -374,7 +385,8 @@ def test_checking_a_request_does_not_grow_with_the_organizations(monkeypatch) ->
     headers = signed_headers("sk_4999_2", "s4999_2", LINE, BODY, now_s=NOW)
     macs.clear()
     found = read_credential(index, headers, LINE, now_s=NOW, body_signatures=True, cluster=False)
-    found.verify(hashlib.sha256(BODY).hexdigest())
+    assert isinstance(found, SignedRequest)
+    found.check_body(hashlib.sha256(BODY).hexdigest())
     assert found.org == "4999" and len(macs) == 1
     body = b'{"organizationId": 4999}'
     signature = {"X-Leadstream-Signature": sign("s4999_1", body)}

@@ -231,3 +231,13 @@ def test_budgeted_polls_hand_out_every_record_once_in_order(
         seen += polled
         position = records.next_fetch_offset
     assert [(r.offset, r.value) for r in seen] == list(enumerate(values))
+
+
+@pytest.mark.parametrize("length", [-4, -1, 1 << 30])
+def test_a_snappy_java_chunk_length_no_chunk_can_have_is_corrupt_data(length: int) -> None:
+    """A negative length used to leave the reader where it was, for ever."""
+    header = bounds._XERIAL_MAGIC.ljust(bounds._XERIAL_HEADER, b"\0")
+    decoders = bounds.BoundedDecoders(1 << 20)
+    for framed in (header + struct.pack(">i", length) + b"abcd", header + b"\0\1"):
+        with pytest.raises(cramjam.DecompressionError):
+            decoders.snappy(framed)

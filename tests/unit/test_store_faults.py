@@ -1,5 +1,6 @@
 """A store whose disk refuses writes: the RocksDB adapter reports the fault and raises
-StoreError, never anything a caller could take for a bad message.
+StoreError, never anything a caller could take for a bad message, and refuses every call
+after it.
 
 The file-size limit (RLIMIT_FSIZE, what a full or capped disk looks like to RocksDB: EFBIG
 on the write-ahead log) is set in a child process, so that the test session's own files
@@ -38,11 +39,17 @@ for name, write in [
         outcomes[name] = "StoreError: " + str(exc)
     except BaseException as exc:
         outcomes[name] = "other: " + type(exc).__name__
+try:
+    store.get(0, b"before")
+    outcomes["get"] = "read"
+except StoreError as exc:
+    outcomes["get"] = "StoreError: " + str(exc)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 print(json.dumps({
     "outcomes": outcomes,
     "faults": faults,
     "changelog_after_fault": len(table.changelog) - logged,
-    "read": store.get(0, b"before").decode(),
+    "read": TableStore(table).get(0, b"before").decode(),  # as after a restart
 }))
 """
 
@@ -60,10 +67,14 @@ def test_a_write_the_disk_refuses_is_a_store_error_reported_and_never_logged(
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
-    for name, outcome in result["outcomes"].items():
-        assert outcome.startswith("StoreError: the state store failed to write:"), (name, outcome)
-        assert "File too large" in outcome or "Writer has previous error" in outcome
-    assert len(result["faults"]) == len(result["outcomes"])
-    # Nothing the DB refused reached the changelog, and what was there is still read.
+    first, *later = result["outcomes"].items()
+    assert first[1].startswith("StoreError: the state store failed to write:"), first
+    assert "File too large" in first[1]
+    # From the first fault on, every call raises at once (reads too): nothing can carry
+    # on past a write that was lost, even a caller that swallowed the first error.
+    for name, outcome in later:
+        assert outcome.startswith("StoreError: the state store failed earlier:"), (name, outcome)
+    assert result["faults"] == [first[1].removeprefix("StoreError: ")]
+    # Nothing the DB refused reached the changelog, and what was there is still there.
     assert result["changelog_after_fault"] == 0
     assert result["read"] == "1"

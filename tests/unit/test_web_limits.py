@@ -326,3 +326,20 @@ def test_unread_bytes_on_the_socket_are_looked_at_before_a_connection_makes_room
     assert not t_second.closed
     assert ours.recv(100) == b""  # its unread bytes were read and dropped (then the peer left)
     ours.close()
+
+
+def test_the_rest_of_a_refused_body_is_never_taken_for_a_request() -> None:
+    """After an answer that left the body unread, the body's bytes that follow (aiohttp
+    reads and drops them) may hold a blank line: the connection still makes room."""
+
+    async def scenario() -> None:
+        book = ConnectionBook(max_connections=1, header_timeout_s=60, silent_grace_s=0)
+        refused, t_refused, _ = connect(book)
+        refused.data_received(b"POST /x HTTP/1.1\r\nContent-Length: 99999\r\n\r\n")
+        book.request_started(t_refused)
+        book.request_finished(t_refused, body_read=False)
+        refused.data_received(b"body\r\n\r\nmore body")
+        _, t_new, _ = connect(book)
+        assert t_refused.closed and not t_new.closed
+
+    asyncio.run(scenario())

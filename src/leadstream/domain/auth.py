@@ -8,8 +8,9 @@ A request carries one credential:
   within :data:`TIMESTAMP_TOLERANCE_S` of the worker's clock) and ``X-Leadstream-Signature:
   v1=<hex>``, the HMAC-SHA256 under that key's secret of :func:`canonical_v1`: the
   timestamp, method, path as sent, raw query and the SHA-256 of the body. It authorizes
-  exactly that request. The key id, its organization and the timestamp are checked from
-  the headers; the signature once the body's hash is known (:meth:`SignedRequest.verify`).
+  exactly that request. The body's hash travels in ``X-Leadstream-Content-SHA256`` (the
+  empty body's when absent), so that the whole signature is checked from the headers, and
+  the body read afterwards must have that hash (:class:`SignedRequest`).
 * A **body-only signature** ``sha256=<hex>`` (``X-Setter-Signature`` too), the HMAC of the
   body or of ``"{timestamp}.{body}"``: the deliveries of source systems that cannot sign
   more. The web layer allows it on the webhook POSTs only, and an organization can turn it
@@ -34,6 +35,7 @@ import msgspec
 
 __all__ = [
     "CLUSTER_KEY_ID",
+    "CONTENT_SHA256_HEADER",
     "EMPTY_BODY_SHA256",
     "TIMESTAMP_TOLERANCE_S",
     "ApiKey",
@@ -70,6 +72,8 @@ TIMESTAMP_TOLERANCE_S = 300
 # key ids start with sk_, so they never collide with it).
 CLUSTER_KEY_ID = "cluster"
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
+# The header of a v1 signed request that carries the body's hex SHA-256 (the signed one).
+CONTENT_SHA256_HEADER = "X-Leadstream-Content-SHA256"
 
 _API_KEY_PREFIX = "lsk_"
 _V1 = "v1="
@@ -227,22 +231,18 @@ class Granted:
 
 @dataclass(frozen=True, slots=True)
 class SignedRequest:
-    """A v1 signature whose key and timestamp are good; the signature itself is checked
-    once the body's SHA-256 is known. ``org`` is None for the cluster's own key (a share
-    request between workers acts for the organization its body names)."""
+    """A good v1 signature of this request with a body whose hex SHA-256 is
+    ``body_sha256`` (as ``X-Leadstream-Content-SHA256`` says): the body, once read, must
+    have that hash (:meth:`check_body`). ``org`` is None for the cluster's own key (a
+    share request between workers acts for the organization its body names)."""
 
     org: str | None
     key_id: str
-    _secret: bytes = field(repr=False)
-    _prefix: str = field(repr=False)
-    _signature: str = field(repr=False)
+    body_sha256: str
 
-    def verify(self, body_sha256: str) -> None:
-        """:class:`AuthError` 401 unless the signature covers this request with a body of
-        hex SHA-256 ``body_sha256``: one HMAC of a short string."""
-        message = (self._prefix + body_sha256).encode()
-        expected = hmac.new(self._secret, message, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, self._signature):
+    def check_body(self, body_sha256: str) -> None:
+        """:class:`AuthError` 401 unless the body read has the hash that was signed."""
+        if not hmac.compare_digest(body_sha256, self.body_sha256):
             raise _unauthorized()
 
 
@@ -274,12 +274,13 @@ def sign_v1(secret: str, timestamp: str, line: RequestLine, body: bytes) -> str:
 def signed_headers(
     key_id: str, secret: str, line: RequestLine, body: bytes, *, now_s: float
 ) -> dict[str, str]:
-    """The three headers of a v1 signed request, timestamped ``now_s``."""
+    """The headers of a v1 signed request, timestamped ``now_s``."""
     timestamp = str(int(now_s))
     return {
         "X-Leadstream-Key-Id": key_id,
         "X-Leadstream-Timestamp": timestamp,
         "X-Leadstream-Signature": sign_v1(secret, timestamp, line, body),
+        CONTENT_SHA256_HEADER: hashlib.sha256(body).hexdigest(),
     }
 
 
@@ -348,7 +349,8 @@ def read_credential(
     if timestamp is not None and not _fresh(timestamp, now_s):
         raise _unauthorized()
     if signature.startswith(_V1):
-        return _v1_request(index, line, signature, key_id, timestamp, cluster=cluster)
+        content = _header(headers, CONTENT_SHA256_HEADER.lower())
+        return _v1_request(index, line, signature, key_id, timestamp, content, cluster=cluster)
     if signature.startswith(_BODY_ONLY) and body_signatures:
         return _body_signed(index, signature, key_id, timestamp)
     raise _unauthorized()
@@ -360,21 +362,35 @@ def _v1_request(
     signature: str,
     key_id: str | None,
     timestamp: str | None,
+    content: str | None,
     *,
     cluster: bool,
 ) -> SignedRequest:
+    """The signature checked from the headers: one HMAC of a short string."""
     given = signature[len(_V1) :].lower()
-    if key_id is None or timestamp is None or _HEX_SHA256.fullmatch(given) is None:
+    body_sha256 = EMPTY_BODY_SHA256 if content is None else content.lower()
+    if (
+        key_id is None
+        or timestamp is None
+        or _HEX_SHA256.fullmatch(given) is None
+        or _HEX_SHA256.fullmatch(body_sha256) is None
+    ):
         raise _unauthorized()
-    prefix = canonical_v1(timestamp, line, "")
+    org: str | None
     if key_id == CLUSTER_KEY_ID:
         if not cluster or index.cluster_secret is None:
             raise _unauthorized()
-        return SignedRequest(None, key_id, index.cluster_secret, prefix, given)
-    signer = index.signers.get(key_id)
-    if signer is None:
+        org, secret = None, index.cluster_secret
+    else:
+        signer = index.signers.get(key_id)
+        if signer is None:
+            raise _unauthorized()
+        org, secret = signer.org, signer.secret
+    message = canonical_v1(timestamp, line, body_sha256).encode()
+    expected = hmac.new(secret, message, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, given):
         raise _unauthorized()
-    return SignedRequest(signer.org, key_id, signer.secret, prefix, given)
+    return SignedRequest(org, key_id, body_sha256)
 
 
 def _body_signed(

@@ -153,7 +153,9 @@ class BoundedDecoders:
         chunks = []
         at, total = _XERIAL_HEADER, 0
         while at < len(data):
-            (size,) = struct.unpack_from(">i", data, at)
+            (size,) = struct.unpack_from(">i", data, at) if at + 4 <= len(data) else (-1,)
+            if not 0 <= size <= len(data) - at - 4:  # a length no chunk can have: corrupt
+                raise cramjam.DecompressionError("snappy-java framing: a chunk length is wrong")
             chunk = data[at + 4 : at + 4 + size]
             total += cramjam.snappy.decompress_raw_len(chunk)
             self._check("snappy", total)
@@ -205,10 +207,10 @@ _BUDGET: contextvars.ContextVar[ReadBudget | None] = contextvars.ContextVar(
 
 @contextmanager
 def read_budget(limit: int) -> Iterator[ReadBudget]:
-    """Within this block (in this task), a poll returns record values of about ``limit``
-    bytes at most: once they are spent, the next record of a partition is left for a
-    later poll (aiokafka fetches that partition again from the position reached). A poll
-    still returns at least one record, so it can exceed ``limit`` by one value."""
+    """Within this block (in this task), a poll returns records (keys and values) of about
+    ``limit`` bytes at most: once they are spent, the next record of a partition is left
+    for a later poll (aiokafka fetches that partition again from the position reached). A
+    poll still returns at least one record, so it can exceed ``limit`` by one record."""
     budget = ReadBudget(limit)
     token = _BUDGET.set(budget)
     try:
@@ -314,6 +316,7 @@ def _partition_records(policy: Oversize) -> type:
             record = super().__next__()
             if budget is not None:
                 budget.spent += max(0, record.serialized_value_size)
+                budget.spent += max(0, record.serialized_key_size)
             return record
 
     return _BoundedPartitionRecords

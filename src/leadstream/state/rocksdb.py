@@ -15,8 +15,10 @@ Whatever RocksDB raises (rocksdict raises a bare ``Exception``: "IO error: ... F
 large", "No space left on device", a read-only file system) is the environment's fault:
 the adapter reports it to ``on_fault`` (the worker then stops, :mod:`leadstream.lifecycle`)
 and raises :class:`~leadstream.state.port.StoreError`, so that no caller can mistake it
-for a bad message, and a caller that swallows it (faust's recovery logs and drops a
-changelog batch that failed to apply) still cannot carry on past it.
+for a bad message. From then on every call of the store raises at once, before it reads
+or writes anything, until the worker is gone: a caller that swallows the error (faust's
+recovery logs and drops a changelog batch that failed to apply, then goes on with the
+next one) cannot carry on past it.
 """
 
 from __future__ import annotations
@@ -37,11 +39,22 @@ __all__ = ["STORE_URL", "FaultReport", "LeadStore", "TableStore"]
 FaultReport = Callable[[str], None]
 
 
-def _failed(on_fault: FaultReport | None, what: str, exc: Exception) -> NoReturn:
-    cause = f"the state store failed to {what}: {exc}"
-    if on_fault is not None:
-        on_fault(cause)
-    raise StoreError(cause) from exc
+class _Broken:
+    """The first fault of a store, once there was one: every later call raises it again."""
+
+    cause: str | None = None
+
+    def check(self) -> None:
+        if self.cause is not None:
+            raise StoreError(f"the state store failed earlier: {self.cause}")
+
+    def failed(self, on_fault: FaultReport | None, what: str, exc: Exception) -> NoReturn:
+        cause = f"the state store failed to {what}: {exc}"
+        if self.cause is None:
+            self.cause = cause
+        if on_fault is not None:
+            on_fault(cause)
+        raise StoreError(cause) from exc
 
 
 # A logged batch record holds at most this many items and about this many bytes: ~45-byte
@@ -63,6 +76,7 @@ class LeadStore(Store):
 
     on_restore: Callable[[Iterable[int]], None] | None = None
     on_fault: FaultReport | None = None
+    broken: _Broken | None = None  # shared with the TableStore over it
 
     def apply_changelog_batch(
         self,
@@ -70,6 +84,9 @@ class LeadStore(Store):
         to_key: Callable[[Any], Any],
         to_value: Callable[[Any], Any],
     ) -> None:
+        if self.broken is None:
+            self.broken = _Broken()
+        self.broken.check()
         writes: dict[int, WriteBatch] = {}
         offsets: dict[Any, int] = {}
         for event in batch:
@@ -89,7 +106,7 @@ class LeadStore(Store):
             for tp, offset in offsets.items():
                 self.set_persisted_offset(tp, offset)
         except Exception as exc:  # noqa: BLE001 - whatever RocksDB raised: see module doc
-            _failed(self.on_fault, "apply a changelog batch", exc)
+            self.broken.failed(self.on_fault, "apply a changelog batch", exc)
         if writes and self.on_restore is not None:
             self.on_restore(list(writes))
 
@@ -107,9 +124,13 @@ class TableStore:
     def __init__(self, table: Any, on_fault: FaultReport | None = None) -> None:
         self._table = table
         self._on_fault = on_fault
+        self._broken = _Broken()
         store = table.data
         if isinstance(store, LeadStore):
             store.on_fault = on_fault
+            if store.broken is None:
+                store.broken = self._broken
+            self._broken = store.broken
 
     def on_restore(self, callback: Callable[[Iterable[int]], None]) -> None:
         """Call ``callback`` with the partitions a changelog restore wrote."""
@@ -118,10 +139,11 @@ class TableStore:
             store.on_restore = callback
 
     def _db(self, partition: int) -> Rdict:
+        self._broken.check()
         try:
             db: Rdict = self._table.data._db_for_partition(partition)  # noqa: SLF001 - the one adapter
         except Exception as exc:  # noqa: BLE001 - a DB that will not open: see module doc
-            _failed(self._on_fault, f"open partition {partition}", exc)
+            self._broken.failed(self._on_fault, f"open partition {partition}", exc)
         return db
 
     def get(self, partition: int, key: bytes) -> bytes | None:
@@ -129,7 +151,7 @@ class TableStore:
         try:
             value = db.get(key)
         except Exception as exc:  # noqa: BLE001 - see module doc
-            _failed(self._on_fault, "read", exc)
+            self._broken.failed(self._on_fault, "read", exc)
         return value if value is None else bytes(value)
 
     def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
@@ -139,7 +161,7 @@ class TableStore:
         try:
             values = db.get(list(keys))
         except Exception as exc:  # noqa: BLE001 - see module doc
-            _failed(self._on_fault, "read", exc)
+            self._broken.failed(self._on_fault, "read", exc)
         return [value if value is None else bytes(value) for value in values or ()]
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
@@ -147,7 +169,7 @@ class TableStore:
         try:
             db.put(key, value)
         except Exception as exc:  # noqa: BLE001 - see module doc
-            _failed(self._on_fault, "write", exc)
+            self._broken.failed(self._on_fault, "write", exc)
         self._table.send_changelog(
             partition, key, value, key_serializer="raw", value_serializer="raw"
         )
@@ -157,7 +179,7 @@ class TableStore:
         try:
             db.delete(key)
         except Exception as exc:  # noqa: BLE001 - see module doc
-            _failed(self._on_fault, "write", exc)
+            self._broken.failed(self._on_fault, "write", exc)
         self._table.send_changelog(
             partition, key, None, key_serializer="raw", value_serializer="raw"
         )
@@ -221,7 +243,7 @@ class TableStore:
         try:
             db.write(wb)
         except Exception as exc:  # noqa: BLE001 - see module doc
-            _failed(self._on_fault, "write", exc)
+            self._broken.failed(self._on_fault, "write", exc)
         for log_key, value in records:
             self._table.send_changelog(
                 partition, log_key, value, key_serializer="raw", value_serializer="raw"
@@ -234,7 +256,7 @@ class TableStore:
         try:
             yield from items
         except Exception as exc:  # noqa: BLE001 - see module doc
-            _failed(self._on_fault, "read", exc)
+            self._broken.failed(self._on_fault, "read", exc)
 
 
 def iter_rdict_range(

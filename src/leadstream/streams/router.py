@@ -95,6 +95,8 @@ ROUTE_BYTES = 1 << 20
 # Batches produced but not yet all delivered, at most: their offsets are committed in
 # order as each completes, so parsing the next batch overlaps the broker's acks.
 MAX_IN_FLIGHT = 4
+# A reject keeps its message's key up to this size, and has none beyond.
+MAX_REJECT_KEY_BYTES = 1024
 # How long produced commands may take to be delivered before the router starts over.
 DELIVERY_SECONDS = 60.0
 # Bytes fetched per partition, and per request (as stored, compressed or not): a larger
@@ -229,7 +231,7 @@ class InputRouter:
                 if not polled and not commits.in_flight:
                     self._failing.clear()  # caught up, everything read delivered
                 msgs = [msg for records in polled.values() for msg in records]
-                for part in size_slices(msgs, _value_size, ROUTE_BYTES):
+                for part in size_slices(msgs, _record_size, ROUTE_BYTES):
                     batch = _InFlight(_next_offsets(part))
                     self._route(producer, part, batch)
                     commits.in_flight.append(batch)
@@ -318,7 +320,7 @@ class InputRouter:
                     producer,
                     self._topics.rejects,
                     encode_json(record),
-                    msg.key,
+                    _reject_key(msg.key),
                     on_delivery=batch.delivered,
                 )
             self._on_rejected(topic, Counter(r.reason for r in routed.rejects))
@@ -381,8 +383,9 @@ class InputRouter:
             )
             return _Routed(rejects=[Rejected(Reason.TOO_LARGE, detail, raw=b"")])
         raw: bytes = value or b""
-        if len(raw) > limit:
-            detail = f"the message is {len(raw)} bytes; at most {limit} are read"
+        size = len(raw) + len(msg.key or b"")
+        if size > limit:
+            detail = f"the message (key and value) is {size} bytes; at most {limit} are read"
             return _Routed(rejects=[Rejected(Reason.TOO_LARGE, detail, raw=raw)])
         parse = self._parsers[topic]
         outcome: _Routed | Rejected = with_retries(
@@ -565,8 +568,14 @@ def size_slices(items: list[T], size: Callable[[T], int], limit: int) -> Iterato
         yield part
 
 
-def _value_size(msg: ConsumerRecord[Any, Any]) -> int:
-    return max(0, int(msg.serialized_value_size))
+def _record_size(msg: ConsumerRecord[Any, Any]) -> int:
+    return max(0, int(msg.serialized_value_size)) + max(0, int(msg.serialized_key_size))
+
+
+def _reject_key(key: bytes | None) -> bytes | None:
+    """A reject's key: the message's, unless it is too long to be one (a hostile key must
+    not make the reject itself too large for the topic)."""
+    return key if key is not None and len(key) <= MAX_REJECT_KEY_BYTES else None
 
 
 def _received_ms(msg: ConsumerRecord[Any, Any], now: int) -> int:

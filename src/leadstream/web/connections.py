@@ -23,7 +23,9 @@ first: *silent* (nothing received yet), *partial* (part of a request received) a
   When every connection is busy with a request (those are bounded by the request limits,
   web/limits.py), the new one is refused at once with a JSON 503.
 * A connection whose request headers are complete (read, or waiting unread on its socket)
-  is no longer waiting: it is about to be served, and never makes room for another.
+  is no longer waiting: it is about to be served, and never makes room for another. After
+  an answer that left the request's body unread, the rest of that body is not mistaken for
+  a new request (see :meth:`ConnectionBook.request_finished`).
 * A connection is closed only once the bytes waiting unread on its socket are read and
   dropped: closing a socket with unread bytes resets it, and the client's system then
   throws away the answer written just before (a 503 with Retry-After, which a client
@@ -156,7 +158,9 @@ class GuardedProtocol(asyncio.Protocol):
         self.since = 0.0
         self.partial = False
         self.timer: asyncio.TimerHandle | None = None
-        self.tail = b""  # the last bytes received while waiting (a header end may straddle)
+        # The last bytes received while waiting (a header end may straddle two reads);
+        # None after an answer that left the request's body unread.
+        self.tail: bytes | None = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not isinstance(transport, asyncio.Transport):
@@ -175,12 +179,13 @@ class GuardedProtocol(asyncio.Protocol):
             if not self.partial:
                 self.partial = True
                 self._book.received(self)
-            seen = self.tail + data
-            if _HEADERS_END in seen:
-                self.tail = b""
-                self._book.headers_complete(self)
-            else:
-                self.tail = seen[-3:]
+            if self.tail is not None:  # None: the rest of a body left unread
+                seen = self.tail + data
+                if _HEADERS_END in seen:
+                    self.tail = b""
+                    self._book.headers_complete(self)
+                else:
+                    self.tail = seen[-3:]
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -264,7 +269,7 @@ class ConnectionBook:
             victim = (
                 self._truly_silent(opened_before)
                 or self._truly_partial(opened_before)
-                or _oldest(self._idle, opened_before)
+                or self._truly_idle(opened_before)
             )
             if victim is not None:
                 return victim
@@ -274,24 +279,35 @@ class ConnectionBook:
         """The oldest connection that sent nothing (and waits since before
         ``opened_before``, when given), its socket asked: a client whose request the event
         loop has not read yet is not silent."""
-        for _ in range(_PEEKS):
-            conn = _oldest(self._silent, opened_before)
-            if conn is None or not _pending(conn):
-                return conn
-            if _headers_waiting(conn):
-                self.headers_complete(conn)
-            else:
-                self.received(conn)
-        return None
+        return self._first(self._silent, opened_before)
 
     def _truly_partial(self, opened_before: float | None) -> GuardedProtocol | None:
         """The oldest connection with part of a request, unless the rest of its headers
         waits unread on its socket."""
+        return self._first(self._partial, opened_before)
+
+    def _truly_idle(self, opened_before: float | None) -> GuardedProtocol | None:
+        """The connection idle the longest after an answer, unless its next request waits
+        unread on its socket."""
+        return self._first(self._idle, opened_before)
+
+    def _first(
+        self, queue: OrderedDict[GuardedProtocol, None], opened_before: float | None
+    ) -> GuardedProtocol | None:
+        """The first of ``queue`` (waiting since before ``opened_before``, when given)
+        whose socket holds no more than the queue says: one whose unread bytes complete a
+        request's headers is about to be served and leaves the queues, one with unread
+        bytes that are not a whole header moves from silent or idle to partial."""
         for _ in range(_PEEKS):
-            conn = _oldest(self._partial, opened_before)
-            if conn is None or not _headers_waiting(conn):
+            conn = _oldest(queue, opened_before)
+            if conn is None or (queue is not self._partial and not _pending(conn)):
                 return conn
-            self.headers_complete(conn)
+            if conn.tail is not None and _headers_waiting(conn):
+                self.headers_complete(conn)
+            elif queue is self._partial:
+                return conn
+            else:
+                self.received(conn)
         return None
 
     def received(self, conn: GuardedProtocol) -> None:
@@ -321,12 +337,17 @@ class ConnectionBook:
         conn.waiting = False
         self._stop_waiting(conn)
 
-    def request_finished(self, transport: Any) -> None:
-        """The request's answer is done: the connection waits for the next one."""
+    def request_finished(self, transport: Any, *, body_read: bool = True) -> None:
+        """The request's answer is done: the connection waits for the next one. When its
+        body was not read whole (a refusal), what arrives next is the rest of that body
+        (aiohttp reads it and drops it before it reads another request), never taken for
+        a request's headers: the connection stays one that may make room."""
         conn = self._open.get(transport)
         if conn is None:
             return
         self._wait(conn, self._idle)
+        if not body_read:
+            conn.tail = None
 
     # -- waiting -------------------------------------------------------------------------
 

@@ -4,18 +4,19 @@ work moved off the event loop.
 
 A request to a route that needs a credential goes through these steps, each answered at
 once when it fails, so that a request without a valid credential costs a few hash lookups
-and never a byte of its body:
+and one HMAC of a short string, and never a byte of its body:
 
 1. :func:`guard_routes`: a documented route and method (404, 405); a place among the
    worker's requests in flight (503, web/limits.py); the credential from the headers
-   (:func:`leadstream.domain.auth.read_credential`: 401); for an API key, or a v1
-   signature of a request without a body, the organization named by the path or query
-   (403); a place among the organization's requests and in its rate (429).
+   (:func:`leadstream.domain.auth.read_credential`: 401; a v1 signature is checked whole,
+   over the body hash its ``X-Leadstream-Content-SHA256`` header states); the organization
+   named by the path or query (403); a place among the organization's requests and in its
+   rate (429).
 2. The view reads the body through the request's :class:`Admission` (bounded, 408 when it
-   stalls, hashed as it streams) and the v1 signature is checked against the body's hash
-   (401), then the organization the path or query named (403). A body-only webhook
-   signature is checked against the body, read under the worker's small limit of bodies
-   whose organization is not known yet.
+   stalls, hashed as it streams); a v1 signed body must have the signed hash (401). The
+   one exception is a body-only webhook signature, which can only be checked against the
+   whole body: such bodies are read under the worker's small limit of unverified bodies
+   (and a deadline for the whole body), and only then join their organization's share.
 3. The view checks the organization its body names (403) and does its work.
 """
 
@@ -36,12 +37,10 @@ from aiohttp import web as aio
 from faust.web import Request, Response, View
 
 from leadstream.domain.auth import (
-    EMPTY_BODY_SHA256,
     AuthError,
     AuthIndex,
     BodySigned,
     Credential,
-    Granted,
     RequestLine,
     SignedRequest,
     body_organization,
@@ -262,21 +261,10 @@ class Admission:
         self._named = named  # organizations the path and query name
         self._ticket = ticket
         self._context = context
-        self._verified = isinstance(credential, Granted)
-        self.org: str | None = credential.org if isinstance(credential, Granted) else None
-
-    def verify_signature(self, body_sha256: str) -> None:
-        """A v1 signature checked against the body's hash, then the organizations the path
-        and query name; :class:`BodyError` 401 or 403."""
-        credential = self.credential
-        if not isinstance(credential, SignedRequest):
-            raise TypeError("only a v1 signature is verified against the body's hash")
-        try:
-            credential.verify(body_sha256)
-        except AuthError as err:
-            raise auth_error(err) from None
-        self.org, self._verified = credential.org, True
-        self.check_named()
+        # An API key and a v1 signature are checked from the headers; a body-only
+        # signature once its body is read.
+        self._verified = not isinstance(credential, BodySigned)
+        self.org: str | None = None if isinstance(credential, BodySigned) else credential.org
 
     def check_named(self) -> None:
         """:class:`BodyError` 403 when the path or query names another organization."""
@@ -299,16 +287,21 @@ class Admission:
     async def stream_body(
         self, request: aio.Request, limit: int, write: Callable[[bytes], object]
     ) -> None:
-        """The body to ``write`` as it arrives (never held whole), then the credential
-        verified over it: for an API key or a v1 signature (a body-only signature needs
-        the whole body, and only webhooks take it)."""
-        if isinstance(self.credential, BodySigned):
+        """The body to ``write`` as it arrives (never held whole); for a v1 signature,
+        :class:`BodyError` 401 at its end unless it has the signed hash (what was written
+        is then the caller's to drop). An API key or a v1 signature only: a body-only
+        signature needs the whole body, and only webhooks take it."""
+        credential = self.credential
+        if isinstance(credential, BodySigned):
             raise auth_error(AuthError(401, "missing or invalid credentials"))
-        digest = hashlib.sha256() if isinstance(self.credential, SignedRequest) else None
+        digest = hashlib.sha256() if isinstance(credential, SignedRequest) else None
         stall = self._context.settings.http_body_timeout_seconds
         await _stream(request, limit, write, stall_s=stall, digest=digest)
-        if digest is not None:
-            self.verify_signature(digest.hexdigest())
+        if isinstance(credential, SignedRequest) and digest is not None:
+            try:
+                credential.check_body(digest.hexdigest())
+            except AuthError as err:
+                raise auth_error(err) from None
 
     async def read_body(self, request: aio.Request, limit: int) -> bytes:
         """The whole body, at most ``limit`` bytes, with the credential verified over it
@@ -322,29 +315,32 @@ class Admission:
     async def _read_body_signed(
         self, request: aio.Request, limit: int, credential: BodySigned
     ) -> bytes:
+        # Read and checked under the worker's small limit of unverified bodies, whole
+        # within a deadline: whoever sends it, it is nobody's until its HMAC is checked
+        # (a key id is no secret).
         settings = self._context.settings
-        unknown = credential.org is None  # no key id: its organization is in the body
-        if unknown:
-            refused = self._ticket.start_unverified()
-            if refused is not None:
-                raise _refused(refused)
-        chunks: list[bytes] = []
+        refused = self._ticket.start_unverified()
+        if refused is not None:
+            raise _refused(refused)
         try:
-            async with _deadline(settings.http_unverified_body_seconds if unknown else None):
+            chunks: list[bytes] = []
+            async with _deadline(settings.http_unverified_body_seconds):
                 await _stream(
                     request, limit, chunks.append, stall_s=settings.http_body_timeout_seconds
                 )
+            body = b"".join(chunks)
+            del chunks
+            claimed = _claimed_org(body) if credential.org is None else credential.org
+            index = self._context.auth.index()
+            check = partial(verify_body_signature, index, credential, body, claimed)
+            try:
+                self.org = await self._context.offload.run(len(body), check)
+            except AuthError as err:
+                raise auth_error(err) from None
         finally:
             self._ticket.end_unverified()
-        body = b"".join(chunks)
-        claimed = _claimed_org(body) if unknown else credential.org
-        index = self._context.auth.index()
-        check = partial(verify_body_signature, index, credential, body, claimed)
-        try:
-            self.org = await self._context.offload.run(len(body), check)
-        except AuthError as err:
-            raise auth_error(err) from None
         self._verified = True
+        self.check_named()
         refused = self._ticket.join_org(self.org)
         if refused is not None:
             raise _refused(refused)
@@ -457,8 +453,14 @@ def guard_routes(document: Mapping[str, Any], context: Context, metrics: Metrics
         book.request_started(transport)
         try:
             response = await _answer(request, handler, paths, path, context)
+            # Sent before the connection counts as waiting again (its header deadline
+            # must not cut a slow client's answer short); aiohttp's own send after this
+            # middleware is then a no-op.
+            with contextlib.suppress(ConnectionError):
+                await response.prepare(request)
+                await response.write_eof()
         finally:
-            book.request_finished(transport)
+            book.request_finished(transport, body_read=request.content.at_eof())
         metrics.http_seconds.labels(endpoint).observe(time.perf_counter() - started)
         metrics.http_requests.labels(endpoint, str(response.status)).inc()
         return response
@@ -490,7 +492,7 @@ async def _answer(
     try:
         if operation.get("security"):
             try:
-                request[_ADMISSION] = _admit(request, path, operation, ticket, context)
+                request[_ADMISSION] = _admit(request, path, ticket, context)
             except BodyError as err:
                 return _error(err)
         return await _served(request, handler, path, context)
@@ -520,7 +522,6 @@ async def _served(
 def _admit(
     request: aio.Request,
     path: str,
-    operation: Mapping[str, Any],
     ticket: Ticket,
     context: Context,
 ) -> Admission:
@@ -539,15 +540,11 @@ def _admit(
     except AuthError as err:
         raise auth_error(err) from None
     admission = Admission(credential, line, _named_orgs(request), ticket, context)
-    if isinstance(credential, Granted):
-        admission.check_named()
-    elif isinstance(credential, SignedRequest) and "requestBody" not in operation:
-        # A route without a body: the signature is of the empty body, checked now (a body
-        # sent anyway is never read).
-        admission.verify_signature(EMPTY_BODY_SHA256)
-    org = credential.org
-    if org is not None:
-        refused = ticket.join_org(org)
+    if isinstance(credential, BodySigned):  # checked with its body (Admission.read_body)
+        return admission
+    admission.check_named()
+    if credential.org is not None:  # the cluster's key acts for the body's organization
+        refused = ticket.join_org(credential.org)
         if refused is not None:
             raise _refused(refused)
     return admission

@@ -395,8 +395,10 @@ def _security_schemes() -> dict[str, Any]:
         "v1=<hex HMAC-SHA256, under the signing key's secret, of"
         " 'v1:{timestamp}:{METHOD}:{path}:{query}:{hex SHA-256 of the body}'>: the path as"
         " sent (percent-encoded), the raw query string (empty when none), the body as sent"
-        " (a request without a body signs the SHA-256 of the empty string). It authorizes that"
-        " request only: another method, path, query, body or organization is a 401."
+        " (a request without a body signs the SHA-256 of the empty string). The body's hex"
+        " SHA-256 goes in X-Leadstream-Content-SHA256 too (left out: the empty body), so that"
+        " the signature is checked before the body is read. It authorizes that request only:"
+        " another method, path, query, body or organization is a 401."
     )
     return {
         "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
