@@ -44,7 +44,7 @@ from tests.conftest import new_stack
 pytestmark = pytest.mark.integration
 
 QUIET, GREEDY = "42", "7"
-FLOOD_SECONDS = 35
+FLOOD_SECONDS = 20
 # The worker's peak over its footprint before the flood, at most. What the flood may
 # legitimately hold: 4 unverified 8 MiB bodies at once (each read, then joined: 16 MiB),
 # 512 connections' buffers, the greedy organization's 16 requests in flight.
