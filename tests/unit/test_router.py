@@ -16,7 +16,14 @@ from leadstream.domain.partitioning import send_partition
 from leadstream.domain.rejects import Reason
 from leadstream.kafka import bounds
 from leadstream.settings import Settings
-from leadstream.streams.router import InputRouter, _InFlight, _next_offsets, size_slices
+from leadstream.streams.router import (
+    MAX_REJECT_KEY_BYTES,
+    InputRouter,
+    _InFlight,
+    _next_offsets,
+    _reject_key,
+    size_slices,
+)
 from leadstream.wire.commands import ClaimTrigger, FilterPart, decode_command
 
 
@@ -46,9 +53,13 @@ T = SETTINGS.topics
 RECEIVED = 1_780_000_000_123  # the broker's LogAppendTime of the test messages
 
 
-def message(topic: str, value: Any, *, partition: int = 3, offset: int = 41) -> ConsumerRecord:
+def message(
+    topic: str, value: Any, *, partition: int = 3, offset: int = 41, key: bytes = b"k"
+) -> ConsumerRecord:
     size = len(value) if isinstance(value, bytes) else 0
-    return ConsumerRecord(topic, partition, offset, RECEIVED, 1, b"k", value, None, 1, size, ())
+    return ConsumerRecord(
+        topic, partition, offset, RECEIVED, 1, key, value, None, len(key), size, ()
+    )
 
 
 def reader() -> InputRouter:
@@ -121,10 +132,24 @@ def test_a_message_beyond_the_bound_is_too_large_before_it_is_parsed(topic: str)
     assert not routed.commands and routed.events == [] and routed.members == []
     ((rejected),) = routed.rejects
     assert rejected.reason is Reason.TOO_LARGE and rejected.raw == value
-    assert str(len(value)) in rejected.detail and str(SETTINGS.max_message_bytes) in rejected.detail
-    at_the_bound = b" " * (SETTINGS.max_message_bytes - 2) + b"{}"
+    size = len(value) + 1  # and its one-byte key
+    assert str(size) in rejected.detail and str(SETTINGS.max_message_bytes) in rejected.detail
+    at_the_bound = b" " * (SETTINGS.max_message_bytes - 3) + b"{}"
     (at,) = reader()._parse(message(getattr(T, topic), at_the_bound), now=0).rejects
     assert at.reason is not Reason.TOO_LARGE  # read, and refused for what it says
+    # The key counts too: a small value under a key beyond the bound is too large.
+    big_key = b"k" * SETTINGS.max_message_bytes
+    (keyed,) = reader()._parse(message(getattr(T, topic), b"{}", key=big_key), now=0).rejects
+    assert keyed.reason is Reason.TOO_LARGE
+
+
+def test_a_reject_keeps_a_short_key_and_drops_a_long_one() -> None:
+    """A reject keyed with a hostile message's huge key would itself be too large for the
+    rejects topic: the router, failing to write it, read that message again for ever."""
+    assert _reject_key(b"+15551234567") == b"+15551234567"
+    assert _reject_key(b"k" * MAX_REJECT_KEY_BYTES) == b"k" * MAX_REJECT_KEY_BYTES
+    assert _reject_key(b"k" * (MAX_REJECT_KEY_BYTES + 1)) is None
+    assert _reject_key(None) is None
 
 
 class _Producer:
