@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import calendar
 import itertools
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -49,8 +48,8 @@ from leadstream.state.memory import MemoryStore
 from leadstream.state.port import PartitionStore, iter_prefix
 from leadstream.state.rocksdb import TableStore
 from leadstream.wire.records import encode_recipient
+from tests.support.changelog import ChangelogRecord, FakeTable, kafka_compacted
 from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
-from tests.unit.test_store_contract import ChangelogRecord, FakeTable, RdictPerPartition
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -464,26 +463,6 @@ def test_suppressions_are_per_organization() -> None:
 
 
 # --- a restore from the changelog ------------------------------------------------------------
-
-
-@pytest.fixture
-def tables(tmp_path: Path) -> Iterator[Callable[[str], FakeTable]]:
-    made: list[FakeTable] = []
-
-    def make(name: str) -> FakeTable:
-        made.append(FakeTable(RdictPerPartition(tmp_path / name)))
-        return made[-1]
-
-    yield make
-    for table in made:
-        table.data.close()
-
-
-def kafka_compacted(records: list[ChangelogRecord]) -> list[ChangelogRecord]:
-    """What a compacted changelog topic holds once the cleaner ran and the tombstones'
-    retention passed: the last record of each key, in offset order, tombstones gone."""
-    last = {(r.partition, r.key): i for i, r in enumerate(records)}
-    return [r for i, r in enumerate(records) if last[(r.partition, r.key)] == i and r.value]
 
 
 def restore(target: FakeTable, records: list[ChangelogRecord]) -> None:

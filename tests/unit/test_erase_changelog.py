@@ -3,7 +3,7 @@ logged batches (``B`` and ``G`` records) holding any of its keys are logged agai
 it and tombstoned, and nothing of any other lead is lost on the way.
 
 The store is the worker's RocksDB adapter over real Rdicts, with its changelog recorded
-(tests/unit/test_store_contract.py). "The compacted view" is what Kafka's log cleaner
+(tests/support/changelog.py). "The compacted view" is what Kafka's log cleaner
 leaves at worst: the last record of each key, tombstones gone, in offset order; replaying
 it (expanding the batches, as a restore does) must give the live state back exactly.
 """
@@ -29,10 +29,15 @@ from leadstream.domain.relog import relog_legacy_batches
 from leadstream.domain.send_state import apply_members, relog_memberships, store_filter_part
 from leadstream.index.table import IndexedStore
 from leadstream.state import keys, rocksdb
-from leadstream.state.memory import MemoryStore
 from leadstream.state.rocksdb import TableStore
+from tests.support.changelog import (
+    ChangelogRecord,
+    FakeTable,
+    RdictPerPartition,
+    kafka_compacted,
+    replay,
+)
 from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
-from tests.unit.test_store_contract import ChangelogRecord, FakeTable, RdictPerPartition
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -43,37 +48,6 @@ VICTIM = "+12125550123"
 OTHER = "+14155550123"
 THIRD = "+447911123456"
 EVERYTHING = (b"", b"\xff\xff")
-
-
-@pytest.fixture
-def tables(tmp_path: Path) -> Iterator[Callable[[str], FakeTable]]:
-    made: list[FakeTable] = []
-
-    def make(name: str) -> FakeTable:
-        made.append(FakeTable(RdictPerPartition(tmp_path / name)))
-        return made[-1]
-
-    yield make
-    for table in made:
-        table.data.close()
-
-
-def compacted(records: list[ChangelogRecord]) -> list[ChangelogRecord]:
-    """The last record of each key, in offset order, tombstones gone."""
-    last = {(r.partition, r.key): i for i, r in enumerate(records)}
-    return [r for i, r in enumerate(records) if last[(r.partition, r.key)] == i and r.value]
-
-
-def replay(records: list[ChangelogRecord]) -> MemoryStore:
-    """The state a restore writes from ``records``."""
-    restored = MemoryStore()
-    for r in records:
-        for key, value in keys.expand_changelog_record(r.key, r.value):
-            if value is None:
-                restored.delete(r.partition, key)
-            else:
-                restored.put(r.partition, key, value)
-    return restored
 
 
 def all_items(store: object, partition: int = P) -> list[tuple[bytes, bytes]]:
@@ -96,7 +70,7 @@ def assert_compacted_replays_to(store: IndexedStore, table: FakeTable) -> None:
     the keys of folded events whose batch is not retired yet (their tombstones are gone
     from a compacted changelog), which count nothing and which the next compaction
     deletes again (lead_index.compact_partition)."""
-    restored = replay(compacted(table.changelog))
+    restored = replay(kafka_compacted(table.changelog))
     live = dict(all_items(store))
     for key, _ in all_items(restored):
         if key[:1] == b"E" and key not in live:
@@ -193,10 +167,10 @@ def test_the_compacted_changelog_holds_nothing_of_an_erased_lead(
     if relog_first:
         relog_memberships(store, P, now_ms=T, force=True)
     victim = needles(VICTIM, "x-old", "x-new", "x3")
-    assert traces(compacted(table.changelog), victim), "nothing to erase"
+    assert traces(kafka_compacted(table.changelog), victim), "nothing to erase"
     erased = erase_lead(store, P, ORG, VICTIM, now_ms=T + HOUR)
     assert (erased.events, erased.memberships) == (4, 2)
-    assert traces(compacted(table.changelog), victim) == []
+    assert traces(kafka_compacted(table.changelog), victim) == []
     assert_compacted_replays_to(store, table)
     assert_indexes_rebuild_equal(store, [P])
     # The others keep everything: their events, folded records and memberships.
@@ -319,7 +293,7 @@ def test_an_erase_cut_short_then_restored_and_applied_again_is_the_whole_erase(
     for cut in range(written + 1):
         records = table.changelog[: start + cut]
         if log == "compacted":
-            records = compacted(records)
+            records = kafka_compacted(records)
         fresh = tables(f"cut{cut}")
         for r in records:
             db = fresh.data._db_for_partition(r.partition)
@@ -340,8 +314,8 @@ def test_an_erase_cut_short_then_restored_and_applied_again_is_the_whole_erase(
         assert got == want, cut
         assert again.index(P).snapshot() == store.index(P).snapshot(), cut
         log_now = records + fresh.changelog
-        assert traces(compacted(log_now), victim) == [], cut
-        replayed = indexed_memory(inner=replay(compacted(log_now)))
+        assert traces(kafka_compacted(log_now), victim) == [], cut
+        replayed = indexed_memory(inner=replay(kafka_compacted(log_now)))
         if log == "compacted":
             compact_partition(replayed, P, horizon_ms=T - 24 * HOUR, max_future_skew_ms=70 * HOUR)
         assert all_items(replayed) == all_items(again._inner), cut
@@ -400,9 +374,9 @@ def test_batches_logged_before_groups_existed_are_logged_again_once(
     assert store.index(P).lead_id(ORG, OTHER) == 1
     apply_events(store, P, [event(VICTIM, "click", T)], horizon_ms=0, now_ms=T)
     victim = needles(VICTIM, "x-v")
-    assert traces(compacted(table.changelog), victim)
+    assert traces(kafka_compacted(table.changelog), victim)
     erase_lead(store, P, ORG, VICTIM, now_ms=T + HOUR)
-    assert traces(compacted(table.changelog), victim) == []
+    assert traces(kafka_compacted(table.changelog), victim) == []
     assert_compacted_replays_to(store, table)
     # OTHER's event and membership are in groups now, as they were.
     value = store.get(P, keys.event_key(ORG, OTHER, "buy", T - 50 * HOUR)) or b""
@@ -559,7 +533,7 @@ def _run_history(table: FakeTable, ops: list) -> None:
             gone.pop(phone, None)
     assert_compacted_replays_to(store, table)
     assert_indexes_rebuild_equal(store, [P])
-    view = compacted(table.changelog)
+    view = kafka_compacted(table.changelog)
     # An externalId another lead still has (or had after) may stay: only the phone's own.
     in_use = set().union(*ext_of.values())
     for phone, external_ids in gone.items():

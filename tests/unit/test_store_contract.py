@@ -8,12 +8,10 @@ producer is recorded instead of sent. rocksdict itself is never mocked.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import rocksdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,45 +29,14 @@ from leadstream.state import keys
 from leadstream.state.memory import MemoryStore
 from leadstream.state.port import iter_prefix
 from leadstream.state.rocksdb import LOGGED_BATCH_ITEMS, TableStore
+from tests.support.changelog import (
+    ChangelogRecord,
+    FakeTable,
+    RdictPerPartition,
+    kafka_compacted,
+    replay,
+)
 from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
-
-
-@dataclass
-class ChangelogRecord:
-    partition: int
-    key: bytes
-    value: bytes | None
-    key_serializer: Any
-    value_serializer: Any
-
-
-class RdictPerPartition:
-    """What TableStore reaches through ``table.data``: one real raw-mode Rdict per partition."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.dbs: dict[int, rocksdict.Rdict] = {}
-
-    def _db_for_partition(self, partition: int) -> rocksdict.Rdict:
-        if partition not in self.dbs:
-            self.dbs[partition] = rocksdict.Rdict(
-                str(self.root / f"p{partition}"), rocksdict.Options(raw_mode=True)
-            )
-        return self.dbs[partition]
-
-    def close(self) -> None:
-        for db in self.dbs.values():
-            db.close()
-
-
-@dataclass
-class FakeTable:
-    data: RdictPerPartition
-    changelog: list[ChangelogRecord] = field(default_factory=list)
-
-    def send_changelog(self, partition, key, value, key_serializer=None, value_serializer=None):
-        record = ChangelogRecord(partition, key, value, key_serializer, value_serializer)
-        self.changelog.append(record)
 
 
 @dataclass
@@ -467,26 +434,6 @@ def test_indexes_rebuilt_from_a_restored_changelog_equal_the_live_ones(table_sub
 
 
 # --- memberships on the changelog ------------------------------------------------------------
-
-
-def replay(records) -> MemoryStore:
-    restored = MemoryStore()
-    for r in records:
-        for key, value in keys.expand_changelog_record(r.key, r.value):
-            if value is None:
-                restored.delete(r.partition, key)
-            else:
-                restored.put(r.partition, key, value)
-    return restored
-
-
-def kafka_compacted(records):
-    """What a compacted topic keeps at worst: the last record of each key, tombstones
-    dropped (once delete.retention.ms has passed), in offset order."""
-    last = {(r.partition, r.key): i for i, r in enumerate(records)}
-    return [
-        r for i, r in enumerate(records) if last[(r.partition, r.key)] == i and r.value is not None
-    ]
 
 
 def membership_keys(store, partition=0):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 SCRIPT = r"""
 import json, resource, sys
-from tests.unit.test_store_contract import FakeTable, RdictPerPartition
+from tests.support.changelog import FakeTable, RdictPerPartition
 from leadstream.state.port import StoreError
 from leadstream.state.rocksdb import TableStore
 
