@@ -33,7 +33,7 @@ from leadstream.domain.send_state import apply_members
 from leadstream.index.partition import OptTypes
 from leadstream.index.table import IndexedStore
 from leadstream.state.rocksdb import TableStore
-from leadstream.wire.records import encode_recipient
+from leadstream.wire.records import RECIPIENT_ENTRIES
 
 __all__ = ["main", "measure"]
 
@@ -102,7 +102,9 @@ def measure(leads: int, per_lead: int, realtime: int, erases: int, seed: int = 7
     root = Path(tempfile.mkdtemp(prefix="state-costs-"))
     try:
         table = _CountingTable(root)
-        store = IndexedStore(TableStore(table), OptTypes("opted_out", "opted_in"), encode_recipient)
+        store = IndexedStore(
+            TableStore(table), OptTypes("opted_out", "opted_in"), RECIPIENT_ENTRIES
+        )
         result: dict[str, Any] = {"leads": leads, "events": leads * per_lead}
         # Every lead is a member (an externalId for half), so erases rewrite both kinds.
         ops = [MemberOp(ORG, "c1", _phone(i), f"crm-{i}" if i % 2 else None) for i in range(leads)]

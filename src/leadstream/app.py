@@ -17,6 +17,7 @@ from leadstream.kafka import bounds
 from leadstream.kafka.config import LARGE_MESSAGE_BYTES, KafkaConnection
 from leadstream.lifecycle import Lifecycle
 from leadstream.materialize.materializer import Materializer
+from leadstream.materialize.warmup import Warmup
 from leadstream.metrics import Metrics
 from leadstream.settings import LEADS_TABLE, Settings
 from leadstream.state.rocksdb import STORE_URL, TableStore
@@ -32,20 +33,29 @@ from leadstream.web.limits import Limits, RequestLimits
 from leadstream.web.readiness import Readiness
 from leadstream.web.routes import serve
 from leadstream.web.server import GuardedWeb
-from leadstream.wire.records import encode_recipient
+from leadstream.wire.records import RECIPIENT_ENTRIES
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
+# Members' time zones are not looked up ahead while a held send is due within this many ms.
+_ZONES_CLEAR_MS = 2000
 
-def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.App:
+
+def create_app(
+    settings: Settings,
+    lifecycle: Lifecycle | None = None,
+    *,
+    connection: KafkaConnection | None = None,
+) -> faust.App:
     """Build the faust application for ``settings``; nothing runs until a worker starts it.
 
     ``lifecycle`` is how the worker process ends on an environment fault (worker.py makes
-    one that also bounds its stop)."""
+    one that also bounds its stop); ``connection`` the process's connection to Kafka, from
+    which every client of the worker is built (made from ``settings`` when not given)."""
     lifecycle = lifecycle or Lifecycle(settings.shutdown_seconds)
-    connection = KafkaConnection.of(settings)
+    connection = connection or KafkaConnection.of(settings)
     # faust's consumer reads only internal topics, which only leadstream writes, and none of
     # its producers writes a message beyond LARGE_MESSAGE_BYTES: a batch there that
     # decompresses beyond that is a fault of the environment, and stops the worker.
@@ -63,7 +73,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.
     store = IndexedStore(
         table_store,
         OptTypes(settings.opt_out_event_type, settings.opt_in_event_type),
-        encode_recipient,
+        RECIPIENT_ENTRIES,
         on_build=lambda _partition, seconds: metrics.index_build_seconds.observe(seconds),
         hash_key=_suppression_key(settings),
     )
@@ -72,10 +82,26 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.
     router = RouterProcess(settings)
     lifecycle.add_child(router.pid)
     _watch(metrics, topo, router)
-    materializer = Materializer(topo)
+    materializer = Materializer(
+        store,
+        settings,
+        connection,
+        metrics,
+        owned=topo.active_partitions,
+        ready=topo.is_ready,
+    )
     replies = ReplyWaiter(connection, settings.topics.replies)
-    register_apply(topo, on_held=materializer.wake, deliver=replies.deliver)
-    ingress = StreamIngress(topo, replies, routing=router.routing, healthy=lifecycle.healthy)
+    applying = register_apply(topo, on_held=materializer.wake, deliver=replies.deliver)
+    warmup = Warmup(
+        store,
+        owned=topo.active_partitions,
+        ready=topo.is_ready,
+        busy=applying.busy,
+        send_soon=lambda: materializer.send_due_within(_ZONES_CLEAR_MS),
+    )
+    ingress = StreamIngress(
+        topo, replies, connection, routing=router.routing, healthy=lifecycle.healthy
+    )
     readiness = Readiness(ingress.ready_partitions)
     serve(app, _web_context(settings, ingress, readiness, metrics, lifecycle.fault), metrics)
 
@@ -86,6 +112,10 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> faust.
     @app.task  # type: ignore[untyped-decorator]
     async def materialize() -> None:
         await materializer.run()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def warm_up_indexes() -> None:
+        await warmup.run()
 
     @app.task  # type: ignore[untyped-decorator]
     async def read_replies() -> None:

@@ -11,12 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, cast
 
 from leadstream.domain.audience import MemberOp
+from leadstream.domain.evaluate import evaluate
 from leadstream.domain.explain import explain_lead, read_send_record
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.lead_index import latest_opt, lead_events
 from leadstream.domain.partitioning import group_by_partition, lead_partition, send_partition
 from leadstream.domain.sends import AudienceFilterSpec, Counts, SendId, SendRules, SendTrigger
-from leadstream.index.evaluate import evaluate
 from leadstream.kafka.admin import broker_reachable
 from leadstream.kafka.config import KafkaConnection
 from leadstream.streams.replies import ReplyWaiter
@@ -47,6 +47,7 @@ class StreamIngress:
         self,
         topo: Topology,
         replies: ReplyWaiter,
+        connection: KafkaConnection,
         routing: Callable[[], bool],
         healthy: Callable[[], bool],
     ) -> None:
@@ -54,7 +55,7 @@ class StreamIngress:
         self._replies = replies
         self._routing = routing  # is the lead-events router running?
         self._healthy = healthy  # no environment fault (lifecycle.py)?
-        self._admin = KafkaConnection.of(topo.settings).admin()
+        self._admin = connection.admin()
         # The broker is asked on a thread of its own: the default pool also parses large
         # request bodies, and readiness must not wait behind them.
         self._probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-probe")

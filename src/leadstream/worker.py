@@ -52,8 +52,9 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
             status.bootstrap,
             status.log_path,
         )
-    logger.info("Kafka at %s", KafkaConnection.of(settings).describe())
-    ensure_topics(settings)  # waits for the cluster first, or says why it refuses
+    connection = KafkaConnection.of(settings)  # every client of this process is built from it
+    logger.info("Kafka at %s", connection.describe())
+    ensure_topics(settings, connection=connection)  # waits for the cluster, or says why not
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.instance_id is None:
         settings = settings.model_copy(
@@ -61,7 +62,7 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
         )
     logger.info("group instance id %s (static membership)", settings.group_instance_id)
     lifecycle = Lifecycle(settings.shutdown_seconds)
-    app = create_app(settings, lifecycle)
+    app = create_app(settings, lifecycle, connection=connection)
     worker = BoundedStopWorker(
         app,
         lifecycle,

@@ -7,7 +7,7 @@ from leadstream.index.partition import OptTypes
 from leadstream.index.table import IndexedStore
 from leadstream.state.memory import MemoryStore
 from leadstream.state.port import PartitionStore
-from leadstream.wire.records import encode_recipient
+from leadstream.wire.records import RECIPIENT_ENTRIES
 
 __all__ = ["assert_indexes_rebuild_equal", "indexed_memory"]
 
@@ -17,7 +17,7 @@ def indexed_memory(
 ) -> IndexedStore:
     """An indexed store over ``inner`` (by default a new :class:`MemoryStore`)."""
     return IndexedStore(
-        inner if inner is not None else MemoryStore(), OptTypes(opt_out, opt_in), encode_recipient
+        inner if inner is not None else MemoryStore(), OptTypes(opt_out, opt_in), RECIPIENT_ENTRIES
     )
 
 
@@ -28,6 +28,6 @@ def assert_indexes_rebuild_equal(store: IndexedStore, partitions: list[int] | No
     if partitions is None:
         assert isinstance(inner, MemoryStore)
         partitions = inner.partitions()
-    fresh = IndexedStore(inner, store._opt, store._encode, hash_key=store._hash_key)
+    fresh = IndexedStore(inner, store._opt, store._codec, hash_key=store._hash_key)
     for partition in partitions:
         assert store.index(partition).snapshot() == fresh.index(partition).snapshot(), partition

@@ -34,6 +34,7 @@ from leadstream.domain.controls import (
     phone_zones,
     where_matches,
 )
+from leadstream.domain.evaluate import evaluate
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.lead_index import apply_events, compact_partition, lead_history
 from leadstream.domain.rejects import RowError
@@ -46,8 +47,8 @@ from leadstream.domain.sends import (
     campaign_members,
     parse_trigger,
 )
-from leadstream.index.evaluate import evaluate
-from leadstream.index.zones import LeadZones, ZoneLearner
+from leadstream.index.zones import LeadZones
+from leadstream.materialize.warmup import ZoneLearner
 from leadstream.wire.commands import ClaimTrigger, decode_command, encode_command
 from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
 
@@ -922,7 +923,7 @@ def test_cli_where_with_an_empty_key_is_rejected_by_the_trigger() -> None:
         parse_trigger(cli(filters=["include:buy:where==1"]))
 
 
-# --- member zones learned ahead (index/zones.py) ----------------------------------------------
+# --- member zones learned ahead (index/zones.py, materialize/warmup.py) ----------------------------------------------
 
 
 def test_the_zone_learner_files_every_members_zones_and_skips_replaced_caches() -> None:
@@ -958,7 +959,8 @@ def test_a_send_learns_what_the_learner_has_not_and_quiet_is_per_zone_set() -> N
     zones.add(0, phone_zones(NEW_YORK))
     at = calendar.timegm((2026, 6, 1, 2, 30, 0)) * 1000  # New York 22:30, Los Angeles 19:30
     rule = QuietHours(21 * 60, 8 * 60)
-    assert zones.quiet(BitMap(phones), rule, at, phones.get) == BitMap([0, 2])
+    quiet = zones.quiet(BitMap(phones), lambda z: rule.decide(z, at).quiet, phones.get, phone_zones)
+    assert quiet == BitMap([0, 2])
     assert zones.known == BitMap(phones)
     zones.forget(0)
     assert zones.zones_of(0) is None and 0 not in zones.known

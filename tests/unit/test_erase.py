@@ -23,6 +23,7 @@ from pyroaring import BitMap
 from leadstream.domain.audience import MemberOp
 from leadstream.domain.controls import FrequencyCap
 from leadstream.domain.erase import Erased, erase_lead
+from leadstream.domain.evaluate import Evaluation, evaluate
 from leadstream.domain.explain import (
     Step,
     deliver_send,
@@ -40,14 +41,13 @@ from leadstream.domain.lead_index import (
 )
 from leadstream.domain.send_state import apply_members, audience_filter_for, store_filter_part
 from leadstream.domain.sends import Counts, EventFilter, SendRules, SendTrigger
-from leadstream.index.evaluate import Evaluation, evaluate
 from leadstream.index.partition import OptTypes
 from leadstream.index.table import IndexedStore
 from leadstream.state import keys
 from leadstream.state.memory import MemoryStore
 from leadstream.state.port import PartitionStore, iter_prefix
 from leadstream.state.rocksdb import TableStore
-from leadstream.wire.records import encode_recipient
+from leadstream.wire.records import RECIPIENT_ENTRIES
 from tests.support.changelog import ChangelogRecord, FakeTable, kafka_compacted
 from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
 
@@ -579,7 +579,7 @@ def test_a_configured_suppression_key_is_not_kept_in_the_state() -> None:
     secret = b"s" * 32
 
     def opened(hash_key: bytes) -> IndexedStore:
-        return IndexedStore(inner, OptTypes(OPT_OUT, OPT_IN), encode_recipient, hash_key=hash_key)
+        return IndexedStore(inner, OptTypes(OPT_OUT, OPT_IN), RECIPIENT_ENTRIES, hash_key=hash_key)
 
     store = opened(secret)
     opted_out_then_erased(store, folded=False)

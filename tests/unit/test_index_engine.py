@@ -56,6 +56,13 @@ from pyroaring import BitMap
 from leadstream.domain.audience import MemberOp
 from leadstream.domain.controls import FrequencyCap, QuietHours, Where, parse_where, phone_zones
 from leadstream.domain.erase import Erased, erase_lead
+from leadstream.domain.evaluate import (
+    Evaluation,
+    _EventSource,
+    evaluate,
+    has_event,
+    materialize_partition,
+)
 from leadstream.domain.explain import (
     Step,
     deliver_send,
@@ -83,13 +90,6 @@ from leadstream.domain.sends import (
     campaign_members,
     filter_parts,
     keeps,
-)
-from leadstream.index.evaluate import (
-    Evaluation,
-    _EventSource,
-    evaluate,
-    has_event,
-    materialize_partition,
 )
 from leadstream.index.table import IndexedStore
 from leadstream.index.timeline import HOUR_MS, TRACKED_COUNTS

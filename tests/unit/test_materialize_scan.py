@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leadstream.domain.audience import MemberOp
+from leadstream.domain.evaluate import materialize_partition
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.lead_index import apply_events, compact_partition, count_events, latest_opt
 from leadstream.domain.send_state import apply_members
@@ -23,7 +24,6 @@ from leadstream.domain.sends import (
     SendTrigger,
     campaign_members,
 )
-from leadstream.index.evaluate import materialize_partition
 from leadstream.index.table import IndexedStore
 from tests.support.stores import indexed_memory
 

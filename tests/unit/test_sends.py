@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadstream.domain.audience import MemberOp
+from leadstream.domain.evaluate import materialize_partition
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.lead_index import OrgScan, apply_events
 from leadstream.domain.partitioning import lead_partition
@@ -48,7 +49,6 @@ from leadstream.domain.sends import (
     resolve_audience_filter,
     split_filter,
 )
-from leadstream.index.evaluate import materialize_partition
 from leadstream.index.table import IndexedStore
 from leadstream.wire.records import (
     done_record,

@@ -1,6 +1,6 @@
 """The compliance controls of a send (docs/contract.md, section 3.5): frequency caps,
 quiet hours and metadata conditions on event filters. Parsing and the per-lead rules live
-here; :mod:`leadstream.index.evaluate` applies them to whole partitions at once.
+here; :mod:`leadstream.domain.evaluate` applies them to whole partitions at once.
 """
 
 from __future__ import annotations

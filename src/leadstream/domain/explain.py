@@ -24,10 +24,10 @@ import msgspec
 from pyroaring import BitMap
 
 from leadstream.domain.controls import WhereMatcher, phone_zones
+from leadstream.domain.evaluate import Evaluation
 from leadstream.domain.lead_index import LeadHistory, lead_history
 from leadstream.domain.normalize import format_ms
 from leadstream.domain.sends import EventFilter, SendRules, SendTrigger
-from leadstream.index.evaluate import Evaluation
 from leadstream.index.partition import PartitionIndex
 from leadstream.index.table import IndexedStore
 from leadstream.state import keys

@@ -16,6 +16,7 @@ import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pyroaring import BitMap
 
@@ -24,11 +25,25 @@ from leadstream.index.zones import LeadZones
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
 
-__all__ = ["Campaign", "OptTypes", "OrgIndex", "PartitionIndex", "build", "lead_digest"]
-
-Encode = Callable[[str, str | None], bytes]
+__all__ = [
+    "Campaign",
+    "EntryCodec",
+    "OptTypes",
+    "OrgIndex",
+    "PartitionIndex",
+    "build",
+    "lead_digest",
+]
 _U64 = struct.Struct(">Q")
 _NONE = -1
+
+
+class EntryCodec(NamedTuple):
+    """How a member's entry (``phoneE164`` and ``externalId`` as a chunk carries them) is
+    made once and read back: the index keeps entries, the wire format is not its to know."""
+
+    encode: Callable[[str, str | None], bytes]
+    decode: Callable[[bytes], tuple[str, str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +101,9 @@ class OrgIndex:
 class PartitionIndex:
     """See the module docstring."""
 
-    def __init__(self, opt: OptTypes, encode: Encode) -> None:
+    def __init__(self, opt: OptTypes, codec: EntryCodec) -> None:
         self.opt = opt
-        self._encode = encode
+        self.codec = codec
         # "org NUL phone" -> lead id (read directly by the ingest's hot loop).
         self.lead_ids: dict[str, int] = {}
         self.next_id = 0
@@ -145,6 +160,12 @@ class PartitionIndex:
         org, phone = name.split("\0", 1)
         return org, phone
 
+    def phone_of(self, lead: int) -> str | None:
+        """The phone of a member, from its entry (None: not a member here)."""
+        plain = self.plain
+        entry = plain[lead] if lead < len(plain) else None
+        return None if entry is None else self.codec.decode(entry)[0]
+
     def suppressed_at(self, org: str, phone: str) -> int | None:
         """When the phone was erased while opted out (None: it was not)."""
         index = self.orgs.get(org)
@@ -189,14 +210,14 @@ class PartitionIndex:
         if len(plain) <= lead:
             plain.extend([None] * (lead + 1 - len(plain)))
         if plain[lead] is None:
-            plain[lead] = self._encode(phone, None)
+            plain[lead] = self.codec.encode(phone, None)
         if external_id is None:
             members.external_ids.pop(lead, None)
             members.entries.pop(lead, None)
             members.with_external.discard(lead)
         else:
             members.external_ids[lead] = external_id
-            members.entries[lead] = self._encode(phone, external_id)
+            members.entries[lead] = self.codec.encode(phone, external_id)
             members.with_external.add(lead)
 
     def member_removed(self, org: str, campaign: str, lead: int) -> None:
@@ -300,7 +321,7 @@ def build(
     store: PartitionStore,
     partition: int,
     opt: OptTypes,
-    encode: Encode,
+    codec: EntryCodec,
     *,
     hash_key: bytes | None = None,
 ) -> PartitionIndex:
@@ -310,7 +331,7 @@ def build(
     :meth:`~leadstream.domain.lead_index.LeadHistory.count`: the folded count plus the
     event keys after the folded maximum (keys at or below it are already in the count;
     they exist only between a restore and the next compaction)."""
-    index = PartitionIndex(opt, encode)
+    index = PartitionIndex(opt, codec)
     ids = index.lead_ids
     highest = -1
     index.hash_key = hash_key or store.get(partition, keys.hash_key_key())

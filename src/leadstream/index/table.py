@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-from leadstream.index.partition import Encode, OptTypes, PartitionIndex, build
+from leadstream.index.partition import EntryCodec, OptTypes, PartitionIndex, build
 from leadstream.state.port import PartitionStore
 
 __all__ = ["IndexedStore"]
@@ -29,14 +29,14 @@ class IndexedStore:
         self,
         inner: PartitionStore,
         opt: OptTypes,
-        encode: Encode,
+        codec: EntryCodec,
         *,
         on_build: Callable[[int, float], None] | None = None,
         hash_key: bytes | None = None,
     ) -> None:
         self._inner = inner
         self._opt = opt
-        self._encode = encode
+        self._codec = codec
         self._on_build = on_build
         # The key of suppression hashes (LEADSTREAM_SUPPRESSION_KEY); None: each
         # partition's own, kept in its state.
@@ -49,7 +49,7 @@ class IndexedStore:
         if index is None:
             started = time.perf_counter()
             index = self._indexes[partition] = build(
-                self._inner, partition, self._opt, self._encode, hash_key=self._hash_key
+                self._inner, partition, self._opt, self._codec, hash_key=self._hash_key
             )
             took = time.perf_counter() - started
             logger.info("partition %d indexed in %.2f s: %d leads", partition, took, index.next_id)

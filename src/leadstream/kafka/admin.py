@@ -164,7 +164,11 @@ def broker_reachable(admin: AdminClient, timeout: float = 2.0) -> bool:
 
 
 def ensure_topics(
-    settings: Settings, names: list[str] | None = None, *, timeout: float = 60.0
+    settings: Settings,
+    names: list[str] | None = None,
+    *,
+    timeout: float = 60.0,
+    connection: KafkaConnection | None = None,
 ) -> list[str]:
     """Create the missing topics (partitions, replication from settings) and wait until the
     broker's metadata shows every wanted topic with a leader for each partition; return
@@ -173,8 +177,9 @@ def ensure_topics(
     The wait matters: CreateTopics returns once the controller has committed the topic,
     and a broker serves it in metadata a moment later (seconds on a broker still loading
     a large metadata log after a restart). A consumer that joins its group in between is
-    assigned nothing for the missing topic until its next metadata refresh, minutes on."""
-    connection = KafkaConnection.of(settings)
+    assigned nothing for the missing topic until its next metadata refresh, minutes on.
+    ``connection``: the process's own, when it has one already."""
+    connection = connection or KafkaConnection.of(settings)
     wait_for_broker(connection)
     admin = connection.admin()
     wanted = names if names is not None else required_topics(settings)

@@ -18,7 +18,7 @@ How a send comes out exactly once, end to end:
 4. A due send whose ``done`` for partition p is already on the progress topic is out:
    only step 7 remains.
 5. The partition's recipients and counts are computed from its index
-   (:func:`leadstream.index.evaluate.evaluate`), and what the send did to each member is
+   (:func:`leadstream.domain.evaluate.evaluate`), and what the send did to each member is
    recorded for explain (a repeat of 5 after a crash records it again).
 6. All the partition's chunks on ``send-recipients`` and its ``done`` record on the
    progress topic (partition p) are one transaction.
@@ -40,9 +40,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 
+from leadstream.domain.evaluate import evaluate
 from leadstream.domain.explain import deliver_send, record_send
 from leadstream.domain.partitioning import send_partition
 from leadstream.domain.send_state import (
@@ -54,15 +54,15 @@ from leadstream.domain.send_state import (
     ready_at,
 )
 from leadstream.domain.sends import AudienceFilterSpec, SendId, SendRules, SendTrigger
-from leadstream.index.evaluate import evaluate, phone_of
 from leadstream.index.table import IndexedStore
-from leadstream.index.zones import LeadZones, ZoneLearner
 from leadstream.kafka.config import KafkaConnection
 from leadstream.logs import log_fields
 from leadstream.materialize.output import OutMessage, Role, TransactionalOutput
 from leadstream.materialize.progress import ProgressView
 from leadstream.materialize.schedule import Schedule
-from leadstream.streams.topology import Topology, now_ms
+from leadstream.metrics import Metrics
+from leadstream.settings import Settings
+from leadstream.streams.topology import now_ms
 from leadstream.wire.records import (
     PartitionDone,
     Summarized,
@@ -77,23 +77,25 @@ __all__ = ["Materializer", "summary_delay_seconds"]
 
 logger = logging.getLogger(__name__)
 
-# Members' time zones are not looked up ahead while a held send is due within this many ms.
-_ZONES_CLEAR_MS = 2000
-
-
-def _still_indexed(store: IndexedStore, zones: LeadZones) -> bool:
-    """Is ``zones`` the cache of an index the store still holds (not one dropped by a
-    restore or a revocation while its numbers were looked up)?"""
-    return any(store.index(p).zones is zones for p in store.indexed_partitions())
-
 
 class Materializer:
     """Materializes due sends of this worker's partitions; emits summaries it is home for."""
 
-    def __init__(self, topo: Topology) -> None:
-        self.topo = topo
-        settings = topo.settings
-        connection = KafkaConnection.of(settings)
+    def __init__(
+        self,
+        store: IndexedStore,
+        settings: Settings,
+        connection: KafkaConnection,
+        metrics: Metrics,
+        *,
+        owned: Callable[[], list[int]],
+        ready: Callable[[], bool],
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._metrics = metrics
+        self._owned = owned
+        self._ready = ready
         self.progress = ProgressView(connection, settings.topics.send_progress, settings.partitions)
         self.output = TransactionalOutput(connection, settings.app_id, self.progress)
         self.schedule = Schedule()
@@ -105,14 +107,18 @@ class Materializer:
         """A send was held: look now rather than at the next tick."""
         self.schedule.wake()
 
+    def send_due_within(self, ms: int) -> bool:
+        """Whether a held send may be materialized in the next ``ms`` (as of the last
+        round): background work keeps off the interpreter meanwhile."""
+        return self._next_ready_ms is not None and self._next_ready_ms <= now_ms() + ms
+
     async def run(self) -> None:
         """The loop: every wake-up, due moment or half second, do what is due."""
         self.progress.start()
-        zones = asyncio.create_task(self._learn_zones(), name="learn-member-zones")
         try:
             while True:
                 await self.schedule.wait()
-                if not self.topo.is_ready():
+                if not self._ready():
                     self.schedule.idle()
                     continue
                 try:
@@ -121,67 +127,30 @@ class Materializer:
                     logger.exception("materialize round failed; retrying")
                     await asyncio.sleep(1.0)
         finally:
-            zones.cancel()
             self.progress.stop()
 
     async def _round(self) -> None:
-        active = set(self.topo.active_partitions())
+        active = set(self._owned())
         self.output.keep_only(active)
-        store = self.topo.store
-        store.keep_only(active)
-        # Fencing, reading the progress topic and building indexes take a while: not at a
-        # send's moment.
+        store = self._store
+        # Fencing and reading the progress topic take a while: not at a send's moment.
+        # (The partitions' indexes are built ahead too: leadstream.materialize.warmup.)
         for partition in sorted(active):
             for role in Role:
                 await self.output.ready(role, partition)
-            if not store.has_index(partition):
-                store.index(partition)
-                await asyncio.sleep(0)
         # Partitions side by side: one's transaction commits while the next is computed.
         await asyncio.gather(*(self._materialize_due(p) for p in sorted(active)))
         held = [r for p in sorted(active) for r in held_sends(store, p)]
         now = now_ms()
         self.schedule.plan(held, now_ms=now, lead_ms=self._lead_ms)
         for send, dones in self.progress.complete():
-            home = send_partition(send.organization_id, send.send_id, self.topo.settings.partitions)
+            home = send_partition(send.organization_id, send.send_id, self._settings.partitions)
             if home in active:
                 await self._summarize(home, send, dones)
         self._next_ready_ms = min((ready_at(r, lead_ms=self._lead_ms) for r in held), default=None)
 
-    async def _learn_zones(self) -> None:
-        """Quiet hours need each member's time zones: worked out ahead, on a thread
-        (:class:`~leadstream.index.zones.ZoneLearner`), except while a send is due in the
-        next moments (it would share the interpreter with the lookups)."""
-        learner = ZoneLearner(busy=lambda: time.monotonic() - self.topo.applied_at < 1.0)
-        store = self.topo.store
-        try:
-            while True:
-                soon = self._next_ready_ms is not None and (
-                    self._next_ready_ms <= now_ms() + _ZONES_CLEAR_MS
-                )
-                if soon or not self.topo.is_ready():
-                    await asyncio.sleep(0.2)
-                    continue
-                indexes = [
-                    store.index(p)
-                    for p in sorted(self.topo.active_partitions())
-                    if store.has_index(p)
-                ]
-                try:
-                    looked_up = await learner.step(
-                        ((ix.zones, len(ix.plain), phone_of(ix)) for ix in indexes),
-                        partial(_still_indexed, store),
-                    )
-                except Exception:  # noqa: BLE001 - a send learns what this has not
-                    logger.exception("learning members' time zones failed; retrying")
-                    looked_up = 0
-                if not looked_up:
-                    await asyncio.sleep(1.0)
-        finally:
-            learner.close()
-
     async def _materialize_due(self, partition: int) -> None:
-        store = self.topo.store
+        store = self._store
         for record in due_sends(store, partition, now_ms=now_ms(), lead_ms=self._lead_ms):
             try:
                 await self._materialize(partition, record)
@@ -196,7 +165,7 @@ class Materializer:
                 )
 
     def _rules(self, trigger: SendTrigger, audience_filter: AudienceFilterSpec | None) -> SendRules:
-        settings = self.topo.settings
+        settings = self._settings
         return SendRules.of(
             trigger,
             audience_filter,
@@ -206,24 +175,24 @@ class Materializer:
 
     async def _materialize(self, partition: int, record: PendingRecord) -> None:
         """Steps 3 to 7 of the protocol above, for one send and one partition."""
-        topo, settings = self.topo, self.topo.settings
+        store, settings = self._store, self._settings
         trigger = record.trigger
         send = SendId(trigger.organization_id, trigger.send_id)
         await self.output.ready(Role.SHARE, partition)  # 3
         if self.progress.is_done(send, partition):  # 4
-            deliver_send(topo.store, partition, *send)
-            finish_send(topo.store, partition, *send)
+            deliver_send(store, partition, *send)
+            finish_send(store, partition, *send)
             return
         started = time.perf_counter()
         behind_ms = now_ms() - trigger.due_at(self._lead_ms)
-        audience_filter, late_filters = audience_filter_for(topo.store, partition, trigger)
+        audience_filter, late_filters = audience_filter_for(store, partition, trigger)
         rules = self._rules(trigger, audience_filter)
         evaluation = evaluate(  # 5
-            topo.store.index(partition), rules, store=topo.store, partition=partition
+            store.index(partition), rules, store=store, partition=partition
         )
         recipients, counts = evaluation.entries(), evaluation.counts()
         materialized_at = now_ms()
-        record_send(topo.store, partition, rules, evaluation, materialized_at=materialized_at)
+        record_send(store, partition, rules, evaluation, materialized_at=materialized_at)
         chunks = encode_chunks(trigger, partition, recipients, settings.chunk_size)
         done = done_record(
             trigger,
@@ -244,9 +213,9 @@ class Materializer:
         computed = time.perf_counter()
         await self.output.commit(Role.SHARE, partition, messages)  # 6
         self.progress.record_done(send, done)
-        deliver_send(topo.store, partition, *send)  # 7
-        finish_send(topo.store, partition, *send)
-        topo.metrics.materialize_seconds.observe(time.perf_counter() - started)
+        deliver_send(store, partition, *send)  # 7
+        finish_send(store, partition, *send)
+        self._metrics.materialize_seconds.observe(time.perf_counter() - started)
         logger.info(
             "send %s:%s partition %d: %d recipients in %d chunks; began %d ms after the"
             " moment, computed in %d ms, committed in %d ms",
@@ -272,12 +241,12 @@ class Materializer:
             Role.SUMMARY,
             home,
             [
-                OutMessage(self.topo.settings.topics.send_recipients, key, encode_json(summary)),
-                OutMessage(self.topo.settings.topics.send_progress, key, marker, home),
+                OutMessage(self._settings.topics.send_recipients, key, encode_json(summary)),
+                OutMessage(self._settings.topics.send_progress, key, marker, home),
             ],
         )
         delay = summary_delay_seconds(dones, lead_ms=self._lead_ms, committed_at=now_ms())
-        self.topo.metrics.send_summary_seconds.observe(delay)
+        self._metrics.send_summary_seconds.observe(delay)
         self.progress.record_summarized(send)
         logger.info(
             "send %s:%s summary: %d recipients, committed %.3f s after the moment",

@@ -31,29 +31,49 @@ from leadstream.wire.commands import (
     encode_reply,
 )
 
-__all__ = ["register_apply"]
+__all__ = ["ApplyActivity", "register_apply"]
 
 logger = logging.getLogger(__name__)
 
 
+class ApplyActivity:
+    """When the apply agent last applied a command: background work (members' time zones)
+    steps back while it is busy."""
+
+    def __init__(self) -> None:
+        self._at = float("-inf")
+
+    def applied(self) -> None:
+        self._at = time.monotonic()
+
+    def busy(self, within_seconds: float = 1.0) -> bool:
+        """Whether a command was applied in the last ``within_seconds``."""
+        return time.monotonic() - self._at < within_seconds
+
+
 def register_apply(
     topo: Topology, on_held: Callable[[], None], deliver: Callable[[Reply], bool]
-) -> None:
+) -> ApplyActivity:
     """Declare the apply agent and the compaction timer; ``on_held`` wakes the materializer,
-    ``deliver`` hands a reply to a request waiting in this process (False: none waits)."""
+    ``deliver`` hands a reply to a request waiting in this process (False: none waits).
+    Returns how busy the agent is."""
     app, settings = topo.app, topo.settings
     rules = ApplyRules(settings.partitions, settings.event_retention_days)
+    activity = ApplyActivity()
 
     @app.agent(topo.by_lead, name="apply-lead-commands")
     async def apply(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            await topo.process(msg, partial(_apply_one, topo, rules, msg, on_held, deliver))
+            work = partial(_apply_one, topo, rules, msg, on_held, deliver, activity)
+            await topo.process(msg, work)
 
     @app.timer(interval=settings.compaction_interval_seconds)  # type: ignore[untyped-decorator]
     async def compact() -> None:
         if topo.is_ready():
             await _compact(topo)
+
+    return activity
 
 
 async def _apply_one(
@@ -62,12 +82,13 @@ async def _apply_one(
     msg: Any,
     on_held: Callable[[], None],
     deliver: Callable[[Reply], bool],
+    activity: ApplyActivity,
 ) -> None:
     command = decode_command(msg.value)
     at = Arrival(msg.partition, msg.offset, received_ms(msg), now_ms())
     started = time.perf_counter()
     effects = handle(topo.store, at, command, rules)
-    topo.applied_at = time.monotonic()
+    activity.applied()
     if isinstance(command, EventsBatch):
         topo.metrics.apply_seconds.observe(time.perf_counter() - started)
     if isinstance(command, EraseLead) and effects.erased is not None:

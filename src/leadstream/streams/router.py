@@ -149,6 +149,7 @@ class InputRouter:
         on_dead_letter: Callable[[str], None] = lambda _topic: None,
     ) -> None:
         self._settings = settings
+        self._connection = KafkaConnection.of(settings)  # every client of this process
         self._topics = settings.topics
         self._rules = IngestRules(settings.default_region, settings.max_future_skew_seconds * 1000)
         self._on_rejected = on_rejected
@@ -202,8 +203,7 @@ class InputRouter:
                 self._stop.wait(1.0)
 
     async def _consume(self) -> None:
-        settings = self._settings
-        connection = KafkaConnection.of(settings)
+        settings, connection = self._settings, self._connection
         producer = connection.producer({"linger.ms": 2, "compression.type": "lz4"})
         consumer = connection.aiokafka_consumer(
             router_group(settings),
@@ -272,7 +272,7 @@ class InputRouter:
     def _inherited_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Of ``partitions``, those this group has no offset for, at the offset the
         worker's group committed (none where it has none either)."""
-        connection = KafkaConnection.of(self._settings)
+        connection = self._connection
         asked = [LibrdkafkaPartition(tp.topic, tp.partition) for tp in partitions]
         ours = connection.consumer(router_group(self._settings))
         try:

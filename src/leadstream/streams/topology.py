@@ -56,9 +56,6 @@ class Topology:
         self.store = store
         self.metrics = metrics
         self._on_fault = on_fault
-        # When the apply agent last applied a command (time.monotonic()): background work
-        # (members' time zones) steps back while it is busy.
-        self.applied_at = 0.0
         names = settings.topics
         self.rejects = app.topic(names.rejects, key_type=bytes, value_type=bytes)
         self.replies = app.topic(names.replies, key_type=bytes, value_type=bytes)

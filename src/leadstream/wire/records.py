@@ -18,9 +18,11 @@ import msgspec
 from leadstream.domain.ingest import Rejected
 from leadstream.domain.normalize import format_ms
 from leadstream.domain.sends import Counts, SendTrigger
+from leadstream.index.partition import EntryCodec
 
 __all__ = [
     "MAX_REJECT_RAW_BYTES",
+    "RECIPIENT_ENTRIES",
     "PartitionDone",
     "Progress",
     "RejectRecord",
@@ -108,6 +110,10 @@ def decode_recipient(entry: bytes) -> tuple[str, str | None]:
     """``(phoneE164, externalId)`` of an entry made by :func:`encode_recipient`."""
     recipient = _recipient_decoder.decode(entry)
     return recipient.phone_e164, recipient.external_id
+
+
+# The index keeps each member's entry made once, and reads its phone back from it.
+RECIPIENT_ENTRIES = EntryCodec(encode_recipient, decode_recipient)
 
 
 def encode_chunks(

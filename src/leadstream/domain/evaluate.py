@@ -19,14 +19,13 @@ from its history; the property tests hold the two equal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import cast
 
 from pyroaring import BitMap
 
-from leadstream.domain.controls import FrequencyCap, WhereMatcher
+from leadstream.domain.controls import FrequencyCap, WhereMatcher, phone_zones
 from leadstream.domain.sends import (
     AudienceFilterSpec,
     Counts,
@@ -39,9 +38,8 @@ from leadstream.index.partition import Campaign, OrgIndex, PartitionIndex
 from leadstream.index.table import IndexedStore
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore
-from leadstream.wire.records import decode_recipient
 
-__all__ = ["Evaluation", "capped", "evaluate", "has_event", "materialize_partition", "phone_of"]
+__all__ = ["Evaluation", "capped", "evaluate", "has_event", "materialize_partition"]
 
 _EMPTY = Campaign()
 
@@ -95,7 +93,7 @@ class Evaluation:
                 break
             entry = self.campaign.entries.get(lead) or self.index.plain[lead]
             if entry is not None:  # always: every member has its plain entry
-                out.append(decode_recipient(entry))
+                out.append(self.index.codec.decode(entry))
         return out
 
 
@@ -140,8 +138,9 @@ def evaluate(
         recipients = recipients - capped(org, trigger.frequency_cap, at, recipients)
     by_cap = recipients
     if trigger.quiet_hours is not None and recipients:
+        rule = trigger.quiet_hours
         recipients = recipients - index.zones.quiet(
-            recipients, trigger.quiet_hours, at, phone_of(index)
+            recipients, lambda zones: rule.decide(zones, at).quiet, index.phone_of, phone_zones
         )
     return Evaluation(
         audience,
@@ -200,17 +199,6 @@ def _at_least(sets: list[BitMap], need: int) -> BitMap:
     return greater | equal
 
 
-def phone_of(index: PartitionIndex) -> Callable[[int], str | None]:
-    """The phone of a lead id, for members (from the entry a chunk carries)."""
-    plain = index.plain
-
-    def lookup(lead: int) -> str | None:
-        entry = plain[lead] if lead < len(plain) else None
-        return None if entry is None else decode_recipient(entry)[0]
-
-    return lookup
-
-
 class _EventSource:
     """Counts of a filter's events that meet its metadata conditions, read from the
     partition's event keys (the index keeps no metadata) for the leads that have the
@@ -221,7 +209,7 @@ class _EventSource:
     ) -> None:
         self._store = store
         self._partition = partition
-        self._phone_of = phone_of(index)
+        self._phone_of = index.phone_of
         self._org = org
 
     def has(
