@@ -458,7 +458,7 @@ def test_event_after_trigger_before_materialize_time_is_counted(
         assert got == {phone(61), phone(62), phone(64)}
         assert summary["late"] is False
         assert summary["counts"]["droppedByEventFilter"] == 1
-        assert "indexed in" in worker.log_path.read_text(), worker.tail()
+        assert "index built from its keys in" in worker.log_path.read_text(), worker.tail()
     finally:
         stack.close()
 

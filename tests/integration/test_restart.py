@@ -4,6 +4,7 @@ without waiting for the dead member's session to run out."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -108,3 +109,9 @@ def test_a_killed_worker_started_again_takes_its_partitions_back_without_waiting
     # Not a performance bound (bench/ measures that): a restart that waited for the
     # dead member would take the whole session timeout before any partition.
     assert ready < SESSION_SECONDS * 0.75
+    # Each partition's index was read back from what the killed worker kept on disk, not
+    # built again from a scan of its keys (the send above holds it right).
+    log = worker.log_path.read_text()
+    read_back = {int(p) for p in re.findall(r"partition (\d+) index read back", log)}
+    assert read_back == set(range(stack.settings.partitions)), worker.tail()
+    assert "index built from its keys" not in log, worker.tail()

@@ -51,7 +51,10 @@ EVERYTHING = (b"", b"\xff\xff")
 
 
 def all_items(store: object, partition: int = P) -> list[tuple[bytes, bytes]]:
-    return [(bytes(k), bytes(v)) for k, v in store.iter_range(partition, *EVERYTHING)]  # type: ignore[attr-defined]
+    """Every logged key (not the worker's kept index, which is never on the changelog)."""
+    items = store.iter_range(partition, *EVERYTHING)  # type: ignore[attr-defined]
+    kept = keys.index_prefix()
+    return [(bytes(k), bytes(v)) for k, v in items if not bytes(k).startswith(kept)]
 
 
 def needles(phone: str, *external_ids: str) -> list[bytes]:

@@ -467,6 +467,11 @@ class Send:
 #                                      against frequency caps; again: a no-op
 #   ("erase", org, phone, ms[, bool])  erase_lead at ms (never before an earlier erase);
 #                                      with True, a restore (of 6) right after
+#   ("restart",)                       the worker restarts on its data: every index is
+#                                      read back from what it kept on disk
+#   ("crash", (LeadEvent, ...), k)     apply_events crashes after k writes (a partition's
+#                                      keys written, its index and journal not), the
+#                                      worker restarts, the events are delivered again
 Op = tuple[Any, ...]
 
 
@@ -475,11 +480,20 @@ class Crash(Exception):
 
 
 class CrashingStore:
-    """Delegates to an indexed store and raises after ``budget`` writes."""
+    """Delegates to an indexed store and raises after ``budget`` writes (a logged batch is
+    one write, which is done before the crash: keys written, the index not told)."""
 
     def __init__(self, inner: IndexedStore, budget: int) -> None:
         self.inner = inner
         self.budget = budget
+
+    def put_batch(self, partition: int, items: Any, *, created_ms: int) -> None:
+        self.inner.put_batch(partition, items, created_ms=created_ms)
+        self._spend()
+
+    def put_memberships(self, partition: int, items: Any, *, group: int) -> None:
+        self.inner.put_memberships(partition, items, group=group)
+        self._spend()
 
     def __getattr__(self, name: str) -> Any:  # reads: get, get_many, iter_range, index
         return getattr(self.inner, name)
@@ -608,6 +622,10 @@ class World:
             self.erase(*op[1:4])
             if len(op) > 4 and op[4]:
                 self.restore(6)
+        elif kind == "restart":
+            self.restart()
+        elif kind == "crash":
+            self.crash(op[1], op[2])
         else:  # pragma: no cover
             raise AssertionError(op)
 
@@ -635,6 +653,8 @@ class World:
             self.store._inner.put(p, key, value)
             touched.add(p)
         self.model.restore(folded)
+        for p in touched:  # as a restore does in the write batch of the keys it changed
+            self.store._inner.write_local(p, [(keys.index_open_key(), b"restored")])
         self.store.drop(touched)
         for p, key, _ in back:
             self.store.index(p)  # built: the erased lead's key is deleted again
@@ -643,6 +663,35 @@ class World:
             note("restored folded event keys")
         if back:
             note("restored event keys of an erased lead")
+
+    def restart(self) -> None:
+        """A new process on the same data: nothing in memory, every index read back."""
+        inner = self.store._inner
+        self.store = IndexedStore(
+            inner, self.store._opt, self.store._codec, hash_key=self.store._hash_key
+        )
+        for p in range(PARTITIONS):
+            self.store.index(p)
+
+    def crash(self, events: Sequence[LeadEvent], budget: int) -> None:
+        crashing = CrashingStore(self.store, budget)
+        try:
+            for p, group in group_by_partition(events, PARTITIONS).items():
+                apply_events(
+                    crashing,  # type: ignore[arg-type]
+                    p,
+                    group,
+                    horizon_ms=self.model.horizon,
+                    now_ms=MATERIALIZED_AT,
+                )
+        except Crash:
+            note("apply interrupted after its keys were written")
+        self.restart()
+        for p, group in group_by_partition(events, PARTITIONS).items():  # delivered again
+            apply_events(
+                self.store, p, group, horizon_ms=self.model.horizon, now_ms=MATERIALIZED_AT
+            )
+        self.model.apply(events)
 
     def apply(self, events: Sequence[LeadEvent]) -> None:
         inserted = duplicates = 0
@@ -671,7 +720,7 @@ class World:
             except Crash:
                 crashed = True
                 note("compaction interrupted")
-                self.store.drop(range(PARTITIONS))  # the process died; a restart rebuilds
+                self.restart()  # the process died: what it kept says so, the index is built
                 # Half-compacted keys (at or below a folded maximum) must change nothing.
                 assert_counts_exact(self.store, self.model)
                 for send in self.sends:
@@ -1178,6 +1227,10 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Op], list[Send]]:
         st.tuples(st.just("compact"), at, st.none()),
         st.tuples(st.just("compact"), at, st.integers(0, 8)),
         st.tuples(st.just("compact"), at, st.integers(0, 8)),
+        st.just(("restart",)),
+        event_ops(at, targets)
+        .map(lambda o: ("crash", o[1]))
+        .flatmap(lambda o: st.tuples(st.just(o[0]), st.just(o[1]), st.integers(0, 2))),
     )
     first = ("members", draw(member_ops(min_size=3, audiences=audiences)))
     # Erase anyone, or a member; sometimes a restore from the changelog right after.

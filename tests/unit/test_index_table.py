@@ -1,5 +1,5 @@
-"""The indexed store: an index is built from the store when first asked for, and never
-kept half-updated."""
+"""The indexed store: an index is read back from what was kept of it, or built from the
+store when first asked for, and never kept half-updated."""
 
 from __future__ import annotations
 
@@ -22,10 +22,21 @@ class FailingAfterWrite(MemoryStore):
 
     fail = False
 
-    def put_batch(self, partition, items, *, created_ms):
-        super().put_batch(partition, items, created_ms=created_ms)
+    def put_batch(self, partition, items, *, created_ms, local=()):
+        super().put_batch(partition, items, created_ms=created_ms, local=local)
         if self.fail:
             raise Boom
+
+
+class FailingBeforeWrite(MemoryStore):
+    """Fails the batch before anything is written (a full disk)."""
+
+    fail = False
+
+    def put_batch(self, partition, items, *, created_ms, local=()):
+        if self.fail:
+            raise Boom
+        super().put_batch(partition, items, created_ms=created_ms, local=local)
 
 
 def test_an_index_is_built_from_what_the_store_already_holds() -> None:
@@ -53,6 +64,30 @@ def test_a_write_that_fails_between_store_and_index_drops_the_index() -> None:
     )
     assert (again.inserted, again.duplicates) == (0, 1)
     assert len(store.index(0).orgs["o"].timelines["buy"].ever) == 2
+    assert_indexes_rebuild_equal(store)
+
+
+def test_an_ingest_that_fails_before_its_write_leaves_the_kept_index_as_it_was() -> None:
+    inner = FailingBeforeWrite()
+    store = indexed_memory(inner=inner)
+    apply_events(store, 0, [LeadEvent("o", "+15550001", "buy", BASE)], horizon_ms=0, now_ms=0)
+    inner.fail = True
+    with pytest.raises(Boom):
+        apply_events(store, 0, [LeadEvent("o", "+15550002", "buy", BASE)], horizon_ms=0, now_ms=0)
+    assert not store.has_index(0)
+    # The index learnt the event before the write that failed; read back, it has not.
+    index = indexed_memory(inner=inner).index(0)
+    assert index.lead_id("o", "+15550002") is None
+    assert_indexes_rebuild_equal(store)
+
+
+def test_a_writer_that_changes_the_index_after_its_one_write_is_refused() -> None:
+    store = indexed_memory()
+    with pytest.raises(RuntimeError), store.updating(0, one_write=True) as index:
+        index.assign("o", "+15550001")
+    assert not store.has_index(0)
+    # What is kept says it may not agree with the keys: built again, without the lead.
+    assert indexed_memory(inner=store._inner).index(0).lead_id("o", "+15550001") is None
     assert_indexes_rebuild_equal(store)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rocksdict import Options, Rdict
 
 from leadstream.domain.audience import MemberOp
 from leadstream.domain.ingest import LeadEvent
@@ -25,7 +26,7 @@ from leadstream.domain.lead_index import (
     lead_events,
 )
 from leadstream.domain.send_state import apply_members
-from leadstream.state import keys
+from leadstream.state import keys, rocksdb
 from leadstream.state.memory import MemoryStore
 from leadstream.state.port import iter_prefix
 from leadstream.state.rocksdb import LOGGED_BATCH_ITEMS, TableStore
@@ -260,7 +261,40 @@ def test_iter_range_matches_sorted_reference(subject, keys_, lower, upper, rever
     assert items(s.iter_range(partition, lower, upper, reverse=reverse)) == expected
 
 
+def test_write_local_puts_and_deletes_at_once(subject):
+    s = subject.store
+    s.put(0, b"gone", b"x")
+    s.write_local(0, [(b"a", b"1"), (b"b", b"2")], [b"gone", b"never-there"])
+    assert items(s.iter_range(0, b"", b"\xff")) == [(b"a", b"1"), (b"b", b"2")]
+    s.write_local(1, [], [b"a"])
+    assert s.get(0, b"a") == b"1"
+
+
 # --- changelog (TableStore only) ------------------------------------------------------------
+
+
+def test_what_is_written_locally_never_reaches_the_changelog(table_subject):
+    s = table_subject.store
+    s.write_local(0, [(b"I\x00s\x00meta", b"kept")], [b"I\x00o"])
+    assert table_subject.changelog == []
+    assert s.get(0, b"I\x00s\x00meta") == b"kept"
+
+
+def test_a_restore_marks_the_kept_index_only_when_it_changes_a_key(tmp_path):
+    db = Rdict(str(tmp_path / "p0"), Options(raw_mode=True))
+    try:
+        db[b"k"] = b"v"
+        # What the worker wrote itself, read back from the changelog: nothing changes.
+        assert not rocksdb._changes_anything(db, [(b"k", b"v"), (b"gone", None)])
+        assert rocksdb._changes_anything(db, [(b"k", b"other")])
+        assert rocksdb._changes_anything(db, [(b"new", b"v")])
+        assert rocksdb._changes_anything(db, [(b"k", None)])
+        # The last write of a key in the batch is what counts.
+        assert not rocksdb._changes_anything(db, [(b"k", b"other"), (b"k", b"v")])
+        db[keys.index_open_key()] = b"restored"  # marked already: no need to look
+        assert not rocksdb._changes_anything(db, [(b"k", b"other")])
+    finally:
+        db.close()
 
 
 def test_each_write_is_one_changelog_record(table_subject):

@@ -103,10 +103,12 @@ def erase_lead(store: IndexedStore, partition: int, org: str, phone: str, *, now
 def _hash_key(store: PartitionStore, partition: int, index: PartitionIndex) -> bytes:
     """The key of suppression hashes: ``LEADSTREAM_SUPPRESSION_KEY``, or else the
     partition's own, made at its first use."""
-    if index.hash_key is None:
-        index.hash_key = os.urandom(HASH_KEY_BYTES)
-        store.put(partition, keys.hash_key_key(), index.hash_key)
-    return index.hash_key
+    if index.hash_key is not None:
+        return index.hash_key
+    made = os.urandom(HASH_KEY_BYTES)
+    index.set_hash_key(made)
+    store.put(partition, keys.hash_key_key(), made)
+    return made
 
 
 def _delete_events(store: PartitionStore, partition: int, org: str, phone: str) -> int:

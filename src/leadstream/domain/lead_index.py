@@ -78,7 +78,7 @@ def apply_events(
     Each key's value is its lead's id (a new lead gets the next one); the partition's
     index learns the new keys before this returns.
     """
-    with store.updating(partition) as index:
+    with store.updating(partition, one_write=True) as index:
         group = now_ms if logged_ms is None else logged_ms
         return _apply_events(store, partition, index, events, horizon_ms, group)
 
@@ -130,8 +130,6 @@ def _apply_events(
                 puts[key] = before  # this command again: log it again, as it is
             else:
                 del puts[key]
-    if puts:
-        store.put_batch(partition, list(puts.items()), created_ms=group)
     new: dict[tuple[str, str], list[tuple[int, int]]] = {}
     inserted = 0
     for ev, lead, before in zip(added, leads, seen, strict=True):
@@ -142,8 +140,11 @@ def _apply_events(
             if rows is None:
                 rows = new[kind] = []
             rows.append((lead, ev.occurred_at))
+    # The index learns the new keys first: their write then carries its journal entry.
     for (org, event_type), rows in new.items():
         index.events_added(org, event_type, rows)
+    if puts:
+        store.put_batch(partition, list(puts.items()), created_ms=group)
     return ApplyResult(inserted, duplicates + len(added) - inserted)
 
 

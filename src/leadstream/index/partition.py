@@ -4,9 +4,11 @@ its opted-out leads and one :class:`~leadstream.index.timeline.Timeline` per eve
 Everything here is derived from the partition's keys (:mod:`leadstream.state.keys`):
 :func:`build` makes it from a scan of them, and the writers of those keys keep it current
 in the same synchronous call that writes the store (``apply_events``, ``apply_members``,
-``compact_partition``), so between two awaits the index and the store agree. It lives in
-memory only: after a restart or a restore it is built again from the store, which is the
-one durable form (a test holds a rebuilt index equal to one kept current).
+``compact_partition``), so between two awaits the index and the store agree. What they
+change is also recorded, call by call, in :attr:`PartitionIndex.journal`, which
+:mod:`leadstream.index.durable` keeps on disk beside a snapshot, so that a restart reads
+the index back instead of building it (tests hold the index kept current, the one read
+back and the one built from the keys equal).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pyroaring import BitMap
 
@@ -126,6 +128,11 @@ class PartitionIndex:
         # Whether the partition was looked at for batches logged before groups existed
         # (and they were logged again): once per index (leadstream.domain.relog).
         self.legacy_batches_checked = False
+        # While a writer updates the index (IndexedStore.updating): every change, as the
+        # call that made it, for the journal kept with the index (leadstream.index.durable).
+        self.journal: list[tuple[Any, ...]] | None = None
+        # The leads erased in that update, by name: what is kept of them is scrubbed.
+        self.erased: list[tuple[str, str, int]] = []
 
     # -- lead ids --------------------------------------------------------------------
 
@@ -141,6 +148,8 @@ class PartitionIndex:
             return lead, False
         lead = self.lead_ids[key] = self.next_id
         self.next_id += 1
+        if self.journal is not None:
+            self.journal.append(("a", org, phone))
         if self._names is not None:
             self._names.append(key)
         self._check_suppressed(org, phone, lead)
@@ -192,6 +201,8 @@ class PartitionIndex:
 
     def events_added(self, org: str, event_type: str, events: list[tuple[int, int]]) -> None:
         """New event keys ``(lead, occurredAt)`` of one organization and type."""
+        if self.journal is not None:
+            self.journal.append(("e", org, event_type, events))
         index = self.org(org)
         index.timeline(event_type).add_many(events)
         if event_type == self.opt.opt_out or event_type == self.opt.opt_in:
@@ -201,6 +212,8 @@ class PartitionIndex:
     def member_set(
         self, org: str, campaign: str, lead: int, phone: str, external_id: str | None
     ) -> None:
+        if self.journal is not None:
+            self.journal.append(("m", org, campaign, lead, phone, external_id))
         campaigns = self.org(org).campaigns
         members = campaigns.get(campaign)
         if members is None:
@@ -221,6 +234,11 @@ class PartitionIndex:
             members.with_external.add(lead)
 
     def member_removed(self, org: str, campaign: str, lead: int) -> None:
+        if self.journal is not None:
+            self.journal.append(("r", org, campaign, lead))
+        self._member_removed(org, campaign, lead)
+
+    def _member_removed(self, org: str, campaign: str, lead: int) -> None:
         members = self.orgs.get(org, OrgIndex()).campaigns.get(campaign)
         if members is not None:
             members.members.discard(lead)
@@ -230,22 +248,32 @@ class PartitionIndex:
 
     def send_delivered(self, org: str, send: str, scheduled_for: int, recipients: BitMap) -> None:
         """A send's output is committed: its recipients count against frequency caps."""
+        if self.journal is not None:
+            self.journal.append(("d", org, send, scheduled_for, recipients.serialize()))
         self.org(org).sends[send] = (scheduled_for, recipients)
 
     def send_forgotten(self, org: str, send: str) -> None:
+        if self.journal is not None:
+            self.journal.append(("f", org, send))
         index = self.orgs.get(org)
         if index is not None:
             index.sends.pop(send, None)
 
     def lead_erased(self, org: str, phone: str, lead: int) -> None:
         """Forget the lead everywhere (its keys were deleted)."""
+        if self.journal is not None:  # its id only: the journal keeps no erased phone
+            self.journal.append(("x", org, lead))
+            self.erased.append((org, phone, lead))
+        self._lead_erased(org, phone, lead)
+
+    def _lead_erased(self, org: str, phone: str, lead: int) -> None:
         self.lead_ids.pop(org + "\0" + phone, None)
         if self._names is not None and lead < len(self._names):
             self._names[lead] = None
         index = self.orgs.get(org)
         if index is not None:
             for campaign in list(index.campaigns):
-                self.member_removed(org, campaign, lead)
+                self._member_removed(org, campaign, lead)
             for timeline in index.timelines.values():
                 timeline.remove(lead)
             index.opted_out.discard(lead)
@@ -257,13 +285,30 @@ class PartitionIndex:
         self.zones.forget(lead)
 
     def suppress(self, org: str, digest: bytes, erased_at: int) -> None:
+        if self.journal is not None:
+            self.journal.append(("s", org, digest, erased_at))
         self.org(org).suppressed[digest] = erased_at
 
     def unsuppress(self, org: str, digest: bytes) -> None:
+        if self.journal is not None:
+            self.journal.append(("u", org, digest))
         self.org(org).suppressed.pop(digest, None)
+
+    def set_hash_key(self, hash_key: bytes) -> None:
+        """The partition's key of suppression hashes (made at its first erase)."""
+        if self.journal is not None:
+            self.journal.append(("k", hash_key))
+        self.hash_key = hash_key
+
+    def erased_by_id(self, org: str, lead: int) -> None:
+        """:meth:`lead_erased` known by its id (a journal replays it so)."""
+        name = self.name_of(lead)
+        self._lead_erased(org, "" if name is None else name[1], lead)
 
     def compacted(self, horizon_ms: int) -> None:
         """Compaction deleted every event key before ``horizon_ms`` (and folded them)."""
+        if self.journal is not None:
+            self.journal.append(("c", horizon_ms))
         self.folded_through = max(self.folded_through, horizon_ms - 1)
         for index in self.orgs.values():
             for timeline in index.timelines.values():

@@ -1,10 +1,13 @@
 """The lead table as the domain uses it: the partition store plus each partition's index.
 
-An index is built from the store the first time a partition's is asked for, and dropped
-when the store is written behind the port's back (a changelog restore, see
+A partition's index is read back from what the worker kept of it on disk the first time
+it is asked for (:mod:`leadstream.index.durable`), or built from the store's keys when
+there is nothing to read back that agrees with them; it is dropped from memory when the
+store is written behind the port's back (a changelog restore, see
 :class:`leadstream.state.rocksdb.LeadStore`) or when the partition leaves this worker. The
-writers that keep an index current take an :class:`IndexedStore`; every other reader and
-writer sees a plain :class:`~leadstream.state.port.PartitionStore`.
+writers that keep an index current take an :class:`IndexedStore` and change it inside
+:meth:`IndexedStore.updating`, which keeps the journal of what they changed; every other
+reader and writer sees a plain :class:`~leadstream.state.port.PartitionStore`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
+from leadstream.index import durable
+from leadstream.index.durable import Kept
 from leadstream.index.partition import EntryCodec, OptTypes, PartitionIndex, build
-from leadstream.state.port import PartitionStore
+from leadstream.state import keys
+from leadstream.state.port import PartitionStore, iter_prefix
 
 __all__ = ["IndexedStore"]
 
@@ -33,6 +39,7 @@ class IndexedStore:
         *,
         on_build: Callable[[int, float], None] | None = None,
         hash_key: bytes | None = None,
+        keep: bool = True,
     ) -> None:
         self._inner = inner
         self._opt = opt
@@ -42,41 +49,103 @@ class IndexedStore:
         # partition's own, kept in its state.
         self._hash_key = hash_key
         self._indexes: dict[int, PartitionIndex] = {}
+        # Whether indexes are kept on disk (False: built from the keys at every start).
+        self._keep = keep
+        self._kept: dict[int, Kept] = {}
+        # Partitions in an update whose journal entry goes in its one write batch.
+        self._one_write: set[int] = set()
 
     def index(self, partition: int) -> PartitionIndex:
-        """The partition's index, built from the store first if there is none."""
+        """The partition's index: in memory, else read back from disk, else built from
+        the store (and then kept)."""
         index = self._indexes.get(partition)
-        if index is None:
-            started = time.perf_counter()
-            index = self._indexes[partition] = build(
+        if index is not None:
+            return index
+        started = time.perf_counter()
+        loaded = None
+        if self._keep:
+            loaded = durable.load(
                 self._inner, partition, self._opt, self._codec, hash_key=self._hash_key
             )
-            took = time.perf_counter() - started
-            logger.info("partition %d indexed in %.2f s: %d leads", partition, took, index.next_id)
-            if index.purge:
-                # Keys of erased leads a changelog restore brought back: deleted again.
-                for key in index.purge:
-                    self._inner.delete(partition, key)
-                logger.info(
-                    "partition %d: %d keys of erased leads deleted again",
-                    partition,
-                    len(index.purge),
-                )
-                index.purge = []
-            if self._on_build is not None:
-                self._on_build(partition, took)
+        if loaded is not None:
+            index, self._kept[partition] = loaded
+            how = "read back"
+        else:
+            index = self._build(partition)
+            how = "built from its keys"
+        self._indexes[partition] = index
+        took = time.perf_counter() - started
+        logger.info(
+            "partition %d index %s in %.2f s: %d leads", partition, how, took, index.next_id
+        )
+        if self._on_build is not None:
+            self._on_build(partition, took)
+        return index
+
+    def _build(self, partition: int) -> PartitionIndex:
+        index = build(self._inner, partition, self._opt, self._codec, hash_key=self._hash_key)
+        if index.purge:
+            # Keys of erased leads a changelog restore brought back: deleted again.
+            for key in index.purge:
+                self._inner.delete(partition, key)
+            logger.info(
+                "partition %d: %d keys of erased leads deleted again",
+                partition,
+                len(index.purge),
+            )
+            index.purge = []
+        if self._keep:
+            kept = self._kept[partition] = Kept()
+            # Whatever journal an earlier process left is covered by this build.
+            kept.first_entry = 0
+            kept.next_entry = _journal_end(self._inner, partition)
+            durable.write_snapshot(self._inner, partition, index, kept)
         return index
 
     @contextmanager
-    def updating(self, partition: int) -> Iterator[PartitionIndex]:
-        """The partition's index, for a writer that changes the store and then the index:
-        if anything in between raises, the index is dropped (and built again from the
-        store when next needed), so a half-applied update is never kept."""
+    def updating(self, partition: int, *, one_write: bool = False) -> Iterator[PartitionIndex]:
+        """The partition's index, for a writer that changes the store and the index.
+
+        If anything raises meanwhile, the index is dropped (and read back or built again
+        when next needed), so a half-applied update is never kept. With indexes kept on
+        disk (:mod:`leadstream.index.durable`), the open mark is written first and the
+        journal entry of the changes last; a writer whose keys are ``one_write`` (one
+        :meth:`put_batch`) changes the index before that write instead, and its journal
+        entry goes in the same write batch as the keys."""
+        index = self.index(partition)
+        if index.journal is not None or not self._keep:  # nested, or nothing kept
+            try:
+                yield index
+            except BaseException:
+                self._indexes.pop(partition, None)
+                raise
+            return
+        kept = self._kept[partition]
+        if not one_write:
+            durable.begin_update(self._inner, partition)
+        index.journal = []
+        if one_write:
+            self._one_write.add(partition)
         try:
-            yield self.index(partition)
+            yield index
+            if not one_write:
+                kept.touched(index, index.journal)
+                durable.end_update(self._inner, partition, kept, index.journal)
+            elif index.journal:
+                # Changed after its one write: nothing on disk may say so. Built again.
+                durable.begin_update(self._inner, partition)
+                raise RuntimeError(f"partition {partition}: the index changed after the write")
         except BaseException:
             self._indexes.pop(partition, None)
             raise
+        finally:
+            index.journal = None
+            self._one_write.discard(partition)
+        if index.erased:
+            durable.scrub_erased(self._inner, partition, kept, index.erased)
+            index.erased = []
+        if kept.due(index):
+            durable.write_snapshot(self._inner, partition, index, kept)
 
     def has_index(self, partition: int) -> bool:
         return partition in self._indexes
@@ -89,6 +158,7 @@ class IndexedStore:
         are no longer this worker's)."""
         for partition in partitions:
             self._indexes.pop(partition, None)
+            self._kept.pop(partition, None)
 
     def keep_only(self, partitions: Iterable[int]) -> None:
         kept = set(partitions)
@@ -109,16 +179,44 @@ class IndexedStore:
         self._inner.delete(partition, key)
 
     def put_batch(
-        self, partition: int, items: Sequence[tuple[bytes, bytes]], *, created_ms: int
+        self,
+        partition: int,
+        items: Sequence[tuple[bytes, bytes]],
+        *,
+        created_ms: int,
+        local: Sequence[tuple[bytes, bytes | None]] = (),
     ) -> None:
-        self._inner.put_batch(partition, items, created_ms=created_ms)
+        if partition in self._one_write:
+            index = self._indexes[partition]
+            if index.journal:
+                kept = self._kept[partition]
+                kept.touched(index, index.journal)
+                entry = durable.journal_entry(kept, index.journal)
+                local = [*local, entry]
+                index.journal = []
+        self._inner.put_batch(partition, items, created_ms=created_ms, local=local)
 
     def put_memberships(
         self, partition: int, items: Sequence[tuple[bytes, bytes | None]], *, group: int
     ) -> None:
         self._inner.put_memberships(partition, items, group=group)
 
+    def write_local(
+        self,
+        partition: int,
+        puts: Sequence[tuple[bytes, bytes]],
+        deletes: Sequence[bytes] = (),
+    ) -> None:
+        self._inner.write_local(partition, puts, deletes)
+
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         return self._inner.iter_range(partition, lower, upper, reverse=reverse)
+
+
+def _journal_end(store: PartitionStore, partition: int) -> int:
+    """One past the last journal entry on disk (0: none)."""
+    for key, _ in iter_prefix(store, partition, keys.index_journal_prefix(), reverse=True):
+        return keys.decode_index_journal_key(key) + 1
+    return 0

@@ -196,6 +196,46 @@ class Timeline:
             counts.update(hour.between(lo, hi))
         return BitMap(lead for lead, n in counts.items() if n >= min_count) & candidates
 
+    # -- kept form (leadstream.index.durable) ----------------------------------------
+
+    def parts(self) -> tuple[list[tuple[int, bytes, bytes]], bytes, bytes, bytes, list[bytes]]:
+        """Everything this timeline holds, as bytes: each hour's number, leads and packed
+        events; the sticky leads; the leads with two or more and their counts; the at
+        least k bitmaps."""
+        hours = [
+            (n, self.hours[n].leads.serialize(), self.hours[n].events.tobytes())
+            for n in self._order
+        ]
+        counted = array("I", self._counts)
+        counts = array("Q", self._counts.values())
+        at_least = [b.serialize() for b in self._at_least]
+        return hours, self.ever.serialize(), counted.tobytes(), counts.tobytes(), at_least
+
+    @classmethod
+    def from_parts(
+        cls,
+        hours: list[tuple[int, bytes, bytes]],
+        ever: bytes,
+        counted: bytes,
+        counts: bytes,
+        at_least: list[bytes],
+    ) -> Timeline:
+        """The timeline :meth:`parts` described."""
+        timeline = cls()
+        for number, leads, events in hours:
+            hour = Hour()
+            hour.leads = BitMap.deserialize(leads)
+            hour.events.frombytes(events)
+            timeline.hours[number] = hour
+            timeline._order.append(number)
+        timeline.ever = BitMap.deserialize(ever)
+        ids, values = array("I"), array("Q")
+        ids.frombytes(counted)
+        values.frombytes(counts)
+        timeline._counts = dict(zip(ids, values, strict=True))
+        timeline._at_least = [BitMap.deserialize(b) for b in at_least]
+        return timeline
+
     def snapshot(self) -> tuple[object, ...]:
         """Everything this timeline holds, in a comparable form (tests compare a rebuilt
         index with one kept current)."""

@@ -81,6 +81,18 @@ class LeadZones:
                 quiet |= members
         return quiet & leads
 
+    def parts(self) -> list[tuple[Zones, bytes]]:
+        """Each zone set with its leads (serialized), as :meth:`from_parts` takes them."""
+        return [(zones, members.serialize()) for zones, members in self._sets.items()]
+
+    @classmethod
+    def from_parts(cls, parts: list[tuple[Zones, bytes]]) -> LeadZones:
+        made = cls()
+        for zones, members in parts:
+            leads = made._sets[tuple(zones)] = BitMap.deserialize(members)
+            made.known |= leads
+        return made
+
     def zones_of(self, lead: int) -> Zones | None:
         for zones, members in self._sets.items():
             if lead in members:

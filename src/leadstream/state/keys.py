@@ -37,6 +37,10 @@ kind       key                                              value
 ``D``      D org sendId                                     materialized in this partition
 ``F``      F org sendId receivedAt(u64) seq(u64) part(u32)  one part of an audience filter
 ``A``      A org sendId                                     digest of the last HTTP filter
+``I``      I o | I c | I j block(u64) | I s part            the partition's index as this
+                                                            worker keeps it (local only,
+                                                            never logged: see
+                                                            :mod:`leadstream.index.durable`)
 ``B``      B createdAt(u64) random(u64)                     locally its marker (below); on
                                                             the changelog: a logged batch
 ``G``      G group(u64) random(u64)                         locally its marker; on the
@@ -144,6 +148,13 @@ __all__ = [
     "suppression_key",
     "suppression_prefix",
     "hash_key_key",
+    "index_journal_key",
+    "index_journal_prefix",
+    "index_open_key",
+    "index_prefix",
+    "index_snapshot_key",
+    "index_snapshot_prefix",
+    "decode_index_journal_key",
     "send_record_prefix",
     "decode_logged_batch_key",
     "encode_logged_batch",
@@ -176,6 +187,7 @@ _HISTORY = b"H"
 _ERASED = b"Z"
 _SUPPRESSED = b"U"
 _HASH_KEY = b"K"
+_INDEX = b"I"
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -318,6 +330,37 @@ def suppression_prefix(org: str) -> bytes:
 
 def hash_key_key() -> bytes:
     return _HASH_KEY
+
+
+def index_prefix() -> bytes:
+    """Every key of the partition's kept index (local only, never on the changelog)."""
+    return _INDEX + SEP
+
+
+def index_open_key() -> bytes:
+    """Present while an update of the index may be half written (see
+    :mod:`leadstream.index.durable`)."""
+    return _INDEX + SEP + b"o"
+
+
+def index_snapshot_prefix() -> bytes:
+    return _INDEX + SEP + b"s" + SEP
+
+
+def index_snapshot_key(part: str) -> bytes:
+    return index_snapshot_prefix() + part.encode()
+
+
+def index_journal_prefix() -> bytes:
+    return _INDEX + SEP + b"j" + SEP
+
+
+def index_journal_key(entry: int) -> bytes:
+    return index_journal_prefix() + _U64.pack(entry)
+
+
+def decode_index_journal_key(key: bytes) -> int:
+    return int(_U64.unpack(key[len(index_journal_prefix()) :])[0])
 
 
 def send_record_prefix() -> bytes:

@@ -37,11 +37,21 @@ class MemoryStore:
             del keys[bisect.bisect_left(keys, key)]
 
     def put_batch(
-        self, partition: int, items: Sequence[tuple[bytes, bytes]], *, created_ms: int
+        self,
+        partition: int,
+        items: Sequence[tuple[bytes, bytes]],
+        *,
+        created_ms: int,
+        local: Sequence[tuple[bytes, bytes | None]] = (),
     ) -> None:
         for key, value in items:
             self.put(partition, key, value)
         self.put(partition, keys.logged_batch_key(created_ms), keys.event_batch_marker(items))
+        for key, maybe in local:
+            if maybe is None:
+                self.delete(partition, key)
+            else:
+                self.put(partition, key, maybe)
 
     def put_memberships(
         self, partition: int, items: Sequence[tuple[bytes, bytes | None]], *, group: int
@@ -52,6 +62,17 @@ class MemoryStore:
             else:
                 self.put(partition, key, value)
         self.put(partition, keys.member_batch_key(group), keys.member_batch_marker(items))
+
+    def write_local(
+        self,
+        partition: int,
+        puts: Sequence[tuple[bytes, bytes]],
+        deletes: Sequence[bytes] = (),
+    ) -> None:
+        for key in deletes:
+            self.delete(partition, key)
+        for key, value in puts:
+            self.put(partition, key, value)
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False

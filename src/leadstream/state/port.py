@@ -35,13 +35,20 @@ class PartitionStore(Protocol):
     def delete(self, partition: int, key: bytes) -> None: ...
 
     def put_batch(
-        self, partition: int, items: Sequence[tuple[bytes, bytes]], *, created_ms: int
+        self,
+        partition: int,
+        items: Sequence[tuple[bytes, bytes]],
+        *,
+        created_ms: int,
+        local: Sequence[tuple[bytes, bytes | None]] = (),
     ) -> None:
         """Put every item, logged as few changelog records as possible (see
         :func:`leadstream.state.keys.encode_logged_batch`) of the group ``created_ms``;
         each record's key is also kept, with its marker
         (:func:`~leadstream.state.keys.batch_marker` of the items it logged), under
-        :func:`~leadstream.state.keys.logged_batch_group`."""
+        :func:`~leadstream.state.keys.logged_batch_group`. ``local`` items (None
+        deletes) are written with them, at once, but never logged (see
+        :meth:`write_local`)."""
         ...
 
     def put_memberships(
@@ -50,6 +57,17 @@ class PartitionStore(Protocol):
         """Put (or, for None, delete) every item, logged as few changelog records as
         possible of the group ``group``; each record's key is kept, with its marker,
         under :func:`~leadstream.state.keys.member_batch_group`."""
+        ...
+
+    def write_local(
+        self,
+        partition: int,
+        puts: Sequence[tuple[bytes, bytes]],
+        deletes: Sequence[bytes] = (),
+    ) -> None:
+        """Put and delete in this worker's copy only, at once (one write batch), never on
+        the changelog: for what the worker derives from the logged keys and keeps to
+        start faster (:mod:`leadstream.index.durable`)."""
         ...
 
     def iter_range(

@@ -87,28 +87,50 @@ class LeadStore(Store):
         if self.broken is None:
             self.broken = _Broken()
         self.broken.check()
-        writes: dict[int, WriteBatch] = {}
+        writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
         offsets: dict[Any, int] = {}
         for event in batch:
             msg = event.message
             offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
-            wb = writes.get(msg.partition)
-            if wb is None:
-                wb = writes[msg.partition] = WriteBatch(raw_mode=True)
-            for key, value in keys.expand_changelog_record(msg.key, msg.value):
-                if value is None:
-                    wb.delete(key)
-                else:
-                    wb.put(key, value)
+            items = writes.get(msg.partition)
+            if items is None:
+                items = writes[msg.partition] = []
+            items.extend(keys.expand_changelog_record(msg.key, msg.value))
         try:
-            for partition, wb in writes.items():
-                self._db_for_partition(partition).write(wb)
+            for partition, items in writes.items():
+                db = self._db_for_partition(partition)
+                wb = WriteBatch(raw_mode=True)
+                for key, value in items:
+                    if value is None:
+                        wb.delete(key)
+                    else:
+                        wb.put(key, value)
+                if _changes_anything(db, items):
+                    # The index the worker keeps of this partition no longer agrees with
+                    # its keys: marked, in the same write, to be built again from them.
+                    wb.put(keys.index_open_key(), b"restored")
+                db.write(wb)
             for tp, offset in offsets.items():
                 self.set_persisted_offset(tp, offset)
         except Exception as exc:  # noqa: BLE001 - whatever RocksDB raised: see module doc
             self.broken.failed(self.on_fault, "apply a changelog batch", exc)
         if writes and self.on_restore is not None:
             self.on_restore(list(writes))
+
+
+def _changes_anything(db: Rdict, items: list[tuple[bytes, bytes | None]]) -> bool:
+    """Whether writing ``items`` would change the partition's keys. A worker restarted on
+    its own data replays the last changelog records it wrote itself, which its DB holds
+    already: those leave its kept index valid. (Once the index is marked, no need to
+    look.)"""
+    if db.get(keys.index_open_key()) is not None:
+        return False
+    wanted = dict(items)
+    found: list[Any] = db.get(list(wanted)) or [None] * len(wanted)
+    return any(
+        (None if have is None else bytes(have)) != want
+        for have, want in zip(found, wanted.values(), strict=True)
+    )
 
 
 # faust finds stores by URL scheme; this one is ours.
@@ -185,16 +207,22 @@ class TableStore:
         )
 
     def put_batch(
-        self, partition: int, items: Sequence[tuple[bytes, bytes]], *, created_ms: int
+        self,
+        partition: int,
+        items: Sequence[tuple[bytes, bytes]],
+        *,
+        created_ms: int,
+        local: Sequence[tuple[bytes, bytes | None]] = (),
     ) -> None:
         """One local write batch, and one changelog record per ``LOGGED_BATCH_ITEMS`` items
         (or ``LOGGED_BATCH_BYTES``) instead of one per item: per-record producer work was
-        most of the ingest cost."""
+        most of the ingest cost. ``local`` items go in the same write batch only."""
         self._write_logged(
             partition,
             items,
             lambda: keys.logged_batch_key(created_ms),
             keys.event_batch_marker,
+            local,
         )
 
     def put_memberships(
@@ -213,6 +241,7 @@ class TableStore:
         items: Sequence[tuple[bytes, bytes | None]],
         batch_key: Callable[[], bytes],
         marker: Callable[[Sequence[tuple[bytes, bytes | None]]], bytes],
+        local: Sequence[tuple[bytes, bytes | None]] = (),
     ) -> None:
         """``items`` in one local write batch and as logged batches on the changelog;
         ``batch_key()`` gives each record's key, kept locally with the record's marker
@@ -239,6 +268,11 @@ class TableStore:
                 chunk, size = [], 0
         if chunk:
             close_chunk()
+        for key, maybe in local:
+            if maybe is None:
+                wb.delete(key)
+            else:
+                wb.put(key, maybe)
         db = self._db(partition)
         try:
             db.write(wb)
@@ -248,6 +282,24 @@ class TableStore:
             self._table.send_changelog(
                 partition, log_key, value, key_serializer="raw", value_serializer="raw"
             )
+
+    def write_local(
+        self,
+        partition: int,
+        puts: Sequence[tuple[bytes, bytes]],
+        deletes: Sequence[bytes] = (),
+    ) -> None:
+        """One local write batch; nothing goes on the changelog."""
+        wb = WriteBatch(raw_mode=True)
+        for key in deletes:
+            wb.delete(key)
+        for key, value in puts:
+            wb.put(key, value)
+        db = self._db(partition)
+        try:
+            db.write(wb)
+        except Exception as exc:  # noqa: BLE001 - see module doc
+            self._broken.failed(self._on_fault, "write", exc)
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
