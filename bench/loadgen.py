@@ -18,10 +18,15 @@ __all__ = ["steady_posts"]
 MAX_CONNECTIONS = 64
 
 
+# A kept-alive connection idle this long is not used again: the worker closes one idle for
+# LEADSTREAM_HTTP_HEADER_TIMEOUT_SECONDS (10 s by default), as servers do.
+IDLE_SECONDS = 5.0
+
+
 class _Connections:
     def __init__(self, host: str, port: int) -> None:
         self._host, self._port = host, port
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self._open = 0
         self._freed = asyncio.Condition()
 
@@ -29,18 +34,22 @@ class _Connections:
         async with self._freed:
             while not self._idle and self._open >= MAX_CONNECTIONS:
                 await self._freed.wait()
-            if self._idle:
-                return self._idle.pop()
+            while self._idle:
+                reader, writer, since = self._idle.pop()
+                if time.perf_counter() - since < IDLE_SECONDS:
+                    return reader, writer
+                writer.close()  # maybe closed by the worker already
+                self._open -= 1
             self._open += 1
         return await asyncio.open_connection(self._host, self._port)
 
     async def give_back(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
         async with self._freed:
-            self._idle.append(conn)
+            self._idle.append((*conn, time.perf_counter()))
             self._freed.notify()
 
     def close(self) -> None:
-        for _reader, writer in self._idle:
+        for _reader, writer, _since in self._idle:
             writer.close()
 
 

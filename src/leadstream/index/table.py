@@ -97,8 +97,7 @@ class IndexedStore:
         if self._keep:
             kept = self._kept[partition] = Kept()
             # Whatever journal an earlier process left is covered by this build.
-            kept.first_entry = 0
-            kept.next_entry = _journal_end(self._inner, partition)
+            kept.first_entry, kept.next_entry = _journal_span(self._inner, partition)
             durable.write_snapshot(self._inner, partition, index, kept)
         return index
 
@@ -215,8 +214,11 @@ class IndexedStore:
         return self._inner.iter_range(partition, lower, upper, reverse=reverse)
 
 
-def _journal_end(store: PartitionStore, partition: int) -> int:
-    """One past the last journal entry on disk (0: none)."""
-    for key, _ in iter_prefix(store, partition, keys.index_journal_prefix(), reverse=True):
-        return keys.decode_index_journal_key(key) + 1
-    return 0
+def _journal_span(store: PartitionStore, partition: int) -> tuple[int, int]:
+    """The first journal entry on disk and one past the last (``(0, 0)``: none)."""
+    prefix = keys.index_journal_prefix()
+    first = next(iter_prefix(store, partition, prefix), None)
+    last = next(iter_prefix(store, partition, prefix, reverse=True), None)
+    if first is None or last is None:
+        return 0, 0
+    return keys.decode_index_journal_key(first[0]), keys.decode_index_journal_key(last[0]) + 1

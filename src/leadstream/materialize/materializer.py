@@ -133,11 +133,10 @@ class Materializer:
         active = set(self._owned())
         self.output.keep_only(active)
         store = self._store
-        # Fencing and reading the progress topic take a while: not at a send's moment.
-        # (The partitions' indexes are built ahead too: leadstream.materialize.warmup.)
-        for partition in sorted(active):
-            for role in Role:
-                await self.output.ready(role, partition)
+        # Fencing and reading the progress topic take a while (a broker round trip or
+        # more each): not at a send's moment, and the partitions' all at once, not one
+        # after another. (Their indexes are built ahead too: leadstream.materialize.warmup.)
+        await asyncio.gather(*(self.output.ready(role, p) for p in sorted(active) for role in Role))
         # Partitions side by side: one's transaction commits while the next is computed.
         await asyncio.gather(*(self._materialize_due(p) for p in sorted(active)))
         held = [r for p in sorted(active) for r in held_sends(store, p)]
