@@ -37,7 +37,7 @@ class Warmup:
         ready: Callable[[], bool],
         busy: Callable[[], bool],
         send_soon: Callable[[], bool],
-        interval_seconds: float = 0.5,
+        interval_seconds: float = 0.1,
     ) -> None:
         self._store = store
         self._owned = owned
@@ -57,7 +57,9 @@ class Warmup:
 
     async def _build_indexes(self) -> None:
         """Keep the indexes of the partitions owned, one at a time between awaits; drop
-        those of partitions that left."""
+        those of partitions that left. Looked at every ``interval_seconds``: the worker is
+        ready once every owned partition has its index, so this is how late readiness
+        can be after a rebalance (a look costs a set operation)."""
         store = self._store
         while True:
             if self._ready():
