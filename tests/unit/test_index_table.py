@@ -7,7 +7,10 @@ import pytest
 
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.lead_index import apply_events
+from leadstream.index import durable
+from leadstream.state import keys
 from leadstream.state.memory import MemoryStore
+from leadstream.state.port import iter_prefix
 from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
 
 BASE = 1_700_000_000_000
@@ -89,6 +92,28 @@ def test_a_writer_that_changes_the_index_after_its_one_write_is_refused() -> Non
     # What is kept says it may not agree with the keys: built again, without the lead.
     assert indexed_memory(inner=store._inner).index(0).lead_id("o", "+15550001") is None
     assert_indexes_rebuild_equal(store)
+
+
+@pytest.mark.parametrize("damage", ["meta", "names:0", "timeline:o\0buy", "journal"])
+def test_a_kept_index_that_cannot_be_read_back_is_built_from_the_keys(damage: str) -> None:
+    inner = MemoryStore()
+    first = indexed_memory(inner=inner)
+    for i in range(3):
+        event = LeadEvent("o", f"+1555000{i}", "buy", BASE + i)
+        apply_events(first, 0, [event], horizon_ms=0, now_ms=i)
+        if i == 1:  # a snapshot of the first two, the third in the journal
+            durable.write_snapshot(inner, 0, first.index(0), first._kept[0])
+    if damage == "journal":
+        journal = [k for k, _ in iter_prefix(inner, 0, keys.index_journal_prefix())]
+        assert journal
+        inner.put(0, journal[-1], b"\xc1 not msgpack")
+    else:
+        key = keys.index_snapshot_key(damage)
+        assert inner.get(0, key) is not None
+        inner.put(0, key, b"\x93\x01")  # msgpack, not of that shape
+    restarted = indexed_memory(inner=inner)
+    assert restarted.index(0).snapshot() == first.index(0).snapshot()
+    assert durable.load(inner, 0, restarted._opt, restarted._codec) is not None  # kept again
 
 
 def test_drop_and_keep_only_forget_indexes() -> None:

@@ -30,6 +30,7 @@ much; an erase's phone leaves the snapshot and journal at once (:func:`scrub_era
 
 from __future__ import annotations
 
+import logging
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ from leadstream.index.timeline import Timeline
 from leadstream.index.zones import LeadZones
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SNAPSHOT_AFTER",
@@ -278,9 +281,30 @@ def load(
     hash_key: bytes | None = None,
 ) -> tuple[PartitionIndex, Kept] | None:
     """The kept index, read back and brought up to date from its journal; None when there
-    is none, it is of another format, or it may not agree with the keys (the open mark)."""
+    is none, it may not agree with the keys (the open mark), or it cannot be read (another
+    format, a part missing or damaged: logged). A store error is raised as it is."""
     if store.get(partition, keys.index_open_key()) is not None:
         return None
+    try:
+        return _read_back(store, partition, opt, codec, hash_key)
+    except (msgspec.MsgspecError, ValueError, TypeError, KeyError, IndexError) as exc:
+        logger.warning(
+            "partition %d: the index kept on disk cannot be read back (%s: %s);"
+            " it is built from the keys",
+            partition,
+            type(exc).__name__,
+            exc,
+        )
+        return None
+
+
+def _read_back(
+    store: PartitionStore,
+    partition: int,
+    opt: OptTypes,
+    codec: EntryCodec,
+    hash_key: bytes | None,
+) -> tuple[PartitionIndex, Kept] | None:
     meta_value = store.get(partition, keys.index_snapshot_key("meta"))
     if meta_value is None:
         return None
