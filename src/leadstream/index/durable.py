@@ -153,12 +153,15 @@ class Kept:
             kind, org = op[0], op[1]
             if kind == "e":
                 dirty.add(_timeline_part(org, op[2]))
-                dirty.add(f"org:{org}")  # opt events, when the type is one
+                if op[2] in (index.opt.opt_out, index.opt.opt_in):
+                    dirty.add(f"org:{org}")  # its opt state
             elif kind in "mr":
                 dirty.add(f"campaigns:{org}")
                 dirty.add(f"plain:{op[3] // CHUNK}")
             elif kind == "a":
-                dirty.add(f"org:{org}")  # a suppressed phone comes back opted out
+                org_index = index.orgs.get(org)
+                if org_index is not None and org_index.suppressed:
+                    dirty.add(f"org:{org}")  # a suppressed phone comes back opted out
             elif kind == "x":
                 chunk = op[2] // CHUNK
                 dirty.update((f"names:{chunk}", f"plain:{chunk}", f"campaigns:{org}", f"org:{org}"))
