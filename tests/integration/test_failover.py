@@ -5,6 +5,7 @@ reference computed here from the input."""
 
 from __future__ import annotations
 
+import re
 import statistics
 import threading
 import time
@@ -200,6 +201,7 @@ def test_kill_and_trigger_cycles_lose_no_send_and_no_event(
         clicked: list[str] = []
         used: set[int] = set()
         started = time.monotonic()
+        before_cycles = len(a.log_path.read_text())
         for cycle in range(CYCLES):
             # b's input router rejoins its group on its own time: wait for its share.
             deadline = time.monotonic() + 60
@@ -232,6 +234,14 @@ def test_kill_and_trigger_cycles_lose_no_send_and_no_event(
             f" partition served by the survivor {statistics.median(failovers):.1f} s after the"
             f" SIGKILL (median; longest {max(failovers):.1f} s)"
         )
+        # The survivor took b's partitions over from its standby copies: their indexes
+        # came with them (read back), built from the keys only where b died between a
+        # write's keys and its index records reaching the changelog.
+        takeovers = a.log_path.read_text()[before_cycles:]
+        read_back = re.findall(r"partition \d+ index read back in ([\d.]+) s", takeovers)
+        built = re.findall(r"partition \d+ index built from its keys in ([\d.]+) s", takeovers)
+        print(f"takeovers: {len(read_back)} indexes read back, {len(built)} built")
+        assert len(read_back) >= CYCLES and len(read_back) > 4 * len(built), a.tail()
 
         wait_events_applied(stack, timeout=180)
         final = "after-the-cycles"

@@ -112,7 +112,7 @@ def explain(store: IndexedStore, send: str, phone: str) -> tuple[str, bool, bool
 
 
 def all_items(store: PartitionStore, partition: int = P) -> list[tuple[bytes, bytes]]:
-    """Every logged key (not the worker's kept index, which is never on the changelog)."""
+    """Every key but the kept index's."""
     items = store.iter_range(partition, *EVERYTHING)
     return [(bytes(k), bytes(v)) for k, v in items if not k.startswith(keys.index_prefix())]
 

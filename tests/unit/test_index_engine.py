@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -91,10 +92,14 @@ from leadstream.domain.sends import (
     filter_parts,
     keeps,
 )
+from leadstream.index import durable
+from leadstream.index.partition import build
 from leadstream.index.table import IndexedStore
 from leadstream.index.timeline import HOUR_MS, TRACKED_COUNTS
 from leadstream.state import keys
+from leadstream.state.memory import MemoryStore
 from leadstream.wire.records import decode_recipient
+from tests.support.changelog import LoggedStore, Standby
 from tests.support.stores import assert_indexes_rebuild_equal, indexed_memory
 
 PARTITIONS = 4
@@ -469,9 +474,14 @@ class Send:
 #                                      with True, a restore (of 6) right after
 #   ("restart",)                       the worker restarts on its data: every index is
 #                                      read back from what it kept on disk
-#   ("crash", (LeadEvent, ...), k)     apply_events crashes after k writes (a partition's
+#   ("crash", (LeadEvent, ...), k, n)  apply_events crashes after k writes (a partition's
 #                                      keys written, its index and journal not), the
-#                                      worker restarts, the events are delivered again
+#                                      worker restarts, the events are delivered again;
+#                                      the changelog never got the last n records written
+#
+# After every step a standby follows the changelog (restoring it in batches of any size)
+# and what it would read back at a takeover is checked against a build from its own keys,
+# and, while the changelog lost nothing, against the owner's index.
 Op = tuple[Any, ...]
 
 
@@ -573,6 +583,12 @@ def assert_filters_exact(store: IndexedStore, model: Model, send: Send) -> None:
                 assert keeps(history, f, at) is ((ph in want) == (f.mode == "include"))
 
 
+def _data(store: MemoryStore, p: int) -> list[tuple[bytes, bytes]]:
+    """A partition's keys, but the index's."""
+    index = keys.index_prefix()
+    return [(k, v) for k, v in store.iter_range(p, b"", b"\xff") if not k.startswith(index)]
+
+
 def assert_rebuild_equal(store: IndexedStore) -> None:
     """The indexes kept current equal a rebuild from the store's keys."""
     assert_indexes_rebuild_equal(store, list(range(PARTITIONS)))
@@ -582,7 +598,11 @@ class World:
     """A store driven through the writers, and the model driven by the same operations."""
 
     def __init__(self, sends: Sequence[Send]) -> None:
-        self.store = indexed_memory()
+        self.log = LoggedStore()
+        self.store = indexed_memory(inner=self.log)
+        # A standby of the store's partitions, and whether its changelog lost a record.
+        self.standby = Standby(self.log)
+        self.lost = False
         self.model = Model()
         self.sends = sends
         self.groups = itertools.count(1)
@@ -595,6 +615,24 @@ class World:
             self.do(op)
             assert_rebuild_equal(self.store)
             assert_counts_exact(self.store, self.model)
+            self.check_standby()
+
+    def check_standby(self) -> None:
+        """What the standby would read back, were it to take its partitions over now, is
+        what it would build from its keys; with nothing lost, the owner's index."""
+        rng = random.Random(len(self.log.log))
+        self.standby.follow(iter(lambda: rng.randint(1, 40), None))
+        replica = self.standby.store
+        opt, codec = self.store._opt, self.store._codec
+        for p in range(PARTITIONS):
+            loaded = durable.load(replica, p, opt, codec)
+            built = build(replica, p, opt, codec)
+            if loaded is not None:
+                assert loaded[0].snapshot() == built.snapshot(), p
+            if not self.lost:
+                assert loaded is not None, p
+                assert loaded[0].snapshot() == self.store.index(p).snapshot(), p
+                assert _data(replica, p) == _data(self.log, p), p
 
     def do(self, op: Op) -> None:
         kind = op[0]
@@ -625,7 +663,7 @@ class World:
         elif kind == "restart":
             self.restart()
         elif kind == "crash":
-            self.crash(op[1], op[2])
+            self.crash(op[1], op[2], op[3])
         else:  # pragma: no cover
             raise AssertionError(op)
 
@@ -636,25 +674,32 @@ class World:
         dropped and built again, which purges the erased leads' keys once more."""
         folded = sorted(self.model.events - self.model.live, key=lambda k: (k[3], k))[:n]
         touched = set()
+        restored: list[tuple[int, bytes, bytes]] = []
         for key in folded:
             org, phone, event_type, ts = key
             p = lead_partition(org, phone, PARTITIONS)
             summary = self.store.get(p, keys.compacted_key(org, phone, event_type))
             assert summary is not None
             lead = keys.decode_compacted(summary)[2]
-            self.store._inner.put(
-                p,
-                keys.event_key(org, phone, event_type, ts),
-                keys.event_value(lead, ts, self.model.metadata[key]),
+            restored.append(
+                (
+                    p,
+                    keys.event_key(org, phone, event_type, ts),
+                    keys.event_value(lead, ts, self.model.metadata[key]),
+                )
             )
-            touched.add(p)
         back = [(p, k, v) for p, k, v in self.erased_keys if self.store.get(p, k) is None][:n]
-        for p, key, value in back:
-            self.store._inner.put(p, key, value)
-            touched.add(p)
+        restored += back
+        # Written behind the port, on the owner and (from the same changelog) the standby.
+        self.check_standby()
+        self.standby.restore(restored)
+        with self.log.unlogged():
+            for p, key, value in restored:
+                self.log.put(p, key, value)
+                touched.add(p)
+            for p in touched:  # as a restore does in the write batch of the keys it changed
+                self.log.put(p, keys.index_restored_key(), b"")
         self.model.restore(folded)
-        for p in touched:  # as a restore does in the write batch of the keys it changed
-            self.store._inner.write_local(p, [(keys.index_open_key(), b"restored")])
         self.store.drop(touched)
         for p, key, _ in back:
             self.store.index(p)  # built: the erased lead's key is deleted again
@@ -666,14 +711,15 @@ class World:
 
     def restart(self) -> None:
         """A new process on the same data: nothing in memory, every index read back."""
-        inner = self.store._inner
+        inner = self.log
         self.store = IndexedStore(
             inner, self.store._opt, self.store._codec, hash_key=self.store._hash_key
         )
         for p in range(PARTITIONS):
             self.store.index(p)
 
-    def crash(self, events: Sequence[LeadEvent], budget: int) -> None:
+    def crash(self, events: Sequence[LeadEvent], budget: int, lost: int) -> None:
+        self.check_standby()
         crashing = CrashingStore(self.store, budget)
         try:
             for p, group in group_by_partition(events, PARTITIONS).items():
@@ -686,6 +732,12 @@ class World:
                 )
         except Crash:
             note("apply interrupted after its keys were written")
+            if lost:
+                # The process died before the changelog had the last records it wrote.
+                self.standby.follow(iter(lambda: 1_000, None), until=len(self.log.log) - lost)
+                self.standby.skip(lost)
+                self.lost = True
+                note("the changelog lost records of the write")
         self.restart()
         for p, group in group_by_partition(events, PARTITIONS).items():  # delivered again
             apply_events(
@@ -1230,7 +1282,11 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Op], list[Send]]:
         st.just(("restart",)),
         event_ops(at, targets)
         .map(lambda o: ("crash", o[1]))
-        .flatmap(lambda o: st.tuples(st.just(o[0]), st.just(o[1]), st.integers(0, 2))),
+        .flatmap(
+            lambda o: st.tuples(
+                st.just(o[0]), st.just(o[1]), st.integers(0, 2), st.sampled_from([0, 0, 1, 3])
+            )
+        ),
     )
     first = ("members", draw(member_ops(min_size=3, audiences=audiences)))
     # Erase anyone, or a member; sometimes a restore from the changelog right after.

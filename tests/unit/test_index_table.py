@@ -25,8 +25,8 @@ class FailingAfterWrite(MemoryStore):
 
     fail = False
 
-    def put_batch(self, partition, items, *, created_ms, local=()):
-        super().put_batch(partition, items, created_ms=created_ms, local=local)
+    def put_batch(self, partition, items, *, created_ms, index=()):
+        super().put_batch(partition, items, created_ms=created_ms, index=index)
         if self.fail:
             raise Boom
 
@@ -36,10 +36,10 @@ class FailingBeforeWrite(MemoryStore):
 
     fail = False
 
-    def put_batch(self, partition, items, *, created_ms, local=()):
+    def put_batch(self, partition, items, *, created_ms, index=()):
         if self.fail:
             raise Boom
-        super().put_batch(partition, items, created_ms=created_ms, local=local)
+        super().put_batch(partition, items, created_ms=created_ms, index=index)
 
 
 def test_an_index_is_built_from_what_the_store_already_holds() -> None:
@@ -108,7 +108,7 @@ def test_a_kept_index_that_cannot_be_read_back_is_built_from_the_keys(damage: st
         assert journal
         inner.put(0, journal[-1], b"\xc1 not msgpack")
     else:
-        key = keys.index_snapshot_key(damage)
+        key = keys.index_piece_key(keys.index_snapshot_key(damage), 0)
         assert inner.get(0, key) is not None
         inner.put(0, key, b"\x93\x01")  # msgpack, not of that shape
     restarted = indexed_memory(inner=inner)

@@ -7,6 +7,7 @@ producer is recorded instead of sent. rocksdict itself is never mocked.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -261,38 +262,64 @@ def test_iter_range_matches_sorted_reference(subject, keys_, lower, upper, rever
     assert items(s.iter_range(partition, lower, upper, reverse=reverse)) == expected
 
 
-def test_write_local_puts_and_deletes_at_once(subject):
+def test_write_index_puts_and_deletes_at_once(subject):
     s = subject.store
     s.put(0, b"gone", b"x")
-    s.write_local(0, [(b"a", b"1"), (b"b", b"2")], [b"gone", b"never-there"])
+    s.write_index(0, [(b"gone", None), (b"a", b"1"), (b"never-there", None), (b"b", b"2")])
     assert items(s.iter_range(0, b"", b"\xff")) == [(b"a", b"1"), (b"b", b"2")]
-    s.write_local(1, [], [b"a"])
+    s.write_index(1, [(b"a", None)])
     assert s.get(0, b"a") == b"1"
+    s.write_index(0, [(b"a", b"3"), (b"a", None)])  # in order: the last wins
+    assert s.get(0, b"a") is None
 
 
 # --- changelog (TableStore only) ------------------------------------------------------------
 
 
-def test_what_is_written_locally_never_reaches_the_changelog(table_subject):
+def test_the_kept_index_is_logged_after_the_keys_it_describes(table_subject):
     s = table_subject.store
-    s.write_local(0, [(b"I\x00s\x00meta", b"kept")], [b"I\x00o"])
-    assert table_subject.changelog == []
-    assert s.get(0, b"I\x00s\x00meta") == b"kept"
+    part = b"I\x00s\x00meta\x00\x00\x00"
+    s.write_index(0, [(b"I\x00j\x00old", None), (part, b"kept"), (keys.index_open_key(), b"")])
+    # In order; the marks speak of this copy only: never logged.
+    assert [(r.key, r.value) for r in table_subject.changelog] == [
+        (b"I\x00j\x00old", None),
+        (part, b"kept"),
+    ]
+    assert s.get(0, keys.index_open_key()) == b""
+    table_subject.changelog.clear()
+    s.put_batch(0, [(b"E\x00k", b"v")], created_ms=1, index=[(b"I\x00j\x00e", b"entry")])
+    logged = table_subject.changelog
+    assert [r.key[:1] for r in logged] == [b"B", b"I"]
+    assert logged[-1].value == b"entry" and s.get(0, b"I\x00j\x00e") == b"entry"
 
 
-def test_a_restore_marks_the_kept_index_only_when_it_changes_a_key(tmp_path):
+def _event(lead: int, ref: int = 1) -> bytes:
+    return keys.event_value(lead, ref)
+
+
+def test_a_restore_marks_the_index_when_keys_it_reads_change_after_its_last_record(tmp_path):
     db = Rdict(str(tmp_path / "p0"), Options(raw_mode=True))
+    mark = functools.partial(rocksdb.restore_mark, functools.partial(rocksdb._get_many, db))
+    event = keys.event_key("o", "+1555", "buy", 5)
+    journal = (keys.index_piece_key(keys.index_journal_key(0), 0), b"entry")
     try:
-        db[b"k"] = b"v"
+        db[event] = _event(7)
         # What the worker wrote itself, read back from the changelog: nothing changes.
-        assert not rocksdb._changes_anything(db, [(b"k", b"v"), (b"gone", None)])
-        assert rocksdb._changes_anything(db, [(b"k", b"other")])
-        assert rocksdb._changes_anything(db, [(b"new", b"v")])
-        assert rocksdb._changes_anything(db, [(b"k", None)])
+        assert mark([(event, _event(7)), (b"E\x00gone", None)]) is None
+        # Logged again in another group: the index reads the lead id only.
+        assert mark([(event, _event(7, ref=2))]) is None
+        # Keys that no index reads (a pending trigger) never mark it.
+        assert mark([(keys.pending_key("o", "s"), b"x")]) is None
+        assert mark([(event, _event(8))]) is True
+        assert mark([(keys.event_key("o", "+1556", "buy", 5), _event(9))]) is True
+        assert mark([(event, None)]) is True
         # The last write of a key in the batch is what counts.
-        assert not rocksdb._changes_anything(db, [(b"k", b"other"), (b"k", b"v")])
-        db[keys.index_open_key()] = b"restored"  # marked already: no need to look
-        assert not rocksdb._changes_anything(db, [(b"k", b"other")])
+        assert mark([(event, _event(8)), (event, _event(7))]) is None
+        # The index record after the keys: the journal entry of their write.
+        assert mark([(event, _event(8)), journal]) is False
+        assert mark([journal, (event, _event(8))]) is True
+        db[keys.index_restored_key()] = b""  # marked already: no need to look
+        assert mark([(event, _event(8))]) is None
     finally:
         db.close()
 
@@ -481,16 +508,20 @@ def test_memberships_are_a_few_changelog_records_with_deletions_inside(table_sub
     s = indexed_memory(inner=table_subject.store)
     phones = [f"+1555100{i:04d}" for i in range(LOGGED_BATCH_ITEMS + 10)]
     apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones], group=2)
-    log = table_subject.changelog
+    index = keys.index_prefix()
+    # The index's own records (its mark, journal, snapshot) are logged after these.
+    log = [r for r in table_subject.changelog if not r.key.startswith(index)]
     assert len(log) == 2
     assert all(r.key.startswith(keys.member_batch_prefix()) for r in log)
     counts = [keys.decode_member_batch_items(v) for _, v in iter_prefix(s, 0, b"G\x00")]
     assert sorted(counts) == [10, LOGGED_BATCH_ITEMS]
     # The same members again: nothing changes, nothing is logged.
     apply_members(s, 0, [MemberOp("1", "c", p, None) for p in phones], group=3)
+    log = [r for r in table_subject.changelog if not r.key.startswith(index)]
     assert len(log) == 2
     # A removal: the key's own tombstone, then a batch with the deletion and the lead key.
     apply_members(s, 0, [MemberOp("1", "c", phones[0], None, remove=True)], group=4)
+    log = [r for r in table_subject.changelog if not r.key.startswith(index)]
     assert [r.key for r in log[2:3]] == [keys.member_key("1", "c", phones[0])]
     assert log[2].value is None
     inside = keys.decode_logged_batch(log[3].value)

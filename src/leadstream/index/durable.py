@@ -1,38 +1,48 @@
-"""The index a worker keeps on disk beside its partition's keys, so that a restart reads
-it back instead of building it from a scan of every key.
+"""The index kept on disk beside a partition's keys and logged with them, so that a
+restart, a standby taking a partition over and a restore from the changelog read it back
+instead of building it from a scan of every key.
 
-Kept under ``I`` keys of the partition's own RocksDB, written only locally
-(:meth:`~leadstream.state.port.PartitionStore.write_local`), never on the changelog: it is
-derived from the logged keys, and the changelog stays what it was (and an erase leaves
-nothing of it there). Three parts:
+Kept under ``I`` keys of the partition's own RocksDB and written with
+:meth:`~leadstream.state.port.PartitionStore.write_index`: in one local write batch, and
+on the changelog as records of their own, each value cut in pieces
+(:func:`~leadstream.state.keys.index_piece_key`, at most :data:`PIECE` bytes) so that any
+part fits one record. A standby restores them with the keys, so its copy of the index is
+as current as its copy of the keys. Three parts:
 
 * a **snapshot** (``I s``): everything the index holds, as bytes (bitmaps serialized,
-  packed events as they are in memory, names and entries as lists);
+  packed events as they are in memory, names and entries as lists), in parts, so that a
+  new snapshot rewrites only the parts changed since the last one (:meth:`Kept.touched`);
+  its ``meta`` part names the first journal entry after it;
 * a **journal** (``I j n``): each update of the index since the snapshot, as the calls
   that made it (:attr:`~leadstream.index.partition.PartitionIndex.journal`), one entry
   per writer's update (``IndexedStore.updating``), replayed in order on top of the
-  snapshot;
-* the **open mark** (``I o``): written before a writer touches the keys, deleted in the
-  same write batch as the journal entry of what it did (a writer whose keys are one
-  write batch, as an ingest's, puts its journal entry in that batch and needs no mark:
-  ``IndexedStore.updating(one_write=True)``). Found at a start, it says that
-  the keys may hold a write the journal does not: a crash (or a store fault) between
-  the two, or a changelog restore, which writes the keys behind the index and leaves the
-  mark in its own write batch when it changed anything
-  (:class:`leadstream.state.rocksdb.LeadStore`). The index is then built from the keys,
-  as it always could be, and a new snapshot written.
+  snapshot; entries are numbered without gaps, and one missing (a record the changelog
+  never got: a crash between a write's records) makes the index unreadable;
+* the **open mark** (``I o``, local, never logged): written before a writer touches the
+  keys, deleted in the same write batch as the journal entry of what it did (a writer
+  whose keys are one write batch, as an ingest's, puts its journal entry in that batch,
+  after its keys, and needs no mark: ``IndexedStore.updating(one_write=True)``). Found
+  at a start, it says that the keys may hold a write the journal does not (a crash or a
+  store fault between the two). A restore that wrote keys the index derives from after
+  the last record of the index it restored leaves a mark of its own (``I r``, see
+  :class:`leadstream.state.rocksdb.LeadStore`).
 
-So what is read back agrees with the keys, or is not used: it is never trusted past a
-write it did not see. A new snapshot is written once the journal holds a quarter of what
-the index holds (at most :data:`SNAPSHOT_AFTER` changes), so a start replays at most that
-much; an erase's phone leaves the snapshot and journal at once (:func:`scrub_erased`).
+With a mark, a gap in the journal, or a part that cannot be read, the index is built
+from the keys, as it always could be, and a whole new snapshot written (and logged). So
+what is read back agrees with the keys, or is not used: it is never trusted past a write
+it did not see. A new snapshot is written once the journal holds a quarter of what the
+index holds (at most :data:`SNAPSHOT_AFTER` changes), so a start replays at most that
+much; an erase's phone leaves the snapshot and journal at once (:func:`scrub_erased`),
+on disk and, once the changelog is compacted, there.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,11 +72,20 @@ __all__ = [
     "load",
     "replay",
     "scrub_erased",
+    "survey",
     "write_snapshot",
 ]
 
 # The format of the snapshot; another one is not read (the index is built again).
-VERSION = 1
+VERSION = 2
+# A kept value is logged in pieces of at most this many bytes (one changelog record each).
+PIECE = 256 * 1024
+# At the head of a value's first piece: how many pieces, the CRC-32 of the whole value
+# (pieces of two versions put together do not pass), and the snapshot that wrote it (its
+# first journal entry; 0 for an entry).
+_HEAD = struct.Struct(">HIQ")
+
+Items = list[tuple[bytes, bytes | None]]
 # Lead names and entries are kept in parts of this many leads: an erase rewrites one.
 CHUNK = 65_536
 # A snapshot is written again once the journal holds this many changes, or a quarter as
@@ -106,6 +125,7 @@ class _Org(msgspec.Struct, array_like=True):
 
 class _Meta(msgspec.Struct, array_like=True):
     version: int
+    first_entry: int
     next_id: int
     folded_through: int
     hash_key: bytes | None
@@ -139,6 +159,29 @@ class Kept:
     # the parts it has (a new organization's or event type's are written whole).
     leads: int = 0
     parts: set[str] = field(default_factory=set)
+    # How many pieces each kept value (snapshot part, journal entry) has on disk: those
+    # a shorter value leaves are deleted with it.
+    pieces: dict[bytes, int] = field(default_factory=dict)
+
+    def put(self, key: bytes, value: bytes, written_by: int = 0) -> Items:
+        """The pieces of ``value`` under ``key`` (a value of the snapshot ``written_by``),
+        then the deletion of the pieces of what it replaces that it does not overwrite."""
+        count = max(1, -(-len(value) // PIECE))
+        if count >= 1 << 16:
+            raise ValueError(f"a kept value of {len(value)} bytes is too large")
+        items: Items = [
+            (keys.index_piece_key(key, i), value[i * PIECE : (i + 1) * PIECE]) for i in range(count)
+        ]
+        head = _HEAD.pack(count, zlib.crc32(value), written_by)
+        items[0] = (items[0][0], head + value[:PIECE])
+        held = self.pieces.get(key, 0)
+        items += [(keys.index_piece_key(key, i), None) for i in range(count, held)]
+        self.pieces[key] = count
+        return items
+
+    def delete(self, key: bytes) -> Items:
+        """The deletion of ``key``'s value, piece by piece."""
+        return [(keys.index_piece_key(key, i), None) for i in range(self.pieces.pop(key, 0))]
 
     def due(self, index: PartitionIndex) -> bool:
         """Is a new snapshot due (the journal holds enough to replay)?"""
@@ -177,7 +220,7 @@ class Kept:
 
 def begin_update(store: PartitionStore, partition: int) -> None:
     """Before a writer changes the keys: the open mark."""
-    store.write_local(partition, [(keys.index_open_key(), b"")])
+    store.write_index(partition, [(keys.index_open_key(), b"")])
 
 
 def end_update(
@@ -185,29 +228,39 @@ def end_update(
 ) -> None:
     """After the writer: its changes as one journal entry, and the open mark gone, in one
     write batch."""
-    puts = [journal_entry(kept, journal)] if journal else []
-    store.write_local(partition, puts, [keys.index_open_key()])
+    items = journal_entry(kept, journal) if journal else []
+    store.write_index(partition, [*items, (keys.index_open_key(), None)])
 
 
-def journal_entry(kept: Kept, journal: list[tuple[Any, ...]]) -> tuple[bytes, bytes]:
-    """The next journal entry, of ``journal``'s changes (counted in ``kept``)."""
-    entry = (keys.index_journal_key(kept.next_entry), _encoder.encode(journal))
+def journal_entry(kept: Kept, journal: list[tuple[Any, ...]]) -> Items:
+    """The next journal entry, of ``journal``'s changes (counted in ``kept``), in pieces."""
+    items = kept.put(keys.index_journal_key(kept.next_entry), _encoder.encode(journal))
     kept.next_entry += 1
     kept.changes += _weight(journal)
-    return entry
+    return items
 
 
 def write_snapshot(
     store: PartitionStore, partition: int, index: PartitionIndex, kept: Kept
 ) -> None:
     """The index as the new snapshot (the parts changed since the last one, see
-    :meth:`Kept.touched`), the journal before it gone and the open mark too, in one write
-    batch."""
-    parts = _snapshot_parts(index, kept.dirty, kept.leads, kept.parts)
+    :meth:`Kept.touched`), the journal before it gone and the marks too, in one write
+    batch, logged in an order that a restore cut anywhere cannot misread: the parts, the
+    meta part (which names the first journal entry after it), then the deletions."""
+    whole = kept.dirty is None
+    parts = _snapshot_parts(index, kept.next_entry, kept.dirty, kept.leads, kept.parts)
+    written = {keys.index_snapshot_key(name) for name, _ in parts}
     kept.parts.update(name for name, _ in parts)
-    puts = [(keys.index_snapshot_key(name), value) for name, value in parts]
-    stale = [keys.index_journal_key(n) for n in range(kept.first_entry, kept.next_entry)]
-    store.write_local(partition, puts, [*stale, keys.index_open_key()])
+    items: Items = []
+    for name, value in parts:  # the meta part last
+        items += kept.put(keys.index_snapshot_key(name), value, kept.next_entry)
+    journal = keys.index_journal_prefix()
+    for key in list(kept.pieces):
+        # The journal it folds in; after a build, every part it does not rewrite.
+        if key.startswith(journal) or (whole and key not in written):
+            items += kept.delete(key)
+    items += [(mark, None) for mark in keys.index_marks()]
+    store.write_index(partition, items)
     kept.first_entry = kept.next_entry
     kept.changes = 0
     kept.dirty = set()
@@ -219,60 +272,61 @@ def scrub_erased(
 ) -> None:
     """Take erased leads' phones and externalIds out of what is kept: the snapshot's
     names, entries and campaigns, and the journal's entries (an id given to one is then
-    given to a placeholder name, so that replaying it gives the same ids). One write
-    batch; the journal's own entry of the erase removes the leads when replayed."""
-    puts: list[tuple[bytes, bytes]] = []
+    given to a placeholder name, so that replaying it gives the same ids; a phone of ""
+    is not looked for there). One write batch of the parts and entries that held them;
+    the journal's own entry of the erase removes the leads when replayed."""
+    rewrites: dict[bytes, bytes] = {}
     phones = {(org, phone): lead for org, phone, lead in erased}
     leads = {(org, lead) for org, _, lead in erased}
-    for key, value in iter_prefix(store, partition, keys.index_journal_prefix()):
+    for key, value in _journal(store, partition):
         ops = _ops.decode(value)
         changed = False
         for i, op in enumerate(ops):
             if op[0] == "a" and (op[1], op[2]) in phones:
                 ops[i] = ["a", op[1], f"\0{phones[(op[1], op[2])]}"]
                 changed = True
-            elif op[0] == "m" and (op[1], op[3]) in leads:
+            elif op[0] == "m" and (op[1], op[3]) in leads and (op[4] or op[5] is not None):
                 ops[i] = ["m", op[1], op[2], op[3], "", None]
                 changed = True
         if changed:
-            puts.append((key, _encoder.encode(ops)))
-    meta_value = store.get(partition, keys.index_snapshot_key("meta"))
+            rewrites[key] = _encoder.encode(ops)
+
+    generations: dict[bytes, int] = {}
+
+    def part(name: str) -> bytes:
+        key = keys.index_snapshot_key(name)
+        held = rewrites.get(key)
+        if held is None:
+            held, generations[key] = _get_part(store, partition, name)
+        return held
+
+    meta_value = _get(store, partition, keys.index_snapshot_key("meta"))
     if meta_value is not None:
-        meta = _meta.decode(meta_value)
+        meta = _meta.decode(meta_value[0])
         for org, _, lead in erased:
             if lead >= meta.next_id:
                 continue  # given after the snapshot: only in the journal
             chunk, at = divmod(lead, CHUNK)
-            names_key = keys.index_snapshot_key(f"names:{chunk}")
-            plain_key = keys.index_snapshot_key(f"plain:{chunk}")
-            names = _names.decode(
-                _latest(puts, names_key) or _part(store, partition, f"names:{chunk}")
-            )
-            plain = _plain.decode(
-                _latest(puts, plain_key) or _part(store, partition, f"plain:{chunk}")
-            )
-            names[at], plain[at] = "", None
-            puts.extend([(names_key, _encoder.encode(names)), (plain_key, _encoder.encode(plain))])
+            names = _names.decode(part(f"names:{chunk}"))
+            plain = _plain.decode(part(f"plain:{chunk}"))
+            if names[at] or plain[at] is not None:
+                names[at], plain[at] = "", None
+                rewrites[keys.index_snapshot_key(f"names:{chunk}")] = _encoder.encode(names)
+                rewrites[keys.index_snapshot_key(f"plain:{chunk}")] = _encoder.encode(plain)
             if org in meta.orgs:
-                campaigns_key = keys.index_snapshot_key(f"campaigns:{org}")
-                held = _latest(puts, campaigns_key) or _part(store, partition, f"campaigns:{org}")
-                campaigns = _campaigns.decode(held)
-                for c in campaigns:
-                    if lead in c.external_leads:
-                        i = c.external_leads.index(lead)
-                        del c.external_leads[i], c.external_ids[i], c.entries[i]
-                puts.append((campaigns_key, _encoder.encode(campaigns)))
-    if puts:
-        store.write_local(partition, puts)
-
-
-def _latest(puts: list[tuple[bytes, bytes]], key: bytes) -> bytes | None:
-    """The value last put under ``key`` in ``puts`` (an erase of several leads rewrites
-    the same part more than once)."""
-    for put_key, value in reversed(puts):
-        if put_key == key:
-            return value
-    return None
+                campaigns = _campaigns.decode(part(f"campaigns:{org}"))
+                held = [c for c in campaigns if lead in c.external_leads]
+                for c in held:
+                    i = c.external_leads.index(lead)
+                    del c.external_leads[i], c.external_ids[i], c.entries[i]
+                if held:
+                    key = keys.index_snapshot_key(f"campaigns:{org}")
+                    rewrites[key] = _encoder.encode(campaigns)
+    items: Items = []
+    for key, value in rewrites.items():
+        items += kept.put(key, value, generations.get(key, 0))
+    if items:
+        store.write_index(partition, items)
 
 
 def load(
@@ -284,13 +338,15 @@ def load(
     hash_key: bytes | None = None,
 ) -> tuple[PartitionIndex, Kept] | None:
     """The kept index, read back and brought up to date from its journal; None when there
-    is none, it may not agree with the keys (the open mark), or it cannot be read (another
-    format, a part missing or damaged: logged). A store error is raised as it is."""
-    if store.get(partition, keys.index_open_key()) is not None:
+    is none, it may not agree with the keys (a mark), or it cannot be read (another
+    format, a part missing or damaged, a journal entry missing: logged). A store error is
+    raised as it is."""
+    marks = store.get_many(partition, [keys.index_open_key(), keys.index_restored_key()])
+    if any(mark is not None for mark in marks):
         return None
     try:
         return _read_back(store, partition, opt, codec, hash_key)
-    except (msgspec.MsgspecError, ValueError, TypeError, KeyError, IndexError) as exc:
+    except (msgspec.MsgspecError, struct.error, ValueError, TypeError, KeyError, IndexError) as exc:
         logger.warning(
             "partition %d: the index kept on disk cannot be read back (%s: %s);"
             " it is built from the keys",
@@ -308,12 +364,21 @@ def _read_back(
     codec: EntryCodec,
     hash_key: bytes | None,
 ) -> tuple[PartitionIndex, Kept] | None:
-    meta_value = store.get(partition, keys.index_snapshot_key("meta"))
+    kept = Kept(dirty=set())
+    meta_value = _get(store, partition, keys.index_snapshot_key("meta"), kept.pieces)
     if meta_value is None:
         return None
-    meta = _meta.decode(meta_value)
+    meta = _meta.decode(meta_value[0])
     if meta.version != VERSION:
         return None
+
+    def part(name: str) -> bytes:
+        value, written_by = _get_part(store, partition, name, kept.pieces)
+        if written_by > meta.first_entry:
+            # Of a snapshot whose meta part never came (a restore of a changelog cut short).
+            raise ValueError(f"part {name!r} is of a later snapshot than its meta part")
+        return value
+
     index = PartitionIndex(opt, codec)
     index.next_id = meta.next_id
     index.folded_through = meta.folded_through
@@ -321,34 +386,113 @@ def _read_back(
     index.legacy_batches_checked = meta.legacy_batches_checked
     index.zones = LeadZones.from_parts(meta.zones)
     chunks = range((meta.next_id + CHUNK - 1) // CHUNK)
-    names = [n for c in chunks for n in _names.decode(_part(store, partition, f"names:{c}"))]
+    names = [n for c in chunks for n in _names.decode(part(f"names:{c}"))]
     index.lead_ids = {name: lead for lead, name in enumerate(names) if name}
-    index.plain = [e for c in chunks for e in _plain.decode(_part(store, partition, f"plain:{c}"))]
+    index.plain = [e for c in chunks for e in _plain.decode(part(f"plain:{c}"))]
     for name in meta.orgs:
-        org = index.orgs[name] = _org_from(_org.decode(_part(store, partition, f"org:{name}")))
-        for c in _campaigns.decode(_part(store, partition, f"campaigns:{name}")):
+        org = index.orgs[name] = _org_from(_org.decode(part(f"org:{name}")))
+        for c in _campaigns.decode(part(f"campaigns:{name}")):
             campaign = org.campaigns[c.name] = Campaign(BitMap.deserialize(c.members))
             campaign.external_ids = dict(zip(c.external_leads, c.external_ids, strict=True))
             campaign.entries = dict(zip(c.external_leads, c.entries, strict=True))
             campaign.with_external = BitMap(c.external_leads)
     for name, event_type in meta.timelines:
-        t = _timeline.decode(_part(store, partition, _timeline_part(name, event_type)))
+        t = _timeline.decode(part(_timeline_part(name, event_type)))
         index.orgs[name].timelines[event_type] = Timeline.from_parts(
             t.hours, t.ever, t.counted, t.counts, t.at_least
         )
-    held = {f"{kind}:{name}" for name in meta.orgs for kind in ("org", "campaigns")}
-    held.update(_timeline_part(name, event_type) for name, event_type in meta.timelines)
-    kept = Kept(dirty=set(), leads=meta.next_id, parts=held)
-    entries = list(iter_prefix(store, partition, keys.index_journal_prefix()))
-    if entries:
-        kept.first_entry = keys.decode_index_journal_key(entries[0][0])
-        kept.next_entry = keys.decode_index_journal_key(entries[-1][0]) + 1
-    for _, value in entries:
+    kept.parts = {f"{kind}:{name}" for name in meta.orgs for kind in ("org", "campaigns")}
+    kept.parts.update(_timeline_part(name, event_type) for name, event_type in meta.timelines)
+    kept.leads = meta.next_id
+    kept.first_entry = kept.next_entry = meta.first_entry
+    for key, value in _journal(store, partition, kept.pieces):
+        entry = keys.decode_index_journal_key(key)
+        if entry < meta.first_entry:
+            continue  # in the snapshot (its deletion did not come): deleted by the next
+        if entry != kept.next_entry:
+            raise ValueError(f"journal entry {kept.next_entry} missing (next: {entry})")
+        kept.next_entry += 1
         ops = _ops.decode(value)
+        for op in ops:
+            if op[0] == "x":
+                # What is kept may hold the lead still (restored from a changelog cut
+                # before the erase's scrub was whole): scrubbed again (IndexedStore.index).
+                named = index.name_of(op[2])
+                phone = "" if named is None or named[1].startswith("\0") else named[1]
+                index.erased.append((op[1], phone, op[2]))
         replay(index, ops)
         kept.changes += _weight(ops)
         kept.touched(index, ops)
     return index, kept
+
+
+def survey(store: PartitionStore, partition: int, kept: Kept) -> None:
+    """Note in ``kept`` every kept value on disk (after a build, whose snapshot replaces
+    them all) and the journal's span; the next entry is past every snapshot's too, so
+    that no part of the new snapshot passes for one of an older."""
+    entries = []
+    latest = -1
+    for key, value in iter_prefix(store, partition, keys.index_prefix()):
+        if len(key) < 4 or key[1:2] != keys.SEP or key[2:3] not in (b"s", b"j"):
+            continue  # a mark
+        value_key, piece = keys.index_piece_of(key)
+        kept.pieces[value_key] = max(kept.pieces.get(value_key, 0), piece + 1)
+        if key[2:3] == b"j":
+            entries.append(keys.decode_index_journal_key(value_key))
+        elif piece == 0 and len(value) >= _HEAD.size:
+            latest = max(latest, _HEAD.unpack_from(value)[2])
+    if entries:
+        kept.first_entry, kept.next_entry = min(entries), max(entries) + 1
+    kept.first_entry = max(kept.first_entry, latest + 1)
+    kept.next_entry = max(kept.next_entry, latest + 1)
+
+
+def _get(
+    store: PartitionStore, partition: int, key: bytes, pieces: dict[bytes, int] | None = None
+) -> tuple[bytes, int] | None:
+    """The kept value of ``key``, its pieces put together, and the snapshot that wrote it
+    (its pieces noted in ``pieces``); None when there is none."""
+    first = store.get(partition, keys.index_piece_key(key, 0))
+    if first is None:
+        return None
+    count, crc, written_by = _HEAD.unpack_from(first)
+    rest = store.get_many(partition, [keys.index_piece_key(key, i) for i in range(1, count)])
+    value = b"".join([first[_HEAD.size :], *(piece or b"" for piece in rest)])
+    if any(piece is None for piece in rest) or zlib.crc32(value) != crc:
+        raise ValueError(f"{key!r}: a piece is missing or of another version")
+    if pieces is not None:
+        pieces[key] = count
+    return value, written_by
+
+
+def _journal(
+    store: PartitionStore, partition: int, pieces: dict[bytes, int] | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """The journal's entries (key, value), in order, their pieces put together."""
+    key = b""
+    held: list[bytes] = []
+    count = crc = 0
+    for piece_key, value in iter_prefix(store, partition, keys.index_journal_prefix()):
+        entry_key, piece = keys.index_piece_of(piece_key)
+        if piece == 0:
+            if held:
+                raise ValueError(f"{key!r}: a piece is missing")
+            key, held = entry_key, [value[_HEAD.size :]]
+            count, crc, _ = _HEAD.unpack_from(value)
+        elif entry_key != key or piece != len(held):
+            raise ValueError(f"{entry_key!r}: a piece is missing or left over")
+        else:
+            held.append(value)
+        if len(held) == count:
+            whole = b"".join(held)
+            if zlib.crc32(whole) != crc:
+                raise ValueError(f"{key!r}: pieces of another version")
+            if pieces is not None:
+                pieces[key] = count
+            yield key, whole
+            held = []
+    if held:
+        raise ValueError(f"{key!r}: a piece is missing")
 
 
 def replay(index: PartitionIndex, ops: Iterable[list[Any]]) -> None:
@@ -388,23 +532,27 @@ def _weight(ops: Iterable[Any]) -> int:
     return ENTRY_WEIGHT + sum(len(op[3]) if op[0] == "e" else 1 for op in ops)
 
 
-def _part(store: PartitionStore, partition: int, name: str) -> bytes:
-    value = store.get(partition, keys.index_snapshot_key(name))
-    if value is None:
+def _get_part(
+    store: PartitionStore, partition: int, name: str, pieces: dict[bytes, int] | None = None
+) -> tuple[bytes, int]:
+    """A part of the snapshot and the snapshot that wrote it."""
+    held = _get(store, partition, keys.index_snapshot_key(name), pieces)
+    if held is None:
         raise ValueError(f"partition {partition}: kept index without its part {name!r}")
-    return value
+    return held
 
 
 def _snapshot_parts(
-    index: PartitionIndex, dirty: set[str] | None, leads: int, held: set[str]
+    index: PartitionIndex, first_entry: int, dirty: set[str] | None, leads: int, held: set[str]
 ) -> list[tuple[str, bytes]]:
     """The parts to write: those in ``dirty`` (every one when None), those the snapshot
     does not have yet (``held`` are those it has), the chunks of the leads given since it
-    held ``leads``, and the meta part."""
+    held ``leads``, and the meta part, last."""
     orgs = sorted(index.orgs)
     timelines = [(o, t) for o in orgs for t in sorted(index.orgs[o].timelines)]
     meta = _Meta(
         VERSION,
+        first_entry,
         index.next_id,
         index.folded_through,
         index.hash_key,
@@ -417,7 +565,7 @@ def _snapshot_parts(
     def wanted(name: str) -> bool:
         return dirty is None or name in dirty or name not in held
 
-    parts = [("meta", _encoder.encode(meta))]
+    parts: list[tuple[str, bytes]] = []
     chunks = range((index.next_id + CHUNK - 1) // CHUNK)
     new_chunks = set(range(leads // CHUNK, len(chunks))) if dirty is not None else set(chunks)
     names_of = None
@@ -443,6 +591,7 @@ def _snapshot_parts(
         if wanted(part):
             kept = _Timeline(event_type, *index.orgs[name].timelines[event_type].parts())
             parts.append((part, _encoder.encode(kept)))
+    parts.append(("meta", _encoder.encode(meta)))  # last: it commits the snapshot
     return parts
 
 

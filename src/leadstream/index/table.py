@@ -1,8 +1,9 @@
 """The lead table as the domain uses it: the partition store plus each partition's index.
 
-A partition's index is read back from what the worker kept of it on disk the first time
-it is asked for (:mod:`leadstream.index.durable`), or built from the store's keys when
-there is nothing to read back that agrees with them; it is dropped from memory when the
+A partition's index is read back from what is kept of it beside the keys (and logged with
+them, so a standby's copy has it too) the first time it is asked for
+(:mod:`leadstream.index.durable`), or built from the store's keys when there is nothing
+to read back that agrees with them; it is dropped from memory when the
 store is written behind the port's back (a changelog restore, see
 :class:`leadstream.state.rocksdb.LeadStore`) or when the partition leaves this worker. The
 writers that keep an index current take an :class:`IndexedStore` and change it inside
@@ -20,8 +21,7 @@ from contextlib import contextmanager
 from leadstream.index import durable
 from leadstream.index.durable import Kept
 from leadstream.index.partition import EntryCodec, OptTypes, PartitionIndex, build
-from leadstream.state import keys
-from leadstream.state.port import PartitionStore, iter_prefix
+from leadstream.state.port import PartitionStore
 
 __all__ = ["IndexedStore"]
 
@@ -68,7 +68,13 @@ class IndexedStore:
                 self._inner, partition, self._opt, self._codec, hash_key=self._hash_key
             )
         if loaded is not None:
-            index, self._kept[partition] = loaded
+            index, kept = loaded
+            self._kept[partition] = kept
+            if index.erased:
+                # Erased in the journal, and still named in what is kept (restored from a
+                # changelog cut between the erase and its scrub).
+                durable.scrub_erased(self._inner, partition, kept, index.erased)
+                index.erased = []
             how = "read back"
         else:
             index = self._build(partition)
@@ -96,8 +102,8 @@ class IndexedStore:
             index.purge = []
         if self._keep:
             kept = self._kept[partition] = Kept()
-            # Whatever journal an earlier process left is covered by this build.
-            kept.first_entry, kept.next_entry = _journal_span(self._inner, partition)
+            # Whatever an earlier process kept is replaced by this build's snapshot.
+            durable.survey(self._inner, partition, kept)
             durable.write_snapshot(self._inner, partition, index, kept)
         return index
 
@@ -183,42 +189,26 @@ class IndexedStore:
         items: Sequence[tuple[bytes, bytes]],
         *,
         created_ms: int,
-        local: Sequence[tuple[bytes, bytes | None]] = (),
+        index: Sequence[tuple[bytes, bytes | None]] = (),
     ) -> None:
         if partition in self._one_write:
-            index = self._indexes[partition]
-            if index.journal:
+            held = self._indexes[partition]
+            if held.journal:
                 kept = self._kept[partition]
-                kept.touched(index, index.journal)
-                entry = durable.journal_entry(kept, index.journal)
-                local = [*local, entry]
-                index.journal = []
-        self._inner.put_batch(partition, items, created_ms=created_ms, local=local)
+                kept.touched(held, held.journal)
+                index = [*index, *durable.journal_entry(kept, held.journal)]
+                held.journal = []
+        self._inner.put_batch(partition, items, created_ms=created_ms, index=index)
 
     def put_memberships(
         self, partition: int, items: Sequence[tuple[bytes, bytes | None]], *, group: int
     ) -> None:
         self._inner.put_memberships(partition, items, group=group)
 
-    def write_local(
-        self,
-        partition: int,
-        puts: Sequence[tuple[bytes, bytes]],
-        deletes: Sequence[bytes] = (),
-    ) -> None:
-        self._inner.write_local(partition, puts, deletes)
+    def write_index(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        self._inner.write_index(partition, items)
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         return self._inner.iter_range(partition, lower, upper, reverse=reverse)
-
-
-def _journal_span(store: PartitionStore, partition: int) -> tuple[int, int]:
-    """The first journal entry on disk and one past the last (``(0, 0)``: none)."""
-    prefix = keys.index_journal_prefix()
-    first = next(iter_prefix(store, partition, prefix), None)
-    last = next(iter_prefix(store, partition, prefix, reverse=True), None)
-    if first is None or last is None:
-        return 0, 0
-    return keys.decode_index_journal_key(first[0]), keys.decode_index_journal_key(last[0]) + 1

@@ -4,8 +4,8 @@ libphonenumber answers that in ~30 us a number, too slow for a 1,000,000-lead se
 moment, and a number's zones never change: so each partition remembers them per lead id,
 as one bitmap of leads per distinct zone set (a few hundred sets exist). They are worked
 out ahead, off the event loop (:mod:`leadstream.materialize.warmup`), and by a send for
-any member still unknown when it needs it. Kept with the rest of the index on the
-worker's disk (:mod:`leadstream.index.durable`), never on the changelog. Which zones
+any member still unknown when it needs it. Kept with the rest of the index, in its
+snapshots (:mod:`leadstream.index.durable`). Which zones
 a number lies in, and whether a zone set is quiet, are the rules' to say
 (:mod:`leadstream.domain.controls`): they are handed in as ``locate`` and ``is_quiet``.
 """

@@ -37,10 +37,11 @@ kind       key                                              value
 ``D``      D org sendId                                     materialized in this partition
 ``F``      F org sendId receivedAt(u64) seq(u64) part(u32)  one part of an audience filter
 ``A``      A org sendId                                     digest of the last HTTP filter
-``I``      I o | I c | I j block(u64) | I s part            the partition's index as this
-                                                            worker keeps it (local only,
-                                                            never logged: see
-                                                            :mod:`leadstream.index.durable`)
+``I``      I o | I r | I j entry(u64) SEP piece(u16) |      the partition's index, kept
+           I s part SEP piece(u16)                          beside its keys and logged
+                                                            with them (the marks ``I o``,
+                                                            ``I r`` are local); see
+                                                            :mod:`leadstream.index.durable`
 ``B``      B createdAt(u64) random(u64)                     locally its marker (below); on
                                                             the changelog: a logged batch
 ``G``      G group(u64) random(u64)                         locally its marker; on the
@@ -150,8 +151,15 @@ __all__ = [
     "hash_key_key",
     "index_journal_key",
     "index_journal_prefix",
+    "index_marks",
+    "is_index_commit",
     "index_open_key",
+    "index_piece_key",
+    "index_piece_of",
     "index_prefix",
+    "index_restored_key",
+    "index_view",
+    "is_indexed",
     "index_snapshot_key",
     "index_snapshot_prefix",
     "decode_index_journal_key",
@@ -333,7 +341,7 @@ def hash_key_key() -> bytes:
 
 
 def index_prefix() -> bytes:
-    """Every key of the partition's kept index (local only, never on the changelog)."""
+    """Every key of the partition's kept index."""
     return _INDEX + SEP
 
 
@@ -341,6 +349,18 @@ def index_open_key() -> bytes:
     """Present while an update of the index may be half written (see
     :mod:`leadstream.index.durable`)."""
     return _INDEX + SEP + b"o"
+
+
+def index_restored_key() -> bytes:
+    """Written (locally only) by a changelog restore that wrote keys the index derives from
+    after the last record of the index it restored: the index may be behind them (see
+    :class:`leadstream.state.rocksdb.LeadStore`)."""
+    return _INDEX + SEP + b"r"
+
+
+def index_marks() -> tuple[bytes, bytes]:
+    """The marks of the kept index: this worker's own, never logged."""
+    return index_open_key(), index_restored_key()
 
 
 def index_snapshot_prefix() -> bytes:
@@ -357,6 +377,65 @@ def index_journal_prefix() -> bytes:
 
 def index_journal_key(entry: int) -> bytes:
     return index_journal_prefix() + _U64.pack(entry)
+
+
+def index_piece_key(key: bytes, piece: int) -> bytes:
+    """One piece of the value of the kept index's ``key`` (a snapshot part or a journal
+    entry): values are logged in pieces small enough for one changelog record."""
+    return key + SEP + _U16.pack(piece)
+
+
+def is_index_commit(key: bytes, value: bytes | None) -> bool:
+    """Whether writing ``key`` commits an update of the kept index: a journal entry (a
+    piece of one) or the snapshot's meta part, the last one a snapshot writes."""
+    if value is None:
+        return False
+    return key.startswith(index_journal_prefix()) or key.startswith(_INDEX_META)
+
+
+def index_piece_of(key: bytes) -> tuple[bytes, int]:
+    """The (key, piece) an :func:`index_piece_key` was made of."""
+    return key[:-3], int(_U16.unpack(key[-2:])[0])
+
+
+_INDEX_META = _INDEX + SEP + b"s" + SEP + b"meta" + SEP
+
+
+# The kinds of keys the index is derived from (leadstream.index.partition.build), and how
+# much of each value it reads: a value that changes only in the rest (a membership or an
+# event logged again in another group) changes nothing of the index.
+_INDEX_VIEW = {
+    _EVENT: _LEAD_ID.size,
+    _LEAD: _LEAD_ID.size,
+    _MEMBER: _LEAD_ID.size,
+    _COMPACTED: _COMPACTED_VALUE.size,
+}
+_INDEX_WHOLE = (_HISTORY, _ERASED, _SUPPRESSED, _HASH_KEY)
+
+
+def index_view(key: bytes, value: bytes | None) -> bytes | None:
+    """What of ``key``'s ``value`` the index derives from (None: nothing, the index does
+    not read such keys, or the key is absent): the lead id and payload of an ``E``, ``M``,
+    ``L`` value, not the groups it names; a ``C`` value without its groups; the whole of
+    ``H``, ``Z``, ``U``, ``K``."""
+    kind = key[:1]
+    if value is None:
+        return None
+    if kind in _INDEX_WHOLE:
+        return value
+    head = _INDEX_VIEW.get(kind)
+    if head is None:
+        return None
+    if kind == _COMPACTED:
+        return value[:head]
+    return value[:head] + value_payload(value)
+
+
+def is_indexed(key: bytes) -> bool:
+    """Whether the index is derived from ``key`` (its kind is one :func:`index_view`
+    reads)."""
+    kind = key[:1]
+    return kind in _INDEX_WHOLE or kind in _INDEX_VIEW
 
 
 def decode_index_journal_key(key: bytes) -> int:

@@ -42,16 +42,12 @@ class MemoryStore:
         items: Sequence[tuple[bytes, bytes]],
         *,
         created_ms: int,
-        local: Sequence[tuple[bytes, bytes | None]] = (),
+        index: Sequence[tuple[bytes, bytes | None]] = (),
     ) -> None:
         for key, value in items:
             self.put(partition, key, value)
         self.put(partition, keys.logged_batch_key(created_ms), keys.event_batch_marker(items))
-        for key, maybe in local:
-            if maybe is None:
-                self.delete(partition, key)
-            else:
-                self.put(partition, key, maybe)
+        self.write_index(partition, index)
 
     def put_memberships(
         self, partition: int, items: Sequence[tuple[bytes, bytes | None]], *, group: int
@@ -63,16 +59,12 @@ class MemoryStore:
                 self.put(partition, key, value)
         self.put(partition, keys.member_batch_key(group), keys.member_batch_marker(items))
 
-    def write_local(
-        self,
-        partition: int,
-        puts: Sequence[tuple[bytes, bytes]],
-        deletes: Sequence[bytes] = (),
-    ) -> None:
-        for key in deletes:
-            self.delete(partition, key)
-        for key, value in puts:
-            self.put(partition, key, value)
+    def write_index(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        for key, value in items:
+            if value is None:
+                self.delete(partition, key)
+            else:
+                self.put(partition, key, value)
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False

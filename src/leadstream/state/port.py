@@ -40,15 +40,15 @@ class PartitionStore(Protocol):
         items: Sequence[tuple[bytes, bytes]],
         *,
         created_ms: int,
-        local: Sequence[tuple[bytes, bytes | None]] = (),
+        index: Sequence[tuple[bytes, bytes | None]] = (),
     ) -> None:
         """Put every item, logged as few changelog records as possible (see
         :func:`leadstream.state.keys.encode_logged_batch`) of the group ``created_ms``;
         each record's key is also kept, with its marker
         (:func:`~leadstream.state.keys.batch_marker` of the items it logged), under
-        :func:`~leadstream.state.keys.logged_batch_group`. ``local`` items (None
-        deletes) are written with them, at once, but never logged (see
-        :meth:`write_local`)."""
+        :func:`~leadstream.state.keys.logged_batch_group`. ``index`` items (the kept
+        index's, see :meth:`write_index`) are written in the same write batch and logged
+        after the items, one record each."""
         ...
 
     def put_memberships(
@@ -59,15 +59,12 @@ class PartitionStore(Protocol):
         under :func:`~leadstream.state.keys.member_batch_group`."""
         ...
 
-    def write_local(
-        self,
-        partition: int,
-        puts: Sequence[tuple[bytes, bytes]],
-        deletes: Sequence[bytes] = (),
-    ) -> None:
-        """Put and delete in this worker's copy only, at once (one write batch), never on
-        the changelog: for what the worker derives from the logged keys and keeps to
-        start faster (:mod:`leadstream.index.durable`)."""
+    def write_index(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Put (or, for None, delete) every item at once (one write batch), and log each
+        as a changelog record of its own, in order, but the index's marks
+        (:func:`~leadstream.state.keys.index_marks`, this copy's own): for the index kept
+        beside the keys (:mod:`leadstream.index.durable`), whose values are cut small
+        enough for a record."""
         ...
 
     def iter_range(

@@ -23,6 +23,7 @@ next one) cannot carry on past it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -33,7 +34,15 @@ from rocksdict import Rdict, ReadOptions, WriteBatch
 from leadstream.state import keys
 from leadstream.state.port import StoreError
 
-__all__ = ["STORE_URL", "FaultReport", "LeadStore", "TableStore"]
+__all__ = [
+    "STORE_URL",
+    "FaultReport",
+    "LeadStore",
+    "TableStore",
+    "restore_mark",
+    "write_batch",
+    "write_restored",
+]
 
 # Told the cause of a store fault (the worker stops on it).
 FaultReport = Callable[[str], None]
@@ -70,9 +79,16 @@ class LeadStore(Store):
     """faust's RocksDB store, restoring logged batches (one changelog record holding many
     puts) by expanding them: the other half of :meth:`TableStore.put_batch`.
 
-    A restore writes RocksDB without the store port, so whatever was derived from a
-    partition's keys (its index) is stale afterwards: ``on_restore`` is told which
-    partitions were written."""
+    A restore writes RocksDB without the store port: ``on_restore`` is told which
+    partitions were written (their index in memory is stale). The index kept on disk comes
+    with the keys (its records follow the keys they describe, see
+    :mod:`leadstream.index.durable`); a restore that leaves keys the index is derived from
+    changed after the last index record it wrote (the rest of a write that a crash cut
+    short, or a write by a version that logged no index) marks it, locally
+    (:func:`~leadstream.state.keys.index_restored_key`), in the same write batch: the
+    index is then built from the keys. A later journal entry or snapshot clears the mark
+    (the entry of that write, or a snapshot that holds it; an entry after a lost one
+    leaves a gap in the journal, which is not read back either)."""
 
     on_restore: Callable[[Iterable[int]], None] | None = None
     on_fault: FaultReport | None = None
@@ -98,18 +114,7 @@ class LeadStore(Store):
             items.extend(keys.expand_changelog_record(msg.key, msg.value))
         try:
             for partition, items in writes.items():
-                db = self._db_for_partition(partition)
-                wb = WriteBatch(raw_mode=True)
-                for key, value in items:
-                    if value is None:
-                        wb.delete(key)
-                    else:
-                        wb.put(key, value)
-                if _changes_anything(db, items):
-                    # The index the worker keeps of this partition no longer agrees with
-                    # its keys: marked, in the same write, to be built again from them.
-                    wb.put(keys.index_open_key(), b"restored")
-                db.write(wb)
+                write_restored(self._db_for_partition(partition), items)
             for tp, offset in offsets.items():
                 self.set_persisted_offset(tp, offset)
         except Exception as exc:  # noqa: BLE001 - whatever RocksDB raised: see module doc
@@ -118,19 +123,65 @@ class LeadStore(Store):
             self.on_restore(list(writes))
 
 
-def _changes_anything(db: Rdict, items: list[tuple[bytes, bytes | None]]) -> bool:
-    """Whether writing ``items`` would change the partition's keys. A worker restarted on
-    its own data replays the last changelog records it wrote itself, which its DB holds
-    already: those leave its kept index valid. (Once the index is marked, no need to
-    look.)"""
-    if db.get(keys.index_open_key()) is not None:
-        return False
-    wanted = dict(items)
-    found: list[Any] = db.get(list(wanted)) or [None] * len(wanted)
-    return any(
-        (None if have is None else bytes(have)) != want
-        for have, want in zip(found, wanted.values(), strict=True)
-    )
+def write_batch(items: Iterable[tuple[bytes, bytes | None]]) -> WriteBatch:
+    """A raw-mode write batch of ``items`` in order (None deletes)."""
+    wb = WriteBatch(raw_mode=True)
+    for key, value in items:
+        if value is None:
+            wb.delete(key)
+        else:
+            wb.put(key, value)
+    return wb
+
+
+def write_restored(db: Rdict, items: list[tuple[bytes, bytes | None]]) -> None:
+    """Write what a restore brought of a partition (None deletes), with the index's
+    restore mark (:func:`restore_mark`), in one write batch."""
+    wb = write_batch(items)
+    mark = restore_mark(functools.partial(_get_many, db), items)
+    if mark:
+        wb.put(keys.index_restored_key(), b"")
+    elif mark is not None:
+        wb.delete(keys.index_restored_key())
+    db.write(wb)
+
+
+def _get_many(db: Rdict, wanted: list[bytes]) -> list[bytes | None]:
+    found: list[Any] = db.get(list[Any](wanted)) or [None] * len(wanted)
+    return [None if value is None else bytes(value) for value in found]
+
+
+def restore_mark(
+    get_many: Callable[[list[bytes]], list[bytes | None]],
+    items: Sequence[tuple[bytes, bytes | None]],
+) -> bool | None:
+    """What restoring ``items`` (in order) does to the index's restore mark: True to set
+    it (keys the index is derived from change after the last record that commits an
+    update of the index: a journal entry or a snapshot's meta part), False to clear it
+    (such a record comes after every such change), None to leave it. A worker
+    restarted on its own data replays records its DB holds already: they change nothing,
+    and only what the index reads of a value counts
+    (:func:`~leadstream.state.keys.index_view`), so a membership logged again in another
+    group does not mark it."""
+    commit = keys.is_index_commit
+    last = len(items)
+    while last > 0 and not commit(*items[last - 1]):
+        last -= 1
+    trailing = {key: value for key, value in items[last:] if keys.is_indexed(key)}
+    clear = False if last > 0 else None
+    if not trailing:
+        return clear
+    if clear is None and get_many([keys.index_restored_key()])[0] is not None:
+        return None  # marked already
+    # Compared with what the key held just before: earlier in the batch, or in the store.
+    earlier = {key: value for key, value in items[:last] if key in trailing}
+    stored = get_many([key for key in trailing if key not in earlier])
+    view = keys.index_view
+    for key, want in trailing.items():
+        have = earlier[key] if key in earlier else stored.pop(0)
+        if view(key, have) != view(key, want):
+            return True
+    return clear
 
 
 # faust finds stores by URL scheme; this one is ours.
@@ -212,17 +263,18 @@ class TableStore:
         items: Sequence[tuple[bytes, bytes]],
         *,
         created_ms: int,
-        local: Sequence[tuple[bytes, bytes | None]] = (),
+        index: Sequence[tuple[bytes, bytes | None]] = (),
     ) -> None:
         """One local write batch, and one changelog record per ``LOGGED_BATCH_ITEMS`` items
         (or ``LOGGED_BATCH_BYTES``) instead of one per item: per-record producer work was
-        most of the ingest cost. ``local`` items go in the same write batch only."""
+        most of the ingest cost. ``index`` items go in the same write batch and are logged
+        after the items, a record each."""
         self._write_logged(
             partition,
             items,
             lambda: keys.logged_batch_key(created_ms),
             keys.event_batch_marker,
-            local,
+            index,
         )
 
     def put_memberships(
@@ -241,7 +293,7 @@ class TableStore:
         items: Sequence[tuple[bytes, bytes | None]],
         batch_key: Callable[[], bytes],
         marker: Callable[[Sequence[tuple[bytes, bytes | None]]], bytes],
-        local: Sequence[tuple[bytes, bytes | None]] = (),
+        index: Sequence[tuple[bytes, bytes | None]] = (),
     ) -> None:
         """``items`` in one local write batch and as logged batches on the changelog;
         ``batch_key()`` gives each record's key, kept locally with the record's marker
@@ -268,11 +320,12 @@ class TableStore:
                 chunk, size = [], 0
         if chunk:
             close_chunk()
-        for key, maybe in local:
+        for key, maybe in index:
             if maybe is None:
                 wb.delete(key)
             else:
                 wb.put(key, maybe)
+        marks = keys.index_marks()
         db = self._db(partition)
         try:
             db.write(wb)
@@ -282,24 +335,27 @@ class TableStore:
             self._table.send_changelog(
                 partition, log_key, value, key_serializer="raw", value_serializer="raw"
             )
+        for key, maybe in index:
+            if key not in marks:
+                self._table.send_changelog(
+                    partition, key, maybe, key_serializer="raw", value_serializer="raw"
+                )
 
-    def write_local(
-        self,
-        partition: int,
-        puts: Sequence[tuple[bytes, bytes]],
-        deletes: Sequence[bytes] = (),
-    ) -> None:
-        """One local write batch; nothing goes on the changelog."""
-        wb = WriteBatch(raw_mode=True)
-        for key in deletes:
-            wb.delete(key)
-        for key, value in puts:
-            wb.put(key, value)
+    def write_index(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """One local write batch; each item a changelog record of its own, in order, but
+        the marks (:func:`~leadstream.state.keys.index_marks`): they speak of this
+        worker's copy only (a standby's are its restore's)."""
+        wb = write_batch(items)
         db = self._db(partition)
         try:
             db.write(wb)
         except Exception as exc:  # noqa: BLE001 - see module doc
             self._broken.failed(self._on_fault, "write", exc)
+        send = self._table.send_changelog
+        marks = keys.index_marks()
+        for key, value in items:
+            if key not in marks:
+                send(partition, key, value, key_serializer="raw", value_serializer="raw")
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
