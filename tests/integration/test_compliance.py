@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -1057,6 +1058,12 @@ def test_erase_through_http_and_a_rebuild_from_the_changelog(
         worker = stack.worker(name="rebuilt", port=worker.port)
         for phone in (gone, cli):
             assert lead(worker, stack, org, phone)["events"] == [], phone
+        # The indexes came back with the keys: read back from their logged copies (the
+        # erases' scrubs included), not built from a scan of the keys.
+        rebuilt = worker.log_path.read_text()
+        read_back = {int(p) for p in re.findall(r"partition (\d+) index read back", rebuilt)}
+        assert read_back == set(range(stack.settings.partitions)), worker.tail()
+        assert "index built from its keys" not in rebuilt, worker.tail()
         view = lead(worker, stack, org, out)
         assert view["optedOut"] is True
         assert [e["occurredAt"] for e in view["events"]] == [shown(BASE - HOUR)]

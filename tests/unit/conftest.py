@@ -25,5 +25,6 @@ def small_kept_index(monkeypatch: pytest.MonkeyPatch) -> None:
     holds an index equal to a restart's) and a few leads to a chunk (so that leads span
     several)."""
     monkeypatch.setattr(durable, "MIN_SNAPSHOT_AFTER", 5)
+    monkeypatch.setattr(durable, "REWRITE_RATIO", 10**9)
     monkeypatch.setattr(durable, "ENTRY_WEIGHT", 1)
     monkeypatch.setattr(durable, "CHUNK", 8)

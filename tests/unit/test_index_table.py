@@ -124,3 +124,23 @@ def test_drop_and_keep_only_forget_indexes() -> None:
     assert [store.has_index(p) for p in range(3)] == [False, True, True]
     store.drop([2])
     assert [store.has_index(p) for p in range(3)] == [False, True, False]
+
+
+def test_a_snapshot_waits_for_a_journal_worth_the_parts_it_rewrites(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(durable, "REWRITE_RATIO", 2)
+    monkeypatch.setattr(durable, "SNAPSHOT_AFTER", 100)
+    monkeypatch.setattr(durable, "MIN_SNAPSHOT_AFTER", 10)
+    index = indexed_memory().index(0)
+    part = "timeline:o\0buy"
+    kept = durable.Kept(dirty={part}, sizes={part: 1_000, "names:0": 10**6})
+    kept.changes, kept.journal_bytes = 9, 10**6
+    assert not kept.due(index)  # too little to replay
+    kept.changes, kept.journal_bytes = 10, 499
+    assert not kept.due(index)  # a thousand bytes rewritten for 499 logged
+    kept.journal_bytes = 500
+    assert kept.due(index)
+    kept.changes, kept.journal_bytes = 100, 1
+    assert kept.due(index)  # as much as a start should replay
+    assert durable.Kept(changes=10).due(index)  # no snapshot yet: any is worth it

@@ -95,6 +95,11 @@ CHUNK = 65_536
 SNAPSHOT_AFTER = 100_000
 MIN_SNAPSHOT_AFTER = 10_000
 ENTRY_WEIGHT = 20
+# Below SNAPSHOT_AFTER, a snapshot also waits until the journal's bytes are at least
+# 1/REWRITE_RATIO of what it would rewrite (the parts changed since the last): a bulk load
+# into a big partition changes every hour of its timelines between two snapshots, and
+# writing them whole each quarter would log several times the events' own bytes.
+REWRITE_RATIO = 2
 
 
 class _Timeline(msgspec.Struct, array_like=True):
@@ -162,6 +167,9 @@ class Kept:
     # How many pieces each kept value (snapshot part, journal entry) has on disk: those
     # a shorter value leaves are deleted with it.
     pieces: dict[bytes, int] = field(default_factory=dict)
+    # The size of each part of the snapshot, and of the journal since it, in bytes.
+    sizes: dict[str, int] = field(default_factory=dict)
+    journal_bytes: int = 0
 
     def put(self, key: bytes, value: bytes, written_by: int = 0) -> Items:
         """The pieces of ``value`` under ``key`` (a value of the snapshot ``written_by``),
@@ -184,8 +192,17 @@ class Kept:
         return [(keys.index_piece_key(key, i), None) for i in range(self.pieces.pop(key, 0))]
 
     def due(self, index: PartitionIndex) -> bool:
-        """Is a new snapshot due (the journal holds enough to replay)?"""
-        return self.changes >= min(SNAPSHOT_AFTER, max(index.next_id // 4, MIN_SNAPSHOT_AFTER))
+        """Is a new snapshot due (the journal holds enough to replay, and enough to be
+        worth the parts it rewrites)?"""
+        if self.changes >= SNAPSHOT_AFTER:
+            return True
+        if self.changes < max(index.next_id // 4, MIN_SNAPSHOT_AFTER):
+            return False
+        dirty = self.dirty
+        if dirty is None:
+            return True
+        rewrite = sum(self.sizes.get(name, 0) for name in dirty)
+        return self.journal_bytes * REWRITE_RATIO >= rewrite
 
     def touched(self, index: PartitionIndex, ops: Iterable[Any]) -> None:
         """Note the parts of the snapshot that ``ops`` changed."""
@@ -234,7 +251,9 @@ def end_update(
 
 def journal_entry(kept: Kept, journal: list[tuple[Any, ...]]) -> Items:
     """The next journal entry, of ``journal``'s changes (counted in ``kept``), in pieces."""
-    items = kept.put(keys.index_journal_key(kept.next_entry), _encoder.encode(journal))
+    value = _encoder.encode(journal)
+    items = kept.put(keys.index_journal_key(kept.next_entry), value)
+    kept.journal_bytes += len(value)
     kept.next_entry += 1
     kept.changes += _weight(journal)
     return items
@@ -254,6 +273,7 @@ def write_snapshot(
     items: Items = []
     for name, value in parts:  # the meta part last
         items += kept.put(keys.index_snapshot_key(name), value, kept.next_entry)
+        kept.sizes[name] = len(value)
     journal = keys.index_journal_prefix()
     for key in list(kept.pieces):
         # The journal it folds in; after a build, every part it does not rewrite.
@@ -262,7 +282,7 @@ def write_snapshot(
     items += [(mark, None) for mark in keys.index_marks()]
     store.write_index(partition, items)
     kept.first_entry = kept.next_entry
-    kept.changes = 0
+    kept.changes = kept.journal_bytes = 0
     kept.dirty = set()
     kept.leads = index.next_id
 
@@ -377,6 +397,7 @@ def _read_back(
         if written_by > meta.first_entry:
             # Of a snapshot whose meta part never came (a restore of a changelog cut short).
             raise ValueError(f"part {name!r} is of a later snapshot than its meta part")
+        kept.sizes[name] = len(value)
         return value
 
     index = PartitionIndex(opt, codec)
@@ -412,6 +433,7 @@ def _read_back(
         if entry != kept.next_entry:
             raise ValueError(f"journal entry {kept.next_entry} missing (next: {entry})")
         kept.next_entry += 1
+        kept.journal_bytes += len(value)
         ops = _ops.decode(value)
         for op in ops:
             if op[0] == "x":
