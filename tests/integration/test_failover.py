@@ -94,8 +94,7 @@ def check_exactly_once(
 ) -> list[dict[str, Any]]:
     """Each send's list equals the reference, no recipient twice, one summary each."""
     summaries = [check_list(stack, send, facts) for send in sends]
-    # Everything committed on the output (read once: a transactional topic's end offset
-    # counts commit markers, so this read always waits its whole timeout).
+    # Everything committed on the output, read once.
     values = stack.send_values()
     for send in sends:
         kinds = [v["type"] for k, v in values if k == f"{ORG}:{send}"]

@@ -115,7 +115,9 @@ def read_topic(
     bootstrap: Kafka, topic: str, *, timeout: float = 30.0, expect: int | None = None
 ) -> list[Any]:
     """Every message of ``topic`` from the start: until ``expect`` messages were read, or
-    (without ``expect``) until the end offsets seen at the start are reached."""
+    (without ``expect``) until the end offsets seen at the start are reached, or each
+    partition's end is (a transactional topic's end offset counts its commit markers,
+    which no message reaches: its end, told by the consumer, is the last committed)."""
     c = Consumer(
         {
             **client_config(bootstrap),
@@ -123,6 +125,7 @@ def read_topic(
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
+            "enable.partition.eof": True,
         }
     )
     ends = end_offsets(bootstrap, topic) if expect is None else {}
@@ -140,10 +143,11 @@ def read_topic(
             if msg is None:
                 continue
             if msg.error() is not None:
-                if msg.error().code() in (
-                    KafkaError._PARTITION_EOF,
-                    KafkaError.UNKNOWN_TOPIC_OR_PART,
-                ):
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    p = msg.partition()
+                    seen[p] = max(seen.get(p, 0), ends.get(p, 0))
+                    continue
+                if msg.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     continue
                 raise RuntimeError(msg.error())
             out.append(msg)

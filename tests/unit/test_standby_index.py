@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -19,9 +20,10 @@ from leadstream.domain.send_state import apply_members
 from leadstream.index import durable
 from leadstream.index.partition import build
 from leadstream.index.table import IndexedStore
-from leadstream.state import keys
+from leadstream.state import keys, rocksdb
 from leadstream.state.memory import MemoryStore
-from tests.support.changelog import LoggedStore, Standby
+from leadstream.state.rocksdb import TableStore
+from tests.support.changelog import FakeTable, LoggedStore, Standby
 from tests.support.stores import indexed_memory
 
 HOUR = 3_600_000
@@ -142,3 +144,34 @@ def test_pieces_of_two_versions_of_a_value_are_not_put_together(
         keys.index_piece_key(key, 0),
         keys.index_piece_key(key, 1),
     ]
+
+
+def test_a_standby_of_the_rocksdb_store_restores_record_by_record(
+    tables: Callable[[str], FakeTable],
+) -> None:
+    """The same, with the worker's RocksDB adapter on both sides: the changelog as it
+    logs it (an ingest's journal entry riding in its record), restored a record at a time
+    as a worker restores it (rocksdb.write_restored)."""
+    owner = tables("owner")
+    store = indexed_memory(inner=TableStore(owner))
+    history(store)
+    standby = tables("standby")
+    replica = TableStore(standby)
+    riding = 0
+    for n, record in enumerate(owner.changelog, start=1):
+        items = keys.expand_changelog_record(record.key, record.value)
+        rides = record.key[:1] == b"B" and any(
+            k.startswith(keys.index_journal_prefix()) for k, _ in items
+        )
+        riding += rides
+        rocksdb.write_restored(standby.data._db_for_partition(record.partition), items)
+        loaded = durable.load(replica, P, store._opt, store._codec)
+        if loaded is not None:
+            built = build(replica, P, store._opt, store._codec)
+            assert loaded[0].snapshot() == built.snapshot(), n
+        if rides or keys.is_index_commit(record.key, record.value):
+            assert loaded is not None, n  # a whole write restored: read back
+    assert riding > 5
+    loaded = durable.load(replica, P, store._opt, store._codec)
+    assert loaded is not None
+    assert loaded[0].snapshot() == store.index(P).snapshot()

@@ -288,9 +288,20 @@ def test_the_kept_index_is_logged_after_the_keys_it_describes(table_subject):
     assert s.get(0, keys.index_open_key()) == b""
     table_subject.changelog.clear()
     s.put_batch(0, [(b"E\x00k", b"v")], created_ms=1, index=[(b"I\x00j\x00e", b"entry")])
-    logged = table_subject.changelog
-    assert [r.key[:1] for r in logged] == [b"B", b"I"]
-    assert logged[-1].value == b"entry" and s.get(0, b"I\x00j\x00e") == b"entry"
+    # A write's journal entry rides in its one record, after its keys, out of its marker.
+    (record,) = table_subject.changelog
+    assert keys.decode_logged_batch(record.value or b"") == [
+        (b"E\x00k", b"v"),
+        (b"I\x00j\x00e", b"entry"),
+    ]
+    assert s.get(0, b"I\x00j\x00e") == b"entry"
+    restored = keys.expand_changelog_record(record.key, record.value)
+    assert restored[-1] == (record.key, s.get(0, record.key))
+    # Once the write takes more than one record, the entry has records of its own.
+    table_subject.changelog.clear()
+    many = [(f"E\x00{i:05d}".encode(), b"v") for i in range(LOGGED_BATCH_ITEMS + 1)]
+    s.put_batch(0, many, created_ms=2, index=[(b"I\x00j\x00f", b"entry")])
+    assert [r.key[:1] for r in table_subject.changelog] == [b"B", b"B", b"I"]
 
 
 def _event(lead: int, ref: int = 1) -> bytes:

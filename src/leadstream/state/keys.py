@@ -706,7 +706,9 @@ def expand_changelog_record(key: bytes, value: bytes | None) -> list[tuple[bytes
         return [(key, value)]
     expanded = decode_logged_batch(value)
     marker = event_batch_marker if key[:1] == _LOGGED_BATCH else member_batch_marker
-    expanded.append((key, marker(expanded)))
+    # An ingest's journal entry rides in its last record, after its keys: not in the marker.
+    index = _INDEX + SEP
+    expanded.append((key, marker([item for item in expanded if not item[0].startswith(index)])))
     return expanded
 
 

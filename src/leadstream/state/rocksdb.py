@@ -299,7 +299,7 @@ class TableStore:
         ``batch_key()`` gives each record's key, kept locally with the record's marker
         (what a restore of the record writes there too)."""
         wb = WriteBatch(raw_mode=True)
-        records: list[tuple[bytes, bytes]] = []
+        records: list[tuple[bytes, bytes | None]] = []
         chunk: list[tuple[bytes, bytes | None]] = []
         size = 0
 
@@ -318,14 +318,30 @@ class TableStore:
             if len(chunk) == LOGGED_BATCH_ITEMS or size >= LOGGED_BATCH_BYTES:
                 close_chunk()
                 chunk, size = [], 0
-        if chunk:
-            close_chunk()
+        marks = keys.index_marks()
+        riding: list[tuple[bytes, bytes | None]] = []
+        alone: list[tuple[bytes, bytes | None]] = []
         for key, maybe in index:
             if maybe is None:
                 wb.delete(key)
             else:
                 wb.put(key, maybe)
-        marks = keys.index_marks()
+            if key in marks:
+                continue
+            # The index's items ride in the write's record, after its keys (a record less
+            # each write: each costs faust a callback and a store write), while it stays
+            # small and is the only one (an erase logs again the records that hold the
+            # lead: the one whose journal names its phone is then among them).
+            size += len(key) + len(maybe or b"") + 8
+            rides = not records and not alone and size <= 2 * LOGGED_BATCH_BYTES
+            (riding if rides else alone).append((key, maybe))
+        if chunk:
+            log_key = batch_key()
+            wb.put(log_key, marker(chunk))
+            records.append((log_key, keys.encode_logged_batch([*chunk, *riding])))
+        else:
+            alone = [*riding, *alone]
+        records += alone
         db = self._db(partition)
         try:
             db.write(wb)
@@ -335,11 +351,6 @@ class TableStore:
             self._table.send_changelog(
                 partition, log_key, value, key_serializer="raw", value_serializer="raw"
             )
-        for key, maybe in index:
-            if key not in marks:
-                self._table.send_changelog(
-                    partition, key, maybe, key_serializer="raw", value_serializer="raw"
-                )
 
     def write_index(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
         """One local write batch; each item a changelog record of its own, in order, but
