@@ -48,7 +48,8 @@ class PartitionStore(Protocol):
         (:func:`~leadstream.state.keys.batch_marker` of the items it logged), under
         :func:`~leadstream.state.keys.logged_batch_group`. ``index`` items (the kept
         index's, see :meth:`write_index`) are written in the same write batch and logged
-        after the items, one record each."""
+        after the items (in the same record when the items take one, out of its
+        marker)."""
         ...
 
     def put_memberships(

@@ -268,7 +268,8 @@ class TableStore:
         """One local write batch, and one changelog record per ``LOGGED_BATCH_ITEMS`` items
         (or ``LOGGED_BATCH_BYTES``) instead of one per item: per-record producer work was
         most of the ingest cost. ``index`` items go in the same write batch and are logged
-        after the items, a record each."""
+        after the items: inside their record when there is one and it stays small, else a
+        record each."""
         self._write_logged(
             partition,
             items,
