@@ -56,6 +56,11 @@ def all_items(store: object, partition: int = P) -> list[tuple[bytes, bytes]]:
     return [(bytes(k), bytes(v)) for k, v in items if not bytes(k).startswith(kept)]
 
 
+# The victim's externalIds: long enough that no random byte of a batch key spells one (a
+# two-letter id once matched 8 random bytes of a record's key).
+OLD_ID, NEW_ID, C3_ID = "victim-crm-old", "victim-crm-new", "victim-crm-c3"
+
+
 def needles(phone: str, *external_ids: str) -> list[bytes]:
     """What must not be left of a lead: its phone's digits (so also its E.164 form) and
     its externalIds."""
@@ -102,14 +107,14 @@ def lived(store: IndexedStore, group: Iterator[int]) -> None:
     apply_members(
         store,
         P,
-        [member(VICTIM, "c1", "x-old"), member(OTHER, "c1", "y1"), member(VICTIM, "c2")],
+        [member(VICTIM, "c1", OLD_ID), member(OTHER, "c1", "y1"), member(VICTIM, "c2")],
         group=next(group),
     )
-    apply_members(store, P, [member(VICTIM, "c1", "x-new"), member(THIRD, "c1")], group=next(group))
+    apply_members(store, P, [member(VICTIM, "c1", NEW_ID), member(THIRD, "c1")], group=next(group))
     apply_members(store, P, [member(VICTIM, "c2", remove=True)], group=next(group))
-    apply_members(store, P, [member(VICTIM, "c3", "x3"), member(OTHER, "c3")], group=next(group))
+    apply_members(store, P, [member(VICTIM, "c3", C3_ID), member(OTHER, "c3")], group=next(group))
     apply_members(store, P, [member(VICTIM, "c3", remove=True)], group=next(group))
-    apply_members(store, P, [member(VICTIM, "c3", "x3"), member(THIRD, "c2")], group=next(group))
+    apply_members(store, P, [member(VICTIM, "c3", C3_ID), member(THIRD, "c2")], group=next(group))
     old = next(group)
     apply_events(
         store,
@@ -168,7 +173,7 @@ def test_the_compacted_changelog_holds_nothing_of_an_erased_lead(
     lived(store, group)
     if relog_first:
         relog_memberships(store, P, now_ms=T, force=True)
-    victim = needles(VICTIM, "x-old", "x-new", "x3")
+    victim = needles(VICTIM, OLD_ID, NEW_ID, C3_ID)
     assert traces(kafka_compacted(table.changelog), victim), "nothing to erase"
     erased = erase_lead(store, P, ORG, VICTIM, now_ms=T + HOUR)
     assert (erased.events, erased.memberships) == (4, 2)
@@ -290,7 +295,7 @@ def test_an_erase_cut_short_then_restored_and_applied_again_is_the_whole_erase(
     erase_lead(store, P, ORG, VICTIM, now_ms=T + HOUR)
     written = len(table.changelog) - start
     assert written > 5
-    victim = needles(VICTIM, "x-old", "x-new", "x3")
+    victim = needles(VICTIM, OLD_ID, NEW_ID, C3_ID)
     want = [(k, v) for k, v in all_items(store) if not k.startswith((b"B", b"G"))]
     for cut in range(written + 1):
         records = table.changelog[: start + cut]
@@ -357,14 +362,14 @@ def test_batches_logged_before_groups_existed_are_logged_again_once(
         table,
         b"G",
         [
-            (keys.member_key(ORG, "c1", VICTIM), lead[VICTIM].to_bytes(4, "big") + b"\x01x-v"),
+            (keys.member_key(ORG, "c1", VICTIM), lead[VICTIM].to_bytes(4, "big") + b"\x01victim-crm-legacy"),
             (keys.member_key(ORG, "c1", OTHER), lead[OTHER].to_bytes(4, "big") + b"\x00"),
         ],
     )
     store = indexed_memory(inner=TableStore(table))
     assert store.index(P).lead_id(ORG, OTHER) == 1
     apply_events(store, P, [event(VICTIM, "click", T)], horizon_ms=0, now_ms=T)
-    victim = needles(VICTIM, "x-v")
+    victim = needles(VICTIM, "victim-crm-legacy")
     assert traces(kafka_compacted(table.changelog), victim)
     erase_lead(store, P, ORG, VICTIM, now_ms=T + HOUR)
     assert traces(kafka_compacted(table.changelog), victim) == []
