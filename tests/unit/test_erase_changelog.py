@@ -362,7 +362,10 @@ def test_batches_logged_before_groups_existed_are_logged_again_once(
         table,
         b"G",
         [
-            (keys.member_key(ORG, "c1", VICTIM), lead[VICTIM].to_bytes(4, "big") + b"\x01victim-crm-legacy"),
+            (
+                keys.member_key(ORG, "c1", VICTIM),
+                lead[VICTIM].to_bytes(4, "big") + b"\x01victim-crm-legacy",
+            ),
             (keys.member_key(ORG, "c1", OTHER), lead[OTHER].to_bytes(4, "big") + b"\x00"),
         ],
     )
