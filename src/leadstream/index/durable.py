@@ -153,11 +153,10 @@ _ops = msgspec.msgpack.Decoder(list[list[Any]])
 @dataclass(slots=True)
 class Kept:
     """What a worker knows of a partition's kept index: the number of its next journal
-    entry, the first one since the snapshot, how many changes they hold, and which parts
-    of the snapshot they changed (None: all of them, none written yet)."""
+    entry, how many changes the entries since the snapshot hold, and which parts of the
+    snapshot they changed (None: all of them, none written yet)."""
 
     next_entry: int = 0
-    first_entry: int = 0
     changes: int = 0
     dirty: set[str] | None = None
     # Leads the snapshot's names and entries hold (those given since are in new chunks);
@@ -281,7 +280,6 @@ def write_snapshot(
             items += kept.delete(key)
     items += [(mark, None) for mark in keys.index_marks()]
     store.write_index(partition, items)
-    kept.first_entry = kept.next_entry
     kept.changes = kept.journal_bytes = 0
     kept.dirty = set()
     kept.leads = index.next_id
@@ -425,7 +423,7 @@ def _read_back(
     kept.parts = {f"{kind}:{name}" for name in meta.orgs for kind in ("org", "campaigns")}
     kept.parts.update(_timeline_part(name, event_type) for name, event_type in meta.timelines)
     kept.leads = meta.next_id
-    kept.first_entry = kept.next_entry = meta.first_entry
+    kept.next_entry = meta.first_entry
     for key, value in _journal(store, partition, kept.pieces):
         entry = keys.decode_index_journal_key(key)
         if entry < meta.first_entry:
@@ -450,9 +448,8 @@ def _read_back(
 
 def survey(store: PartitionStore, partition: int, kept: Kept) -> None:
     """Note in ``kept`` every kept value on disk (after a build, whose snapshot replaces
-    them all) and the journal's span; the next entry is past every snapshot's too, so
-    that no part of the new snapshot passes for one of an older."""
-    entries = []
+    them all), and a next journal entry past every entry and snapshot on disk, so that no
+    part of the new snapshot passes for one of an older."""
     latest = -1
     for key, value in iter_prefix(store, partition, keys.index_prefix()):
         if len(key) < 4 or key[1:2] != keys.SEP or key[2:3] not in (b"s", b"j"):
@@ -460,12 +457,9 @@ def survey(store: PartitionStore, partition: int, kept: Kept) -> None:
         value_key, piece = keys.index_piece_of(key)
         kept.pieces[value_key] = max(kept.pieces.get(value_key, 0), piece + 1)
         if key[2:3] == b"j":
-            entries.append(keys.decode_index_journal_key(value_key))
+            latest = max(latest, keys.decode_index_journal_key(value_key))
         elif piece == 0 and len(value) >= _HEAD.size:
             latest = max(latest, _HEAD.unpack_from(value)[2])
-    if entries:
-        kept.first_entry, kept.next_entry = min(entries), max(entries) + 1
-    kept.first_entry = max(kept.first_entry, latest + 1)
     kept.next_entry = max(kept.next_entry, latest + 1)
 
 
