@@ -106,6 +106,11 @@ def _apply_members(
     ops: list[MemberOp],
     group: int,
 ) -> int:
+    # The ids first, in order (a removal gives none): the journal holds them as one entry,
+    # and the members set as another, instead of two entries a member.
+    for op in ops:
+        if not op.remove:
+            index.assign(op.organization_id, op.phone)
     member_keys = [keys.member_key(op.organization_id, op.campaign_id, op.phone) for op in ops]
     stored = dict(zip(member_keys, store.get_many(partition, member_keys), strict=True))
     writes: dict[bytes, bytes | None] = {}

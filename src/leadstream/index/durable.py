@@ -214,10 +214,13 @@ class Kept:
                 dirty.add(_timeline_part(org, op[2]))
                 if op[2] in (index.opt.opt_out, index.opt.opt_in):
                     dirty.add(f"org:{org}")  # its opt state
+            elif kind == "M":
+                dirty.add(f"campaigns:{org}")
+                dirty.update({f"plain:{lead // CHUNK}" for lead in op[3]})
             elif kind in "mr":
                 dirty.add(f"campaigns:{org}")
                 dirty.add(f"plain:{op[3] // CHUNK}")
-            elif kind == "a":
+            elif kind in "aA":
                 org_index = index.orgs.get(org)
                 if org_index is not None and org_index.suppressed:
                     dirty.add(f"org:{org}")  # a suppressed phone comes back opted out
@@ -300,7 +303,17 @@ def scrub_erased(
         ops = _ops.decode(value)
         changed = False
         for i, op in enumerate(ops):
-            if op[0] == "a" and (op[1], op[2]) in phones:
+            if op[0] == "A":
+                for j, phone in enumerate(op[2]):
+                    if (op[1], phone) in phones:
+                        op[2][j] = f"\0{phones[(op[1], phone)]}"
+                        changed = True
+            elif op[0] == "M":
+                for j, lead in enumerate(op[3]):
+                    if (op[1], lead) in leads and op[4][j] is not None:
+                        op[4][j] = None
+                        changed = True
+            elif op[0] == "a" and (op[1], op[2]) in phones:
                 ops[i] = ["a", op[1], f"\0{phones[(op[1], op[2])]}"]
                 changed = True
             elif op[0] == "m" and (op[1], op[3]) in leads and (op[4] or op[5] is not None):
@@ -515,7 +528,20 @@ def replay(index: PartitionIndex, ops: Iterable[list[Any]]) -> None:
     """Make the calls a journal entry recorded, in order (not recorded again)."""
     for op in ops:
         kind, args = op[0], op[1:]
-        if kind == "a":
+        if kind == "A":
+            org, phones = args
+            for phone in phones:
+                index.assign(org, phone)
+        elif kind == "M":
+            org, campaign, leads, external_ids = args
+            for lead, external_id in zip(leads, external_ids, strict=True):
+                if lead >= index.next_id:
+                    raise ValueError(f"a journal entry sets lead {lead}, never given an id")
+                # No name: the lead is erased further on (the erase took its phone out
+                # of the snapshot at once); its entry goes with it.
+                name = index.name_of(lead)
+                index.member_set(org, campaign, lead, "" if name is None else name[1], external_id)
+        elif kind == "a":  # entries written before ids and members were grouped
             index.assign(*args)
         elif kind == "e":
             org, event_type, events = args
@@ -545,7 +571,15 @@ def replay(index: PartitionIndex, ops: Iterable[list[Any]]) -> None:
 
 def _weight(ops: Iterable[Any]) -> int:
     """What replaying a journal entry of ``ops`` costs, in changes."""
-    return ENTRY_WEIGHT + sum(len(op[3]) if op[0] == "e" else 1 for op in ops)
+    return ENTRY_WEIGHT + sum(_grouped.get(op[0], _one)(op) for op in ops)
+
+
+def _one(op: Any) -> int:
+    return 1
+
+
+# The ops that carry several changes, and how many.
+_grouped = {"e": lambda op: len(op[3]), "A": lambda op: len(op[2]), "M": lambda op: len(op[3])}
 
 
 def _get_part(

@@ -148,8 +148,14 @@ class PartitionIndex:
             return lead, False
         lead = self.lead_ids[key] = self.next_id
         self.next_id += 1
-        if self.journal is not None:
-            self.journal.append(("a", org, phone))
+        journal = self.journal
+        if journal is not None:
+            # Ids given one after another are one entry ("A", org, [phone, ...]).
+            last = journal[-1] if journal else None
+            if last is not None and last[0] == "A" and last[1] == org:
+                last[2].append(phone)
+            else:
+                journal.append(("A", org, [phone]))
         if self._names is not None:
             self._names.append(key)
         self._check_suppressed(org, phone, lead)
@@ -212,8 +218,17 @@ class PartitionIndex:
     def member_set(
         self, org: str, campaign: str, lead: int, phone: str, external_id: str | None
     ) -> None:
-        if self.journal is not None:
-            self.journal.append(("m", org, campaign, lead, phone, external_id))
+        journal = self.journal
+        if journal is not None:
+            # Members set one after another in a campaign are one entry ("M", org,
+            # campaign, [lead, ...], [externalId, ...]); the phone is the lead's own (a
+            # replay reads it from the ids given before).
+            last = journal[-1] if journal else None
+            if last is not None and last[0] == "M" and last[1] == org and last[2] == campaign:
+                last[3].append(lead)
+                last[4].append(external_id)
+            else:
+                journal.append(("M", org, campaign, [lead], [external_id]))
         campaigns = self.org(org).campaigns
         members = campaigns.get(campaign)
         if members is None:
