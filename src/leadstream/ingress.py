@@ -199,7 +199,7 @@ class StreamIngress:
 
     async def ready_partitions(self) -> list[int] | None:
         reachable = await asyncio.get_running_loop().run_in_executor(
-            self._probe, broker_reachable, self._admin
+            self._probe, broker_reachable, self._admin, self._topo.settings.topics.lead_events
         )
         topo = self._topo
         serving = self._healthy() and self._routing() and self._replies.running()

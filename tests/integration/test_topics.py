@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from leadstream.kafka.admin import broker_reachable
 from tests.support.stack import Stack
+from tests.support.worker import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -33,3 +35,13 @@ def test_worker_topics_are_created_up_front_with_their_configs(stack: Stack) -> 
     assert configs[t.replies]["retention.ms"].value == str(3_600_000)
     assert configs[t.send_triggers]["message.timestamp.type"].value == "LogAppendTime"
     assert configs[t.audience_filters]["message.timestamp.type"].value == "LogAppendTime"
+
+
+def test_the_readiness_probe_is_answered_by_a_broker_and_not_by_a_closed_port(stack: Stack) -> None:
+    """The probe (a metadata request for the lead-events topic alone) is answered by the
+    broker, and not by a port nobody listens on."""
+    assert broker_reachable(
+        AdminClient({"bootstrap.servers": stack.bootstrap}), stack.topics.lead_events
+    )
+    nobody = AdminClient({"bootstrap.servers": f"127.0.0.1:{free_port()}", "log_level": 0})
+    assert not broker_reachable(nobody, stack.topics.lead_events, timeout=1.0)

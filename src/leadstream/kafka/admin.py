@@ -154,10 +154,15 @@ def speaks_tls(bootstrap: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def broker_reachable(admin: AdminClient, timeout: float = 2.0) -> bool:
-    """Does the cluster answer a metadata request within ``timeout`` seconds?"""
+def broker_reachable(admin: AdminClient, topic: str, timeout: float = 2.0) -> bool:
+    """Does the cluster answer a metadata request (of ``topic`` alone) within ``timeout``
+    seconds?
+
+    One topic's metadata, not the whole cluster's: readiness asks this every second, and
+    the metadata of every topic is built into Python objects holding the interpreter (13.5
+    ms of CPU a call with 472 topics and 3,776 partitions, 0.25 ms for one topic)."""
     try:
-        admin.list_topics(timeout=timeout)
+        admin.list_topics(topic, timeout=timeout)
     except KafkaException:
         return False
     return True
