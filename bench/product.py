@@ -622,17 +622,16 @@ def footprint_and_rebuild(
 
 
 def restart_after_kill(
-    worker: BenchWorker, workdir: Path, ds: Dataset, runs: int
+    worker: BenchWorker, workdir: Path, phone: str, runs: int
 ) -> tuple[dict[str, Any], BenchWorker]:
     """SIGKILL the loaded worker (its router child follows) and start it again on the same
-    data dir: seconds from the kill until /readyz is 200 with every partition, and until a
-    lead of the dataset is read back from it; then the partition indexes' build time
-    (summed). Medians of ``runs``."""
+    data dir: seconds from the kill until /readyz is 200 with every partition, and until
+    ``phone``'s lead is read back from it; then the partition indexes' build time (summed).
+    Medians of ``runs``."""
     ready: list[float] = []
     serving: list[float] = []
     builds: list[dict[str, float]] = []
     partitions = worker.settings.partitions
-    phone = ds.phones[0]
     headers = {"Authorization": f"Bearer {API_KEY}"}
     for _ in range(runs):
         killed = time.perf_counter()
