@@ -175,3 +175,23 @@ def test_a_standby_of_the_rocksdb_store_restores_record_by_record(
     loaded = durable.load(replica, P, store._opt, store._codec)
     assert loaded is not None
     assert loaded[0].snapshot() == store.index(P).snapshot()
+
+
+def test_a_membership_upload_journals_its_ids_and_its_members_as_one_op_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """New leads' ids one after another are one op, the members set one after another in
+    a campaign another (a journal of two ops a member logged more than the keys); read
+    back, they give the index the writes made."""
+    monkeypatch.setattr(durable, "MIN_SNAPSHOT_AFTER", 1_000)  # no snapshot folds it
+    store = indexed_memory()
+    ops = [MemberOp("o", "c1", p, f"crm-{i}" if i % 2 else None) for i, p in enumerate(PHONES)]
+    apply_members(store, P, ops, group=T)
+    entries = [durable._ops.decode(value) for _, value in durable._journal(store._inner, P)]
+    assert [[op[0] for op in entry] for entry in entries] == [["A", "M"]]
+    (a, m) = entries[0]
+    assert a == ["A", "o", PHONES]
+    assert m == ["M", "o", "c1", list(range(len(PHONES))), [op.external_id for op in ops]]
+    loaded = durable.load(store._inner, P, store._opt, store._codec)
+    assert loaded is not None
+    assert loaded[0].snapshot() == store.index(P).snapshot()

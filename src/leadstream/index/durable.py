@@ -571,15 +571,17 @@ def replay(index: PartitionIndex, ops: Iterable[list[Any]]) -> None:
 
 def _weight(ops: Iterable[Any]) -> int:
     """What replaying a journal entry of ``ops`` costs, in changes."""
-    return ENTRY_WEIGHT + sum(_grouped.get(op[0], _one)(op) for op in ops)
+    return ENTRY_WEIGHT + sum(_changes(op) for op in ops)
 
 
-def _one(op: Any) -> int:
+def _changes(op: Any) -> int:
+    """How many changes one op carries (events of a type, ids given, members set)."""
+    kind = op[0]
+    if kind in ("e", "M"):
+        return len(op[3])
+    if kind == "A":
+        return len(op[2])
     return 1
-
-
-# The ops that carry several changes, and how many.
-_grouped = {"e": lambda op: len(op[3]), "A": lambda op: len(op[2]), "M": lambda op: len(op[3])}
 
 
 def _get_part(
