@@ -641,7 +641,11 @@ def restart_after_kill(
             worker.settings.kafka_bootstrap, workdir, settings=worker.settings, **worker.overrides
         )
         while True:
-            answer = httpx.get(f"{worker.url}/readyz", timeout=5)
+            try:
+                answer = httpx.get(f"{worker.url}/readyz", timeout=5)
+            except httpx.TransportError:  # not listening yet, or its loop busy
+                time.sleep(0.05)
+                continue
             if answer.status_code == 200 and len(answer.json()["partitions"]) == partitions:
                 break
             time.sleep(0.05)
