@@ -76,6 +76,7 @@ def create_app(
         RECIPIENT_ENTRIES,
         on_build=lambda _partition, seconds: metrics.index_build_seconds.observe(seconds),
         hash_key=_suppression_key(settings),
+        reader=table_store.reader,
     )
     table_store.on_restore(store.drop)
     topo = Topology(app, settings, table, store, metrics, on_fault=lifecycle.fault)

@@ -144,3 +144,62 @@ def test_a_snapshot_waits_for_a_journal_worth_the_parts_it_rewrites(
     kept.changes, kept.journal_bytes = 100, 1
     assert kept.due(index)  # as much as a start should replay
     assert durable.Kept(changes=10).due(index)  # no snapshot yet: any is worth it
+
+
+def _loaded(n: int) -> MemoryStore:
+    """A store holding ``n`` leads' events, indexed and kept by another process."""
+    inner = MemoryStore()
+    writer = indexed_memory(inner=inner)
+    events = [LeadEvent("o", f"+1555000{i:04d}", "buy", BASE + i) for i in range(n)]
+    apply_events(writer, 0, events, horizon_ms=0, now_ms=BASE + n)
+    return inner
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_an_index_read_ahead_is_taken_when_nothing_changed_the_partition(kept: bool) -> None:
+    """Read back (or, with nothing kept, built) off the loop, then taken: the same index
+    a synchronous read gives."""
+    inner = _loaded(50)
+    if not kept:
+        for key, _ in list(iter_prefix(inner, 0, keys.index_prefix())):
+            inner.delete(0, key)
+    store = indexed_memory(inner=inner)
+    ahead = store.ahead(0)
+    assert ahead is not None
+    ahead.read()
+    assert (ahead.loaded is not None) is kept
+    assert store.take(ahead)
+    assert store.ahead(0) is None  # in memory now
+    assert store.index(0).snapshot() == indexed_memory(inner=inner).index(0).snapshot()
+    assert_indexes_rebuild_equal(store, [0])
+
+
+def test_an_index_read_ahead_is_not_taken_after_a_writer_indexed_the_partition() -> None:
+    """A write between the read and the take indexes the partition itself (the index it
+    keeps current has the write; the one read ahead may not): the read is not taken."""
+    store = indexed_memory(inner=_loaded(50))
+    ahead = store.ahead(0)
+    assert ahead is not None
+    ahead.read()
+    later = [LeadEvent("o", "+15559999999", "buy", BASE + 99)]
+    apply_events(store, 0, later, horizon_ms=0, now_ms=BASE + 100)
+    assert not store.take(ahead)
+    assert store.index(0).lead_id("o", "+15559999999") is not None
+    assert_indexes_rebuild_equal(store, [0])
+
+
+def test_an_index_read_ahead_is_not_taken_after_the_partition_was_dropped() -> None:
+    """Dropped while it was read (a restore wrote the partition behind the port, or the
+    partition left): not taken, and nothing is indexed until asked again."""
+    inner = _loaded(50)
+    store = indexed_memory(inner=inner)
+    ahead = store.ahead(0)
+    assert ahead is not None
+    store.drop([0])
+    ahead.read()
+    assert not store.take(ahead)
+    assert not store.has_index(0)
+    again = store.ahead(0)
+    assert again is not None
+    again.read()
+    assert store.take(again)

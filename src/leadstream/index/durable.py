@@ -59,7 +59,7 @@ from leadstream.index.partition import (
 from leadstream.index.timeline import Timeline
 from leadstream.index.zones import LeadZones
 from leadstream.state import keys
-from leadstream.state.port import PartitionStore, iter_prefix
+from leadstream.state.port import PartitionReader, PartitionStore, iter_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def scrub_erased(
 
 
 def load(
-    store: PartitionStore,
+    store: PartitionReader,
     partition: int,
     opt: OptTypes,
     codec: EntryCodec,
@@ -389,7 +389,7 @@ def load(
 
 
 def _read_back(
-    store: PartitionStore,
+    store: PartitionReader,
     partition: int,
     opt: OptTypes,
     codec: EntryCodec,
@@ -459,7 +459,7 @@ def _read_back(
     return index, kept
 
 
-def survey(store: PartitionStore, partition: int, kept: Kept) -> None:
+def survey(store: PartitionReader, partition: int, kept: Kept) -> None:
     """Note in ``kept`` every kept value on disk (after a build, whose snapshot replaces
     them all), and a next journal entry past every entry and snapshot on disk, so that no
     part of the new snapshot passes for one of an older."""
@@ -477,7 +477,7 @@ def survey(store: PartitionStore, partition: int, kept: Kept) -> None:
 
 
 def _get(
-    store: PartitionStore, partition: int, key: bytes, pieces: dict[bytes, int] | None = None
+    store: PartitionReader, partition: int, key: bytes, pieces: dict[bytes, int] | None = None
 ) -> tuple[bytes, int] | None:
     """The kept value of ``key``, its pieces put together, and the snapshot that wrote it
     (its pieces noted in ``pieces``); None when there is none."""
@@ -495,7 +495,7 @@ def _get(
 
 
 def _journal(
-    store: PartitionStore, partition: int, pieces: dict[bytes, int] | None = None
+    store: PartitionReader, partition: int, pieces: dict[bytes, int] | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
     """The journal's entries (key, value), in order, their pieces put together."""
     key = b""
@@ -585,7 +585,7 @@ def _changes(op: Any) -> int:
 
 
 def _get_part(
-    store: PartitionStore, partition: int, name: str, pieces: dict[bytes, int] | None = None
+    store: PartitionReader, partition: int, name: str, pieces: dict[bytes, int] | None = None
 ) -> tuple[bytes, int]:
     """A part of the snapshot and the snapshot that wrote it."""
     held = _get(store, partition, keys.index_snapshot_key(name), pieces)

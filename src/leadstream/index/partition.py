@@ -25,7 +25,7 @@ from pyroaring import BitMap
 from leadstream.index.timeline import Timeline
 from leadstream.index.zones import LeadZones
 from leadstream.state import keys
-from leadstream.state.port import PartitionStore, iter_prefix
+from leadstream.state.port import PartitionReader, iter_prefix
 
 __all__ = [
     "Campaign",
@@ -378,7 +378,7 @@ class PartitionIndex:
 
 
 def build(
-    store: PartitionStore,
+    store: PartitionReader,
     partition: int,
     opt: OptTypes,
     codec: EntryCodec,
@@ -491,7 +491,7 @@ def lead_digest(hash_key: bytes, org: str, phone: str) -> bytes:
     return hmac.digest(hash_key, f"{org}\0{phone}".encode(), hashlib.sha256)
 
 
-def _suppressions(store: PartitionStore, partition: int, index: PartitionIndex) -> None:
+def _suppressions(store: PartitionReader, partition: int, index: PartitionIndex) -> None:
     """The organizations' suppressions, and the leads they opt out."""
     for key, value in iter_prefix(store, partition, keys.suppression_prefix("")[:2]):
         org_b, digest = key[2:].split(keys.SEP, 1)

@@ -17,15 +17,38 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from leadstream.index import durable
 from leadstream.index.durable import Kept
 from leadstream.index.partition import EntryCodec, OptTypes, PartitionIndex, build
-from leadstream.state.port import PartitionStore
+from leadstream.state.port import PartitionReader, PartitionStore
 
-__all__ = ["IndexedStore"]
+__all__ = ["Ahead", "IndexedStore"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Ahead:
+    """A partition's index read ahead (:meth:`IndexedStore.ahead`): :meth:`read` does
+    the reads (on any thread: it writes nothing), :meth:`IndexedStore.take` keeps it."""
+
+    partition: int
+    version: int
+    _load: Callable[[], tuple[PartitionIndex, Kept] | None]
+    _build: Callable[[], PartitionIndex]
+    loaded: tuple[PartitionIndex, Kept] | None = None
+    built: PartitionIndex | None = None
+    seconds: float = 0.0
+
+    def read(self) -> None:
+        """Read the kept index back, or (nothing readable kept) build it from the keys."""
+        started = time.perf_counter()
+        self.loaded = self._load()
+        if self.loaded is None:
+            self.built = self._build()
+        self.seconds = time.perf_counter() - started
 
 
 class IndexedStore:
@@ -40,8 +63,10 @@ class IndexedStore:
         on_build: Callable[[int, float], None] | None = None,
         hash_key: bytes | None = None,
         keep: bool = True,
+        reader: Callable[[int], PartitionReader] | None = None,
     ) -> None:
         self._inner = inner
+        self._reader = reader
         self._opt = opt
         self._codec = codec
         self._on_build = on_build
@@ -54,6 +79,8 @@ class IndexedStore:
         self._kept: dict[int, Kept] = {}
         # Partitions in an update whose journal entry goes in its one write batch.
         self._one_write: set[int] = set()
+        # Bumped each time a partition's index is dropped (see take()).
+        self._versions: dict[int, int] = {}
 
     def index(self, partition: int) -> PartitionIndex:
         """The partition's index: in memory, else read back from disk, else built from
@@ -61,14 +88,44 @@ class IndexedStore:
         index = self._indexes.get(partition)
         if index is not None:
             return index
+        ahead = self._ahead(partition, self._inner)
+        ahead.read()
+        self.take(ahead)
+        return self._indexes[partition]
+
+    def ahead(self, partition: int) -> Ahead | None:
+        """What reads the partition's index ahead of its use on another thread (None: it
+        is in memory): :meth:`Ahead.read` there, then :meth:`take` here, on the thread
+        that writes the store. The reads go through ``reader`` of the partition when the
+        store was given one (a DB handle taken here, see
+        :meth:`leadstream.state.rocksdb.TableStore.reader`)."""
+        if partition in self._indexes:
+            return None
+        reader = self._reader
+        return self._ahead(partition, self._inner if reader is None else reader(partition))
+
+    def _ahead(self, partition: int, reader: PartitionReader) -> Ahead:
+        def load() -> tuple[PartitionIndex, Kept] | None:
+            if not self._keep:
+                return None
+            return durable.load(reader, partition, self._opt, self._codec, hash_key=self._hash_key)
+
+        def make() -> PartitionIndex:
+            return build(reader, partition, self._opt, self._codec, hash_key=self._hash_key)
+
+        return Ahead(partition, self._versions.get(partition, 0), load, make)
+
+    def take(self, ahead: Ahead) -> bool:
+        """Keep the index ``ahead`` read, unless the partition changed meanwhile: then
+        False, and the index is read again when asked for. Changed: indexed since (a
+        writer asked for it: its writes are in that index, and maybe not in this one),
+        or dropped since (a restore wrote the store, the partition left)."""
+        partition = ahead.partition
+        if partition in self._indexes or self._versions.get(partition, 0) != ahead.version:
+            return False
         started = time.perf_counter()
-        loaded = None
-        if self._keep:
-            loaded = durable.load(
-                self._inner, partition, self._opt, self._codec, hash_key=self._hash_key
-            )
-        if loaded is not None:
-            index, kept = loaded
+        if ahead.loaded is not None:
+            index, kept = ahead.loaded
             self._kept[partition] = kept
             if index.erased:
                 # Erased in the journal, and still named in what is kept (restored from a
@@ -76,20 +133,24 @@ class IndexedStore:
                 durable.scrub_erased(self._inner, partition, kept, index.erased)
                 index.erased = []
             how = "read back"
-        else:
-            index = self._build(partition)
+        elif ahead.built is not None:
+            index = ahead.built
+            self._kept_anew(partition, index)
             how = "built from its keys"
+        else:
+            raise RuntimeError(f"partition {partition}: take() before read()")
         self._indexes[partition] = index
-        took = time.perf_counter() - started
+        took = ahead.seconds + time.perf_counter() - started
         logger.info(
             "partition %d index %s in %.2f s: %d leads", partition, how, took, index.next_id
         )
         if self._on_build is not None:
             self._on_build(partition, took)
-        return index
+        return True
 
-    def _build(self, partition: int) -> PartitionIndex:
-        index = build(self._inner, partition, self._opt, self._codec, hash_key=self._hash_key)
+    def _kept_anew(self, partition: int, index: PartitionIndex) -> None:
+        """After a build: the keys of erased leads it found deleted again, and (indexes
+        kept) whatever an earlier process kept replaced by a snapshot of this build."""
         if index.purge:
             # Keys of erased leads a changelog restore brought back: deleted again.
             for key in index.purge:
@@ -102,10 +163,8 @@ class IndexedStore:
             index.purge = []
         if self._keep:
             kept = self._kept[partition] = Kept()
-            # Whatever an earlier process kept is replaced by this build's snapshot.
             durable.survey(self._inner, partition, kept)
             durable.write_snapshot(self._inner, partition, index, kept)
-        return index
 
     @contextmanager
     def updating(self, partition: int, *, one_write: bool = False) -> Iterator[PartitionIndex]:
@@ -164,6 +223,8 @@ class IndexedStore:
         for partition in partitions:
             self._indexes.pop(partition, None)
             self._kept.pop(partition, None)
+            # An index read ahead from before this is not taken (see take()).
+            self._versions[partition] = self._versions.get(partition, 0) + 1
 
     def keep_only(self, partitions: Iterable[int]) -> None:
         kept = set(partitions)

@@ -7,13 +7,26 @@ from typing import Protocol
 
 from leadstream.state.keys import prefix_upper_bound
 
-__all__ = ["PartitionStore", "StoreError", "iter_prefix"]
+__all__ = ["PartitionReader", "PartitionStore", "StoreError", "iter_prefix"]
 
 
 class StoreError(Exception):
     """The store could not read or write (no space, I/O error, read-only, file too large,
     a store that will not open): a fault of the environment, never of the message being
     applied. Raised by a store adapter in place of whatever its database raised."""
+
+
+class PartitionReader(Protocol):
+    """The reads of a :class:`PartitionStore` (what reading an index back or building it
+    needs); see :meth:`~leadstream.state.rocksdb.TableStore.reader`."""
+
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
+
+    def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]: ...
+
+    def iter_range(
+        self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]: ...
 
 
 class PartitionStore(Protocol):
@@ -76,7 +89,7 @@ class PartitionStore(Protocol):
 
 
 def iter_prefix(
-    store: PartitionStore, partition: int, prefix: bytes, *, reverse: bool = False
+    store: PartitionReader, partition: int, prefix: bytes, *, reverse: bool = False
 ) -> Iterator[tuple[bytes, bytes]]:
     """Items whose key starts with ``prefix``: one bounded range scan."""
     return store.iter_range(partition, prefix, prefix_upper_bound(prefix), reverse=reverse)

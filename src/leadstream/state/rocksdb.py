@@ -32,7 +32,7 @@ from faust.stores.rocksdb import Store
 from rocksdict import Rdict, ReadOptions, WriteBatch
 
 from leadstream.state import keys
-from leadstream.state.port import StoreError
+from leadstream.state.port import PartitionReader, StoreError
 
 __all__ = [
     "STORE_URL",
@@ -219,18 +219,29 @@ class TableStore:
             self._broken.failed(self._on_fault, f"open partition {partition}", exc)
         return db
 
+    def reader(self, partition: int) -> PartitionReader:
+        """The reads of ``partition``, for another thread (an index read back off the event
+        loop): its DB is opened here, on the caller's thread, and the reader never opens
+        one (faust opens a partition's DB when first asked for it, and a revoked
+        partition's again: a thread doing so beside the loop could open it twice)."""
+        return _Pinned(self, self._db(partition))
+
     def get(self, partition: int, key: bytes) -> bytes | None:
-        db = self._db(partition)
+        return self._get(self._db(partition), key)
+
+    def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return self._get_many(self._db(partition), keys)
+
+    def _get(self, db: Rdict, key: bytes) -> bytes | None:
         try:
             value = db.get(key)
         except Exception as exc:  # noqa: BLE001 - see module doc
             self._broken.failed(self._on_fault, "read", exc)
         return value if value is None else bytes(value)
 
-    def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
-        if not keys:
-            return []
-        db = self._db(partition)
+    def _get_many(self, db: Rdict, keys: Sequence[bytes]) -> list[bytes | None]:
         try:
             values = db.get(list(keys))
         except Exception as exc:  # noqa: BLE001 - see module doc
@@ -372,11 +383,36 @@ class TableStore:
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        items = iter_rdict_range(self._db(partition), lower, upper, reverse=reverse)
+        return self._iter_range(self._db(partition), lower, upper, reverse)
+
+    def _iter_range(
+        self, db: Rdict, lower: bytes, upper: bytes, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
+        items = iter_rdict_range(db, lower, upper, reverse=reverse)
         try:
             yield from items
         except Exception as exc:  # noqa: BLE001 - see module doc
             self._broken.failed(self._on_fault, "read", exc)
+
+
+class _Pinned:
+    """:meth:`TableStore.reader`: one partition's reads through the DB handle taken when
+    it was made (the partition argument names it, as the port's calls do)."""
+
+    def __init__(self, store: TableStore, db: Rdict) -> None:
+        self._store = store
+        self._db = db
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self._store._get(self._db, key)  # noqa: SLF001 - its own reader
+
+    def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
+        return self._store._get_many(self._db, keys) if keys else []  # noqa: SLF001
+
+    def iter_range(
+        self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return self._store._iter_range(self._db, lower, upper, reverse)  # noqa: SLF001
 
 
 def iter_rdict_range(
