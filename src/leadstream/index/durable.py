@@ -418,8 +418,10 @@ def _read_back(
     index.legacy_batches_checked = meta.legacy_batches_checked
     index.zones = LeadZones.from_parts(meta.zones)
     chunks = range((meta.next_id + CHUNK - 1) // CHUNK)
-    names = [n for c in chunks for n in _names.decode(part(f"names:{c}"))]
-    index.lead_ids = {name: lead for lead, name in enumerate(names) if name}
+    names: list[str | None] = [n for c in chunks for n in _names.decode(part(f"names:{c}"))]
+    if len(names) != meta.next_id:
+        raise ValueError(f"{len(names)} names for {meta.next_id} leads")
+    index.from_names(names)
     index.plain = [e for c in chunks for e in _plain.decode(part(f"plain:{c}"))]
     for name in meta.orgs:
         org = index.orgs[name] = _org_from(_org.decode(part(f"org:{name}")))
@@ -531,7 +533,7 @@ def replay(index: PartitionIndex, ops: Iterable[list[Any]]) -> None:
         if kind == "A":
             org, phones = args
             for phone in phones:
-                index.assign(org, phone)
+                index.assign_new(org, phone)
         elif kind == "M":
             org, campaign, leads, external_ids = args
             for lead, external_id in zip(leads, external_ids, strict=True):
