@@ -536,13 +536,9 @@ def replay(index: PartitionIndex, ops: Iterable[list[Any]]) -> None:
                 index.assign_new(org, phone)
         elif kind == "M":
             org, campaign, leads, external_ids = args
-            for lead, external_id in zip(leads, external_ids, strict=True):
-                if lead >= index.next_id:
-                    raise ValueError(f"a journal entry sets lead {lead}, never given an id")
-                # No name: the lead is erased further on (the erase took its phone out
-                # of the snapshot at once); its entry goes with it.
-                name = index.name_of(lead)
-                index.member_set(org, campaign, lead, "" if name is None else name[1], external_id)
+            if leads and max(leads) >= index.next_id:
+                raise ValueError(f"a journal entry sets lead {max(leads)}, never given an id")
+            index.members_replayed(org, campaign, leads, external_ids)
         elif kind == "a":  # entries written before ids and members were grouped
             index.assign(*args)
         elif kind == "e":

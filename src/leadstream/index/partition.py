@@ -280,6 +280,42 @@ class PartitionIndex:
             members.entries[lead] = self.codec.encode(phone, external_id)
             members.with_external.add(lead)
 
+    def members_replayed(
+        self, org: str, campaign: str, leads: list[int], external_ids: list[str | None]
+    ) -> None:
+        """:meth:`member_set` of each lead, in order, not journaled (a journal's ``M`` op
+        replayed), each phone read from the lead's name: an erase further on took the
+        name of a lead it erases, and its entry goes with it then."""
+        org_index = self.org(org)
+        members = org_index.campaigns.get(campaign)
+        if members is None:
+            members = org_index.campaigns[campaign] = Campaign()
+        members.members.update(leads)
+        plain = self.plain
+        top = max(leads, default=-1)
+        if len(plain) <= top:
+            plain.extend([None] * (top + 1 - len(plain)))
+        encode = self.codec.encode
+        for lead, external_id in zip(leads, external_ids, strict=True):
+            if external_id is None:
+                if plain[lead] is None:
+                    plain[lead] = encode(self._phone(lead), None)
+                if members.external_ids:  # else none to forget
+                    members.external_ids.pop(lead, None)
+                    members.entries.pop(lead, None)
+                    members.with_external.discard(lead)
+            else:
+                phone = self._phone(lead)
+                if plain[lead] is None:
+                    plain[lead] = encode(phone, None)
+                members.external_ids[lead] = external_id
+                members.entries[lead] = encode(phone, external_id)
+                members.with_external.add(lead)
+
+    def _phone(self, lead: int) -> str:
+        name = self.name_of(lead)
+        return "" if name is None else name[1]
+
     def member_removed(self, org: str, campaign: str, lead: int) -> None:
         if self.journal is not None:
             self.journal.append(("r", org, campaign, lead))
