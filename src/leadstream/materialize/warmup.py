@@ -82,6 +82,7 @@ class Warmup:
                     except Exception:  # noqa: BLE001 - a writer indexes it when it needs it
                         # (a store fault has been reported: the worker is stopping).
                         logger.exception("reading partition %d's index ahead failed", partition)
+                        await asyncio.sleep(1.0)  # not a line every look
                         continue
                     store.take(ahead)
             await asyncio.sleep(self._interval)
