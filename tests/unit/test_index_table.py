@@ -249,6 +249,7 @@ def test_indexed_reads_once_for_callers_at_once_and_again_after_a_drop() -> None
     assert store.has_index(0)
     assert inner.reads == 2  # the one dropped, and the one kept: not one per caller
     assert store.index(0).snapshot() == writer.index(0).snapshot()
+    store.close()
 
 
 def test_indexed_raises_what_the_read_raised_and_keeps_nothing() -> None:
@@ -260,3 +261,4 @@ def test_indexed_raises_what_the_read_raised_and_keeps_nothing() -> None:
     with pytest.raises(Boom):
         asyncio.run(store.indexed(0))
     assert not store.has_index(0)
+    store.close()

@@ -85,8 +85,6 @@ class IndexedStore:
         # Bumped each time a partition's index is dropped (see take()).
         self._versions: dict[int, int] = {}
         # indexed(): the thread that reads indexes, and the read under way per partition.
-        # Never shut down: a command applied while the worker stops must still have its
-        # read (a refused one would pass for the command's own fault).
         self._reads: ThreadPoolExecutor | None = None
         self._reading: dict[int, asyncio.Future[None]] = {}
 
@@ -126,6 +124,11 @@ class IndexedStore:
         self._reading.pop(ahead.partition, None)
         if not done.cancelled() and done.exception() is None:
             self.take(ahead)
+
+    def close(self) -> None:
+        """Stop the reading thread (a read under way is let finish, not waited for)."""
+        if self._reads is not None:
+            self._reads.shutdown(wait=False, cancel_futures=True)
 
     def ahead(self, partition: int) -> Ahead | None:
         """What reads the partition's index ahead of its use on another thread (None: it

@@ -54,6 +54,7 @@ class Warmup:
         finally:
             indexes.cancel()
             self._learner.close()
+            self._store.close()
 
     async def _build_indexes(self) -> None:
         """Keep the indexes of the partitions owned, one at a time; drop those of
