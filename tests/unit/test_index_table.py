@@ -3,9 +3,6 @@ store when first asked for, and never kept half-updated."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 import pytest
 
 from leadstream.domain.ingest import LeadEvent
@@ -206,59 +203,3 @@ def test_an_index_read_ahead_is_not_taken_after_the_partition_was_dropped() -> N
     assert again is not None
     again.read()
     assert store.take(again)
-
-
-class CountingReads(MemoryStore):
-    """Counts the reads of the kept index's meta part (one per read back), and can hold
-    them until ``release`` is set (from the test's loop)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-        self.release: threading.Event | None = None
-
-    def get_many(self, partition, keys_):
-        if keys_ and keys_[0] == keys.index_open_key():
-            self.reads += 1
-            if self.release is not None:
-                self.release.wait(10)
-        return super().get_many(partition, keys_)
-
-
-def test_indexed_reads_once_for_callers_at_once_and_again_after_a_drop() -> None:
-    """Two callers at once share one read off the loop; a drop while it is under way
-    (a restore wrote the partition) makes the caller read again; the index kept is the
-    one a synchronous read gives."""
-    inner = CountingReads()
-    writer = indexed_memory(inner=inner)
-    events = [LeadEvent("o", f"+1555000{i:04d}", "buy", BASE + i) for i in range(20)]
-    apply_events(writer, 0, events, horizon_ms=0, now_ms=BASE + 20)
-    store = indexed_memory(inner=inner)
-
-    async def main() -> None:
-        inner.reads, inner.release = 0, threading.Event()
-        first = asyncio.ensure_future(store.indexed(0))
-        second = asyncio.ensure_future(store.indexed(0))
-        await asyncio.sleep(0.05)
-        assert not store.has_index(0)
-        store.drop([0])  # while the read waits
-        inner.release.set()
-        await asyncio.gather(first, second)
-
-    asyncio.run(main())
-    assert store.has_index(0)
-    assert inner.reads == 2  # the one dropped, and the one kept: not one per caller
-    assert store.index(0).snapshot() == writer.index(0).snapshot()
-    store.close()
-
-
-def test_indexed_raises_what_the_read_raised_and_keeps_nothing() -> None:
-    class Failing(MemoryStore):
-        def get_many(self, partition, keys_):
-            raise Boom
-
-    store = indexed_memory(inner=Failing())
-    with pytest.raises(Boom):
-        asyncio.run(store.indexed(0))
-    assert not store.has_index(0)
-    store.close()

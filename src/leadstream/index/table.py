@@ -13,12 +13,9 @@ reader and writer sees a plain :class:`~leadstream.state.port.PartitionStore`.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -84,9 +81,6 @@ class IndexedStore:
         self._one_write: set[int] = set()
         # Bumped each time a partition's index is dropped (see take()).
         self._versions: dict[int, int] = {}
-        # indexed(): the thread that reads indexes, and the read under way per partition.
-        self._reads: ThreadPoolExecutor | None = None
-        self._reading: dict[int, asyncio.Future[None]] = {}
 
     def index(self, partition: int) -> PartitionIndex:
         """The partition's index: in memory, else read back from disk, else built from
@@ -98,37 +92,6 @@ class IndexedStore:
         ahead.read()
         self.take(ahead)
         return self._indexes[partition]
-
-    async def indexed(self, partition: int) -> None:
-        """Return once the partition has its index, read back (or built) on a thread of
-        this store's, so that the event loop goes on meanwhile (at 5,000,000 leads a
-        partition's read took the loop for up to 1.4 s). Callers asking at once share
-        one read; a read the partition was dropped during is made again."""
-        while partition not in self._indexes:
-            reading = self._reading.get(partition)
-            if reading is None:
-                ahead = self.ahead(partition)
-                if ahead is None:
-                    return
-                if self._reads is None:
-                    self._reads = ThreadPoolExecutor(1, thread_name_prefix="leadstream-index")
-                loop = asyncio.get_running_loop()
-                reading = loop.run_in_executor(self._reads, ahead.read)
-                self._reading[partition] = reading
-                reading.add_done_callback(functools.partial(self._settle, ahead))
-            # Shielded: a caller cancelled (a revocation) does not cancel the others' read.
-            await asyncio.shield(reading)
-
-    def _settle(self, ahead: Ahead, done: asyncio.Future[None]) -> None:
-        """A read of :meth:`indexed` ended (before its callers resume): kept if whole."""
-        self._reading.pop(ahead.partition, None)
-        if not done.cancelled() and done.exception() is None:
-            self.take(ahead)
-
-    def close(self) -> None:
-        """Stop the reading thread (a read under way is let finish, not waited for)."""
-        if self._reads is not None:
-            self._reads.shutdown(wait=False, cancel_futures=True)
 
     def ahead(self, partition: int) -> Ahead | None:
         """What reads the partition's index ahead of its use on another thread (None: it

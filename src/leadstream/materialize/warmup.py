@@ -45,6 +45,7 @@ class Warmup:
         self._send_soon = send_soon
         self._interval = interval_seconds
         self._learner = ZoneLearner(busy=busy)
+        self._reads = ThreadPoolExecutor(1, thread_name_prefix="leadstream-index")
 
     async def run(self) -> None:
         """Both loops, until cancelled."""
@@ -54,7 +55,7 @@ class Warmup:
         finally:
             indexes.cancel()
             self._learner.close()
-            self._store.close()
+            self._reads.shutdown(wait=False, cancel_futures=True)
 
     async def _build_indexes(self) -> None:
         """Keep the indexes of the partitions owned, one at a time; drop those of
@@ -62,21 +63,28 @@ class Warmup:
         once every owned partition has its index, so this is how late readiness can be
         after a rebalance (a look costs a set operation).
 
-        Each index is read back (or built) off the event loop (:meth:`IndexedStore.
-        indexed`): at 5,000,000 leads that took the loop for seconds a partition, and a
-        health check waiting behind it timed out."""
+        Each index is read back (or built) on a thread of its own, off the event loop:
+        at 5,000,000 leads that took the loop for seconds a partition, and a health
+        check waiting behind it timed out. The loop only keeps what was read, unless a
+        writer indexed the partition meanwhile (:meth:`IndexedStore.take`)."""
         store = self._store
+        loop = asyncio.get_running_loop()
         while True:
             if self._ready():
                 owned = self._owned()
                 store.keep_only(owned)
                 for partition in owned:
+                    ahead = store.ahead(partition)
+                    if ahead is None:
+                        continue
                     try:
-                        await store.indexed(partition)
+                        await loop.run_in_executor(self._reads, ahead.read)
                     except Exception:  # noqa: BLE001 - a writer indexes it when it needs it
                         # (a store fault has been reported: the worker is stopping).
                         logger.exception("reading partition %d's index ahead failed", partition)
                         await asyncio.sleep(1.0)  # not a line every look
+                        continue
+                    store.take(ahead)
             await asyncio.sleep(self._interval)
 
     async def _learn_zones(self) -> None:

@@ -85,9 +85,6 @@ async def _apply_one(
     activity: ApplyActivity,
 ) -> None:
     command = decode_command(msg.value)
-    # The partition's index read off the loop, if it is not in memory yet (a command
-    # right after a start or a takeover): the handler would read it on the loop.
-    await topo.store.indexed(msg.partition)
     at = Arrival(msg.partition, msg.offset, received_ms(msg), now_ms())
     started = time.perf_counter()
     effects = handle(topo.store, at, command, rules)
