@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 
+from leadstream import heap
 from leadstream.index.partition import OptTypes
 from leadstream.index.table import IndexedStore
 from leadstream.ingress import StreamIngress
@@ -20,7 +21,7 @@ from leadstream.materialize.materializer import Materializer
 from leadstream.materialize.warmup import Warmup
 from leadstream.metrics import Metrics
 from leadstream.settings import LEADS_TABLE, Settings
-from leadstream.state.rocksdb import STORE_URL, TableStore
+from leadstream.state.rocksdb import STORE_URL, Memory, TableStore
 from leadstream.streams.apply import register_apply
 from leadstream.streams.rebalance import RebalanceSafeApp
 from leadstream.streams.replies import ReplyWaiter
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 # Members' time zones are not looked up ahead while a held send is due within this many ms.
 _ZONES_CLEAR_MS = 2000
+# How often the worker looks whether it grew enough to give free heap back (heap.py).
+_TRIM_SECONDS = 10.0
 
 
 def create_app(
@@ -61,15 +64,18 @@ def create_app(
     # decompresses beyond that is a fault of the environment, and stops the worker.
     bounds.install(LARGE_MESSAGE_BYTES + bounds.BATCH_OVERHEAD, bounds.Oversize.STOP)
     app = _faust_app(settings, connection)
+    memory = Memory(settings.rocksdb_memory_mb << 20, settings.partitions)
     table = app.Table(
         LEADS_TABLE,
         partitions=settings.partitions,
         key_type=bytes,
         value_type=bytes,
-        options={"driver": "rocksdict"},
+        # One RocksDB memory budget for every partition's DB (state/rocksdb.py: Memory).
+        options={"driver": "rocksdict", "memory": memory},
     )
     metrics = Metrics()
     table_store = TableStore(table, on_fault=lifecycle.fault)
+    metrics.watch_store_memory(table_store.memory_usage)
     store = IndexedStore(
         table_store,
         OptTypes(settings.opt_out_event_type, settings.opt_in_event_type),
@@ -133,6 +139,14 @@ def create_app(
         # walked them all and stopped the event loop for 50-100 ms, the HTTP API's tail.
         gc.freeze()
         logger.debug("%d startup objects kept out of garbage collection", gc.get_freeze_count())
+
+    trimmer = heap.trimmer()
+    if trimmer is not None:
+
+        @app.timer(interval=_TRIM_SECONDS)  # type: ignore[untyped-decorator]
+        async def give_back_free_memory() -> None:
+            if trimmer.due():
+                await asyncio.get_running_loop().run_in_executor(None, trimmer.trim)
 
     @app.task  # type: ignore[untyped-decorator]
     async def route_lead_events() -> None:

@@ -39,6 +39,22 @@ class _LagCollector(Collector):
         yield family
 
 
+class _StoreMemoryCollector(Collector):
+    def __init__(self, usage: Callable[[], Mapping[str, int]]) -> None:
+        self._usage = usage
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "leadstream_rocksdb_memory_bytes",
+            "Memory RocksDB holds in this worker, every partition together: the block cache"
+            " (the memtables' share included), the memtables, the table readers",
+            labels=["kind"],
+        )
+        for kind, n in self._usage().items():
+            family.add_metric([kind], n)
+        yield family
+
+
 class Metrics:
     """The counters and histograms the worker updates, and their text exposition."""
 
@@ -137,6 +153,9 @@ class Metrics:
 
     def watch_lag(self, lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
         self.registry.register(_LagCollector(lags))
+
+    def watch_store_memory(self, usage: Callable[[], Mapping[str, int]]) -> None:
+        self.registry.register(_StoreMemoryCollector(usage))
 
     def before_exposition(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` before each exposition (to bring in what other processes counted)."""

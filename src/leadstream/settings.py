@@ -105,6 +105,16 @@ class Settings(BaseSettings):
         ),
     )
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of the lead-keyed state.")
+    rocksdb_memory_mb: int = Field(
+        256,
+        ge=32,
+        le=1024 * 1024,
+        description=(
+            "Memory RocksDB may take in this worker, its partitions together: one block"
+            " cache, of which the memtables take at most half. The indexes a send reads are"
+            " kept beside it, in the worker's own memory."
+        ),
+    )
     replication_factor: int = Field(
         1, ge=1, description="Replication of topics leadstream creates."
     )

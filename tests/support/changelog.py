@@ -16,7 +16,7 @@ import rocksdict
 
 from leadstream.state import keys
 from leadstream.state.memory import MemoryStore
-from leadstream.state.rocksdb import restore_mark
+from leadstream.state.rocksdb import BoundedOptions, Memory, restore_mark
 
 __all__ = [
     "ChangelogRecord",
@@ -40,17 +40,17 @@ class ChangelogRecord:
 
 
 class RdictPerPartition:
-    """What TableStore reaches through ``table.data``: one real raw-mode Rdict per partition."""
+    """What TableStore reaches through ``table.data``: one real raw-mode Rdict per partition,
+    opened as the worker opens them (on one :class:`~leadstream.state.rocksdb.Memory`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, memory: Memory | None = None) -> None:
         self.root = root
         self.dbs: dict[int, rocksdict.Rdict] = {}
+        self.options = BoundedOptions(memory or Memory(64 << 20, partitions=8))
 
     def _db_for_partition(self, partition: int) -> rocksdict.Rdict:
         if partition not in self.dbs:
-            self.dbs[partition] = rocksdict.Rdict(
-                str(self.root / f"p{partition}"), rocksdict.Options(raw_mode=True)
-            )
+            self.dbs[partition] = self.options.open(self.root / f"p{partition}")
         return self.dbs[partition]
 
     def close(self) -> None:

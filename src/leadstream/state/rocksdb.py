@@ -28,8 +28,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from faust.stores import STORES
-from faust.stores.rocksdb import Store
-from rocksdict import Rdict, ReadOptions, WriteBatch
+from faust.stores.rocksdb import RocksDBOptions, Store
+from rocksdict import (
+    AccessType,
+    BlockBasedIndexType,
+    BlockBasedOptions,
+    Cache,
+    DBPath,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteBufferManager,
+)
 
 from leadstream.state import keys
 from leadstream.state.port import PartitionReader, StoreError
@@ -37,7 +48,9 @@ from leadstream.state.port import PartitionReader, StoreError
 __all__ = [
     "STORE_URL",
     "FaultReport",
+    "BoundedOptions",
     "LeadStore",
+    "Memory",
     "TableStore",
     "restore_mark",
     "write_batch",
@@ -75,6 +88,83 @@ LOGGED_BATCH_ITEMS = 1_000
 LOGGED_BATCH_BYTES = 256 * 1024
 
 
+class Memory:
+    """The memory RocksDB may take in one worker, every partition's DB together: one block
+    cache of ``budget_bytes``, to which the memtables are charged (a write buffer manager
+    over the cache: at most half of it, the rest of the cache holds what was read).
+
+    faust's defaults gave each partition's DB a block cache of its own (2 GiB each) and
+    up to three 64 MiB memtables: a worker's RocksDB grew with the partitions it held and
+    the data it had read, to most of a worker's memory at a few million leads."""
+
+    def __init__(self, budget_bytes: int, partitions: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.cache = Cache(budget_bytes)
+        self.buffers = WriteBufferManager.new_write_buffer_manager_with_cache(
+            budget_bytes // 2, False, self.cache
+        )
+        # One memtable a partition fills before it is flushed: the budget's half shared
+        # by the partitions (RocksDB flushes sooner when they are over it together).
+        self.memtable_bytes = max(4 << 20, min(64 << 20, budget_bytes // 2 // max(partitions, 1)))
+
+    def usage(self, dbs: Iterable[Rdict]) -> dict[str, int]:
+        """Bytes in use now: ``block_cache`` (the memtables' share included),
+        ``memtables``, ``table_readers`` (index and filter blocks held outside the cache)."""
+        memtables = readers = 0
+        for db in dbs:
+            memtables += db.property_int_value("rocksdb.size-all-mem-tables") or 0
+            readers += db.property_int_value("rocksdb.estimate-table-readers-mem") or 0
+        return {
+            "block_cache": self.cache.get_usage(),
+            "memtables": memtables,
+            "table_readers": readers,
+        }
+
+
+class BoundedOptions(RocksDBOptions):
+    """faust's rocksdict options, on the worker's shared :class:`Memory` (the rest as
+    ``template`` says: faust's defaults when not given)."""
+
+    def __init__(self, memory: Memory, template: RocksDBOptions | None = None) -> None:
+        template = template or RocksDBOptions()
+        super().__init__(
+            max_open_files=template.max_open_files,
+            target_file_size_base=template.target_file_size_base,
+            bloom_filter_size=template.bloom_filter_size,
+            use_rocksdict=True,
+            ttl=template.ttl,
+        )
+        self.memory = memory
+
+    def open(self, path: Any, *, read_only: bool = False) -> Rdict:
+        access = AccessType.read_write() if self.ttl is None else AccessType.with_ttl(self.ttl)
+        db = Rdict(str(path), options=self.as_options(path), access_type=access)
+        db.set_read_options(ReadOptions())
+        return db
+
+    def as_options(self, path: Any = None) -> Options:
+        memory = self.memory
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        if path is not None:
+            options.set_db_paths([DBPath(str(path), self.target_file_size_base)])
+        options.set_max_open_files(self.max_open_files or -1)
+        options.set_write_buffer_size(memory.memtable_bytes)
+        options.set_max_write_buffer_number(2)
+        options.set_write_buffer_manager(memory.buffers)
+        options.set_target_file_size_base(self.target_file_size_base)
+        table = BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, True)
+        table.set_block_cache(memory.cache)
+        # Index and filter blocks in the cache too (bounded with the rest), the top
+        # levels pinned there so that a point read never waits for them.
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        table.set_index_type(BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        return options
+
+
 class LeadStore(Store):
     """faust's RocksDB store, restoring logged batches (one changelog record holding many
     puts) by expanding them: the other half of :meth:`TableStore.put_batch`.
@@ -93,6 +183,18 @@ class LeadStore(Store):
     on_restore: Callable[[Iterable[int]], None] | None = None
     on_fault: FaultReport | None = None
     broken: _Broken | None = None  # shared with the TableStore over it
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The table's options carry the worker's Memory (leadstream.app); faust keeps
+        # what it does not know in extra_options.
+        memory = self.rocksdb_options.extra_options.get("memory")
+        if isinstance(memory, Memory):
+            self.rocksdb_options = BoundedOptions(memory, self.rocksdb_options)
+
+    def open_dbs(self) -> list[Rdict]:
+        """The partition DBs open now."""
+        return list(self._dbs.values())
 
     def apply_changelog_batch(
         self,
@@ -210,6 +312,18 @@ class TableStore:
         store = self._table.data
         if isinstance(store, LeadStore):
             store.on_restore = callback
+
+    def memory_usage(self) -> dict[str, int]:
+        """:meth:`Memory.usage` of the DBs open now (nothing when the table's store is not
+        on a :class:`Memory`)."""
+        store = self._table.data
+        options = getattr(store, "rocksdb_options", None)
+        if not isinstance(store, LeadStore) or not isinstance(options, BoundedOptions):
+            return {}
+        try:
+            return options.memory.usage(store.open_dbs())
+        except Exception:  # noqa: BLE001 - a scrape never stops the worker; the gauge is left out
+            return {}
 
     def _db(self, partition: int) -> Rdict:
         self._broken.check()

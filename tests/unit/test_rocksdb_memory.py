@@ -1,0 +1,45 @@
+"""The worker's RocksDB memory budget (state/rocksdb.py ``Memory``): every partition's DB on
+one block cache, the memtables charged to it, on REAL rocksdict DBs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from leadstream.state.rocksdb import BoundedOptions, Memory
+
+BUDGET = 8 << 20
+VALUE = 16 << 10
+
+
+def test_partitions_share_one_bounded_cache_and_their_memtables_are_charged_to_it(
+    tmp_path: Path,
+) -> None:
+    memory = Memory(BUDGET, partitions=4)
+    options = BoundedOptions(memory)
+    dbs = [options.open(tmp_path / f"p{p}") for p in range(4)]
+    try:
+        written: dict[bytes, bytes] = {}
+        # 24 MiB of values that do not compress, three times the budget: under faust's
+        # defaults (a 64 MiB memtable per DB) all of it would still sit in memtables.
+        for i in range(3 * BUDGET // VALUE):
+            key, value = i.to_bytes(4, "big"), os.urandom(VALUE)
+            dbs[i % 4].put(key, value)
+            written[key] = value
+        usage = memory.usage(dbs)
+        assert usage["memtables"] <= BUDGET, usage
+        for i, (key, value) in enumerate(written.items()):
+            assert bytes(dbs[i % 4][key]) == value
+        usage = memory.usage(dbs)
+        # One cache: what the four DBs read (and their memtables' share) fits the budget.
+        assert 0 < usage["block_cache"] <= BUDGET, usage
+        assert usage["memtables"] <= BUDGET, usage
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def test_a_memtable_is_the_partitions_share_of_half_the_budget() -> None:
+    assert Memory(512 << 20, partitions=8).memtable_bytes == 32 << 20
+    assert Memory(4 << 30, partitions=8).memtable_bytes == 64 << 20  # never above faust's
+    assert Memory(32 << 20, partitions=64).memtable_bytes == 4 << 20  # nor below 4 MiB
