@@ -24,6 +24,7 @@ table = FakeTable(RdictPerPartition(__import__("pathlib").Path(sys.argv[1])))
 store = TableStore(table, on_fault=faults.append)
 store.put(0, b"before", b"1")
 logged = len(table.changelog)
+pinned = store.reader(0)  # a reader taken before (an index read on another thread)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
 outcomes = {}
 for name, write in [
@@ -44,6 +45,16 @@ try:
     outcomes["get"] = "read"
 except StoreError as exc:
     outcomes["get"] = "StoreError: " + str(exc)
+for name, read in [
+    ("reader.get", lambda: pinned.get(0, b"before")),
+    ("reader.get_many", lambda: pinned.get_many(0, [b"before"])),
+    ("reader.iter_range", lambda: list(pinned.iter_range(0, b"a", b"z"))),
+]:
+    try:
+        read()
+        outcomes[name] = "read"
+    except StoreError as exc:
+        outcomes[name] = "StoreError: " + str(exc)
 resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 print(json.dumps({
     "outcomes": outcomes,

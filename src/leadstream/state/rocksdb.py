@@ -517,15 +517,20 @@ class _Pinned:
         self._store = store
         self._db = db
 
+    # Each call refused up front once the store failed, as the store's own calls are.
+
     def get(self, partition: int, key: bytes) -> bytes | None:
-        return self._store._get(self._db, key)  # noqa: SLF001 - its own reader
+        self._store._broken.check()  # noqa: SLF001 - its own reader
+        return self._store._get(self._db, key)  # noqa: SLF001
 
     def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
+        self._store._broken.check()  # noqa: SLF001
         return self._store._get_many(self._db, keys) if keys else []  # noqa: SLF001
 
     def iter_range(
         self, partition: int, lower: bytes, upper: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
+        self._store._broken.check()  # noqa: SLF001
         return self._store._iter_range(self._db, lower, upper, reverse)  # noqa: SLF001
 
 
