@@ -261,24 +261,9 @@ class PartitionIndex:
                 last[4].append(external_id)
             else:
                 journal.append(("M", org, campaign, [lead], [external_id]))
-        campaigns = self.org(org).campaigns
-        members = campaigns.get(campaign)
-        if members is None:
-            members = campaigns[campaign] = Campaign()
+        members = self._campaign(org, campaign)
         members.members.add(lead)
-        plain = self.plain
-        if len(plain) <= lead:
-            plain.extend([None] * (lead + 1 - len(plain)))
-        if plain[lead] is None:
-            plain[lead] = self.codec.encode(phone, None)
-        if external_id is None:
-            members.external_ids.pop(lead, None)
-            members.entries.pop(lead, None)
-            members.with_external.discard(lead)
-        else:
-            members.external_ids[lead] = external_id
-            members.entries[lead] = self.codec.encode(phone, external_id)
-            members.with_external.add(lead)
+        self._member(members, lead, phone, external_id)
 
     def members_replayed(
         self, org: str, campaign: str, leads: list[int], external_ids: list[str | None]
@@ -286,31 +271,41 @@ class PartitionIndex:
         """:meth:`member_set` of each lead, in order, not journaled (a journal's ``M`` op
         replayed), each phone read from the lead's name: an erase further on took the
         name of a lead it erases, and its entry goes with it then."""
-        org_index = self.org(org)
-        members = org_index.campaigns.get(campaign)
-        if members is None:
-            members = org_index.campaigns[campaign] = Campaign()
+        members = self._campaign(org, campaign)
         members.members.update(leads)
-        plain = self.plain
-        top = max(leads, default=-1)
-        if len(plain) <= top:
-            plain.extend([None] * (top + 1 - len(plain)))
-        encode = self.codec.encode
+        member = self._member
         for lead, external_id in zip(leads, external_ids, strict=True):
-            if external_id is None:
-                if plain[lead] is None:
-                    plain[lead] = encode(self._phone(lead), None)
-                if members.external_ids:  # else none to forget
-                    members.external_ids.pop(lead, None)
-                    members.entries.pop(lead, None)
-                    members.with_external.discard(lead)
-            else:
+            member(members, lead, None, external_id)
+
+    def _campaign(self, org: str, campaign: str) -> Campaign:
+        campaigns = self.org(org).campaigns
+        members = campaigns.get(campaign)
+        if members is None:
+            members = campaigns[campaign] = Campaign()
+        return members
+
+    def _member(
+        self, members: Campaign, lead: int, phone: str | None, external_id: str | None
+    ) -> None:
+        """A member's entries (``phone`` None: the lead's own, read when needed)."""
+        plain = self.plain
+        if len(plain) <= lead:
+            plain.extend([None] * (lead + 1 - len(plain)))
+        if plain[lead] is None:
+            if phone is None:
                 phone = self._phone(lead)
-                if plain[lead] is None:
-                    plain[lead] = encode(phone, None)
-                members.external_ids[lead] = external_id
-                members.entries[lead] = encode(phone, external_id)
-                members.with_external.add(lead)
+            plain[lead] = self.codec.encode(phone, None)
+        if external_id is None:
+            if members.external_ids:  # else none to forget
+                members.external_ids.pop(lead, None)
+                members.entries.pop(lead, None)
+                members.with_external.discard(lead)
+        else:
+            if phone is None:
+                phone = self._phone(lead)
+            members.external_ids[lead] = external_id
+            members.entries[lead] = self.codec.encode(phone, external_id)
+            members.with_external.add(lead)
 
     def _phone(self, lead: int) -> str:
         name = self.name_of(lead)
