@@ -123,7 +123,12 @@ def _until_applied(worker: BenchWorker, values: list[bytes], rows: int) -> float
     producer = make_producer(KafkaConnection.of(worker.settings))
     start = time.perf_counter()
     for value in values:
-        producer.produce(worker.settings.topics.lead_events, value=value)
+        while True:
+            try:
+                producer.produce(worker.settings.topics.lead_events, value=value)
+                break
+            except BufferError:  # the client's queue is full (10,000,000 leads): let it drain
+                producer.poll(0.5)
         producer.poll(0)
     producer.flush(300)
     worker.wait_applied(rows)
