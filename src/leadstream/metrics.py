@@ -50,8 +50,11 @@ class _StoreMemoryCollector(Collector):
             " (the memtables' share included), the memtables, the table readers",
             labels=["kind"],
         )
-        for kind, n in self._usage().items():
-            family.add_metric([kind], n)
+        try:
+            for kind, n in self._usage().items():
+                family.add_metric([kind], n)
+        except Exception:  # noqa: BLE001 - a scrape while DBs close shows nothing rather than failing
+            logger.debug("RocksDB memory not available", exc_info=True)
         yield family
 
 

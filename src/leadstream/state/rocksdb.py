@@ -320,10 +320,7 @@ class TableStore:
         options = getattr(store, "rocksdb_options", None)
         if not isinstance(store, LeadStore) or not isinstance(options, BoundedOptions):
             return {}
-        try:
-            return options.memory.usage(store.open_dbs())
-        except Exception:  # noqa: BLE001 - a scrape never stops the worker; the gauge is left out
-            return {}
+        return options.memory.usage(store.open_dbs())
 
     def _db(self, partition: int) -> Rdict:
         self._broken.check()
