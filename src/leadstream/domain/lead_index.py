@@ -95,9 +95,6 @@ def _apply_events(
     duplicates = 0
     puts: dict[bytes, bytes] = {}
     added: list[LeadEvent] = []
-    leads: list[int] = []
-    ids = index.lead_ids
-    assign = index.assign
     value_of = keys.event_value
     folded_through = index.folded_through
     for ev in events:
@@ -113,14 +110,15 @@ def _apply_events(
         if key in puts:
             duplicates += 1  # twice in this call
             continue
-        lead = ids.get(org + "\0" + phone)
-        if lead is None:
-            lead, _new = assign(org, phone)
-        puts[key] = value_of(lead, group, ev.metadata)
+        puts[key] = b""
         added.append(ev)
-        leads.append(lead)
     if not puts:
         return ApplyResult(0, duplicates)
+    # The leads' ids, looked up at once; a new lead's given now (once: the second event
+    # of a lead new in this batch finds the id the first was given).
+    leads = index.assign_all([ev.organization_id for ev in added], [ev.phone for ev in added])
+    for (key, _), ev, lead in zip(list(puts.items()), added, leads, strict=True):
+        puts[key] = value_of(lead, group, ev.metadata)
     # One lookup call for the whole batch, not one per event (see PartitionStore.get_many).
     seen = store.get_many(partition, list(puts))
     refs_of = keys.value_refs

@@ -107,10 +107,10 @@ def _apply_members(
     group: int,
 ) -> int:
     # The ids first, in order (a removal gives none): the journal holds them as one entry,
-    # and the members set as another, instead of two entries a member.
-    for op in ops:
-        if not op.remove:
-            index.assign(op.organization_id, op.phone)
+    # and the members set as another, instead of two entries a member. Looked up at once.
+    added = [op for op in ops if not op.remove]
+    leads = index.assign_all([op.organization_id for op in added], [op.phone for op in added])
+    ids = {(op.organization_id, op.phone): lead for op, lead in zip(added, leads, strict=True)}
     member_keys = [keys.member_key(op.organization_id, op.campaign_id, op.phone) for op in ops]
     stored = dict(zip(member_keys, store.get_many(partition, member_keys), strict=True))
     writes: dict[bytes, bytes | None] = {}
@@ -136,7 +136,7 @@ def _apply_members(
                 writes[lead_key] = keys.lead_value(lead, sorted(refs))
                 index.member_removed(org, campaign, lead)
         else:
-            lead, _new = index.assign(org, op.phone)
+            lead = ids[(org, op.phone)]
             had = keys.value_refs(current) if current is not None else ()
             if current is not None and current[:4] == keys.lead_id_bytes(lead):
                 if keys.decode_external_id(current) == op.external_id:

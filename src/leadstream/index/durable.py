@@ -10,7 +10,8 @@ part fits one record. A standby restores them with the keys, so its copy of the 
 as current as its copy of the keys. Three parts:
 
 * a **snapshot** (``I s``): everything the index holds, as bytes (bitmaps serialized,
-  packed events as they are in memory, names and entries as lists), in parts, so that a
+  packed events as they are in memory, lead names as the integers
+  :class:`~leadstream.index.ids.LeadIds` keeps, entries as lists), in parts, so that a
   new snapshot rewrites only the parts changed since the last one (:meth:`Kept.touched`);
   its ``meta`` part names the first journal entry after it;
 * a **journal** (``I j n``): each update of the index since the snapshot, as the calls
@@ -47,8 +48,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import numpy as np
 from pyroaring import BitMap
 
+from leadstream.index.ids import ERASED, LeadIds
 from leadstream.index.partition import (
     Campaign,
     EntryCodec,
@@ -77,7 +80,7 @@ __all__ = [
 ]
 
 # The format of the snapshot; another one is not read (the index is built again).
-VERSION = 2
+VERSION = 3
 # A kept value is logged in pieces of at most this many bytes (one changelog record each).
 PIECE = 256 * 1024
 # At the head of a value's first piece: how many pieces, the CRC-32 of the whole value
@@ -138,6 +141,15 @@ class _Meta(msgspec.Struct, array_like=True):
     zones: list[tuple[tuple[str, ...], bytes]]
     orgs: list[str]
     timelines: list[tuple[str, str]]
+    # The organizations by the code the names are kept with (leadstream.index.ids).
+    lead_orgs: list[str]
+
+
+class _Names(msgspec.Struct, array_like=True):
+    """The names of a chunk of ids (LeadIds.chunk)."""
+
+    keys: bytes
+    odd: list[tuple[int, str, str]]
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -145,7 +157,7 @@ _meta = msgspec.msgpack.Decoder(_Meta)
 _org = msgspec.msgpack.Decoder(_Org)
 _campaigns = msgspec.msgpack.Decoder(list[_Campaign])
 _timeline = msgspec.msgpack.Decoder(_Timeline)
-_names = msgspec.msgpack.Decoder(list[str])
+_names = msgspec.msgpack.Decoder(_Names)
 _plain = msgspec.msgpack.Decoder(list[bytes | None])
 _ops = msgspec.msgpack.Decoder(list[list[Any]])
 
@@ -339,9 +351,12 @@ def scrub_erased(
                 continue  # given after the snapshot: only in the journal
             chunk, at = divmod(lead, CHUNK)
             names = _names.decode(part(f"names:{chunk}"))
+            named = np.frombuffer(names.keys, "<i8").copy()
             plain = _plain.decode(part(f"plain:{chunk}"))
-            if names[at] or plain[at] is not None:
-                names[at], plain[at] = "", None
+            if named[at] != ERASED or plain[at] is not None:
+                named[at], plain[at] = ERASED, None
+                names.keys = named.tobytes()
+                names.odd = [odd for odd in names.odd if odd[0] != lead]
                 rewrites[keys.index_snapshot_key(f"names:{chunk}")] = _encoder.encode(names)
                 rewrites[keys.index_snapshot_key(f"plain:{chunk}")] = _encoder.encode(plain)
             if org in meta.orgs:
@@ -418,10 +433,12 @@ def _read_back(
     index.legacy_batches_checked = meta.legacy_batches_checked
     index.zones = LeadZones.from_parts(meta.zones)
     chunks = range((meta.next_id + CHUNK - 1) // CHUNK)
-    names: list[str | None] = [n for c in chunks for n in _names.decode(part(f"names:{c}"))]
-    if len(names) != meta.next_id:
-        raise ValueError(f"{len(names)} names for {meta.next_id} leads")
-    index.from_names(names)
+    names = [_names.decode(part(f"names:{c}")) for c in chunks]
+    index.ids = LeadIds.from_chunks(
+        meta.lead_orgs, [n.keys for n in names], [odd for n in names for odd in n.odd]
+    )
+    if index.ids.size != meta.next_id:
+        raise ValueError(f"{index.ids.size} names for {meta.next_id} leads")
     index.plain = [e for c in chunks for e in _plain.decode(part(f"plain:{c}"))]
     for name in meta.orgs:
         org = index.orgs[name] = _org_from(_org.decode(part(f"org:{name}")))
@@ -610,6 +627,7 @@ def _snapshot_parts(
         index.zones.parts(),
         orgs,
         timelines,
+        index.ids.organizations,
     )
 
     def wanted(name: str) -> bool:
@@ -618,14 +636,10 @@ def _snapshot_parts(
     parts: list[tuple[str, bytes]] = []
     chunks = range((index.next_id + CHUNK - 1) // CHUNK)
     new_chunks = set(range(leads // CHUNK, len(chunks))) if dirty is not None else set(chunks)
-    names_of = None
     for c in chunks:
         if c in new_chunks or dirty is None or f"names:{c}" in dirty:
-            if names_of is None:
-                names_of = [""] * index.next_id
-                for name, lead in index.lead_ids.items():
-                    names_of[lead] = name
-            parts.append((f"names:{c}", _encoder.encode(names_of[c * CHUNK : (c + 1) * CHUNK])))
+            names = _Names(*index.ids.chunk(c * CHUNK, min((c + 1) * CHUNK, index.next_id)))
+            parts.append((f"names:{c}", _encoder.encode(names)))
         if c in new_chunks or dirty is None or f"plain:{c}" in dirty:
             plain = index.plain[c * CHUNK : (c + 1) * CHUNK]
             plain += [None] * (min(CHUNK, index.next_id - c * CHUNK) - len(plain))

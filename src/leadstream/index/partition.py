@@ -18,10 +18,11 @@ import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from pyroaring import BitMap
 
+from leadstream.index.ids import LeadIds
 from leadstream.index.timeline import Timeline
 from leadstream.index.zones import LeadZones
 from leadstream.state import keys
@@ -106,9 +107,8 @@ class PartitionIndex:
     def __init__(self, opt: OptTypes, codec: EntryCodec) -> None:
         self.opt = opt
         self.codec = codec
-        # "org NUL phone" -> lead id (read directly by the ingest's hot loop); None until
-        # first needed when the ids came from a snapshot's names (see from_names).
-        self._lead_ids: dict[str, int] | None = {}
+        # (organization, phone) <-> lead id.
+        self.ids = LeadIds()
         self.next_id = 0
         # No folded (compacted) event is later than this: an event at or before it may be
         # a replay of one, and the writer must look at its lead's folded record.
@@ -124,8 +124,6 @@ class PartitionIndex:
         # Keys of erased leads that a changelog restore brought back: the table deletes
         # them once this index is built (see IndexedStore.index).
         self.purge: list[bytes] = []
-        # Lead id -> "org NUL phone" (lead_ids reversed), from the first name_of on.
-        self._names: list[str | None] | None = None
         # Whether the partition was looked at for batches logged before groups existed
         # (and they were logged again): once per index (leadstream.domain.relog).
         self.legacy_batches_checked = False
@@ -137,48 +135,22 @@ class PartitionIndex:
 
     # -- lead ids --------------------------------------------------------------------
 
-    @property
-    def lead_ids(self) -> dict[str, int]:
-        """ "org NUL phone" -> lead id."""
-        ids = self._lead_ids
-        if ids is None:
-            names = self._names or []
-            ids = self._lead_ids = {name: lead for lead, name in enumerate(names) if name}
-        return ids
-
-    def from_names(self, names: list[str | None]) -> None:
-        """The ids a snapshot gave: ``names[lead]`` is the lead's "org NUL phone" (empty
-        or None: erased). The map from name to id is made when first needed: reading a
-        partition back (a restart, a takeover) needs only the ids, and at 625,000 leads
-        that map was 40 % of the read."""
-        self._names = names
-        self._lead_ids = None
-        self.next_id = len(names)
-
     def lead_id(self, org: str, phone: str) -> int | None:
-        return self.lead_ids.get(org + "\0" + phone)
+        return self.ids.get(org, phone)
 
     def assign(self, org: str, phone: str) -> tuple[int, bool]:
         """The lead's id, and whether it was given just now (the id travels in the values
         of the keys the caller writes)."""
-        key = org + "\0" + phone
-        lead = self.lead_ids.get(key)
+        lead = self.ids.get(org, phone)
         if lead is not None:
             return lead, False
-        return self._give(org, phone, key), True
+        return self.assign_new(org, phone), True
 
     def assign_new(self, org: str, phone: str) -> int:
-        """:meth:`assign` of a lead known to be new (a journal replays ids so): the map
-        from name to id is not made for it."""
-        key = org + "\0" + phone
-        if self._lead_ids is not None:
-            return self.assign(org, phone)[0]
-        return self._give(org, phone, key)
-
-    def _give(self, org: str, phone: str, key: str) -> int:
+        """:meth:`assign` of a lead known to have no id (a journal replays ids so, and the
+        ingest asks for a batch's ids at once first)."""
         lead = self.next_id
-        if self._lead_ids is not None:
-            self._lead_ids[key] = lead
+        self.ids.add(org, phone, lead)
         self.next_id += 1
         journal = self.journal
         if journal is not None:
@@ -188,24 +160,39 @@ class PartitionIndex:
                 last[2].append(phone)
             else:
                 journal.append(("A", org, [phone]))
-        if self._names is not None:
-            self._names.append(key)
         self._check_suppressed(org, phone, lead)
         return lead
+
+    def assign_all(self, orgs: list[str], phones: list[str]) -> list[int]:
+        """:meth:`assign` of each (``orgs[i]``, ``phones[i]``), in order: looked up at
+        once, and the new ones given their ids at once."""
+        found = self.ids.get_many(orgs, phones)
+        missing = [i for i, lead in enumerate(found) if lead is None]
+        if not missing:
+            return cast("list[int]", found)
+        # Each new name once, in the order first met.
+        names = list(dict.fromkeys((orgs[i], phones[i]) for i in missing))
+        first = self.next_id
+        self.ids.add_many([org for org, _ in names], [phone for _, phone in names], first)
+        self.next_id += len(names)
+        given = {name: first + at for at, name in enumerate(names)}
+        for i in missing:
+            found[i] = given[(orgs[i], phones[i])]
+        journal = self.journal
+        for (org, phone), lead in given.items():
+            if journal is not None:
+                last = journal[-1] if journal else None
+                if last is not None and last[0] == "A" and last[1] == org:
+                    last[2].append(phone)
+                else:
+                    journal.append(("A", org, [phone]))
+            self._check_suppressed(org, phone, lead)
+        return cast("list[int]", found)
 
     def name_of(self, lead: int) -> tuple[str, str] | None:
         """``(org, phone)`` of a lead id the partition knows (an erase asks it of the
         leads that share a logged batch with the erased one)."""
-        names = self._names
-        if names is None:  # made at the first question, then kept current
-            names = self._names = [None] * self.next_id
-            for known_name, known in self.lead_ids.items():
-                names[known] = known_name
-        name = names[lead] if lead < len(names) else None
-        if not name:
-            return None
-        org, phone = name.split("\0", 1)
-        return org, phone
+        return self.ids.name_of(lead)
 
     def phone_of(self, lead: int) -> str | None:
         """The phone of a member, from its entry (None: not a member here)."""
@@ -345,10 +332,7 @@ class PartitionIndex:
         self._lead_erased(org, phone, lead)
 
     def _lead_erased(self, org: str, phone: str, lead: int) -> None:
-        if self._lead_ids is not None:  # else made from the names, without it
-            self._lead_ids.pop(org + "\0" + phone, None)
-        if self._names is not None and lead < len(self._names):
-            self._names[lead] = None
+        self.ids.remove(org, phone, lead)
         index = self.orgs.get(org)
         if index is not None:
             for campaign in list(index.campaigns):
@@ -414,7 +398,7 @@ class PartitionIndex:
     def snapshot(self) -> dict[str, object]:
         """Everything this index holds, comparable (a rebuild must equal it)."""
         return {
-            "ids": dict(sorted(self.lead_ids.items())),
+            "ids": {f"{org}\0{phone}": lead for (org, phone), lead in sorted(self.ids.items())},
             "orgs": {
                 name: {
                     "campaigns": {
@@ -456,7 +440,7 @@ def build(
     event keys after the folded maximum (keys at or below it are already in the count;
     they exist only between a restore and the next compaction)."""
     index = PartitionIndex(opt, codec)
-    ids = index.lead_ids
+    ids = index.ids
     highest = -1
     index.hash_key = hash_key or store.get(partition, keys.hash_key_key())
     # Erased leads: a changelog restore can bring their keys back (from logged batches
@@ -475,7 +459,7 @@ def build(
         if lead in erased:
             purge.append(key)
             continue
-        ids[org_b.decode() + "\0" + phone_b.decode()] = lead
+        ids.setdefault(org_b.decode(), phone_b.decode(), lead)
         highest = max(highest, lead)
     for key, value in iter_prefix(store, partition, keys.compacted_key("", "", "")[:2]):
         org_b, phone_b, type_b = key[2:].split(keys.SEP, 2)
@@ -484,7 +468,7 @@ def build(
         if lead in erased:
             purge.append(key)
             continue
-        ids.setdefault(org + "\0" + phone, lead)
+        ids.setdefault(org, phone, lead)
         highest = max(highest, lead)
         folded_max[(org, phone, event_type)] = max_ts
         index.folded_through = max(index.folded_through, max_ts)
@@ -513,7 +497,7 @@ def build(
             head = key[:-8]  # E org phone type SEP
             org_b, phone_b, type_b = head[2:-1].split(keys.SEP, 2)
             org, phone, event_type = org_b.decode(), phone_b.decode(), type_b.decode()
-            ids.setdefault(org + "\0" + phone, lead)
+            ids.setdefault(org, phone, lead)
             highest = max(highest, lead)
             group = (org, event_type)
             these_times = times.setdefault(group, [])
@@ -535,7 +519,7 @@ def build(
         if lead in erased:
             purge.append(key)
             continue
-        ids.setdefault(org + "\0" + phone, lead)
+        ids.setdefault(org, phone, lead)
         highest = max(highest, lead)
         index.member_set(org, campaign_b.decode(), lead, phone, keys.decode_external_id(value))
     for key, value in iter_prefix(store, partition, keys.history_prefix()):
@@ -561,7 +545,5 @@ def _suppressions(store: PartitionReader, partition: int, index: PartitionIndex)
         org_b, digest = key[2:].split(keys.SEP, 1)
         index.suppress(org_b.decode(), digest, _U64.unpack(value)[0])
     for name in [n for n, org in index.orgs.items() if org.suppressed]:
-        head = name + "\0"
-        for lead_key, lead in list(index.lead_ids.items()):
-            if lead_key.startswith(head):
-                index._check_suppressed(name, lead_key[len(head) :], lead)  # noqa: SLF001
+        for phone, lead in list(index.ids.of_organization(name)):
+            index._check_suppressed(name, phone, lead)  # noqa: SLF001
