@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.tables.manager import TableManager
 
 from leadstream import heap
 from leadstream.index.partition import OptTypes
@@ -210,6 +211,17 @@ class _App(RebalanceSafeApp):
         return GuardedWeb(self)
 
 
+class _Tables(TableManager):
+    """faust's table manager without the second it sleeps at start for tables declared
+    late (every table here is declared before the worker starts): every worker start (a
+    restart, a new worker joining) waited for it before joining the group."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 def _suppression_key(settings: Settings) -> bytes | None:
     secret = settings.suppression_key
     return None if secret is None else secret.get_secret_value().encode()
@@ -221,6 +233,7 @@ def _faust_app(settings: Settings, connection: KafkaConnection) -> faust.App:
         # The brokers, TLS and SASL, and the group session (kafka/config.py).
         **connection.faust_options(),
         store=STORE_URL,
+        TableManager=_Tables,
         datadir=str(settings.data_dir / "worker"),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
