@@ -33,7 +33,7 @@ def _round_trip(ids: LeadIds, size: int, chunk: int) -> LeadIds:
 @given(
     steps=st.lists(
         st.tuples(
-            st.sampled_from(["add", "add_many", "erase", "get_many", "reload"]),
+            st.sampled_from(["add", "assign_many", "erase", "get_many", "reload"]),
             st.sampled_from(ORGS),
             PHONES,
         ),
@@ -56,13 +56,19 @@ def _check_against_a_dict(steps: list[tuple[str, str, str]]) -> None:
             ids.add(org, phone, next_id)
             reference[(org, phone)] = next_id
             next_id += 1
-        elif kind == "add_many":  # 70 names at once (the arrays' way), some of other forms
-            names = [(ORGS[k % 2], f"{phone}{k:02d}") for k in range(70)]
-            names = [name for name in dict.fromkeys(names) if name not in reference]
-            ids.add_many([o for o, _ in names], [p for _, p in names], next_id)
+        elif kind == "assign_many":  # 70 names at once (the arrays' way), some of other
+            # forms, some known, some twice
+            names = [(ORGS[k % 2], f"{phone}{k % 60:02d}") for k in range(70)]
+            names += list(reference)[:5]
+            leads, fresh = ids.assign_many([o for o, _ in names], [p for _, p in names], next_id)
+            expected = []
             for name in names:
-                reference[name] = next_id
-                next_id += 1
+                if name not in reference:
+                    reference[name] = next_id
+                    expected.append(names.index(name))
+                    next_id += 1
+            assert leads == [reference[name] for name in names]
+            assert fresh == expected
         elif kind == "erase" and (org, phone) in reference:
             ids.remove(org, phone, reference.pop((org, phone)))
         elif kind == "get_many":

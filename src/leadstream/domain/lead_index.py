@@ -83,6 +83,10 @@ def apply_events(
         return _apply_events(store, partition, index, events, horizon_ms, group)
 
 
+# From this many events on, a batch's leads are looked up at once (LeadIds.assign_many).
+_BATCHED = 64
+
+
 def _apply_events(
     store: PartitionStore,
     partition: int,
@@ -95,8 +99,12 @@ def _apply_events(
     duplicates = 0
     puts: dict[bytes, bytes] = {}
     added: list[LeadEvent] = []
+    leads: list[int] = []
     value_of = keys.event_value
     folded_through = index.folded_through
+    events = events if isinstance(events, list) else list(events)
+    # A big batch's leads are looked up at once, after this loop; a few events' here.
+    assign = None if len(events) >= _BATCHED else index.assign
     for ev in events:
         org, phone, ts = ev.organization_id, ev.phone, ev.occurred_at
         key = keys.event_key(org, phone, ev.event_type, ts)
@@ -110,15 +118,21 @@ def _apply_events(
         if key in puts:
             duplicates += 1  # twice in this call
             continue
-        puts[key] = b""
+        if assign is None:
+            puts[key] = b""  # its value once its lead's id is known
+        else:
+            lead = assign(org, phone)[0]
+            puts[key] = value_of(lead, group, ev.metadata)
+            leads.append(lead)
         added.append(ev)
     if not puts:
         return ApplyResult(0, duplicates)
-    # The leads' ids, looked up at once; a new lead's given now (once: the second event
-    # of a lead new in this batch finds the id the first was given).
-    leads = index.assign_all([ev.organization_id for ev in added], [ev.phone for ev in added])
-    for (key, _), ev, lead in zip(list(puts.items()), added, leads, strict=True):
-        puts[key] = value_of(lead, group, ev.metadata)
+    if assign is None:
+        # The leads' ids, looked up at once; a new lead's given now (once: the second
+        # event of a lead new in this batch finds the id the first was given).
+        leads = index.assign_all([ev.organization_id for ev in added], [ev.phone for ev in added])
+        for (key, _), ev, lead in zip(list(puts.items()), added, leads, strict=True):
+            puts[key] = value_of(lead, group, ev.metadata)
     # One lookup call for the whole batch, not one per event (see PartitionStore.get_many).
     seen = store.get_many(partition, list(puts))
     refs_of = keys.value_refs

@@ -15,7 +15,9 @@ in a plain dict beside, so nothing is refused here.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +45,7 @@ class LeadIds:
     """See the module docstring. Ids are given by the caller (the partition's index)."""
 
     __slots__ = (
+        "_bases",
         "_by_id",
         "_codes",
         "_n",
@@ -52,16 +55,19 @@ class LeadIds:
         "_recent",
         "_sids",
         "_skeys",
+        "_views",
     )
 
     def __init__(self) -> None:
         self._codes: dict[str, int] = {}
+        self._bases: dict[str, int] = {}  # the code, shifted to its place in a name
         self._orgs: list[str] = []
         self._by_id: Keys = np.empty(0, np.int64)
         self._n = 0  # ids below this have a place in _by_id
         # Name -> id, sorted by name (None: not made yet; made at the first lookup).
         self._skeys: Keys | None = None
         self._sids: npt.NDArray[np.uint32] | None = None
+        self._views: tuple[memoryview, memoryview] | None = None  # of the two above
         self._recent: dict[int, int] = {}
         self._odd: dict[tuple[str, str], int] = {}
         self._odd_names: dict[int, tuple[str, str]] = {}
@@ -72,24 +78,29 @@ class LeadIds:
         code = self._codes.get(org)
         if code is None and give and len(self._orgs) < MAX_ORGS:
             code = self._codes[org] = len(self._orgs)
+            self._bases[org] = code << _PHONE_BITS
             self._orgs.append(org)
         return code
 
     def _key(self, org: str, phone: str, give: bool = False) -> int | None:
         """The name as an integer; None when it does not fit (or, unless ``give``, its
-        organization has no code: no lead of it is here)."""
-        digits = phone[1:]
+        organization has no code: no lead of it is here). One call a name on the way of
+        a single event: kept to a few C-level string checks."""
+        base = self._bases.get(org)
+        if base is None:
+            code = self._code(org, give)
+            if code is None:
+                return None
+            base = code << _PHONE_BITS
         if (
-            phone[:1] != "+"
-            or not 0 < len(digits) <= 15
-            or not (digits.isascii() and digits.isdigit())
-            or digits[0] == "0"
+            1 < len(phone) < 17
+            and phone[0] == "+"
+            and phone[1] != "0"
+            and phone.isascii()
+            and phone[1:].isdigit()
         ):
-            return None
-        code = self._code(org, give)
-        if code is None:
-            return None
-        return code << _PHONE_BITS | int(digits)
+            return base | int(phone[1:])
+        return None
 
     # -- name to id --------------------------------------------------------------------
 
@@ -97,21 +108,83 @@ class LeadIds:
         key = self._key(org, phone)
         if key is None:
             return self._odd.get((org, phone)) if self._odd else None
+        return self._find(key)
+
+    def get_or_add(self, org: str, phone: str, lead: int) -> tuple[int, bool]:
+        """The name's id, or ``lead`` given to it; and whether it was given (the name made
+        an integer once, as one event's lead is looked up and, new, added)."""
+        key = self._key(org, phone, give=True)
+        if key is None:
+            known = self._odd.get((org, phone))
+        else:
+            known = self._find(key)
+        if known is not None:
+            return known, False
+        self._add(org, phone, lead, key)
+        return lead, True
+
+    def _find(self, key: int) -> int | None:
         lead = self._recent.get(key)
         if lead is not None:
             return lead
-        skeys, sids = self._sorted()
-        at = int(skeys.searchsorted(key))
-        if at < len(skeys) and int(skeys[at]) == key and (lead := int(sids[at])) != _GONE:
-            return lead
+        # One name: bisect on memoryviews, whose items are Python ints (numpy's
+        # searchsorted and scalars cost twice as much for one).
+        skeys, sids = self._views or self._sorted_views()
+        at = bisect_left(skeys, key)
+        if at < len(skeys) and skeys[at] == key:
+            found: int = sids[at]
+            return None if found == _GONE else found
         return None
+
+    def _sorted_views(self) -> tuple[memoryview, memoryview]:
+        skeys, sids = self._sorted()
+        return skeys.data, sids.data
 
     def get_many(self, orgs: Sequence[str], phones: Sequence[str]) -> list[int | None]:
         """:meth:`get` of each (``orgs[i]``, ``phones[i]``): the names made integers and
         looked up in the sorted arrays at once (~0.5 us a name against ~3 us one by one)."""
         if len(phones) < 64:
             return [self.get(org, phone) for org, phone in zip(orgs, phones, strict=True)]
+        return self._lookup(self._keys(orgs, phones), orgs, phones)
+
+    def assign_many(
+        self, orgs: list[str], phones: list[str], first: int
+    ) -> tuple[list[int], list[int]]:
+        """Each name's id; a name without one is given the next from ``first`` on, in
+        the order first met (a name twice in the batch, once). Returns the ids, and the
+        places in the batch of the names given theirs, in the order of their ids."""
+        for org in set(orgs):
+            self._code(org, give=True)
         keys = self._keys(orgs, phones)
+        found = self._lookup(keys, orgs, phones)
+        fresh: list[int] = []
+        names = keys.tolist()
+        given: dict[object, int] = {}
+        for i, lead in enumerate(found):
+            if lead is None:
+                key = names[i]
+                name = key if key >= 0 else (orgs[i], phones[i])
+                lead = given.get(name)
+                if lead is None:
+                    lead = given[name] = first + len(fresh)
+                    fresh.append(i)
+                found[i] = lead
+        if fresh:
+            self._reserve(first + len(fresh))
+            self._by_id[first : first + len(fresh)] = keys[fresh]
+            self._n = max(self._n, first + len(fresh))
+            for lead, i in enumerate(fresh, first):
+                if names[i] < 0:  # of another form
+                    self._add(orgs[i], phones[i], lead, None)
+                elif self._skeys is not None:
+                    self._recent[names[i]] = lead
+            if self._skeys is not None and len(self._recent) >= max(
+                _MERGE_AT, len(self._skeys) >> 3
+            ):
+                self._merge()
+        return cast("list[int]", found), fresh
+
+    def _lookup(self, keys: Keys, orgs: Sequence[str], phones: Sequence[str]) -> list[int | None]:
         skeys, sids = self._sorted()
         found: list[int | None]
         if len(skeys):
@@ -188,6 +261,7 @@ class LeadIds:
             order = keys.argsort(kind="stable")
             skeys = self._skeys = keys[order]
             sids = self._sids = ids[order].astype(np.uint32)
+            self._views = (skeys.data, sids.data)
             self._recent = {}
         return skeys, sids
 
@@ -204,16 +278,20 @@ class LeadIds:
         places = skeys.searchsorted(new_keys)
         self._skeys = np.insert(skeys, places, new_keys)
         self._sids = np.insert(sids, places, new_ids)
+        self._views = (self._skeys.data, self._sids.data)
         self._recent = {}
 
     # -- changes -----------------------------------------------------------------------
 
     def add(self, org: str, phone: str, lead: int) -> None:
         """``lead`` is this name's id (the caller knows the name has none)."""
-        self._reserve(lead + 1)
+        self._add(org, phone, lead, self._key(org, phone, give=True))
+
+    def _add(self, org: str, phone: str, lead: int, key: int | None) -> None:
         if lead >= self._n:
+            if lead >= len(self._by_id):
+                self._reserve(lead + 1)
             self._n = lead + 1
-        key = self._key(org, phone, give=True)
         if key is None:
             self._odd[(org, phone)] = lead
             self._odd_names[lead] = (org, phone)
@@ -224,27 +302,6 @@ class LeadIds:
             recent = self._recent
             recent[key] = lead
             if len(recent) >= max(_MERGE_AT, len(self._skeys) >> 3):
-                self._merge()
-
-    def add_many(self, orgs: list[str], phones: list[str], first: int) -> None:
-        """:meth:`add` of each name, with ids ``first``, ``first + 1``, ..."""
-        n = len(phones)
-        if n < 64:
-            for at, (org, phone) in enumerate(zip(orgs, phones, strict=True)):
-                self.add(org, phone, first + at)
-            return
-        for org in set(orgs):
-            self._code(org, give=True)
-        keys = self._keys(orgs, phones)
-        self._reserve(first + n)
-        self._by_id[first : first + n] = keys
-        self._n = max(self._n, first + n)
-        for at in np.flatnonzero(keys < 0).tolist():  # of another form
-            self.add(orgs[at], phones[at], first + at)
-        if self._skeys is not None:
-            fits = np.flatnonzero(keys >= 0)
-            self._recent.update(zip(keys[fits].tolist(), (fits + first).tolist(), strict=True))
-            if len(self._recent) >= max(_MERGE_AT, len(self._skeys) >> 3):
                 self._merge()
 
     def _reserve(self, size: int) -> None:
@@ -352,6 +409,7 @@ class LeadIds:
         ids = cls()
         ids._orgs = list(organizations)
         ids._codes = {org: code for code, org in enumerate(ids._orgs)}
+        ids._bases = {org: code << _PHONE_BITS for org, code in ids._codes.items()}
         by_id = np.concatenate([np.frombuffer(c, "<i8") for c in chunks]) if chunks else None
         ids._by_id = np.empty(0, np.int64) if by_id is None else by_id.astype(np.int64)
         ids._n = len(ids._by_id)

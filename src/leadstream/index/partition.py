@@ -18,7 +18,7 @@ import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from pyroaring import BitMap
 
@@ -141,17 +141,22 @@ class PartitionIndex:
     def assign(self, org: str, phone: str) -> tuple[int, bool]:
         """The lead's id, and whether it was given just now (the id travels in the values
         of the keys the caller writes)."""
-        lead = self.ids.get(org, phone)
-        if lead is not None:
-            return lead, False
-        return self.assign_new(org, phone), True
+        lead, new = self.ids.get_or_add(org, phone, self.next_id)
+        if new:
+            self.next_id += 1
+            self._given(org, phone, lead)
+        return lead, new
 
     def assign_new(self, org: str, phone: str) -> int:
-        """:meth:`assign` of a lead known to have no id (a journal replays ids so, and the
-        ingest asks for a batch's ids at once first)."""
+        """:meth:`assign` of a lead known to have no id (a journal replays ids so)."""
         lead = self.next_id
         self.ids.add(org, phone, lead)
         self.next_id += 1
+        self._given(org, phone, lead)
+        return lead
+
+    def _given(self, org: str, phone: str, lead: int) -> None:
+        """What giving ``lead`` to a name records, and does if the phone was erased."""
         journal = self.journal
         if journal is not None:
             # Ids given one after another are one entry ("A", org, [phone, ...]).
@@ -161,33 +166,18 @@ class PartitionIndex:
             else:
                 journal.append(("A", org, [phone]))
         self._check_suppressed(org, phone, lead)
-        return lead
 
     def assign_all(self, orgs: list[str], phones: list[str]) -> list[int]:
         """:meth:`assign` of each (``orgs[i]``, ``phones[i]``), in order: looked up at
         once, and the new ones given their ids at once."""
-        found = self.ids.get_many(orgs, phones)
-        missing = [i for i, lead in enumerate(found) if lead is None]
-        if not missing:
-            return cast("list[int]", found)
-        # Each new name once, in the order first met.
-        names = list(dict.fromkeys((orgs[i], phones[i]) for i in missing))
-        first = self.next_id
-        self.ids.add_many([org for org, _ in names], [phone for _, phone in names], first)
-        self.next_id += len(names)
-        given = {name: first + at for at, name in enumerate(names)}
-        for i in missing:
-            found[i] = given[(orgs[i], phones[i])]
-        journal = self.journal
-        for (org, phone), lead in given.items():
-            if journal is not None:
-                last = journal[-1] if journal else None
-                if last is not None and last[0] == "A" and last[1] == org:
-                    last[2].append(phone)
-                else:
-                    journal.append(("A", org, [phone]))
-            self._check_suppressed(org, phone, lead)
-        return cast("list[int]", found)
+        if len(phones) < 64:  # one by one: a batch search costs more for a few
+            assign = self.assign
+            return [assign(org, phone)[0] for org, phone in zip(orgs, phones, strict=True)]
+        leads, fresh = self.ids.assign_many(orgs, phones, self.next_id)
+        self.next_id += len(fresh)
+        for i in fresh:
+            self._given(orgs[i], phones[i], leads[i])
+        return leads
 
     def name_of(self, lead: int) -> tuple[str, str] | None:
         """``(org, phone)`` of a lead id the partition knows (an erase asks it of the
