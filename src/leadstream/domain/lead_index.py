@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leadstream.domain.ingest import LeadEvent
+from leadstream.index.ids import BATCH_FROM
 from leadstream.index.partition import PartitionIndex
 from leadstream.index.table import IndexedStore
 from leadstream.state import keys
@@ -83,10 +84,6 @@ def apply_events(
         return _apply_events(store, partition, index, events, horizon_ms, group)
 
 
-# From this many events on, a batch's leads are looked up at once (LeadIds.assign_many).
-_BATCHED = 64
-
-
 def _apply_events(
     store: PartitionStore,
     partition: int,
@@ -104,7 +101,7 @@ def _apply_events(
     folded_through = index.folded_through
     events = events if isinstance(events, list) else list(events)
     # A big batch's leads are looked up at once, after this loop; a few events' here.
-    assign = None if len(events) >= _BATCHED else index.assign
+    assign = None if len(events) >= BATCH_FROM else index.assign
     for ev in events:
         org, phone, ts = ev.organization_id, ev.phone, ev.occurred_at
         key = keys.event_key(org, phone, ev.event_type, ts)

@@ -23,7 +23,7 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ERASED", "MAX_ORGS", "LeadIds"]
+__all__ = ["BATCH_FROM", "ERASED", "MAX_ORGS", "LeadIds"]
 
 _PHONE_BITS = 50  # 10**15 - 1 < 2**50
 _PHONE_MASK = (1 << _PHONE_BITS) - 1
@@ -35,6 +35,9 @@ ERASED = -1
 _ODD = -2
 # In the sorted ids: an erased lead's place, until the next merge drops it.
 _GONE = 0xFFFFFFFF
+# From this many names on, a batch is looked up with arrays (assign_many); fewer cost less
+# one by one.
+BATCH_FROM = 64
 # The dict of recent names is merged once it holds this many, or an eighth of the sorted.
 _MERGE_AT = 4_096
 
@@ -140,13 +143,6 @@ class LeadIds:
     def _sorted_views(self) -> tuple[memoryview, memoryview]:
         skeys, sids = self._sorted()
         return skeys.data, sids.data
-
-    def get_many(self, orgs: Sequence[str], phones: Sequence[str]) -> list[int | None]:
-        """:meth:`get` of each (``orgs[i]``, ``phones[i]``): the names made integers and
-        looked up in the sorted arrays at once (~0.5 us a name against ~2 us one by one)."""
-        if len(phones) < 64:
-            return [self.get(org, phone) for org, phone in zip(orgs, phones, strict=True)]
-        return self._lookup(self._keys(orgs, phones), orgs, phones)
 
     def assign_many(
         self, orgs: list[str], phones: list[str], first: int

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from pyroaring import BitMap
 
-from leadstream.index.ids import LeadIds
+from leadstream.index.ids import BATCH_FROM, LeadIds
 from leadstream.index.timeline import Timeline
 from leadstream.index.zones import LeadZones
 from leadstream.state import keys
@@ -170,7 +170,7 @@ class PartitionIndex:
     def assign_all(self, orgs: list[str], phones: list[str]) -> list[int]:
         """:meth:`assign` of each (``orgs[i]``, ``phones[i]``), in order: looked up at
         once, and the new ones given their ids at once."""
-        if len(phones) < 64:  # one by one: a batch search costs more for a few
+        if len(phones) < BATCH_FROM:  # one by one: a batch search costs more for a few
             assign = self.assign
             return [assign(org, phone)[0] for org, phone in zip(orgs, phones, strict=True)]
         leads, fresh = self.ids.assign_many(orgs, phones, self.next_id)
