@@ -668,6 +668,48 @@ def restart_after_kill(
     }, worker
 
 
+def _joined_at(log: Path) -> float | None:
+    """Wall-clock time of the first "Joined group" line of a worker's log (None before it)."""
+    for line in log.read_text(errors="replace").splitlines():
+        if "Joined group" in line:
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            return stamp.timestamp()  # the log's clock is the local one, as is this
+    return None
+
+
+def empty_start(bootstrap: str, workdir: Path, runs: int) -> dict[str, Any]:
+    """``runs`` fresh workers, each on topics and a data dir of its own: seconds from the
+    process start, and from its joining the consumer group (its log's line), until
+    /readyz is 200 with every partition. Medians of ``runs``."""
+    from_start: list[float] = []
+    from_join: list[float] = []
+    for _ in range(runs):
+        worker = BenchWorker(bootstrap, workdir)
+        try:
+            while True:
+                try:
+                    answer = httpx.get(f"{worker.url}/readyz", timeout=5)
+                except httpx.TransportError:
+                    answer = None
+                if answer is not None and answer.status_code == 200:
+                    if len(answer.json()["partitions"]) == worker.settings.partitions:
+                        break
+                time.sleep(0.05)
+            ready, ready_wall = time.perf_counter(), time.time()
+            joined = _joined_at(worker.log)
+            if joined is None:
+                raise RuntimeError(f"ready without a 'Joined group' line; see {worker.log}")
+            from_start.append(ready - worker.started)
+            from_join.append(ready_wall - joined)
+        finally:
+            worker.stop()
+    return {
+        "ready_seconds": statistics.median(from_start),
+        "ready_after_join_seconds": statistics.median(from_join),
+        "runs": {"ready": from_start, "ready_after_join": from_join},
+    }
+
+
 def big_sends(
     worker: BenchWorker, size: int, fire_ms: int, expected: dict[str, int], runs: int
 ) -> dict[str, Any]:

@@ -246,6 +246,18 @@ def _state_rows(ls: dict[str, Any], pg: dict[str, Any]) -> list[dict[str, Any]]:
                 "s",
             )
         )
+    if "empty_start" in ls:  # absent from runs before 2026-12-07 evening
+        empty = ls["empty_start"]
+        rows += [
+            _alone("an empty worker: ready with every partition", empty["ready_seconds"], "s"),
+            _alone(
+                "an empty worker: ready, after it joined the group",
+                empty["ready_after_join_seconds"],
+                "s",
+                "<= 3 s",
+                empty["ready_after_join_seconds"] <= 3,
+            ),
+        ]
     if "restart" not in ls:  # absent from runs before 2026-11-30
         return rows
     restart = ls["restart"]
@@ -594,6 +606,8 @@ def main(argv: list[str] | None = None) -> None:
         result["leadstream"]["http"] = product.http_latency(
             bootstrap, workdir, rate=args.rate, seconds=args.http_seconds, bulk=args.bulk_posts
         )
+        print("leadstream: an empty worker's start", flush=True)
+        result["leadstream"]["empty_start"] = product.empty_start(bootstrap, workdir, args.runs)
         # Last, every other worker stopped: its memory is its own.
         if args.big_phones:
             result["leadstream"]["big"] = _big(bootstrap, workdir, args)

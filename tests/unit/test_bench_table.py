@@ -138,3 +138,15 @@ def test_an_earlier_run_still_gives_its_table() -> None:
         result["leadstream"]["materialize_prepared"]["1000000"]["include"]["seconds"], 3
     )
     assert not any(name.startswith("preview") or "index build" in name for name in rows)
+
+
+def test_an_empty_workers_start_against_three_seconds_after_joining() -> None:
+    def empty(after_join: float) -> dict[str, dict[str, Any]]:
+        start = {"ready_seconds": after_join + 2.0, "ready_after_join_seconds": after_join}
+        return _rows(_result(empty_start=start))
+
+    name = "an empty worker: ready, after it joined the group"
+    assert empty(0.6)[name]["met"] and empty(0.6)[name]["leadstream"] == 0.6
+    assert not empty(3.2)[name]["met"]
+    assert empty(0.6)["an empty worker: ready with every partition"]["leadstream"] == 2.6
+    assert name not in _rows(_result())
