@@ -20,14 +20,13 @@ import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.common import BenchWorker, free_port
-from bench.dataset import Dataset
 from bench.product import FILTERS, ORG
 from leadstream.client.publish import make_producer
 from leadstream.domain.normalize import format_ms
 from leadstream.kafka.config import KafkaConnection
 from leadstream.wire.records import send_key
 
-__all__ = ["failover", "rolling_restart"]
+__all__ = ["STANDBY_SETTLE_S", "failover", "rolling_restart"]
 
 # After the second worker is ready, the time it is given to copy the other's partitions
 # (faust's standby replicas read the changelog once the worker's own partitions are
@@ -150,10 +149,16 @@ class OutputWatch:
 
 
 def failover(
-    worker: BenchWorker, workdir: Path, ds: Dataset, size: int, want: int, runs: int
+    worker: BenchWorker,
+    workdir: Path,
+    size: int,
+    want: int,
+    runs: int,
+    settle_s: float = STANDBY_SETTLE_S,
 ) -> tuple[dict[str, Any], BenchWorker]:
-    """``runs`` times: a second worker joins and copies the other's partitions; the first is
-    SIGKILLed and a send of ``size`` leads is triggered at once, scheduled 2 s later.
+    """``runs`` times: a second worker joins and copies the other's partitions (given
+    ``settle_s`` after it serves its share); the first is SIGKILLed and a send of ``size``
+    leads is triggered at once, scheduled 2 s later.
     Seconds from the kill until the survivor serves every partition, and until the send's
     summary; its recipients must be ``want``, once each, in one summary. The survivor
     is the loaded worker of the next run (and the one returned)."""
@@ -164,7 +169,7 @@ def failover(
     for run in range(runs):
         other = _join(worker, workdir, f"standby-{run}")
         joined = time.perf_counter()
-        time.sleep(STANDBY_SETTLE_S)
+        time.sleep(settle_s)
         settled.append(time.perf_counter() - joined)
         watch = OutputWatch(worker)
         victim, survivor = worker, other

@@ -87,7 +87,7 @@ def _leadstream(
         print("leadstream: failover to a standby", flush=True)
         size = max(sizes)
         want = wanted[str(size)]["sticky_exclude"]
-        out["failover"], worker = failover.failover(worker, workdir, ds, size, want, args.runs)
+        out["failover"], worker = failover.failover(worker, workdir, size, want, args.runs)
         print("leadstream: rolling restart", flush=True)
         small = min(sizes)
         out["rolling"], worker = failover.rolling_restart(
@@ -108,7 +108,8 @@ def _leadstream(
 def _big(bootstrap: str, workdir: Path, args: Any) -> dict[str, Any]:
     """``--big-phones`` leads and twice as many events (the generator of the main dataset,
     its proportions) into a fresh worker, alone on the machine; one audience of every lead,
-    then its sends and previews: how the cost per lead holds as the audience grows.
+    then its sends and previews (how the cost per lead holds as the audience grows), a
+    SIGKILL restart, and last a failover to a second worker's standby copies.
 
     The dataset's events and messages are dropped once they are in Kafka, and its phones
     once the audience is: this process holds little while the worker is measured."""
@@ -141,6 +142,13 @@ def _big(bootstrap: str, workdir: Path, args: Any) -> dict[str, Any]:
         print(f"leadstream, {phones:,} leads: restart after SIGKILL", flush=True)
         out["restart"], worker = product.restart_after_kill(worker, workdir, first_phone, args.runs)
         out["rss_after_restart_bytes"] = worker.rss_bytes()
+        # Last: the survivor holds a copy of the state, not the loaded worker's files.
+        print(f"leadstream, {phones:,} leads: failover to a standby", flush=True)
+        want = out["expected_recipients"]["sticky_exclude"]
+        settle = failover.STANDBY_SETTLE_S * max(1.0, phones / 1_000_000)
+        out["failover"], worker = failover.failover(
+            worker, workdir, phones, want, runs=1, settle_s=settle
+        )
     finally:
         worker.stop()
     return out
@@ -335,13 +343,14 @@ def _failover_rows(ls: dict[str, Any]) -> list[dict[str, Any]]:
     if "failover" in ls:
         f = ls["failover"]
         session = f"session timeout {f['session_timeout_seconds']:g} s"
+        bound = f["session_timeout_seconds"] + 2
         rows += [
             _alone(
                 f"failover, SIGKILL one of two workers: every partition served ({session})",
                 f["seconds"],
                 "s",
-                "<= 10 s",
-                f["seconds"] <= 10,
+                f"<= {bound:g} s",
+                f["seconds"] <= bound,
             ),
             _alone(
                 f"failover: summary of a {f['recipients']:,}-recipient send due 2 s after the kill",
@@ -417,6 +426,19 @@ def _big_rows(big: dict[str, Any]) -> list[dict[str, Any]]:
                 "s",
                 "<= 5 s",
                 ready <= 5,
+            )
+        )
+    if "failover" in big:  # absent from runs before 2026-12-07 evening
+        f = big["failover"]
+        bound = f["session_timeout_seconds"] + 2
+        rows.append(
+            _alone(
+                f"{n:,} leads: failover, SIGKILL one of two workers: every partition served "
+                f"(session timeout {f['session_timeout_seconds']:g} s)",
+                f["seconds"],
+                "s",
+                f"<= {bound:g} s",
+                f["seconds"] <= bound,
             )
         )
     return rows

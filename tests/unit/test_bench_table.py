@@ -150,3 +150,26 @@ def test_an_empty_workers_start_against_three_seconds_after_joining() -> None:
     assert not empty(3.2)[name]["met"]
     assert empty(0.6)["an empty worker: ready with every partition"]["leadstream"] == 2.6
     assert name not in _rows(_result())
+
+
+def test_failover_against_the_session_timeout_plus_two_seconds() -> None:
+    def failover(seconds: float) -> dict[str, Any]:
+        return {"seconds": seconds, "summary_seconds": seconds + 1, "recipients": 10}
+
+    f = {**failover(7.5), "session_timeout_seconds": 6.0}
+    big = {
+        "phones": 5_000_000,
+        "events": 10_000_000,
+        "ingest": {"events_per_s": 100_000.0},
+        "materialize": {},
+        "preview": {},
+        "failover": {**failover(8.5), "session_timeout_seconds": 6.0},
+    }
+    rows = _rows(_result(failover=f, big=big))
+    small = rows[
+        "failover, SIGKILL one of two workers: every partition served (session timeout 6 s)"
+    ]
+    assert (small["target"], small["met"]) == ("<= 8 s", True)
+    name = "5,000,000 leads: failover, SIGKILL one of two workers: every partition served"
+    large = rows[f"{name} (session timeout 6 s)"]
+    assert (large["leadstream"], large["target"], large["met"]) == (8.5, "<= 8 s", False)
