@@ -499,6 +499,22 @@ def test_invalid_triggers_filters_and_members_go_to_rejects(sends: Stack) -> Non
     sends.trigger(
         organizationId=ORG, campaignId="bad", sendId="nooffset", scheduledFor="2026-05-12T18:00:00"
     )
+    # Misspelled, the filter would be ignored and the send would reach the purchasers; and
+    # conditions this version does not evaluate are refused, not dropped.
+    sends.trigger(
+        organizationId=ORG,
+        campaignId="bad",
+        sendId="typo",
+        scheduledFor=iso(now + timedelta(hours=1)),
+        eventFilters=[{"mode": "exclude", "eventType": "purchase", "whithin": {"minutes": 60}}],
+    )
+    sends.trigger(
+        organizationId=ORG,
+        campaignId="bad",
+        sendId="tree",
+        scheduledFor=iso(now + timedelta(hours=1)),
+        conditions={"not": {"event": "purchase"}},
+    )
     sends.send(
         sends.topics.audience_filters,
         [
@@ -517,12 +533,17 @@ def test_invalid_triggers_filters_and_members_go_to_rejects(sends: Stack) -> Non
         [{"phoneE164": phone(90)}, {"phoneE164": "nope"}, {"phoneE164": phone(91), "op": "delete"}],
     )
     by_source: dict[str, list[dict]] = {}
-    for r in sends.rejects(expect=5):
+    for r in sends.rejects(expect=7):
         by_source.setdefault(r["source"], []).append(r)
     assert sorted(r["reason"] for r in by_source[sends.topics.send_triggers]) == [
+        "invalid_conditions",
+        "invalid_conditions",
         "invalid_json",
         "invalid_occurred_at",
     ]
+    details = {r["detail"] for r in by_source[sends.topics.send_triggers]}
+    assert "eventFilters[0].whithin is not a field of a send trigger" in details
+    assert "conditions is not evaluated by this version of leadstream" in details
     assert [r["reason"] for r in by_source[sends.topics.audience_filters]] == ["invalid_json"]
     members = sorted(by_source[sends.topics.audience_members], key=lambda r: r["index"])
     assert [(r["index"], r["reason"]) for r in members] == [
@@ -531,4 +552,5 @@ def test_invalid_triggers_filters_and_members_go_to_rejects(sends: Stack) -> Non
     ]
     # The invalid triggers produced nothing.
     applied(sends)
-    assert not [k for k, _ in sends.send_values() if k in (f"{ORG}:both", f"{ORG}:nooffset")]
+    refused = {f"{ORG}:{send}" for send in ("both", "nooffset", "typo", "tree")}
+    assert not [k for k, _ in sends.send_values() if k in refused]

@@ -327,7 +327,7 @@ def test_preview_of_some_partitions_sums_to_the_whole(world) -> None:
         (
             {"organizationId": ORG, "campaignId": CAMPAIGN, "audienceFilter": {"enabled": True}},
             400,
-            "invalid_json",
+            "invalid_conditions",
         ),
         (
             {
@@ -346,6 +346,28 @@ def test_an_invalid_preview_is_a_json_error_with_its_reason(world, body, status,
     answer = post_preview(worker, body, bearer(stack))
     assert answer.status_code == status, answer.text
     assert answer.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"eventFilterz": {"mode": "exclude", "eventType": "purchase"}}, "eventFilterz"),
+        (
+            {"eventFilters": [{"mode": "exclude", "eventType": "purchase", "whithin": {}}]},
+            "eventFilters[0].whithin",
+        ),
+        ({"quietHours": {"start": "21:00", "end": "08:00", "tz": "UTC"}}, "quietHours.tz"),
+        ({"conditions": {"not": {"event": "purchase"}}}, "conditions"),
+        ({"audienceFilter": {"mode": "exclude", "leads": [], "op": "x"}}, "audienceFilter.op"),
+    ],
+)
+def test_a_field_no_trigger_defines_is_a_400_naming_it(world, fields, field) -> None:
+    stack, worker, _ = world
+    body = {"organizationId": ORG, "campaignId": CAMPAIGN, **fields}
+    answer = post_preview(worker, body, bearer(stack))
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_conditions", field)
 
 
 def test_a_preview_is_bounded_in_conditions_and_inline_leads(world) -> None:

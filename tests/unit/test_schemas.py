@@ -481,6 +481,24 @@ INVALID = [
         _with_where(TRIGGER_ONE_FILTER, None),
         id="where-null",
     ),
+    pytest.param(
+        "send-triggers", {**TRIGGER_ONE_FILTER, "eventFilterz": []}, id="trigger-unknown-field"
+    ),
+    pytest.param(
+        "send-triggers",
+        {**TRIGGER_ONE_FILTER, "conditions": {"not": {"event": "purchase"}}},
+        id="trigger-conditions-not-evaluated-yet",
+    ),
+    pytest.param(
+        "send-triggers",
+        {**TRIGGER_ONE_FILTER, "eventFilter": {"mode": "exclude", "eventType": "a", "minCnt": 2}},
+        id="trigger-event-filter-unknown-field",
+    ),
+    pytest.param(
+        "send-triggers",
+        {**TRIGGER_COMPLIANCE, "frequencyCap": {"maxSends": 2, "withinHours": 24, "x": 1}},
+        id="trigger-frequency-cap-unknown-field",
+    ),
     pytest.param("rejects", {**REJECT, "reason": "too_ugly"}, id="reject-unknown-reason"),
     pytest.param("rejects", {**REJECT, "raw": "x" * 4097}, id="reject-raw-over-4KiB"),
     pytest.param("audience-members", {**AUDIENCE_MEMBER, "op": "delete"}, id="audience-bad-op"),

@@ -295,6 +295,53 @@ def test_bad_audience_filter_switch_is_invalid_json(switch: Any) -> None:
     assert reason_of(trigger_doc(audienceFilter=switch)) is Reason.INVALID_JSON
 
 
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"eventFilterz": {"mode": "exclude", "eventType": "purchase"}}, "eventFilterz"),
+        ({"conditions": {"all": [{"event": "purchase", "count": {"max": 0}}]}}, "conditions"),
+        ({"holdout": {"percent": 10}}, "holdout"),
+        ({"splits": [{"name": "a", "percent": 100}]}, "splits"),
+        (
+            {"eventFilter": {"mode": "exclude", "eventType": "a", "whithin": 5}},
+            "eventFilter.whithin",
+        ),
+        (
+            {
+                "eventFilters": [
+                    {"mode": "include", "eventType": "a"},
+                    {"mode": "exclude", "eventType": "b", "within": {"minutes": 5, "hours": 1}},
+                ]
+            },
+            "eventFilters[1].within.hours",
+        ),
+        ({"audienceFilter": {"enabled": True, "mode": "include"}}, "audienceFilter.mode"),
+        (
+            {"frequencyCap": {"maxSends": 1, "withinHours": 24, "perCampaign": True}},
+            "frequencyCap.perCampaign",
+        ),
+        (
+            {"quietHours": {"start": "21:00", "end": "08:00", "timezone": "UTC"}},
+            "quietHours.timezone",
+        ),
+    ],
+)
+def test_a_field_the_contract_does_not_define_refuses_the_trigger(
+    fields: dict[str, Any], path: str
+) -> None:
+    """Ignored, a misspelled filter would widen the send: to purchasers, to opted-in leads."""
+    with pytest.raises(RowError) as info:
+        parse_trigger(trigger_doc(**fields))
+    assert (info.value.reason, info.value.field) == (Reason.INVALID_CONDITIONS, path)
+    assert path.split(".")[-1].split("[")[0] in info.value.detail
+
+
+def test_metadata_keys_of_where_are_the_events_own_not_trigger_fields() -> None:
+    where = {"anyKey": 1, "conditions": "x"}
+    event_filter = {"mode": "include", "eventType": "a", "where": where}
+    assert parse_trigger(trigger_doc(eventFilter=event_filter)).event_filters[0].where
+
+
 # --- event filter windows, with a real store -----------------------------------------------
 
 

@@ -18,6 +18,9 @@ class Reason(StrEnum):
     INVALID_ORGANIZATION_ID = "invalid_organization_id"
     METADATA_TOO_LARGE = "metadata_too_large"
     INVALID_JSON = "invalid_json"
+    # A send trigger's (or preview's) audience conditions are malformed, or it carries a
+    # field the contract does not define: never a wider send than asked for.
+    INVALID_CONDITIONS = "invalid_conditions"
     BATCH_TOO_LARGE = "batch_too_large"
     # A message larger than LEADSTREAM_MAX_MESSAGE_BYTES, or a compressed batch that would
     # decompress beyond it.
@@ -29,7 +32,9 @@ class Reason(StrEnum):
 class RowError(ValueError):
     """A value failed validation; carries the reason code and a human-readable detail."""
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str, *, field: str | None = None) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+        # The JSON path of the value at fault (``eventFilters[0].within``), when known.
+        self.field = field

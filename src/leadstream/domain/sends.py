@@ -43,6 +43,7 @@ from leadstream.state.port import PartitionStore, iter_prefix
 __all__ = [
     "FILTER_DEADLINE_MS",
     "MAX_CONDITIONS",
+    "TRIGGER_FIELDS",
     "AudienceFilterSpec",
     "Counts",
     "EventFilter",
@@ -54,6 +55,7 @@ __all__ = [
     "campaign_members",
     "filter_parts",
     "keeps",
+    "known_fields",
     "parse_audience_filter",
     "parse_trigger",
     "resolve_audience_filter",
@@ -147,10 +149,59 @@ def _positive_int(value: Any, what: str, ceiling: int) -> int:
     return value
 
 
-def _event_filter(doc: Any) -> EventFilter:
+# The fields a send trigger's objects may carry (docs/contract.md, section 3): any other is
+# refused, so that a misspelled filter can never widen a send.
+TRIGGER_FIELDS = frozenset(
+    {
+        "organizationId",
+        "campaignId",
+        "sendId",
+        "scheduledFor",
+        "eventFilter",
+        "eventFilters",
+        "audienceFilter",
+        "frequencyCap",
+        "quietHours",
+    }
+)
+# Fields of the contract's audience conditions that this version does not evaluate yet:
+# refused by name rather than ignored.
+_NOT_EVALUATED = frozenset({"conditions", "holdout", "splits"})
+_EVENT_FILTER_FIELDS = frozenset({"mode", "eventType", "within", "minCount", "where"})
+_NESTED_FIELDS = {
+    "within": frozenset({"minutes"}),
+    "audienceFilter": frozenset({"enabled"}),
+    "frequencyCap": frozenset({"maxSends", "withinHours"}),
+    "quietHours": frozenset({"start", "end", "timeZone"}),
+}
+
+
+def known_fields(doc: dict[str, Any], fields: frozenset[str], path: str = "") -> None:
+    """Raise :class:`RowError` (``invalid_conditions``, with the field's JSON path) for the
+    first key of ``doc`` that is not one of ``fields``."""
+    for name in doc:
+        if name not in fields:
+            where = f"{path}.{name}" if path else str(name)
+            if not path and name in _NOT_EVALUATED:
+                detail = f"{name} is not evaluated by this version of leadstream"
+            else:
+                detail = f"{where:.80} is not a field of a send trigger"
+            raise RowError(Reason.INVALID_CONDITIONS, detail, field=where)
+
+
+def _nested(doc: dict[str, Any], name: str, path: str = "") -> Any:
+    """``doc[name]``, its keys checked when it is an object."""
+    value = doc.get(name)
+    if isinstance(value, dict):
+        known_fields(value, _NESTED_FIELDS[name], f"{path}.{name}" if path else name)
+    return value
+
+
+def _event_filter(doc: Any, path: str) -> EventFilter:
     if not isinstance(doc, dict):
         raise RowError(Reason.INVALID_JSON, "an event filter must be a JSON object")
-    within = doc.get("within")
+    known_fields(doc, _EVENT_FILTER_FIELDS, path)
+    within = _nested(doc, "within", path)
     minutes = None
     if within is not None:
         if not isinstance(within, dict):
@@ -171,6 +222,7 @@ def parse_trigger(doc: Any) -> SendTrigger:
     """Validate a ``send-triggers`` value or raise :class:`RowError`."""
     if not isinstance(doc, dict):
         raise RowError(Reason.INVALID_JSON, "a trigger must be a JSON object")
+    known_fields(doc, TRIGGER_FIELDS)
     org = normalize_organization_id(doc.get("organizationId"))
     campaign = normalize_id(doc.get("campaignId"), reason=Reason.INVALID_JSON, what="campaignId")
     send = normalize_id(doc.get("sendId"), reason=Reason.INVALID_JSON, what="sendId")
@@ -186,14 +238,17 @@ def parse_trigger(doc: Any) -> SendTrigger:
         raise RowError(
             Reason.INVALID_JSON, f"a trigger holds at most {MAX_CONDITIONS} event filters"
         )
-    filters = tuple(_event_filter(f) for f in ([one] if one is not None else many or []))
-    switch = doc.get("audienceFilter")
+    filters = tuple(
+        _event_filter(f, "eventFilter" if one is not None else f"eventFilters[{i}]")
+        for i, f in enumerate([one] if one is not None else many or [])
+    )
+    switch = _nested(doc, "audienceFilter")
     enabled = False
     if switch is not None:
         if not isinstance(switch, dict) or not isinstance(switch.get("enabled", False), bool):
             raise RowError(Reason.INVALID_JSON, 'audienceFilter must be {"enabled": bool}')
         enabled = bool(switch.get("enabled", False))
-    cap, quiet = doc.get("frequencyCap"), doc.get("quietHours")
+    cap, quiet = _nested(doc, "frequencyCap"), _nested(doc, "quietHours")
     return SendTrigger(
         org,
         campaign,

@@ -129,8 +129,15 @@ class ServedView(View):
     context: ClassVar[Context]
 
 
-def error_response(view: View, status: int, code: str, message: str, **headers: str) -> Response:
-    response = view.json({"error": {"code": code, "message": message}}, status=status)
+def error_response(
+    view: View, status: int, code: str, message: str, field: str | None = None, **headers: str
+) -> Response:
+    """``{"error": {"code", "message", "field"?}}``: ``field`` is the JSON path of the
+    request's value at fault, when one is."""
+    error = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    response = view.json({"error": error}, status=status)
     for name, value in headers.items():
         response.headers[name.replace("_", "-")] = value
     return response
@@ -151,13 +158,17 @@ def media_type(request: Request) -> str:
 class BodyError(Exception):
     """The request cannot be served: answered with ``status``, ``code`` and ``headers``."""
 
-    def __init__(self, status: int, code: str, message: str, **headers: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, **headers: str
+    ) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.field = status, code, message, field
         self.headers = headers
 
     def answer(self, view: View) -> Response:
-        return error_response(view, self.status, self.code, self.message, **self.headers)
+        return error_response(
+            view, self.status, self.code, self.message, self.field, **self.headers
+        )
 
 
 def _refused(refusal: Refusal) -> BodyError:

@@ -33,6 +33,11 @@ class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: str
     message: str
+    field: str | None = Field(
+        None,
+        description="The JSON path of the body's value at fault (eventFilters[0].within), "
+        "when the error names one: a field the contract does not define (invalid_conditions).",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -373,7 +378,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "leadstream worker",
             "version": __version__,
-            "description": "Every error is {error: {code, message}}. Below the routes: a"
+            "description": "Every error is {error: {code, message, field?}}. Below the routes: a"
             " request's headers must be complete within LEADSTREAM_HTTP_HEADER_TIMEOUT_SECONDS"
             " of the connection's start or its previous answer (else 408 header_timeout, or the"
             " idle connection closed), and a connection beyond LEADSTREAM_HTTP_MAX_CONNECTIONS"

@@ -40,9 +40,11 @@ from leadstream.domain.normalize import (
 from leadstream.domain.rejects import Reason, RowError
 from leadstream.domain.sends import (
     MAX_CONDITIONS,
+    TRIGGER_FIELDS,
     AudienceFilterSpec,
     Counts,
     SendTrigger,
+    known_fields,
     parse_audience_filter,
     parse_trigger,
 )
@@ -71,6 +73,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# A preview body: a trigger's fields (sendId and scheduledFor optional), an inline
+# audience filter in place of the trigger's switch, and the sample size.
+_PREVIEW_FIELDS = TRIGGER_FIELDS | {"sample"}
+_INLINE_FILTER_FIELDS = frozenset({"mode", "leads"})
 # The sendId a preview's trigger carries when its body names none (nothing is stored).
 _PREVIEW_SEND_ID = "preview"
 MAX_SAMPLE = 100
@@ -219,7 +225,7 @@ async def _preview_request(request: Request, context: Context) -> PreviewAsked:
             _inline_leads(doc) * _ROW_BYTES, parse
         )
     except RowError as err:
-        raise BodyError(400, err.reason.value, err.detail) from None
+        raise BodyError(400, err.reason.value, err.detail, field=err.field) from None
     return PreviewAsked(body, org, trigger, audience_filter, sample)
 
 
@@ -263,7 +269,8 @@ def _parse_preview(
     :class:`RowError`. The trigger is checked by the rules of a real one: a sendId and a
     scheduledFor are filled in when absent, and the inline filter enables the audience
     filter step (a trigger's ``{enabled}`` switch has no meaning here)."""
-    fields = {k: v for k, v in doc.items() if k != "audienceFilter"}
+    known_fields(doc, _PREVIEW_FIELDS)
+    fields = {k: v for k, v in doc.items() if k not in ("audienceFilter", "sample")}
     fields.setdefault("sendId", _PREVIEW_SEND_ID)
     fields.setdefault("scheduledFor", format_ms(now))
     trigger = parse_trigger(fields)
@@ -273,6 +280,7 @@ def _parse_preview(
         return trigger, None, sample
     if not isinstance(inline, dict):
         raise RowError(Reason.INVALID_JSON, 'audienceFilter must be {"mode", "leads": [...]}')
+    known_fields(inline, _INLINE_FILTER_FIELDS, "audienceFilter")
     _, _, _, spec = parse_audience_filter(
         {
             "organizationId": trigger.organization_id,

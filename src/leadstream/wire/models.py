@@ -10,8 +10,9 @@ Schema (control characters, the 4 KiB metadata limit, date validity, a known tim
 quiet hours whose start and end differ) the model checks it by calling the same domain
 function, and the schema states it in a ``description``.
 
-Inputs allow any extra key (docs/contract.md, section 4); outputs forbid keys that are not
-listed, so a consumer can rely on the schema as the whole record.
+Lead events, audience members and audience filters allow any extra key (docs/contract.md,
+section 4); a send trigger and its objects forbid them (a misspelled filter must never widen
+a send), and so do outputs, so a consumer can rely on the schema as the whole record.
 Optional input keys that the domain treats as absent when ``null`` accept ``null``;
 the others (e.g. a row's own ``eventType``) do not, because ``null`` there is rejected.
 """
@@ -468,7 +469,14 @@ class AudienceFilter(_Input):
 # --- send-triggers --------------------------------------------------------------------------
 
 
-class Within(_Input):
+class _TriggerPart(_Input):
+    """Base of a send trigger and its objects: a key the contract does not define is
+    refused (``invalid_conditions``), so that a misspelled filter never widens a send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Within(_TriggerPart):
     """A look-back window ending at the send's scheduledFor."""
 
     minutes: StrictInt = Field(
@@ -501,7 +509,7 @@ Where = Annotated[
 ]
 
 
-class EventFilter(_Input):
+class EventFilter(_TriggerPart):
     """Keeps or drops a lead by whether it has an event of a given type."""
 
     _NOT_NULL = ("within", "minCount", "where")
@@ -532,7 +540,7 @@ class EventFilter(_Input):
     )
 
 
-class FrequencyCap(_Input):
+class FrequencyCap(_TriggerPart):
     """Drops a lead that earlier sends of the organization already messaged often enough."""
 
     maxSends: StrictInt = Field(
@@ -549,7 +557,7 @@ class FrequencyCap(_Input):
     )
 
 
-class QuietHours(_Input):
+class QuietHours(_TriggerPart):
     """Drops a lead whose local time at the send's scheduledFor is within [start, end).
 
     The local time comes from the time zones libphonenumber gives the lead's phone.
@@ -578,7 +586,7 @@ class QuietHours(_Input):
         return self
 
 
-class AudienceFilterSwitch(_Input):
+class AudienceFilterSwitch(_TriggerPart):
     """Whether the send's audience filter applies."""
 
     enabled: StrictBool = Field(
@@ -586,11 +594,12 @@ class AudienceFilterSwitch(_Input):
     )
 
 
-class SendTrigger(_Input):
-    """Asks for a send's recipient list; the first trigger per (organizationId, sendId) wins."""
+class SendTrigger(_TriggerPart):
+    """Asks for a send's recipient list; the first trigger per (organizationId, sendId) wins.
+    A key the contract does not define is refused, here and in every object within."""
 
     model_config = ConfigDict(
-        extra="allow",
+        extra="forbid",
         json_schema_extra={"not": {"required": ["eventFilter", "eventFilters"]}},
     )
 
