@@ -336,6 +336,15 @@ def test_a_field_the_contract_does_not_define_refuses_the_trigger(
     assert path.split(".")[-1].split("[")[0] in info.value.detail
 
 
+def test_an_unknown_field_is_named_within_bounds_however_long() -> None:
+    with pytest.raises(RowError) as info:
+        parse_trigger(
+            trigger_doc(eventFilter={"mode": "include", "eventType": "a", "x" * 10**6: 1})
+        )
+    assert info.value.field == ("eventFilter." + "x" * 10**6)[:120]
+    assert len(info.value.detail) < 200
+
+
 def test_metadata_keys_of_where_are_the_events_own_not_trigger_fields() -> None:
     where = {"anyKey": 1, "conditions": "x"}
     event_filter = {"mode": "include", "eventType": "a", "where": where}

@@ -168,6 +168,7 @@ TRIGGER_FIELDS = frozenset(
 # refused by name rather than ignored.
 _NOT_EVALUATED = frozenset({"conditions", "holdout", "splits"})
 _EVENT_FILTER_FIELDS = frozenset({"mode", "eventType", "within", "minCount", "where"})
+_MAX_PATH_CHARS = 120
 _NESTED_FIELDS = {
     "within": frozenset({"minutes"}),
     "audienceFilter": frozenset({"enabled"}),
@@ -181,11 +182,12 @@ def known_fields(doc: dict[str, Any], fields: frozenset[str], path: str = "") ->
     first key of ``doc`` that is not one of ``fields``."""
     for name in doc:
         if name not in fields:
-            where = f"{path}.{name}" if path else str(name)
+            # Cut: the key is the sender's, of any length, and is echoed back.
+            where = (f"{path}.{name}" if path else str(name))[:_MAX_PATH_CHARS]
             if not path and name in _NOT_EVALUATED:
                 detail = f"{name} is not evaluated by this version of leadstream"
             else:
-                detail = f"{where:.80} is not a field of a send trigger"
+                detail = f"{where} is not a field of a send trigger"
             raise RowError(Reason.INVALID_CONDITIONS, detail, field=where)
 
 
