@@ -12,6 +12,7 @@ import faust
 from faust.tables.manager import TableManager
 
 from leadstream import heap
+from leadstream.domain.policies.us_tcpa import policy_file
 from leadstream.index.partition import OptTypes
 from leadstream.index.table import IndexedStore
 from leadstream.ingress import StreamIngress
@@ -60,6 +61,8 @@ def create_app(
     which every client of the worker is built (made from ``settings`` when not given)."""
     lifecycle = lifecycle or Lifecycle(settings.shutdown_seconds)
     connection = connection or KafkaConnection.of(settings)
+    # An operator's quiet-hours table is read now: a bad row stops the start, with its line.
+    policy_file(settings.quiet_hours_policy_file)
     # faust's consumer reads only internal topics, which only leadstream writes, and none of
     # its producers writes a message beyond LARGE_MESSAGE_BYTES: a batch there that
     # decompresses beyond that is a fault of the environment, and stops the worker.

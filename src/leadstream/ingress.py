@@ -16,6 +16,7 @@ from leadstream.domain.explain import explain_lead, read_send_record
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.lead_index import latest_opt, lead_events
 from leadstream.domain.partitioning import group_by_partition, lead_partition, send_partition
+from leadstream.domain.policies.us_tcpa import policy_file
 from leadstream.domain.sends import AudienceFilterSpec, Counts, SendId, SendRules, SendTrigger
 from leadstream.kafka.admin import broker_reachable
 from leadstream.kafka.config import KafkaConnection
@@ -160,19 +161,23 @@ class StreamIngress:
             audience_filter,
             opt_out_type=s.opt_out_event_type,
             opt_in_type=s.opt_in_event_type,
+            policy=policy_file(s.quiet_hours_policy_file),
         )
         counts = Counts()
         recipients = 0
-        chosen: list[tuple[str, str | None]] = []
+        chosen: list[tuple[str, str | None, str | None]] = []
+        variants = {split.name: 0 for split in trigger.splits}
         for partition in wanted:
             evaluation = evaluate(
                 topo.store.index(partition), rules, store=topo.store, partition=partition
             )
             counts.add(evaluation.counts())
             recipients += len(evaluation.recipients)
+            for name, members in evaluation.variants.items():
+                variants[name] += len(members)
             if len(chosen) < sample:
                 chosen.extend(evaluation.sample(sample - len(chosen)))
-        return PreviewShare(wanted, counts, recipients, chosen)
+        return PreviewShare(wanted, counts, recipients, chosen, variants)
 
     def partition_owners(self) -> dict[int, str | None]:
         return {p: self._owner(p) for p in range(self._topo.settings.partitions)}
@@ -194,6 +199,7 @@ class StreamIngress:
             phone,
             opt_out_type=s.opt_out_event_type,
             opt_in_type=s.opt_in_event_type,
+            policy=policy_file(s.quiet_hours_policy_file),
         )
         return Explained(record, explanation)
 

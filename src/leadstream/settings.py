@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     auth_file: Path | None = Field(
         None, description="Per-organization credentials [default: DATA_DIR/auth.json]."
     )
+    quiet_hours_policy_file: Path | None = Field(
+        None,
+        description="An operator's us-tcpa table (CSV, the columns of the one shipped with"
+        " leadstream) that replaces the shipped table whole; read when the worker starts, which"
+        " a bad row stops with its line number.",
+    )
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="HTTP body size limit.")
     max_message_bytes: int = Field(
         MAX_MESSAGE_BYTES,

@@ -355,6 +355,7 @@ def test_preview_then_explain_a_send(tmp_path: Path, kafka_bootstrap: str) -> No
             "lateAudienceFilters": 0,
             "droppedByFrequencyCap": 0,
             "droppedByQuietHours": 0,
+            "heldOut": 0,
         }
         everyone = json.loads(leadstream(*args, env=env).stdout)  # now, no filter, no sample
         assert (everyone["recipientCount"], everyone["sample"]) == (3, [])

@@ -90,6 +90,7 @@ def materialized(stack: Stack, org: str, send: str, at: datetime, timeout: float
         + counts["droppedByEventFilter"]
         + counts["droppedByFrequencyCap"]
         + counts["droppedByQuietHours"]
+        + counts["heldOut"]
     ), summary
     assert summary["recipientCount"] == len(phones)
     assert summary["chunkCount"] == result.chunks
@@ -114,6 +115,7 @@ def zero_counts(**counts: int) -> dict[str, int]:
             "lateAudienceFilters",
             "droppedByFrequencyCap",
             "droppedByQuietHours",
+            "heldOut",
         ),
         0,
     )

@@ -64,6 +64,7 @@ def recipients_of(stack: Stack, send: str, org: int | str = ORG) -> tuple[set[st
         + counts["droppedByEventFilter"]
         + counts["droppedByFrequencyCap"]
         + counts["droppedByQuietHours"]
+        + counts["heldOut"]
     )
     assert summary["recipientCount"] == len(phones)
     assert summary["chunkCount"] == result.chunks
@@ -110,6 +111,7 @@ def test_exclude_prior_purchasers_across_a_multi_day_campaign(sends: Stack) -> N
         "lateAudienceFilters": 0,
         "droppedByFrequencyCap": 0,
         "droppedByQuietHours": 0,
+        "heldOut": 0,
     }
     # Lead 2 buys between the sends: only the second send drops it.
     sends.send_events(

@@ -115,7 +115,19 @@ def test_preview_takes_the_compliance_controls() -> None:
         },
     }
     assert body.is_valid(in_list)
+    section_11 = {
+        **example,
+        "quietHours": {"policy": "us-tcpa"},
+        "conditions": {"any": [{"event": "webinar_attended"}, {"inCampaign": "vip"}]},
+        "holdout": {"percent": 10},
+        "splits": [{"name": "A", "percent": 50}, {"name": "B", "percent": 50}],
+    }
+    assert not list(body.iter_errors(section_11))
     for bad in (
+        {**section_11, "holdout": {"percent": 51}},
+        {**section_11, "splits": [{"name": "A", "percent": 100, "x": 1}]},
+        {**section_11, "conditions": {"segment": "vip"}},
+        {**section_11, "quietHours": {"policy": "eu"}},
         {**example, "frequencyCap": {"maxSends": 0, "withinHours": 24}},
         {**example, "frequencyCap": {"maxSends": 2, "withinHours": 721}},
         {**example, "quietHours": {"start": "21:00", "end": "8"}},
@@ -135,6 +147,7 @@ def test_preview_counts_and_explain_steps_include_the_controls() -> None:
         "droppedByFrequencyCap": 50,
         "droppedByQuietHours": 30,
         "lateAudienceFilters": 0,
+        "heldOut": 0,
     }
     answer = {
         "organizationId": "42",
@@ -145,8 +158,18 @@ def test_preview_counts_and_explain_steps_include_the_controls() -> None:
         "sample": [],
     }
     assert not list(preview.iter_errors(answer))
-    missing = {k: v for k, v in counts.items() if k != "droppedByQuietHours"}
-    assert not preview.is_valid({**answer, "counts": missing})
+    for name in ("droppedByQuietHours", "heldOut"):
+        missing = {k: v for k, v in counts.items() if k != name}
+        assert not preview.is_valid({**answer, "counts": missing})
+    split = {
+        **answer,
+        "counts": {**counts, "heldOut": 110},
+        "recipientCount": 990,
+        "sample": [{"phoneE164": "+15551234567", "externalId": None, "variant": "A"}],
+        "variants": {"A": 495, "B": 495},
+    }
+    assert not list(preview.iter_errors(split))
+    assert not preview.is_valid({**split, "variants": {"A": -1}})
     explanation = document["components"]["schemas"]["SendLeadExplanation"]
     assert explanation["properties"]["step"]["enum"] == [
         "notInAudience",
@@ -155,9 +178,41 @@ def test_preview_counts_and_explain_steps_include_the_controls() -> None:
         "eventFilter",
         "frequencyCap",
         "quietHours",
+        "heldOut",
         "recipient",
     ]
     assert "frequencyCap" in document["paths"][EXPLAIN_PATH]["get"]["summary"]
+    explained = _component(document, "SendLeadExplanation")
+    lead: dict[str, Any] = {
+        "organizationId": "42",
+        "sendId": "day2",
+        "campaignId": "mastery",
+        "phoneE164": "+15551234567",
+        "sent": False,
+        "step": "heldOut",
+        "detail": {
+            "message": "bucket 42 is held out",
+            "bucket": 42,
+            "variant": None,
+            "conditions": [
+                {
+                    "path": "conditions.all[0]",
+                    "condition": {"event": "purchase"},
+                    "holds": True,
+                    "matchingEvents": 2,
+                },
+                {"path": "conditions.all[1]", "condition": {"inCampaign": "7"}, "holds": True},
+            ],
+            "quietHours": {"rule": "federal", "timeZone": "America/New_York"},
+        },
+        "consistent": True,
+        "scheduledFor": "2026-05-13T18:00:00.000Z",
+        "materializedAt": "2026-05-13T17:59:00.000Z",
+    }
+    assert not list(explained.iter_errors(lead))
+    assert not explained.is_valid({**lead, "detail": {**lead["detail"], "bucket": 10_000}})
+    verdict = {"path": "conditions", "condition": {}, "holds": "yes"}
+    assert not explained.is_valid({**lead, "detail": {"conditions": [verdict]}})
 
 
 def test_credentials_limits_and_bounds_are_described() -> None:

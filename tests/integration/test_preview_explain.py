@@ -76,6 +76,7 @@ class Seeded:
             "lateAudienceFilters": 0,
             "droppedByFrequencyCap": 0,
             "droppedByQuietHours": 0,
+            "heldOut": 0,
         }, recipients
 
     def _keeps(self, event_filter: dict[str, Any], p: str, at: int) -> bool:

@@ -713,7 +713,7 @@ def where_filter(where: dict[str, Any], within: int | None = None, n: int = 1) -
 def recipients(store: Any, *filters: EventFilter, at: int = T) -> set[str]:
     rules = SendRules(SendTrigger(ORG, "c", "s", at, filters), None, "opted_out", "opted_in")
     evaluation = evaluate(store.index(0), rules, store=store, partition=0)
-    got = {phone for phone, _ in evaluation.sample(len(evaluation.recipients))}
+    got = {phone for phone, *_ in evaluation.sample(len(evaluation.recipients))}
     # The per-lead engine agrees, member by member.
     for phone, external_id in campaign_members(store, 0, ORG, "c"):
         outcome = rules.outcome(lead_history(store, 0, ORG, phone), phone, external_id)

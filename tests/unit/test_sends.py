@@ -299,9 +299,13 @@ def test_bad_audience_filter_switch_is_invalid_json(switch: Any) -> None:
     ("fields", "path"),
     [
         ({"eventFilterz": {"mode": "exclude", "eventType": "purchase"}}, "eventFilterz"),
-        ({"conditions": {"all": [{"event": "purchase", "count": {"max": 0}}]}}, "conditions"),
-        ({"holdout": {"percent": 10}}, "holdout"),
-        ({"splits": [{"name": "a", "percent": 100}]}, "splits"),
+        (
+            {"conditions": {"all": [{"event": "purchase", "cuont": {"max": 0}}]}},
+            "conditions.all[0].cuont",
+        ),
+        ({"holdout": {"percent": 10, "seed": 7}}, "holdout.seed"),
+        ({"splits": [{"name": "a", "percent": 100, "weight": 1}]}, "splits[0].weight"),
+        ({"quietHours": {"policy": "us-tcpa", "plicy": "x"}}, "quietHours.plicy"),
         (
             {"eventFilter": {"mode": "exclude", "eventType": "a", "whithin": 5}},
             "eventFilter.whithin",
@@ -861,6 +865,7 @@ COUNT_FIELDS = {
     "lateAudienceFilters",
     "droppedByFrequencyCap",
     "droppedByQuietHours",
+    "heldOut",
 }
 
 
@@ -928,6 +933,7 @@ def test_counts_identity_and_summary_over_partitions() -> None:
         "lateAudienceFilters": 2,
         "droppedByFrequencyCap": 0,
         "droppedByQuietHours": 0,
+        "heldOut": 0,
     }
     c = s["counts"]
     assert (
@@ -1204,4 +1210,5 @@ def test_materialization_matches_reference(
         "lateAudienceFilters": want_late,
         "droppedByFrequencyCap": 0,
         "droppedByQuietHours": 0,
+        "heldOut": 0,
     }

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,9 @@ def preview(
     filters: tuple[str, ...],
     quiet_hours: str | None,
     frequency_cap: str | None,
+    conditions: str | None,
+    holdout: str | None,
+    splits: tuple[str, ...],
     audience_filter: Path | None,
     sample: int,
     url: str | None,
@@ -199,6 +203,9 @@ def preview(
             list(filters),
             frequency_cap=frequency_cap,
             quiet_hours=quiet_hours,
+            conditions=conditions,
+            holdout=holdout,
+            splits=splits,
         )
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint=_flag_of(str(err))) from None
@@ -214,6 +221,9 @@ def _flag_of(error: str) -> str:
         return "--frequency-cap"
     if "quiet hours" in error:
         return "--quiet-hours"
+    for flag in ("conditions", "holdout", "split"):
+        if error.startswith((flag, f"a {flag}")):
+            return f"--{flag}"
     return "--filter"
 
 
@@ -225,6 +235,9 @@ def _preview_body(
     *,
     frequency_cap: str | None = None,
     quiet_hours: str | None = None,
+    conditions: str | None = None,
+    holdout: str | None = None,
+    splits: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The trigger ``leadstream trigger`` would publish, without the sendId a preview does
     without, and without scheduledFor when none is given (the worker then takes now)."""
@@ -237,6 +250,9 @@ def _preview_body(
         audience_filter=False,
         frequency_cap=frequency_cap,
         quiet_hours=quiet_hours,
+        conditions=conditions,
+        holdout=holdout,
+        splits=splits,
     )
     body = {k: v for k, v in trigger.items() if k not in ("sendId", "scheduledFor")}
     if scheduled_for is not None:

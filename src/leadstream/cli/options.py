@@ -98,12 +98,34 @@ event_filter_option = click.option(
 
 
 def controls_options(command: _FC) -> _FC:
-    """A send's compliance controls, as `trigger` and `preview` take them."""
+    """A send's compliance controls and audience conditions, as `trigger` and `preview`
+    take them."""
+    command = click.option(
+        "--conditions",
+        default=None,
+        help="The send's conditions tree: a JSON file, or the JSON itself, e.g."
+        ' \'{"any": [{"event": "registered"}, {"event": "ad_click", "within": {"minutes":'
+        " 1440}}]}'.",
+    )(command)
+    command = click.option(
+        "--holdout",
+        default=None,
+        help="PERCENT[:SALT]: hold out PERCENT (0 to 50) of the leads, the same ones every"
+        " send (a SALT draws another group).",
+    )(command)
+    command = click.option(
+        "--split",
+        "splits",
+        multiple=True,
+        help="NAME=PERCENT: one split of the recipients (repeat; the percents add up to 100);"
+        " each recipient carries its split's name as variant.",
+    )(command)
     command = click.option(
         "--quiet-hours",
         default=None,
-        help="HH:MM-HH:MM[@TIME_ZONE]: no message while the lead's local time is in it,"
-        " e.g. 21:00-08:00 (the zone decides for numbers with several zones).",
+        help="HH:MM-HH:MM[@TIME_ZONE], us-tcpa, or both joined by +: no message while the"
+        " lead's local time is in it, e.g. 21:00-08:00 (the zone decides for numbers with"
+        " several zones); us-tcpa: 08:00-21:00 local and the state rules.",
     )(command)
     return click.option(
         "--frequency-cap",

@@ -161,6 +161,9 @@ def trigger(
     filters: tuple[str, ...],
     quiet_hours: str | None,
     frequency_cap: str | None,
+    conditions: str | None,
+    holdout: str | None,
+    splits: tuple[str, ...],
     audience_filter: bool,
     bootstrap: str | None,
     topic_prefix: str | None,
@@ -177,6 +180,9 @@ def trigger(
             audience_filter=audience_filter,
             frequency_cap=frequency_cap,
             quiet_hours=quiet_hours,
+            conditions=conditions,
+            holdout=holdout,
+            splits=splits,
         )
         parse_trigger(value)  # refuse here what the worker would reject
     except (RowError, ValueError) as err:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,12 +259,17 @@ def build_trigger(
     audience_filter: bool,
     frequency_cap: str | None = None,
     quiet_hours: str | None = None,
+    conditions: str | None = None,
+    holdout: str | None = None,
+    splits: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A ``send-triggers`` value from CLI flags.
 
     A filter is written ``MODE:EVENT_TYPE[:within=MINUTES][:min=COUNT][:where=KEY=VALUE]``
     (``where`` repeatable; ``VALUE`` is a JSON scalar or else a string, ``a|b`` for either);
-    a frequency cap ``MAX_SENDS/HOURS``; quiet hours ``HH:MM-HH:MM[@TIME_ZONE]``.
+    a frequency cap ``MAX_SENDS/HOURS``; quiet hours ``HH:MM-HH:MM[@TIME_ZONE]``, ``us-tcpa``
+    or both joined by ``+``; conditions a JSON file or JSON text; a holdout
+    ``PERCENT[:SALT]``; a split ``NAME=PERCENT``.
     """
     parsed = [_filter_flag(spec) for spec in filters]
     trigger: dict[str, Any] = {
@@ -284,12 +290,55 @@ def build_trigger(
             raise ValueError(f"a frequency cap is MAX_SENDS/HOURS, got {frequency_cap!r}")
         trigger["frequencyCap"] = {"maxSends": int(sends), "withinHours": int(hours)}
     if quiet_hours is not None:
-        span, at, zone = quiet_hours.partition("@")
+        trigger["quietHours"] = _quiet_flag(quiet_hours)
+    if conditions is not None:
+        trigger["conditions"] = _json_flag(conditions)
+    if holdout is not None:
+        percent, colon, salt = holdout.partition(":")
+        if not percent.isdigit():
+            raise ValueError(f"a holdout is PERCENT[:SALT], got {holdout!r}")
+        trigger["holdout"] = {"percent": int(percent)} | ({"salt": salt} if colon else {})
+    if splits:
+        trigger["splits"] = [_split_flag(spec) for spec in splits]
+    return trigger
+
+
+def _quiet_flag(text: str) -> dict[str, Any]:
+    quiet: dict[str, Any] = {}
+    for part in text.split("+"):
+        if part == "us-tcpa":
+            quiet["policy"] = part
+            continue
+        span, at, zone = part.partition("@")
         start, dash, end = span.partition("-")
         if not dash:
-            raise ValueError(f"quiet hours are HH:MM-HH:MM[@TIME_ZONE], got {quiet_hours!r}")
-        trigger["quietHours"] = {"start": start, "end": end} | ({"timeZone": zone} if at else {})
-    return trigger
+            raise ValueError(
+                f"quiet hours are HH:MM-HH:MM[@TIME_ZONE], us-tcpa or both joined by +,"
+                f" got {text!r}"
+            )
+        quiet |= {"start": start, "end": end} | ({"timeZone": zone} if at else {})
+    return quiet
+
+
+def _json_flag(text: str) -> Any:
+    """JSON text, or the JSON in the file it names."""
+    source = text
+    if not text.lstrip().startswith(("{", "[")):
+        try:
+            source = Path(text).read_text()
+        except OSError as err:
+            raise ValueError(f"conditions: neither JSON nor a readable file: {err}") from None
+    try:
+        return json.loads(source)
+    except ValueError as err:
+        raise ValueError(f"conditions: not JSON: {err}") from None
+
+
+def _split_flag(spec: str) -> dict[str, Any]:
+    name, eq, percent = spec.rpartition("=")
+    if not eq or not name or not percent.isdigit():
+        raise ValueError(f"a split is NAME=PERCENT, got {spec!r}")
+    return {"name": name, "percent": int(percent)}
 
 
 def _filter_flag(spec: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import msgspec
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
 
+from leadstream.domain.policies.us_tcpa import UsTcpaPolicy
 from leadstream.domain.rejects import Reason, RowError
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 HOUR_MS = 3_600_000
+# The quiet-hours policies a trigger may name.
+POLICIES = ("us-tcpa",)
+_WINDOW = "window"
 MAX_CAP_SENDS = 1000
 MAX_CAP_HOURS = 720
 MAX_WHERE_KEYS = 16
@@ -96,18 +100,25 @@ class QuietDecision:
     quiet: bool
     zone: str | None
     local_time: str | None
+    # What decided: "window" (the send's start/end) or a policy row ("federal", "us-fl").
+    rule: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class QuietHours:
     """No message while the recipient's local time is in ``[start, end)`` (minutes after
-    midnight; ``start > end`` wraps midnight)."""
+    midnight; ``start > end`` wraps midnight), or while a ``policy`` says so (``us-tcpa``:
+    :mod:`leadstream.domain.policies.us_tcpa`); with both, quiet when either says so. No
+    start and end: the policy alone."""
 
-    start: int
-    end: int
+    start: int | None
+    end: int | None
     time_zone: str | None = None
+    policy: str | None = None
 
     def quiet_at(self, minute_of_day: int) -> bool:
+        if self.start is None or self.end is None:
+            return False
         if self.start < self.end:
             return self.start <= minute_of_day < self.end
         return minute_of_day >= self.start or minute_of_day < self.end
@@ -118,7 +129,10 @@ class QuietHours:
     def decide(self, zones: tuple[str, ...], at_ms: int) -> QuietDecision:
         """The contract's rule for a number with ``zones``: one zone decides alone;
         among several the lead is quiet if it is quiet in any, unless ``time_zone`` is
-        given, which then decides; no zone: ``time_zone``, or quiet."""
+        given, which then decides; no zone: ``time_zone``, or quiet. The window only (see
+        :meth:`decide_with`); never quiet without one."""
+        if self.start is None:
+            return QuietDecision(False, None, None)
         if len(zones) == 1:
             chosen: tuple[str, ...] = zones
         elif self.time_zone is not None:
@@ -129,13 +143,31 @@ class QuietHours:
             return QuietDecision(True, None, None)
         for zone in chosen:
             if self.zone_is_quiet(zone, at_ms):
-                return QuietDecision(True, zone, _clock(zone, at_ms))
-        return QuietDecision(False, chosen[0], _clock(chosen[0], at_ms))
+                return QuietDecision(True, zone, _clock(zone, at_ms), _WINDOW)
+        return QuietDecision(False, chosen[0], _clock(chosen[0], at_ms), _WINDOW)
+
+    def decide_with(
+        self, policy: UsTcpaPolicy, phone: str, zones: tuple[str, ...], at_ms: int
+    ) -> QuietDecision:
+        """The window's decision and the policy's together: quiet when either says so
+        (the one that did is the ``rule``); a number the policy does not cover (not a US
+        number) is decided by the window alone, and is not quiet without one."""
+        window = self.decide(zones, at_ms) if self.start is not None else None
+        if window is not None and window.quiet:
+            return window
+        ruled = policy.decide(phone, at_ms) if self.policy is not None else None
+        if ruled is not None:
+            return QuietDecision(ruled.quiet, ruled.zone, ruled.local_time, ruled.rule)
+        return window if window is not None else QuietDecision(False, None, None)
 
     def describe(self) -> dict[str, Any]:
-        described: dict[str, Any] = {"start": _hhmm(self.start), "end": _hhmm(self.end)}
+        described: dict[str, Any] = {}
+        if self.start is not None and self.end is not None:
+            described = {"start": _hhmm(self.start), "end": _hhmm(self.end)}
         if self.time_zone is not None:
             described["timeZone"] = self.time_zone
+        if self.policy is not None:
+            described["policy"] = self.policy
         return described
 
 
@@ -194,7 +226,19 @@ def _clock(zone: str, at_ms: int) -> str:
 
 def parse_quiet_hours(doc: Any) -> QuietHours:
     if not isinstance(doc, dict):
-        raise _invalid('quietHours must be {"start": "HH:MM", "end": "HH:MM", "timeZone"?}')
+        raise _invalid(
+            'quietHours must be {"start": "HH:MM", "end": "HH:MM", "timeZone"?, "policy"?}'
+            ' or {"policy": "us-tcpa"}'
+        )
+    policy = doc.get("policy")
+    if "policy" in doc and policy not in POLICIES:
+        raise RowError(
+            Reason.INVALID_CONDITIONS,
+            f"quietHours.policy must be one of {', '.join(POLICIES)}, got {policy!r:.40}",
+            field="quietHours.policy",
+        )
+    if policy is not None and not {"start", "end", "timeZone"} & doc.keys():
+        return QuietHours(None, None, None, policy)
     start = _clock_minutes(doc.get("start"), "quietHours.start")
     end = _clock_minutes(doc.get("end"), "quietHours.end")
     if start == end:
@@ -202,7 +246,7 @@ def parse_quiet_hours(doc: Any) -> QuietHours:
     zone = doc.get("timeZone")
     if zone is not None and (not isinstance(zone, str) or len(zone) > 64 or not known_zone(zone)):
         raise _invalid(f"quietHours.timeZone must be an IANA time zone name, got {zone!r:.40}")
-    return QuietHours(start, end, zone)
+    return QuietHours(start, end, zone, policy)
 
 
 _UNKNOWN_ZONE = "Etc/Unknown"

@@ -5,27 +5,44 @@ The contract's order, each step a bitmap operation on the campaign's members:
     audience      A  = the campaign's members
     optedOut      O  = A & the organization's opted-out leads
     audience filter  R1 = A - O, then R2 = R1 & matched (include) or R1 - matched (exclude)
-    event filters    R3 = R2, then for each filter R3 &= has (include) or R3 -= has
+    event filters    R3 = R2, then for each filter R3 &= has (include) or R3 -= has,
+                     then R3 = the leads of R3 the conditions tree holds for
     frequency cap    R4 = R3 - (leads in at least maxSends of the counted sends' recipients)
     quiet hours      R5 = R4 - (leads of the zone sets quiet at T)
+    holdout          R6 = R5 - (leads whose bucket is held out); splits share R6
 
 so every count is a cardinality and no member is looked at one by one; only the packed
 events of a window's two edge hours, the externalIds named by an audience filter and,
-for a filter with metadata conditions (``where``), the stored events of the leads that
-have the type at all are.
+for a filter with metadata conditions (``where``) or a sequence, the stored events of the
+leads that have the types at all are, and a holdout hashes each remaining lead once.
 :func:`leadstream.domain.sends.SendRules.outcome` answers the same question for one lead
 from its history; the property tests hold the two equal.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import cast
 
+import msgspec
 from pyroaring import BitMap
 
+from leadstream.domain.buckets import Allocation, bucket_of, organization_secret
+from leadstream.domain.conditions import (
+    AllOf,
+    AnyOf,
+    CampaignLeaf,
+    EventLeaf,
+    Node,
+    NotOf,
+    SequenceLeaf,
+    count_events,
+    sequence_holds,
+)
 from leadstream.domain.controls import FrequencyCap, WhereMatcher, phone_zones
+from leadstream.domain.policies.us_tcpa import UsTcpaPolicy, decision_key
 from leadstream.domain.sends import (
     AudienceFilterSpec,
     Counts,
@@ -39,7 +56,14 @@ from leadstream.index.table import IndexedStore
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore
 
-__all__ = ["Evaluation", "capped", "evaluate", "has_event", "materialize_partition"]
+__all__ = [
+    "Evaluation",
+    "capped",
+    "evaluate",
+    "has_event",
+    "materialize_partition",
+    "partition_key",
+]
 
 _EMPTY = Campaign()
 
@@ -59,6 +83,9 @@ class Evaluation:
     named: BitMap | None = None
     dropped_by_frequency_cap: BitMap = field(default_factory=BitMap)
     dropped_by_quiet_hours: BitMap = field(default_factory=BitMap)
+    held_out: BitMap = field(default_factory=BitMap)
+    # The recipients of each split, in the trigger's order (empty without splits).
+    variants: dict[str, BitMap] = field(default_factory=dict)
 
     def counts(self) -> Counts:
         return Counts(
@@ -68,7 +95,14 @@ class Evaluation:
             dropped_by_event_filter=len(self.dropped_by_event_filter),
             dropped_by_frequency_cap=len(self.dropped_by_frequency_cap),
             dropped_by_quiet_hours=len(self.dropped_by_quiet_hours),
+            held_out=len(self.held_out),
         )
+
+    def variant_of(self, lead: int) -> str | None:
+        for name, members in self.variants.items():
+            if lead in members:
+                return name
+        return None
 
     def entries(self) -> list[bytes]:
         """The recipients as a chunk carries them, in lead-id order: one C-level gather
@@ -82,18 +116,25 @@ class Evaluation:
         campaign = self.campaign
         for lead in recipients & campaign.with_external:
             gathered[recipients.rank(lead) - 1] = campaign.entries[lead]
+        for name, members in self.variants.items():
+            tail = b',"variant":' + msgspec.json.encode(name) + b"}"
+            for lead in members:
+                at = recipients.rank(lead) - 1
+                gathered[at] = cast("bytes", gathered[at])[:-1] + tail
         # Every member has its plain entry: no None is gathered.
         return cast("list[bytes]", gathered)
 
-    def sample(self, n: int) -> list[tuple[str, str | None]]:
-        """``(phoneE164, externalId)`` of the first ``n`` recipients (in lead-id order)."""
-        out: list[tuple[str, str | None]] = []
+    def sample(self, n: int) -> list[tuple[str, str | None, str | None]]:
+        """``(phoneE164, externalId, variant)`` of the first ``n`` recipients (in lead-id
+        order)."""
+        out: list[tuple[str, str | None, str | None]] = []
         for lead in self.recipients:
             if len(out) >= n:
                 break
             entry = self.campaign.entries.get(lead) or self.index.plain[lead]
             if entry is not None:  # always: every member has its plain entry
-                out.append(self.index.codec.decode(entry))
+                variant = self.variant_of(lead) if self.variants else None
+                out.append((*self.index.codec.decode(entry), variant))
         return out
 
 
@@ -133,15 +174,36 @@ def evaluate(
         else:
             has = has_event(org, event_filter, at, recipients)
         recipients = recipients & has if event_filter.mode == "include" else recipients - has
+    tree = trigger.tree()
+    if tree is not None and recipients:
+        if store is None:
+            raise ValueError("a send with conditions needs the partition's store")
+        recipients = _Tree(store, partition, index, org, trigger.organization_id, at).run(
+            tree.root, recipients
+        )
     by_events = recipients
     if trigger.frequency_cap is not None and recipients:
         recipients = recipients - capped(org, trigger.frequency_cap, at, recipients)
     by_cap = recipients
     if trigger.quiet_hours is not None and recipients:
         rule = trigger.quiet_hours
-        recipients = recipients - index.zones.quiet(
-            recipients, lambda zones: rule.decide(zones, at).quiet, index.phone_of, phone_zones
-        )
+        quiet = BitMap()
+        if rule.start is not None:
+            quiet = index.zones.quiet(
+                recipients, lambda zones: rule.decide(zones, at).quiet, index.phone_of, phone_zones
+            )
+        if rule.policy is not None:
+            quiet |= policy_quiet(rules.quiet_policy(), recipients - quiet, index.phone_of, at)
+        recipients = recipients - quiet
+    by_quiet = recipients
+    held_out: BitMap = BitMap()
+    variants: dict[str, BitMap] = {}
+    allocation = trigger.allocation()
+    if allocation is not None and recipients:
+        if store is None:
+            raise ValueError("a send with a holdout or splits needs the partition's store")
+        held_out, variants = _allocate(store, partition, index, trigger, allocation, recipients)
+        recipients = recipients - held_out
     return Evaluation(
         audience,
         opted_out,
@@ -152,8 +214,209 @@ def evaluate(
         index,
         named,
         by_events - by_cap,
-        by_cap - recipients,
+        by_cap - by_quiet,
+        held_out,
+        variants,
     )
+
+
+def _allocate(
+    store: PartitionStore,
+    partition: int,
+    index: PartitionIndex,
+    trigger: SendTrigger,
+    allocation: Allocation,
+    leads: BitMap,
+) -> tuple[BitMap, dict[str, BitMap]]:
+    """The ``leads`` held out, and the others by split: one keyed hash a lead."""
+    org = trigger.organization_id
+    secret = organization_secret(partition_key(store, partition), org)
+    salt = trigger.salt
+    held = BitMap()
+    ranges = allocation.ranges
+    by_split: list[list[int]] = [[] for _ in ranges]
+    phone_of = index.phone_of
+    for lead in leads:
+        phone = phone_of(lead)
+        if phone is None:  # every member has its name
+            continue
+        bucket = bucket_of(secret, org, phone, salt)
+        if bucket < allocation.held:
+            held.add(lead)
+            continue
+        for i, (_, start, end) in enumerate(ranges):
+            if start <= bucket < end:
+                by_split[i].append(lead)
+                break
+    return held, {name: BitMap(ids) for (name, _, _), ids in zip(ranges, by_split, strict=True)}
+
+
+def policy_quiet(
+    policy: UsTcpaPolicy, leads: BitMap, phone_of: Callable[[int], str | None], at: int
+) -> BitMap:
+    """The ``leads`` the policy holds quiet at ``at``: decided once per group of numbers
+    that it decides alike (:func:`decision_key`), from one number of the group."""
+    groups: dict[str, list[int]] = {}
+    first: dict[str, str] = {}
+    for lead in leads:
+        phone = phone_of(lead)
+        key = decision_key(phone) if phone is not None else None
+        if key is None or phone is None:  # not a US number: the policy says nothing
+            continue
+        members = groups.get(key)
+        if members is None:
+            members = groups[key] = []
+            first[key] = phone
+        members.append(lead)
+    quiet = BitMap()
+    for key, members in groups.items():
+        decision = policy.decide(first[key], at)
+        if decision is not None and decision.quiet:
+            quiet.update(members)
+    return quiet
+
+
+def partition_key(store: PartitionStore, partition: int) -> bytes:
+    """The partition's key of buckets (made with its first membership)."""
+    key = store.get(partition, keys.bucket_key_key())
+    if key is None:
+        raise ValueError(f"partition {partition} holds members but no bucket key")
+    return key
+
+
+class _Tree:
+    """A conditions tree over a set of candidates, by set algebra on the partition's
+    timelines; a ``where`` or a sequence reads the stored events of the candidates that
+    have the types at all, after the cheaper conditions narrowed them."""
+
+    def __init__(
+        self,
+        store: PartitionStore,
+        partition: int,
+        index: PartitionIndex,
+        org: OrgIndex,
+        org_name: str,
+        at: int,
+    ) -> None:
+        self._store = store
+        self._partition = partition
+        self._phone_of = index.phone_of
+        self._org = org
+        self._name = org_name
+        self._at = at
+
+    @staticmethod
+    def _reads(node: Node) -> bool:
+        """Whether evaluating the node reads stored events (the costly conditions)."""
+        if isinstance(node, AllOf | AnyOf):
+            return any(_Tree._reads(child) for child in node.children)
+        if isinstance(node, NotOf):
+            return _Tree._reads(node.child)
+        return isinstance(node, SequenceLeaf) or (isinstance(node, EventLeaf) and bool(node.where))
+
+    def run(self, node: Node, candidates: BitMap) -> BitMap:
+        """The ``candidates`` the node holds for."""
+        if isinstance(node, AllOf):
+            found = candidates
+            for child in sorted(node.children, key=self._reads):
+                if not found:
+                    break
+                found = self.run(child, found)
+            return found
+        if isinstance(node, AnyOf):
+            found, rest = BitMap(), candidates
+            for child in sorted(node.children, key=self._reads):
+                if not rest:
+                    break
+                got = self.run(child, rest)
+                found |= got
+                rest = rest - got
+            return found
+        if isinstance(node, NotOf):
+            return candidates - self.run(node.child, candidates)
+        if isinstance(node, CampaignLeaf):
+            campaign = self._org.campaigns.get(node.campaign_id)
+            return campaign.members & candidates if campaign is not None else BitMap()
+        if isinstance(node, EventLeaf):
+            return self._event(node, candidates)
+        return self._sequence(node, candidates)
+
+    def _event(self, leaf: EventLeaf, candidates: BitMap) -> BitMap:
+        timeline = self._org.timelines.get(leaf.event_type)
+        if timeline is None:  # nobody has one: the count is 0
+            return candidates if leaf.min_count == 0 else BitMap()
+        bounds = leaf.bounds(self._at)
+        if leaf.where:
+            maybe = (
+                timeline.ever & candidates
+                if bounds is None
+                else timeline.within(bounds[0], bounds[1], 1, candidates)
+            )
+            limit = (leaf.max_count if leaf.max_count is not None else leaf.min_count) + 1
+            ok = BitMap(
+                lead
+                for lead in maybe
+                if leaf.in_range(
+                    count_events(leaf, self._read(lead, leaf.event_type, bounds), self._at, limit)
+                )
+            )
+            return (candidates - maybe) | ok if leaf.min_count == 0 else ok
+
+        def at_least(k: int) -> BitMap:
+            if k <= 0:
+                return candidates
+            if bounds is None:
+                return timeline.sticky(k) & candidates
+            return timeline.within(bounds[0], bounds[1], k, candidates)
+
+        found = at_least(leaf.min_count)
+        if leaf.max_count is not None and found:
+            found = found - at_least(leaf.max_count + 1)
+        return found
+
+    def _sequence(self, leaf: SequenceLeaf, candidates: BitMap) -> BitMap:
+        first = self._org.timelines.get(leaf.first.event_type)
+        if first is None:
+            return BitMap()
+        at = self._at
+        since = 0 if leaf.first_within is None else max(0, at - leaf.first_within * 60_000)
+        starts = first.within(since, at, 1, candidates)
+        then = self._org.timelines.get(leaf.then.event_type)
+        ended = then.within(since, at, 1, starts) if then is not None else BitMap()
+        found = BitMap()
+        if leaf.then_absent and not leaf.first.where and leaf.same_key is None:
+            found = starts - ended  # any A event, and no B event at all
+            starts = ended
+        elif not leaf.then_absent:
+            starts = ended  # a pair needs both
+        window = (since, at)
+        for lead in starts:
+            a = self._read(lead, leaf.first.event_type, window)
+            b = self._read(lead, leaf.then.event_type, window) if lead in ended else []
+            if sequence_holds(leaf, a, b, at):
+                found.add(lead)
+        return found
+
+    def _read(
+        self, lead: int, event_type: str, bounds: tuple[int, int] | None
+    ) -> list[tuple[int, bytes | None]]:
+        """The lead's event keys of a type, ``(occurredAt, metadata)`` ascending, those in
+        ``bounds`` (None: all)."""
+        phone = self._phone_of(lead)
+        if phone is None:
+            return []
+        prefix = keys.event_type_prefix(self._name, phone, event_type)
+        if bounds is None:
+            lower, upper = prefix, keys.prefix_upper_bound(prefix)
+        else:
+            if bounds[1] < bounds[0]:
+                return []
+            lower, upper = prefix + keys.ts_bytes(bounds[0]), prefix + keys.ts_bytes(bounds[1] + 1)
+        cut = len(prefix)
+        return [
+            (int.from_bytes(key[cut : cut + 8], "big"), keys.event_metadata(value))
+            for key, value in self._store.iter_range(self._partition, lower, upper)
+        ]
 
 
 def capped(org: OrgIndex, cap: FrequencyCap, scheduled_for: int, candidates: BitMap) -> BitMap:
@@ -260,7 +523,8 @@ def materialize_partition(
         trigger, audience_filter, opt_out_type=opt_out_type, opt_in_type=opt_in_type
     )
     evaluation = evaluate(store.index(partition), rules, store=store, partition=partition)
-    return PartitionResult(evaluation.sample(len(evaluation.recipients)), evaluation.counts())
+    sample = evaluation.sample(len(evaluation.recipients))
+    return PartitionResult([(phone, x) for phone, x, _ in sample], evaluation.counts())
 
 
 def has_event(

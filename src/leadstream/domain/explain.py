@@ -17,17 +17,21 @@ compaction pass (:func:`expire_send_records`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from pyroaring import BitMap
 
+from leadstream.domain.buckets import bucket_of, organization_secret
+from leadstream.domain.conditions import holds, verdicts
 from leadstream.domain.controls import WhereMatcher, phone_zones
 from leadstream.domain.evaluate import Evaluation
 from leadstream.domain.lead_index import LeadHistory, lead_history
 from leadstream.domain.normalize import format_ms
-from leadstream.domain.sends import EventFilter, SendRules, SendTrigger
+from leadstream.domain.policies.us_tcpa import UsTcpaPolicy
+from leadstream.domain.sends import EventFilter, SendRules, SendTrigger, lead_events
 from leadstream.index.partition import PartitionIndex
 from leadstream.index.table import IndexedStore
 from leadstream.state import keys
@@ -57,6 +61,7 @@ class Step:
     EVENT_FILTER = "eventFilter"
     FREQUENCY_CAP = "frequencyCap"
     QUIET_HOURS = "quietHours"
+    HELD_OUT = "heldOut"
     RECIPIENT = "recipient"
 
 
@@ -73,6 +78,8 @@ class SendRecord(msgspec.Struct, array_like=True, frozen=True):
     # Records written before the compliance controls have neither.
     dropped_by_frequency_cap: bytes = b""
     dropped_by_quiet_hours: bytes = b""
+    # Records written before holdouts have none.
+    held_out: bytes = b""
 
     def named_by_filter(self, lead: int | None) -> bool:
         return lead is not None and lead in BitMap.deserialize(self.audience_filter_named)
@@ -88,6 +95,7 @@ class SendRecord(msgspec.Struct, array_like=True, frozen=True):
             (Step.EVENT_FILTER, self.dropped_by_event_filter),
             (Step.FREQUENCY_CAP, self.dropped_by_frequency_cap),
             (Step.QUIET_HOURS, self.dropped_by_quiet_hours),
+            (Step.HELD_OUT, self.held_out),
         ):
             if bitmap and lead in BitMap.deserialize(bitmap):
                 return step
@@ -118,6 +126,7 @@ def record_send(
         (evaluation.named if evaluation.named is not None else BitMap()).serialize(),
         evaluation.dropped_by_frequency_cap.serialize(),
         evaluation.dropped_by_quiet_hours.serialize(),
+        evaluation.held_out.serialize(),
     )
     key = keys.send_record_key(trigger.organization_id, trigger.send_id)
     store.put(partition, key, _encoder.encode(record))
@@ -208,6 +217,7 @@ def explain_lead(
     *,
     opt_out_type: str,
     opt_in_type: str,
+    policy: UsTcpaPolicy | None = None,
 ) -> Explanation:
     trigger = record.trigger
     org = trigger.organization_id
@@ -215,10 +225,21 @@ def explain_lead(
     then = record.step_of(lead)
     history = lead_history(store, partition, org, phone, index=index)
     member = store.get(partition, keys.member_key(org, trigger.campaign_id, phone)) is not None
-    rules = SendRules(trigger, None, opt_out_type, opt_in_type)
+    rules = SendRules(trigger, None, opt_out_type, opt_in_type, policy)
     mode = record.audience_filter_mode
     dropped_by_filter = mode is not None and record.named_by_filter(lead) != (mode == "include")
-    today = _Today(rules, history, phone, received_sends(store, partition, org, lead))
+
+    def member_of(campaign: str) -> bool:
+        return store.get(partition, keys.member_key(org, campaign, phone)) is not None
+
+    bucket = None
+    if trigger.allocation() is not None:
+        key = store.get(partition, keys.bucket_key_key())
+        if key is not None:  # none: the partition never had a member, nor has the lead
+            bucket = bucket_of(organization_secret(key, org), org, phone, trigger.salt)
+    today = _Today(
+        rules, history, phone, received_sends(store, partition, org, lead), member_of, bucket
+    )
     now, detail = today.evaluate(member, dropped_by_filter, mode)
     if now == then:
         return Explanation(then == Step.RECIPIENT, then, detail, True)
@@ -236,12 +257,14 @@ class _Today:
     history: LeadHistory
     phone: str
     received: list[tuple[str, int]]
+    member_of: Callable[[str], bool]
+    bucket: int | None
 
     def evaluate(
         self, member: bool, dropped_by_filter: bool, filter_mode: str | None
     ) -> tuple[str, dict[str, Any]]:
         step, detail = _evaluate_today(
-            self.rules, self.history, member, dropped_by_filter, filter_mode
+            self.rules, self.history, member, dropped_by_filter, filter_mode, self.member_of
         )
         if step != Step.RECIPIENT:
             return step, detail
@@ -264,18 +287,34 @@ class _Today:
             detail["frequencyCap"] = facts
         quiet = trigger.quiet_hours
         if quiet is not None:
-            decision = quiet.decide(phone_zones(self.phone), at)
+            decision = quiet.decide_with(
+                self.rules.quiet_policy(), self.phone, phone_zones(self.phone), at
+            )
             facts = {
                 **quiet.describe(),
                 # The zone that decided (the rule's own timeZone is in the rule above).
                 "timeZone": decision.zone,
                 "localTime": decision.local_time,
+                # What decided: "window" (start/end) or the policy's row.
+                "rule": decision.rule,
             }
             if decision.quiet:
                 where = decision.zone or "no known time zone (treated as quiet)"
                 message = f"local time {decision.local_time or '?'} in {where} is in quiet hours"
+                if decision.rule not in (None, "window"):
+                    message += f" (us-tcpa rule {decision.rule})"
                 return Step.QUIET_HOURS, {"message": message, **facts}
             detail["quietHours"] = facts
+        allocation = trigger.allocation()
+        if allocation is not None and self.bucket is not None:
+            held, variant = allocation.variant(self.bucket)
+            if held:
+                message = (
+                    f"bucket {self.bucket} is in the holdout (buckets 0 to {allocation.held - 1})"
+                )
+                return Step.HELD_OUT, {"message": message, "bucket": self.bucket}
+            detail["bucket"] = self.bucket
+            detail["variant"] = variant
         return step, detail
 
 
@@ -285,6 +324,7 @@ def _evaluate_today(
     member: bool,
     dropped_by_filter: bool,
     filter_mode: str | None,
+    member_of: Callable[[str], bool],
 ) -> tuple[str, dict[str, Any]]:
     """The lead's step for the send on today's state, and the facts that decide it, up to
     the event filters. The audience filter is the one the send applied, as the leads it
@@ -321,10 +361,24 @@ def _evaluate_today(
                 "message": _dropped_message(facts),
                 **{k: v for k, v in facts.items() if k != "keeps"},
             }
-    return Step.RECIPIENT, {
+    kept: dict[str, Any] = {
         "message": "kept by every step",
         "eventFilters": [{k: v for k, v in f.items() if k != "keeps"} for f in filters],
     }
+    tree = trigger.tree()
+    if tree is not None:
+        lead = lead_events(history, member_of)
+        leaves = verdicts(tree, lead, trigger.scheduled_for)
+        if not holds(tree.root, lead, trigger.scheduled_for):
+            failed = [v["path"] for v in leaves if not v["holds"]]
+            return Step.EVENT_FILTER, {
+                "message": "the send's conditions do not hold; conditions not met: "
+                + ", ".join(failed[:8])
+                + (" ..." if len(failed) > 8 else ""),
+                "conditions": leaves,
+            }
+        kept["conditions"] = leaves
+    return Step.RECIPIENT, kept
 
 
 def _filter_facts(

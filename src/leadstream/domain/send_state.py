@@ -13,6 +13,7 @@ from enum import StrEnum
 import msgspec
 
 from leadstream.domain.audience import MemberOp
+from leadstream.domain.buckets import new_partition_key
 from leadstream.domain.sends import (
     FILTER_DEADLINE_MS,
     AudienceFilterSpec,
@@ -147,6 +148,9 @@ def _apply_members(
             index.member_set(org, campaign, lead, op.phone, op.external_id)
     if writes:
         store.put_memberships(partition, list(writes.items()), group=group)
+        if store.get(partition, keys.bucket_key_key()) is None:
+            # The key of the partition's holdout buckets, before any send can need it.
+            store.put(partition, keys.bucket_key_key(), new_partition_key())
     return len(ops)
 
 

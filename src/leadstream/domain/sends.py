@@ -2,14 +2,15 @@
 (docs/contract.md, section 3).
 
 Materialization of one send over one partition's leads counts each audience member at
-the first step that drops it, in this order: opted out, audience filter, event filters,
-frequency cap, quiet hours (the last two: :mod:`leadstream.domain.controls`).
+the first step that drops it, in this order: opted out, audience filter, event filters
+and conditions (:mod:`leadstream.domain.conditions`), frequency cap, quiet hours
+(:mod:`leadstream.domain.controls`), holdout (:mod:`leadstream.domain.buckets`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Literal, NamedTuple
@@ -17,6 +18,14 @@ from typing import Any, Literal, NamedTuple
 import msgspec
 
 from leadstream.domain.audience import normalize_external_id
+from leadstream.domain.buckets import Allocation, Holdout, Split, parse_holdout, parse_splits
+from leadstream.domain.conditions import (
+    MAX_LEAVES,
+    Conditions,
+    LeadEvents,
+    holds,
+    parse_conditions,
+)
 from leadstream.domain.controls import (
     FrequencyCap,
     QuietHours,
@@ -36,6 +45,7 @@ from leadstream.domain.normalize import (
     normalize_timestamp,
 )
 from leadstream.domain.partitioning import lead_partition
+from leadstream.domain.policies.us_tcpa import UsTcpaPolicy, shipped_policy
 from leadstream.domain.rejects import Reason, RowError
 from leadstream.state import keys
 from leadstream.state.port import PartitionStore, iter_prefix
@@ -56,6 +66,7 @@ __all__ = [
     "filter_parts",
     "keeps",
     "known_fields",
+    "lead_events",
     "parse_audience_filter",
     "parse_trigger",
     "resolve_audience_filter",
@@ -66,9 +77,9 @@ FILTER_DEADLINE_MS = 5 * 60_000
 # Generous ceilings that keep every value inside the 64-bit encodings downstream.
 MAX_WITHIN_MINUTES = 100 * 366 * 24 * 60
 MAX_MIN_COUNT = 1_000_000
-# Conditions of a send, at most (its event filters count): what evaluating a trigger costs
-# is bounded whatever its body holds.
-MAX_CONDITIONS = 64
+# Conditions of a send, at most (its event filters and the leaves of its conditions tree
+# count): what evaluating a trigger costs is bounded whatever its body holds.
+MAX_CONDITIONS = MAX_LEAVES
 Mode = Literal["include", "exclude"]
 
 
@@ -108,6 +119,27 @@ class SendTrigger:
     audience_filter_enabled: bool = False
     frequency_cap: FrequencyCap | None = None
     quiet_hours: QuietHours | None = None
+    # The conditions tree as compact JSON, valid by construction (parse_conditions).
+    conditions: str | None = None
+    holdout: Holdout | None = None
+    splits: tuple[Split, ...] = ()
+
+    def tree(self) -> Conditions | None:
+        """The conditions, parsed (again: they were valid when the trigger was)."""
+        if self.conditions is None:
+            return None
+        budget = MAX_LEAVES - len(self.event_filters)
+        return parse_conditions(msgspec.json.decode(self.conditions), leaves_allowed=budget)
+
+    def allocation(self) -> Allocation | None:
+        """What the send does with buckets; None without holdout and splits."""
+        if self.holdout is None and not self.splits:
+            return None
+        return Allocation.of(self.holdout, self.splits)
+
+    @property
+    def salt(self) -> str:
+        return "" if self.holdout is None else self.holdout.salt
 
     def due_at(self, lead_ms: int) -> int:
         """When to materialize: ``scheduledFor - LEADSTREAM_MATERIALIZE_LEAD_SECONDS``."""
@@ -162,18 +194,18 @@ TRIGGER_FIELDS = frozenset(
         "audienceFilter",
         "frequencyCap",
         "quietHours",
+        "conditions",
+        "holdout",
+        "splits",
     }
 )
-# Fields of the contract's audience conditions that this version does not evaluate yet:
-# refused by name rather than ignored.
-_NOT_EVALUATED = frozenset({"conditions", "holdout", "splits"})
 _EVENT_FILTER_FIELDS = frozenset({"mode", "eventType", "within", "minCount", "where"})
 _MAX_PATH_CHARS = 120
 _NESTED_FIELDS = {
     "within": frozenset({"minutes"}),
     "audienceFilter": frozenset({"enabled"}),
     "frequencyCap": frozenset({"maxSends", "withinHours"}),
-    "quietHours": frozenset({"start", "end", "timeZone"}),
+    "quietHours": frozenset({"start", "end", "timeZone", "policy"}),
 }
 
 
@@ -184,10 +216,7 @@ def known_fields(doc: dict[str, Any], fields: frozenset[str], path: str = "") ->
         if name not in fields:
             # Cut: the key is the sender's, of any length, and is echoed back.
             where = (f"{path}.{name}" if path else str(name))[:_MAX_PATH_CHARS]
-            if not path and name in _NOT_EVALUATED:
-                detail = f"{name} is not evaluated by this version of leadstream"
-            else:
-                detail = f"{where} is not a field of a send trigger"
+            detail = f"{where} is not a field of a send trigger"
             raise RowError(Reason.INVALID_CONDITIONS, detail, field=where)
 
 
@@ -251,6 +280,13 @@ def parse_trigger(doc: Any) -> SendTrigger:
             raise RowError(Reason.INVALID_JSON, 'audienceFilter must be {"enabled": bool}')
         enabled = bool(switch.get("enabled", False))
     cap, quiet = _nested(doc, "frequencyCap"), _nested(doc, "quietHours")
+    conditions = None
+    if doc.get("conditions") is not None:
+        budget = MAX_LEAVES - len(filters)
+        parse_conditions(doc["conditions"], leaves_allowed=budget)
+        conditions = msgspec.json.encode(doc["conditions"]).decode()
+    holdout = parse_holdout(doc["holdout"]) if doc.get("holdout") is not None else None
+    splits = parse_splits(doc["splits"]) if doc.get("splits") is not None else ()
     return SendTrigger(
         org,
         campaign,
@@ -260,6 +296,9 @@ def parse_trigger(doc: Any) -> SendTrigger:
         enabled,
         None if cap is None else parse_frequency_cap(cap),
         None if quiet is None else parse_quiet_hours(quiet),
+        conditions,
+        holdout,
+        splits,
     )
 
 
@@ -339,6 +378,7 @@ class Outcome(IntEnum):
     DROPPED_BY_EVENT_FILTER = 3
     DROPPED_BY_FREQUENCY_CAP = 4
     DROPPED_BY_QUIET_HOURS = 5
+    HELD_OUT = 6
 
 
 @dataclass(slots=True)
@@ -349,6 +389,7 @@ class Counts:
     dropped_by_event_filter: int = 0
     dropped_by_frequency_cap: int = 0
     dropped_by_quiet_hours: int = 0
+    held_out: int = 0
 
     def add(self, other: Counts) -> None:
         self.audience += other.audience
@@ -357,6 +398,7 @@ class Counts:
         self.dropped_by_event_filter += other.dropped_by_event_filter
         self.dropped_by_frequency_cap += other.dropped_by_frequency_cap
         self.dropped_by_quiet_hours += other.dropped_by_quiet_hours
+        self.held_out += other.held_out
 
     def record(self, outcome: Outcome) -> None:
         self.audience += 1
@@ -370,6 +412,8 @@ class Counts:
             self.dropped_by_frequency_cap += 1
         elif outcome is Outcome.DROPPED_BY_QUIET_HOURS:
             self.dropped_by_quiet_hours += 1
+        elif outcome is Outcome.HELD_OUT:
+            self.held_out += 1
 
 
 @dataclass(slots=True)
@@ -387,6 +431,11 @@ class SendRules:
     audience_filter: AudienceFilterSpec | None
     opt_out_type: str
     opt_in_type: str
+    # The us-tcpa table the worker runs with (None: the one shipped with leadstream).
+    policy: UsTcpaPolicy | None = None
+
+    def quiet_policy(self) -> UsTcpaPolicy:
+        return self.policy if self.policy is not None else shipped_policy()
 
     @classmethod
     def of(
@@ -396,9 +445,10 @@ class SendRules:
         *,
         opt_out_type: str,
         opt_in_type: str,
+        policy: UsTcpaPolicy | None = None,
     ) -> SendRules:
         active = audience_filter if trigger.audience_filter_enabled else None
-        return cls(trigger, active, opt_out_type, opt_in_type)
+        return cls(trigger, active, opt_out_type, opt_in_type, policy)
 
     def outcome(
         self,
@@ -406,9 +456,14 @@ class SendRules:
         phone: str,
         external_id: str | None,
         received: Sequence[int] = (),
+        *,
+        member_of: Callable[[str], bool] | None = None,
+        bucket: int | None = None,
     ) -> Outcome:
         """The lead's outcome; ``received``: the scheduledFor of every committed send of
-        the organization that messaged the lead (for the frequency cap)."""
+        the organization that messaged the lead (for the frequency cap); ``member_of``:
+        the lead's membership of a campaign (for ``inCampaign`` conditions); ``bucket``:
+        its bucket under the send's salt (for holdouts)."""
         if history.opt_state(self.opt_out_type, self.opt_in_type).opted_out:
             return Outcome.OPTED_OUT
         af = self.audience_filter
@@ -418,13 +473,41 @@ class SendRules:
         at = trigger.scheduled_for
         if not all(keeps(history, f, at) for f in trigger.event_filters):
             return Outcome.DROPPED_BY_EVENT_FILTER
+        tree = trigger.tree()
+        if tree is not None and not holds(tree.root, lead_events(history, member_of), at):
+            return Outcome.DROPPED_BY_EVENT_FILTER
         cap = trigger.frequency_cap
         if cap is not None and sum(cap.counts(at, r) for r in received) >= cap.max_sends:
             return Outcome.DROPPED_BY_FREQUENCY_CAP
         quiet = trigger.quiet_hours
-        if quiet is not None and quiet.decide(phone_zones(phone), at).quiet:
-            return Outcome.DROPPED_BY_QUIET_HOURS
+        if quiet is not None:
+            decision = quiet.decide_with(self.quiet_policy(), phone, phone_zones(phone), at)
+            if decision.quiet:
+                return Outcome.DROPPED_BY_QUIET_HOURS
+        allocation = trigger.allocation()
+        if allocation is not None:
+            if bucket is None:
+                raise ValueError("a send with a holdout or splits needs the lead's bucket")
+            if allocation.variant(bucket)[0]:
+                return Outcome.HELD_OUT
         return Outcome.RECIPIENT
+
+
+def lead_events(history: LeadHistory, member_of: Callable[[str], bool] | None) -> LeadEvents:
+    """What conditions read of a lead, from its history (and its memberships)."""
+
+    def events(event_type: str) -> list[tuple[int, bytes | None]]:
+        key = event_type.encode()
+        times = history.times.get(key, [])
+        metadata = history.metadata.get(key) or [None] * len(times)
+        return list(zip(times, metadata, strict=True))
+
+    def not_told(campaign: str) -> bool:
+        raise ValueError("an inCampaign condition needs the lead's memberships")
+
+    return LeadEvents(
+        events, lambda t: history.count(t.encode()), member_of if member_of else not_told
+    )
 
 
 def campaign_members(

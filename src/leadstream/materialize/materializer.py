@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from leadstream.domain.evaluate import evaluate
 from leadstream.domain.explain import deliver_send, record_send
 from leadstream.domain.partitioning import send_partition
+from leadstream.domain.policies.us_tcpa import policy_file
 from leadstream.domain.send_state import (
     PendingRecord,
     audience_filter_for,
@@ -170,6 +171,7 @@ class Materializer:
             audience_filter,
             opt_out_type=settings.opt_out_event_type,
             opt_in_type=settings.opt_in_event_type,
+            policy=policy_file(settings.quiet_hours_policy_file),
         )
 
     async def _materialize(self, partition: int, record: PendingRecord) -> None:
@@ -203,6 +205,7 @@ class Materializer:
             chunk_count=len(chunks),
             late_audience_filters=late_filters,
             received_at=record.received_at,
+            variants={s.name: len(evaluation.variants.get(s.name, ())) for s in trigger.splits},
         )
         key = send_key(*send).encode()
         messages = [OutMessage(settings.topics.send_recipients, key, chunk) for chunk in chunks]

@@ -32,6 +32,9 @@ kind       key                                              value
                                                             out: erased at u64
 ``K``      K                                                this partition's random key
                                                             of those hashes
+``Q``      Q                                                this partition's random key
+                                                            of holdout and split buckets
+                                                            (made with its first member)
 ``S``      S org sendId                                     the first trigger (claim)
 ``P``      P org sendId                                     pending trigger of a partition
 ``D``      D org sendId                                     materialized in this partition
@@ -149,6 +152,7 @@ __all__ = [
     "suppression_key",
     "suppression_prefix",
     "hash_key_key",
+    "bucket_key_key",
     "index_journal_key",
     "index_journal_prefix",
     "index_marks",
@@ -195,6 +199,7 @@ _HISTORY = b"H"
 _ERASED = b"Z"
 _SUPPRESSED = b"U"
 _HASH_KEY = b"K"
+_BUCKET_KEY = b"Q"
 _INDEX = b"I"
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -334,6 +339,10 @@ def suppression_key(org: str, digest: bytes) -> bytes:
 
 def suppression_prefix(org: str) -> bytes:
     return _SUPPRESSED + SEP + org.encode() + SEP
+
+
+def bucket_key_key() -> bytes:
+    return _BUCKET_KEY
 
 
 def hash_key_key() -> bytes:

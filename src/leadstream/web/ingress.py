@@ -6,7 +6,7 @@ clients: the worker's implementation is :class:`leadstream.ingress.StreamIngress
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from leadstream.domain.audience import MemberOp
@@ -52,7 +52,10 @@ class PreviewShare:
     partitions: list[int]
     counts: Counts
     recipient_count: int
-    sample: list[tuple[str, str | None]]
+    # (phoneE164, externalId, variant)
+    sample: list[tuple[str, str | None, str | None]]
+    # Recipients by split name (empty without splits).
+    variants: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ from pydantic.json_schema import SkipJsonSchema, models_json_schema
 
 from leadstream import __version__
 from leadstream.domain.auth import TIMESTAMP_TOLERANCE_S
+from leadstream.domain.buckets import BUCKETS
+from leadstream.domain.conditions import MAX_DEPTH
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
 from leadstream.domain.rejects import Reason
 from leadstream.domain.sends import MAX_CONDITIONS
@@ -16,13 +18,17 @@ from leadstream.web.http import MAX_LISTED_REJECTS
 from leadstream.web.sends import MAX_INLINE_FILTER_LEADS, MAX_SAMPLE
 from leadstream.wire.models import (
     E164,
+    Conditions,
     EventFilter,
     FrequencyCap,
+    Holdout,
     Id,
     QuietHours,
     Recipient,
     Rfc3339Timestamp,
     SendCounts,
+    SplitName,
+    Splits,
     UtcMillisTimestamp,
 )
 
@@ -194,6 +200,18 @@ class PreviewBody(BaseModel):
     quietHours: QuietHours | SkipJsonSchema[None] = Field(
         None, description="As a trigger's; absent: no quiet hours step."
     )
+    conditions: Conditions | SkipJsonSchema[None] = Field(
+        None,
+        description=f"As a trigger's: at most {MAX_DEPTH} operators deep, at most"
+        f" {MAX_CONDITIONS} leaves together with the event filters. Invalid: 400"
+        " invalid_conditions, error.field its JSON path.",
+    )
+    holdout: Holdout | SkipJsonSchema[None] = Field(
+        None, description="As a trigger's; absent: nobody is held out."
+    )
+    splits: Splits | SkipJsonSchema[None] = Field(
+        None, description="As a trigger's: percents adding up to 100, distinct names."
+    )
     sample: int | None = Field(
         0, ge=0, le=MAX_SAMPLE, description="How many recipients to list (null: 0)."
     )
@@ -209,6 +227,9 @@ class SendPreview(BaseModel):
     recipientCount: int
     counts: SendCounts = Field(description="lateAudienceFilters is always 0 in a preview.")
     sample: list[Recipient] = Field(description="Up to `sample` of the recipients.")
+    variants: dict[SplitName, Annotated[int, Field(ge=0)]] | SkipJsonSchema[None] = Field(
+        None, description="Recipients per split name, as in a summary; only with splits."
+    )
 
 
 Step = Literal[
@@ -218,14 +239,61 @@ Step = Literal[
     "eventFilter",
     "frequencyCap",
     "quietHours",
+    "heldOut",
     "recipient",
 ]
+
+
+class ConditionVerdict(BaseModel):
+    """One leaf of the send's conditions, for this lead."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="The leaf's JSON path (conditions.all[1]).")
+    condition: dict[str, Any] = Field(description="The leaf as the trigger wrote it.")
+    holds: bool
+    matchingEvents: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
+        None, description="Event leaves only: how many events it counted."
+    )
+
+
+_RULE = (
+    "With a policy: the id of the policy's rule that decided (federal, a state's rule such as"
+    " us-fl, or unknown-zone for a number it cannot place in time)."
+)
+
+
+class QuietHoursFacts(BaseModel):
+    """What quiet hours saw: the window's start and end, the deciding rule, zone and local
+    time."""
+
+    model_config = ConfigDict(extra="allow")
+    rule: str | None = Field(None, description=_RULE)
+
+
+class ExplainDetail(BaseModel):
+    """A message, and the facts that decided; the keys depend on the step."""
+
+    model_config = ConfigDict(extra="allow")
+    message: str | SkipJsonSchema[None] = None
+    bucket: Annotated[int, Field(ge=0, le=BUCKETS - 1)] | SkipJsonSchema[None] = Field(
+        None, description="The lead's bucket under the send's salt (with a holdout or splits)."
+    )
+    variant: SplitName | None = Field(
+        None, description="The lead's split (with splits); null when it has none."
+    )
+    conditions: list[ConditionVerdict] | SkipJsonSchema[None] = Field(
+        None, description="Each leaf of the send's conditions, in the order of its JSON."
+    )
+    rule: str | None = Field(None, description=f"quietHours step. {_RULE}")
+    quietHours: QuietHoursFacts | SkipJsonSchema[None] = Field(
+        None, description="Past quiet hours: what they saw."
+    )
 
 
 class StepToday(BaseModel):
     model_config = ConfigDict(extra="forbid")
     step: Step
-    detail: dict[str, Any]
+    detail: ExplainDetail
 
 
 class SendLeadExplanation(BaseModel):
@@ -238,12 +306,12 @@ class SendLeadExplanation(BaseModel):
     phoneE164: E164
     sent: bool
     step: Step = Field(description="Where the lead left the send (recipient: it did not).")
-    detail: dict[str, Any] = Field(
+    detail: ExplainDetail = Field(
         description="A message, and the deciding facts: an event filter's eventFilter, "
-        "matchingEvents and the matching events' occurredAt; the frequency cap's maxSends, "
-        "withinHours and sends [{sendId, scheduledFor}] (the counted earlier sends that "
-        "messaged the lead); quiet hours' timeZone (the zone that decided), localTime "
-        "(HH:MM), start and end."
+        "matchingEvents and the matching events' occurredAt; the conditions' leaf verdicts; "
+        "the frequency cap's maxSends, withinHours and sends [{sendId, scheduledFor}] (the "
+        "counted earlier sends that messaged the lead); quiet hours' rule, timeZone (the zone "
+        "that decided), localTime (HH:MM), start and end; the lead's bucket and variant."
     )
     consistent: bool = Field(description="false when today's state gives another step.")
     scheduledFor: UtcMillisTimestamp
@@ -657,8 +725,8 @@ def _explain_path() -> dict[str, Any]:
             "get": {
                 "summary": "Whether a materialized send messaged the lead, at which step it "
                 "left it (notInAudience, optedOut, audienceFilter, eventFilter, frequencyCap, "
-                "quietHours, recipient) and why, for a key of its organization (a signature is "
-                "of the empty body). Sends are kept LEADSTREAM_SEND_RETENTION_DAYS.",
+                "quietHours, heldOut, recipient) and why, for a key of its organization (a "
+                "signature is of the empty body). Sends are kept LEADSTREAM_SEND_RETENTION_DAYS.",
                 "security": _SECURITY,
                 "parameters": [
                     {

@@ -60,7 +60,7 @@ from leadstream.web.http import (
     now_ms,
 )
 from leadstream.web.ingress import Explained, NotServedHere, PreviewShare
-from leadstream.wire.records import Recipient, SendCounts
+from leadstream.wire.records import SendCounts
 
 __all__ = [
     "MAX_INLINE_FILTER_LEADS",
@@ -92,7 +92,15 @@ _PARTITIONS_PARAM = re.compile(r"[0-9]{1,4}(?:,[0-9]{1,4})*")
 _MAX_SHARE_BYTES = 1 << 20
 
 
-class PreviewAnswer(msgspec.Struct, rename="camel"):
+class SampleRecipient(msgspec.Struct, rename="camel", omit_defaults=True):
+    """A recipient of a preview's sample: as in a chunk."""
+
+    phone_e164: str
+    external_id: str | None
+    variant: str | None = None
+
+
+class PreviewAnswer(msgspec.Struct, rename="camel", omit_defaults=True):
     """The preview's answer; also how a worker reads another worker's share."""
 
     organization_id: str
@@ -100,7 +108,9 @@ class PreviewAnswer(msgspec.Struct, rename="camel"):
     scheduled_for: str
     recipient_count: int
     counts: SendCounts
-    sample: list[Recipient]
+    sample: list[SampleRecipient]
+    # Recipients by split name (absent without splits).
+    variants: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +444,8 @@ async def _ask_owner(
         partitions,
         _counts(answer.counts),
         answer.recipient_count,
-        [(r.phone_e164, r.external_id) for r in answer.sample],
+        [(r.phone_e164, r.external_id, r.variant) for r in answer.sample],
+        dict(answer.variants or {}),
     )
 
 
@@ -456,12 +467,15 @@ def _answer(asked: PreviewAsked, shares: list[PreviewShare]) -> Any:
     """The shares summed, with the first ``sample`` recipients (in partition order)."""
     counts = Counts()
     recipient_count = 0
-    sample: list[tuple[str, str | None]] = []
+    sample: list[tuple[str, str | None, str | None]] = []
+    trigger = asked.trigger
+    variants = {split.name: 0 for split in trigger.splits}
     for share in shares:
         counts.add(share.counts)
         recipient_count += share.recipient_count
         sample += share.sample
-    trigger = asked.trigger
+        for name, count in share.variants.items():
+            variants[name] = variants.get(name, 0) + count
     answer = PreviewAnswer(
         trigger.organization_id,
         trigger.campaign_id,
@@ -475,8 +489,10 @@ def _answer(asked: PreviewAsked, shares: list[PreviewShare]) -> Any:
             0,  # a preview receives no audience filter, so none is late
             counts.dropped_by_frequency_cap,
             counts.dropped_by_quiet_hours,
+            counts.held_out,
         ),
-        [Recipient(phone, external_id) for phone, external_id in sample[: asked.sample]],
+        [SampleRecipient(*recipient) for recipient in sample[: asked.sample]],
+        variants if trigger.splits else None,
     )
     return msgspec.to_builtins(answer)
 
@@ -489,6 +505,7 @@ def _counts(counts: SendCounts) -> Counts:
         counts.dropped_by_event_filter,
         counts.dropped_by_frequency_cap,
         counts.dropped_by_quiet_hours,
+        counts.held_out,
     )
 
 

@@ -7,8 +7,9 @@ validate with the plain functions of :mod:`leadstream.domain`, and write the rec
 (inputs) and what leadstream emits (outputs; tests/unit/test_schemas.py holds each output
 model against the record that is written), and where a rule cannot be written in JSON
 Schema (control characters, the 4 KiB metadata limit, date validity, a known time zone,
-quiet hours whose start and end differ) the model checks it by calling the same domain
-function, and the schema states it in a ``description``.
+quiet hours whose start and end differ, the depth and leaves of conditions, splits adding up
+to 100) the model checks it by calling the same domain function, and the schema states it in
+a ``description``.
 
 Lead events, audience members and audience filters allow any extra key (docs/contract.md,
 section 4); a send trigger and its objects forbid them (a misspelled filter must never widen
@@ -32,11 +33,33 @@ from pydantic import (
     StrictInt,
     StrictStr,
     StringConstraints,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import TypeAliasType
 
+from leadstream.domain.buckets import (
+    MAX_HOLDOUT_PERCENT,
+    MAX_NAME_CHARS,
+    MAX_SALT_CHARS,
+    MAX_SPLITS,
+    parse_holdout,
+    parse_splits,
+)
+from leadstream.domain.conditions import (
+    MAX_COUNT,
+    MAX_DEPTH,
+    MAX_IN_VALUES,
+    MAX_KEY_CHARS,
+    MAX_LEAVES,
+    MAX_MINUTES,
+    MAX_REGEX_CHARS,
+    MAX_STRING_CHARS,
+    parse_conditions,
+)
+from leadstream.domain.conditions import MAX_WHERE_KEYS as MAX_PREDICATE_KEYS
 from leadstream.domain.controls import (
     MAX_CAP_HOURS,
     MAX_CAP_SENDS,
@@ -67,14 +90,26 @@ __all__ = [
     "AudienceMemberBatch",
     "AudienceMemberRow",
     "AudienceMembersValue",
+    "AllNode",
+    "AnyNode",
+    "Between",
+    "Condition",
+    "ConditionWithin",
+    "Conditions",
+    "Count",
     "EventFilter",
+    "EventLeaf",
     "FrequencyCap",
+    "Holdout",
+    "InCampaignLeaf",
     "LeadByExternalId",
     "LeadByPhone",
     "LeadEventBatch",
     "LeadEventBatchRow",
     "LeadEventSingle",
     "LeadEventsValue",
+    "NotNode",
+    "PredicateScalar",
     "QuietHours",
     "Recipient",
     "RecipientsChunk",
@@ -83,7 +118,15 @@ __all__ = [
     "SendRecipientsValue",
     "SendSummary",
     "SendTrigger",
+    "SequenceLeaf",
+    "SequenceRule",
+    "SequenceStep",
+    "Split",
+    "SplitName",
+    "Splits",
     "WhereIn",
+    "WhereOperator",
+    "WherePredicate",
     "Within",
 ]
 
@@ -558,26 +601,58 @@ class FrequencyCap(_TriggerPart):
 
 
 class QuietHours(_TriggerPart):
-    """Drops a lead whose local time at the send's scheduledFor is within [start, end).
+    """Drops a lead whose local time at the send's scheduledFor is quiet: within
+    [start, end), or outside what the named policy allows.
 
-    The local time comes from the time zones libphonenumber gives the lead's phone.
+    The local time comes from the time zones libphonenumber gives the lead's phone. Either
+    start and end (both), or a policy, or all three.
     """
 
-    _NOT_NULL = ("timeZone",)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [{"required": ["start", "end"]}, {"required": ["policy"]}],
+            "dependentRequired": {
+                "start": ["end"],
+                "end": ["start"],
+                "timeZone": ["start", "end"],
+            },
+        },
+    )
 
-    start: LocalTime = Field(description="Start of the quiet period, included.")
-    end: LocalTime = Field(
+    _NOT_NULL = ("start", "end", "timeZone", "policy")
+
+    start: LocalTime | SkipJsonSchema[None] = Field(
+        default=None, description="Start of the quiet period, included. Only together with end."
+    )
+    end: LocalTime | SkipJsonSchema[None] = Field(
+        default=None,
         description="End of the quiet period, excluded. Earlier than start: the period wraps "
-        "midnight (21:00 to 08:00). Equal to start: rejected."
+        "midnight (21:00 to 08:00). Equal to start: rejected. Only together with start.",
     )
     timeZone: TimeZoneName | SkipJsonSchema[None] = Field(
         default=None,
         description="Decides for a phone with several time zones (otherwise: quiet when quiet "
-        "in any of them) and for a phone with none (otherwise: always quiet, so dropped).",
+        "in any of them) and for a phone with none (otherwise: always quiet, so dropped). "
+        "Only with start and end.",
+    )
+    policy: Literal["us-tcpa"] | SkipJsonSchema[None] = Field(
+        default=None,
+        description='A named quiet-hours policy, the only one so far "us-tcpa": US numbers '
+        "are quiet outside 08:00-21:00 local time, narrowed by state rules. Alone, or with "
+        "start and end.",
     )
 
     @model_validator(mode="after")
     def _as_the_domain_reads_it(self) -> Self:
+        if (self.start is None) != (self.end is None):
+            raise ValueError("quietHours takes start and end together, or neither")
+        if self.start is None or self.end is None:
+            if self.policy is None:
+                raise ValueError("quietHours needs start and end, or a policy")
+            if self.timeZone is not None:
+                raise ValueError("quietHours.timeZone goes with start and end")
+            return self
         # start == end and an unknown time zone: checked by the domain's own parser.
         doc: dict[str, str] = {"start": self.start, "end": self.end}
         if self.timeZone is not None:
@@ -594,6 +669,339 @@ class AudienceFilterSwitch(_TriggerPart):
     )
 
 
+# --- send-triggers: conditions, holdout and splits (docs/contract.md, section 11) --------
+
+
+PredicateScalar = TypeAliasType(
+    "PredicateScalar",
+    Annotated[
+        Annotated[StrictStr, StringConstraints(max_length=MAX_STRING_CHARS)]
+        | StrictFloat
+        | StrictBool
+        | None,
+        Field(
+            description=(
+                f"A JSON string (at most {MAX_STRING_CHARS} characters), number (an integer "
+                "within -2^63 .. 2^64-1), boolean or null. Compared with the metadata value: "
+                "numbers by value (1 equals 1.0), booleans only with booleans, strings exactly, "
+                "null only with null."
+            ),
+        ),
+    ],
+)
+
+_Number = Annotated[
+    StrictFloat,
+    Field(description="A JSON number (not a boolean); only a numeric metadata value compares."),
+]
+_PredicateKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_CHARS)]
+_Minutes = Annotated[StrictInt, Field(ge=1, le=MAX_MINUTES)]
+_CountBound = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
+
+
+class WhereOperator(_TriggerPart):
+    """Exactly one operator, tested on the metadata value of its key (a missing key fails
+    every operator but exists: false)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1}
+    )
+
+    _NOT_NULL = ("in", "gt", "gte", "lt", "lte", "exists", "contains", "regex")
+
+    in_: (
+        Annotated[list[PredicateScalar], Field(min_length=1, max_length=MAX_IN_VALUES)]
+        | SkipJsonSchema[None]
+    ) = Field(
+        default=None,
+        alias="in",
+        description=f"1 to {MAX_IN_VALUES} scalars; the value equals one of them.",
+    )
+    ne: PredicateScalar = Field(
+        default=None, description="The key is present and its value does not equal this one."
+    )
+    gt: _Number | SkipJsonSchema[None] = Field(default=None, description="Greater than.")
+    gte: _Number | SkipJsonSchema[None] = Field(default=None, description="At least.")
+    lt: _Number | SkipJsonSchema[None] = Field(default=None, description="Less than.")
+    lte: _Number | SkipJsonSchema[None] = Field(default=None, description="At most.")
+    exists: StrictBool | SkipJsonSchema[None] = Field(
+        default=None, description="true: the key is present (whatever its value); false: absent."
+    )
+    contains: (
+        Annotated[StrictStr, StringConstraints(max_length=MAX_STRING_CHARS)] | SkipJsonSchema[None]
+    ) = Field(default=None, description="A substring of the value, which must be a string.")
+    regex: (
+        Annotated[StrictStr, StringConstraints(max_length=MAX_REGEX_CHARS)] | SkipJsonSchema[None]
+    ) = Field(
+        default=None,
+        description=f"An RE2 pattern (at most {MAX_REGEX_CHARS} characters) that must match "
+        "the whole string value. A pattern RE2 cannot compile is rejected (not expressible "
+        "in JSON Schema).",
+    )
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Self:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("a predicate object holds exactly one operator")
+        return self
+
+
+WherePredicate = TypeAliasType(
+    "WherePredicate",
+    Annotated[
+        PredicateScalar | WhereOperator,
+        Field(description="A scalar (the value equals it) or one operator object."),
+    ],
+)
+
+_PredicateWhere = Annotated[
+    dict[_PredicateKey, WherePredicate],
+    Field(
+        min_length=1,
+        max_length=MAX_PREDICATE_KEYS,
+        description=f"Metadata tests, all of which must hold: 1 to {MAX_PREDICATE_KEYS} "
+        f"top-level metadata keys (1 to {MAX_KEY_CHARS} characters each), each with a "
+        "predicate. Events folded by compaction carry no metadata.",
+    ),
+]
+
+
+class ConditionWithin(_TriggerPart):
+    """The last ``minutes`` minutes before the send's scheduledFor, both ends included."""
+
+    minutes: _Minutes = Field(description="How far back the window reaches.")
+
+
+class Between(_TriggerPart):
+    """A window of events with occurredAt in [scheduledFor - fromMinutes, scheduledFor -
+    toMinutes], both ends included."""
+
+    fromMinutes: _Minutes = Field(
+        description="The older end, in minutes before scheduledFor; greater than toMinutes "
+        "(not expressible in JSON Schema)."
+    )
+    toMinutes: Annotated[StrictInt, Field(ge=0, le=MAX_MINUTES)] = Field(
+        description="The newer end, in minutes before scheduledFor (0: scheduledFor itself)."
+    )
+
+
+class Count(_TriggerPart):
+    """The range, both ends included, that the number of matching events must lie in."""
+
+    _NOT_NULL = ("min", "max")
+
+    min: _CountBound | SkipJsonSchema[None] = Field(
+        default=None, description="At least this many; default 1, or 0 when max is given."
+    )
+    max: _CountBound | SkipJsonSchema[None] = Field(
+        default=None,
+        description="At most this many (absent: no upper bound). Must not be below min "
+        "(not expressible in JSON Schema).",
+    )
+
+
+class EventLeaf(_TriggerPart):
+    """Holds when the lead's number of matching events lies in count (default: at least
+    one). An event matches when it has the type, lies in the window (absent: any age) and
+    meets where."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"not": {"required": ["within", "between"]}}
+    )
+
+    _NOT_NULL = ("count", "within", "between", "where")
+
+    event: EventType = Field(description="The exact (case-sensitive) event type.")
+    count: Count | SkipJsonSchema[None] = Field(
+        default=None, description="Absent: at least one matching event."
+    )
+    within: ConditionWithin | SkipJsonSchema[None] = Field(
+        default=None, description="The last minutes up to scheduledFor. Never with between."
+    )
+    between: Between | SkipJsonSchema[None] = Field(
+        default=None, description="A window ending before scheduledFor. Never with within."
+    )
+    where: _PredicateWhere | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _one_window(self) -> Self:
+        if {"within", "between"} <= self.model_fields_set:
+            raise ValueError("an event condition takes within or between, not both")
+        return self
+
+
+class SequenceStep(_TriggerPart):
+    """One end of a sequence: an event type, and what its metadata must meet."""
+
+    _NOT_NULL = ("where",)
+
+    event: EventType = Field(description="The exact (case-sensitive) event type.")
+    where: _PredicateWhere | SkipJsonSchema[None] = None
+
+
+class SequenceRule(_TriggerPart):
+    """An A event (first) followed, strictly later, by a B event (then) within
+    withinMinutes; both at or before the send's scheduledFor."""
+
+    _NOT_NULL = ("thenAbsent", "sameKey", "within")
+
+    first: SequenceStep = Field(description="A: the event that starts the sequence.")
+    then: SequenceStep = Field(description="B: the event that must follow A.")
+    withinMinutes: _Minutes = Field(description="B comes at most this many minutes after A.")
+    thenAbsent: StrictBool = Field(
+        default=False,
+        description="true: holds instead when an A event has no B after it within "
+        "withinMinutes (as far as scheduledFor).",
+    )
+    sameKey: _PredicateKey | SkipJsonSchema[None] = Field(
+        default=None,
+        description="A and B must carry equal scalar values under this top-level metadata "
+        "key; events without it do not pair.",
+    )
+    within: ConditionWithin | SkipJsonSchema[None] = Field(
+        default=None, description="Only A events of these last minutes count (absent: any)."
+    )
+
+
+class SequenceLeaf(_TriggerPart):
+    """Holds when the lead's events contain the sequence."""
+
+    sequence: SequenceRule
+
+
+class InCampaignLeaf(_TriggerPart):
+    """Holds when the lead is a member of the campaign's audience (same organization)."""
+
+    inCampaign: Id = Field(description="The campaign.")
+
+
+class AllNode(_TriggerPart):
+    """Holds when every child holds."""
+
+    all: list[Condition] = Field(
+        min_length=1, max_length=MAX_LEAVES, description="The children, at least one."
+    )
+
+
+class AnyNode(_TriggerPart):
+    """Holds when at least one child holds."""
+
+    any: list[Condition] = Field(
+        min_length=1, max_length=MAX_LEAVES, description="The children, at least one."
+    )
+
+
+class NotNode(_TriggerPart):
+    """Holds when its child does not."""
+
+    not_: Condition = Field(alias="not", description="The negated condition.")
+
+
+Condition = TypeAliasType(
+    "Condition",
+    Annotated[
+        AllNode | AnyNode | NotNode | EventLeaf | SequenceLeaf | InCampaignLeaf,
+        Field(
+            description="A node of the conditions tree: an all, any or not operator, or an "
+            "event, sequence or inCampaign leaf. An object is exactly one of them."
+        ),
+    ],
+)
+
+for _node in (AllNode, AnyNode, NotNode):
+    _node.model_rebuild()
+
+
+def _check_conditions(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # Depth, the leaf count, count ranges, between's order, RE2 patterns and integer
+    # ranges are beyond JSON Schema: the domain's own parser checks them, first, as it
+    # never reads past its limits.
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    parse_conditions(value)
+    return handler(value)
+
+
+Conditions = Annotated[Condition, WrapValidator(_check_conditions)]
+"""The ``conditions`` of a trigger: a :data:`Condition` tree, checked whole by the domain."""
+
+_CONDITIONS_RULES = (
+    f"At most {MAX_DEPTH} operators (all, any, not) deep, and at most {MAX_LEAVES} leaves "
+    "together with the trigger's event filters (JSON Schema cannot express either limit)."
+)
+
+
+def _leaf_count(node: Condition) -> int:
+    if isinstance(node, AllNode):
+        return sum(_leaf_count(child) for child in node.all)
+    if isinstance(node, AnyNode):
+        return sum(_leaf_count(child) for child in node.any)
+    if isinstance(node, NotNode):
+        return _leaf_count(node.not_)
+    return 1
+
+
+class Holdout(_TriggerPart):
+    """A control group. Every lead has a bucket from 0 to 9999 (a keyed hash of the
+    organization, the phone and salt); a lead left after quiet hours whose bucket is below
+    100 * percent is held out: counted in counts.heldOut, not messaged."""
+
+    _NOT_NULL = ("salt",)
+
+    percent: StrictInt = Field(
+        ge=0,
+        le=MAX_HOLDOUT_PERCENT,
+        description=f"0 to {MAX_HOLDOUT_PERCENT}: the share of buckets held out.",
+    )
+    salt: Annotated[str, StringConstraints(max_length=MAX_SALT_CHARS)] | SkipJsonSchema[None] = (
+        Field(
+            default=None,
+            description=f"Another salt, another bucketing (default: empty); at most "
+            f"{MAX_SALT_CHARS} printable characters. The same salt holds out the same leads "
+            "send after send.",
+        )
+    )
+
+    @model_validator(mode="after")
+    def _as_the_domain_reads_it(self) -> Self:
+        parse_holdout(self.model_dump(exclude_unset=True))  # printable salt
+        return self
+
+
+SplitName = TypeAliasType(
+    "SplitName",
+    Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=MAX_NAME_CHARS),
+        Field(description=f"A split's name: 1 to {MAX_NAME_CHARS} printable characters."),
+    ],
+)
+
+
+class Split(_TriggerPart):
+    """One variant of the send."""
+
+    name: SplitName = Field(description="Unique among the splits; its recipients carry it.")
+    percent: StrictInt = Field(
+        ge=0, le=100, description="Its share (0 to 100) of the buckets not held out."
+    )
+
+
+def _check_splits(splits: list[Split]) -> list[Split]:
+    parse_splits([split.model_dump() for split in splits])  # the sum, unique names
+    return splits
+
+
+Splits = Annotated[
+    list[Split], Field(min_length=1, max_length=MAX_SPLITS), AfterValidator(_check_splits)
+]
+_SPLITS_RULES = (
+    f"1 to {MAX_SPLITS} splits sharing the buckets not held out, in list order. The "
+    "percents add up to 100 and the names differ (JSON Schema cannot express either). Each "
+    "recipient carries its split's name as variant; the summary counts them in variants."
+)
+
+
 class SendTrigger(_TriggerPart):
     """Asks for a send's recipient list; the first trigger per (organizationId, sendId) wins.
     A key the contract does not define is refused, here and in every object within."""
@@ -603,14 +1011,23 @@ class SendTrigger(_TriggerPart):
         json_schema_extra={"not": {"required": ["eventFilter", "eventFilters"]}},
     )
 
-    _NOT_NULL = ("eventFilter", "eventFilters", "audienceFilter", "frequencyCap", "quietHours")
+    _NOT_NULL = (
+        "eventFilter",
+        "eventFilters",
+        "audienceFilter",
+        "frequencyCap",
+        "quietHours",
+        "conditions",
+        "holdout",
+        "splits",
+    )
 
     organizationId: Id = Field(description="The tenant.")
     campaignId: Id = Field(description="The campaign whose audience is materialized.")
     sendId: Id = Field(description="The send; triggers after the first for it are ignored.")
     scheduledFor: Rfc3339Timestamp = Field(
-        description="When the send fires (T of the event filters' windows, of the frequency "
-        "cap's look-back and of quiet hours). Materialized "
+        description="When the send fires (T of the event filters' and conditions' windows, "
+        "of the frequency cap's look-back and of quiet hours). Materialized "
         "LEADSTREAM_MATERIALIZE_LEAD_SECONDS (default 60) before; at once, and marked late, "
         "when it arrives after this instant.",
     )
@@ -630,12 +1047,31 @@ class SendTrigger(_TriggerPart):
     quietHours: QuietHours | SkipJsonSchema[None] = Field(
         default=None, description="Absent: no quiet hours step."
     )
+    conditions: Conditions | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Keeps only the leads for which the tree holds; checked with the event "
+        f"filters (a lead dropped is counted in droppedByEventFilter). {_CONDITIONS_RULES}",
+    )
+    holdout: Holdout | SkipJsonSchema[None] = Field(
+        default=None, description="Absent: nobody is held out."
+    )
+    splits: Splits | SkipJsonSchema[None] = Field(default=None, description=_SPLITS_RULES)
 
     @model_validator(mode="after")
     def _one_filter_form(self) -> Self:
         fields = self.model_fields_set
         if "eventFilter" in fields and "eventFilters" in fields:
             raise ValueError("a trigger carries eventFilter or eventFilters, never both")
+        return self
+
+    @model_validator(mode="after")
+    def _leaf_budget(self) -> Self:
+        if self.conditions is not None:
+            filters = len(self.eventFilters or ()) + (self.eventFilter is not None)
+            if filters + _leaf_count(self.conditions) > MAX_LEAVES:
+                raise ValueError(
+                    f"a send holds at most {MAX_LEAVES} conditions (event filters and leaves)"
+                )
         return self
 
 
@@ -650,6 +1086,9 @@ class Recipient(BaseModel):
     phoneE164: E164 = Field(description="The recipient's canonical phone.")
     externalId: str | None = Field(
         description="The audience member's externalId, null when it has none."
+    )
+    variant: SplitName | SkipJsonSchema[None] = Field(
+        default=None, description="The recipient's split; present only when the send has splits."
     )
 
 
@@ -674,7 +1113,7 @@ class RecipientsChunk(BaseModel):
 class SendCounts(BaseModel):
     """Where the audience went, in the order of the steps: audience = recipientCount +
     optedOut + droppedByAudienceFilter + droppedByEventFilter + droppedByFrequencyCap +
-    droppedByQuietHours."""
+    droppedByQuietHours + heldOut."""
 
     model_config = _OUTPUT
 
@@ -688,6 +1127,7 @@ class SendCounts(BaseModel):
     droppedByQuietHours: StrictInt = Field(
         ge=0, description="Dropped by quiet hours (0 without them)."
     )
+    heldOut: StrictInt = Field(ge=0, description="Held out by the holdout (0 without one).")
     lateAudienceFilters: StrictInt = Field(
         ge=0, description="Audience filters ignored because they arrived after the deadline."
     )
@@ -711,6 +1151,11 @@ class SendSummary(BaseModel):
         ge=0, description="The number of lead-state partitions the send was materialized over."
     )
     counts: SendCounts = Field(description="Where each audience member went.")
+    variants: dict[SplitName, Annotated[StrictInt, Field(ge=0)]] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Recipients per split name, every split named (0 included); present only "
+        "when the trigger has splits.",
+    )
 
 
 class SendRecipientsValue(

@@ -81,9 +81,12 @@ class SendCounts(msgspec.Struct, rename="camel"):
     late_audience_filters: int
     dropped_by_frequency_cap: int
     dropped_by_quiet_hours: int
+    held_out: int
 
 
-class SendSummary(msgspec.Struct, rename="camel", tag_field="type", tag="summary"):
+class SendSummary(
+    msgspec.Struct, rename="camel", tag_field="type", tag="summary", omit_defaults=True
+):
     """The last record of a send: after every chunk, once."""
 
     organization_id: str
@@ -96,6 +99,8 @@ class SendSummary(msgspec.Struct, rename="camel", tag_field="type", tag="summary
     chunk_count: int
     partitions: int
     counts: SendCounts
+    # Recipients by split name, in the trigger's order (absent without splits).
+    variants: dict[str, int] | None = None
 
 
 def encode_recipient(phone: str, external_id: str | None) -> bytes:
@@ -154,11 +159,14 @@ class PartitionDone(msgspec.Struct, rename="camel", tag_field="type", tag="done"
     recipient_count: int
     chunk_count: int
     # audience, opted out, dropped by the audience filter, by event filters, by the
-    # frequency cap, by quiet hours (the last two absent from older records: 0)
+    # frequency cap, by quiet hours, held out (those after the fourth absent from older
+    # records: 0)
     counts: tuple[int, ...]
     late_audience_filters: int
     # When the trigger arrived (UTC milliseconds; 0 in records of versions before it).
     received_at: int = 0
+    # Recipients by split name (empty without splits).
+    variants: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Summarized(msgspec.Struct, rename="camel", tag_field="type", tag="summarized"):
@@ -188,6 +196,7 @@ def done_record(
     chunk_count: int,
     late_audience_filters: int,
     received_at: int,
+    variants: dict[str, int] | None = None,
 ) -> PartitionDone:
     """What one partition reports once its chunks are committed."""
     return PartitionDone(
@@ -207,18 +216,25 @@ def done_record(
             counts.dropped_by_event_filter,
             counts.dropped_by_frequency_cap,
             counts.dropped_by_quiet_hours,
+            counts.held_out,
         ),
         late_audience_filters,
         received_at,
+        dict(variants or {}),
     )
 
 
 def summary_record(dones: Sequence[PartitionDone]) -> SendSummary:
     """The one summary of a send, from the done reports of all its partitions."""
     first = dones[0]
-    audience, opted_out, by_filter, by_events, by_cap, by_quiet = (
-        sum(d.counts[i] if i < len(d.counts) else 0 for d in dones) for i in range(6)
+    audience, opted_out, by_filter, by_events, by_cap, by_quiet, held_out = (
+        sum(d.counts[i] if i < len(d.counts) else 0 for d in dones) for i in range(7)
     )
+    variants: dict[str, int] | None = None
+    for done in dones:
+        for name, count in done.variants.items():
+            variants = {} if variants is None else variants
+            variants[name] = variants.get(name, 0) + count
     return SendSummary(
         first.organization_id,
         first.campaign_id,
@@ -238,7 +254,9 @@ def summary_record(dones: Sequence[PartitionDone]) -> SendSummary:
             max(d.late_audience_filters for d in dones),
             by_cap,
             by_quiet,
+            held_out,
         ),
+        variants,
     )
 
 

@@ -1,0 +1,1 @@
+"""Quiet-hours policies: named, dated tables of the hours a law allows messages in."""
