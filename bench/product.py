@@ -43,6 +43,7 @@ from leadstream.web.keys import save_auth
 from leadstream.wire.records import send_key
 
 __all__ = [
+    "CONDITIONS_TREE",
     "FILTERS",
     "ORG",
     "big_sends",
@@ -432,7 +433,8 @@ def _send(
         "campaignId": f"c{size}",
         "sendId": send_id,
         "scheduledFor": format_ms(scheduled_for),
-        "eventFilter": FILTERS[kind],
+        # A kind that is no filter (the conditions tree's sends) brings its own in controls.
+        **({"eventFilter": FILTERS[kind]} if kind in FILTERS else {}),
         **(controls or {}),
     }
     producer = make_producer(KafkaConnection.of(s))
@@ -875,4 +877,151 @@ def compliance_sends(worker: BenchWorker, ds: Dataset, size: int, runs: int) -> 
         "controlled_late_seconds": statistics.median(late),
         "early_seconds": early_s,
         "runs": {"plain": plain, "controlled": controlled, "controlled_late": late},
+    }
+
+
+# -- audience conditions ---------------------------------------------------------------------
+
+DAY_MINUTES = 24 * 60
+# A 3-level tree of 10 leaves on the dataset's types: counts, windows, between, a sequence
+# ("attended in the last week, then no purchase within a day"), negations at every level.
+CONDITIONS_TREE: dict[str, Any] = {
+    "all": [
+        {"not": {"event": PURCHASE}},
+        {
+            "any": [
+                {"event": ATTENDED, "within": {"minutes": 120}},
+                {
+                    "event": DOI,
+                    "between": {"fromMinutes": 30 * DAY_MINUTES, "toMinutes": 7 * DAY_MINUTES},
+                },
+                {
+                    "all": [
+                        {"event": ATTENDED, "count": {"min": 2}},
+                        {
+                            "event": ATTENDED,
+                            "between": {
+                                "fromMinutes": 14 * DAY_MINUTES,
+                                "toMinutes": 7 * DAY_MINUTES,
+                            },
+                            "count": {"max": 0},
+                        },
+                    ]
+                },
+            ]
+        },
+        {
+            "any": [
+                {
+                    "sequence": {
+                        "first": {"event": ATTENDED},
+                        "then": {"event": PURCHASE},
+                        "withinMinutes": DAY_MINUTES,
+                        "thenAbsent": True,
+                        "within": {"minutes": 7 * DAY_MINUTES},
+                    }
+                },
+                {"event": DOI},
+                {"event": ATTENDED, "count": {"max": 1}},
+            ]
+        },
+        {"not": {"event": OPT_OUT}},
+        {"event": ATTENDED, "count": {"min": 1, "max": 5}},
+    ]
+}
+
+
+def conditions_reference(ds: Dataset, size: int) -> int:
+    """The recipients of a send of :data:`CONDITIONS_TREE` to the first ``size`` leads at
+    the dataset's fire time, from its events alone (written from the contract, leaf by
+    leaf, for this tree)."""
+    at = ds.fire_ms
+    times: dict[int, dict[str, list[int]]] = {}
+    for lead, event_type, ts in set(ds.events):
+        if lead < size:
+            times.setdefault(lead, {}).setdefault(event_type, []).append(ts)
+
+    def count(
+        of: dict[str, list[int]], event_type: str, lo: int | None = None, hi: int | None = None
+    ) -> int:
+        return sum(
+            1
+            for ts in of.get(event_type, ())
+            if (lo is None or lo <= ts) and (hi is None or ts <= hi)
+        )
+
+    def minutes_ago(m: int) -> int:
+        return at - m * MINUTE_MS
+
+    recipients = 0
+    for lead in range(size):
+        of = times.get(lead, {})
+        if of.get(OPT_OUT):  # opted out: the step before the conditions
+            continue
+        attended = count(of, ATTENDED)
+        first = (
+            count(of, ATTENDED, minutes_ago(120), at) >= 1
+            or count(of, DOI, minutes_ago(30 * DAY_MINUTES), minutes_ago(7 * DAY_MINUTES)) >= 1
+            or (
+                attended >= 2
+                and count(of, ATTENDED, minutes_ago(14 * DAY_MINUTES), minutes_ago(7 * DAY_MINUTES))
+                == 0
+            )
+        )
+        purchases = sorted(ts for ts in of.get(PURCHASE, ()) if ts <= at)
+        unanswered = any(
+            not any(a < p <= min(a + DAY_MINUTES * MINUTE_MS, at) for p in purchases)
+            for a in of.get(ATTENDED, ())
+            if minutes_ago(7 * DAY_MINUTES) <= a <= at
+        )
+        second = unanswered or count(of, DOI) >= 1 or attended <= 1
+        if (
+            count(of, PURCHASE) == 0
+            and first
+            and second
+            and count(of, OPT_OUT) == 0
+            and 1 <= attended <= 5
+        ):
+            recipients += 1
+    return recipients
+
+
+def conditions_sends(worker: BenchWorker, ds: Dataset, size: int, runs: int) -> dict[str, Any]:
+    """The cost of a conditions tree: ``runs`` sends of :data:`CONDITIONS_TREE` to ``size``
+    leads and ``runs`` of the same send with one event filter (sticky exclude purchase, the
+    tree's first leaf), alternated, each triggered at its moment (as :func:`materialize`);
+    the tree's recipients checked against :func:`conditions_reference`."""
+    want = conditions_reference(ds, size)
+    tree = {"conditions": CONDITIONS_TREE}
+    # No event filter on the tree's sends: ``_send`` puts one in; the tree holds its own.
+    _send(worker, size, "include", f"cond-warm-{time.time_ns()}", scheduled_for=ds.fire_ms)
+    plain: list[float] = []
+    conditioned: list[float] = []
+    for run in range(runs):
+        took, _ = _send(
+            worker,
+            size,
+            "sticky_exclude",
+            f"cond-plain-{run}-{time.time_ns()}",
+            scheduled_for=ds.fire_ms,
+        )
+        plain.append(took)
+        took, count = _send(
+            worker,
+            size,
+            "tree",
+            f"cond-tree-{run}-{time.time_ns()}",
+            scheduled_for=ds.fire_ms,
+            controls=tree,
+        )
+        if count != want:
+            raise RuntimeError(f"conditions send: {count} recipients, expected {want}")
+        conditioned.append(took)
+    print(f"  conditions: one filter {plain} s, tree {conditioned} s", flush=True)
+    return {
+        "size": size,
+        "recipients": want,
+        "plain_seconds": statistics.median(plain),
+        "tree_seconds": statistics.median(conditioned),
+        "runs": {"plain": plain, "tree": conditioned},
     }

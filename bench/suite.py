@@ -72,6 +72,8 @@ def _leadstream(
         out["preview"] = product.preview(worker, ds.fire_ms, wanted, args.runs)
         print("leadstream: compliance controls", flush=True)
         out["compliance"] = product.compliance_sends(worker, ds, max(sizes), args.runs)
+        print("leadstream: audience conditions", flush=True)
+        out["conditions"] = product.conditions_sends(worker, ds, max(sizes), args.runs)
         print("leadstream: materialize, triggers early", flush=True)
         out["materialize_early"], worker = product.materialize_early(
             worker, workdir, ds, wanted, args.runs
@@ -504,6 +506,8 @@ def table(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows += _failover_rows(ls)
     if "compliance" in ls:  # absent from runs before 2026-12
         rows += _compliance_rows(ls["compliance"])
+    if "conditions" in ls:  # absent from runs before 2026-12-07 evening
+        rows += _conditions_rows(ls["conditions"])
     if "big" in ls:  # absent from runs before 2026-11-30 evening, and with --big-phones 0
         rows += _big_rows(ls["big"])
     return rows
@@ -548,6 +552,26 @@ def _compliance_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
         )
     )
     return rows
+
+
+def _conditions_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same send with one event filter and with a 3-level tree of 10 leaves (a
+    sequence among them), alternated in the same scenario: the first is the second's
+    baseline."""
+    n = f"{c['size']:,}"
+    plain, tree = c["plain_seconds"], c["tree_seconds"]
+    return [
+        _alone(f"materialize {n} leads, one event filter (baseline of the next row)", plain, "s"),
+        _row(
+            f"materialize {n} leads, conditions: 3 levels, 10 leaves, a sequence",
+            tree,
+            None,
+            "s",
+            round(tree / plain, 2),
+            "<= 1.5x the row above",
+            tree <= 1.5 * plain,
+        ),
+    ]
 
 
 def _fmt(value: float) -> str:

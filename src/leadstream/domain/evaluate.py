@@ -390,6 +390,16 @@ class _Tree:
         elif not leaf.then_absent:
             starts = ended  # a pair needs both
         window = (since, at)
+        if not leaf.first.where and not leaf.then.where and leaf.same_key is None:
+            # Times alone decide: from the timelines' packed events, no store read.
+            a_times = first.times(since, at, starts)
+            b_times = then.times(since, at, starts & ended) if then is not None else {}
+            for lead in starts:
+                a_keys: list[tuple[int, bytes | None]] = [(t, None) for t in a_times.get(lead, ())]
+                b_keys: list[tuple[int, bytes | None]] = [(t, None) for t in b_times.get(lead, ())]
+                if sequence_holds(leaf, a_keys, b_keys, at):
+                    found.add(lead)
+            return found
         for lead in starts:
             a = self._read(lead, leaf.first.event_type, window)
             b = self._read(lead, leaf.then.event_type, window) if lead in ended else []
