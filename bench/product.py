@@ -1018,10 +1018,73 @@ def conditions_sends(worker: BenchWorker, ds: Dataset, size: int, runs: int) -> 
             raise RuntimeError(f"conditions send: {count} recipients, expected {want}")
         conditioned.append(took)
     print(f"  conditions: one filter {plain} s, tree {conditioned} s", flush=True)
+    costs = _per_candidate_costs(worker, ds, size, runs, statistics.median(plain))
     return {
         "size": size,
         "recipients": want,
         "plain_seconds": statistics.median(plain),
         "tree_seconds": statistics.median(conditioned),
         "runs": {"plain": plain, "tree": conditioned},
+        **costs,
     }
+
+
+def _per_candidate_costs(
+    worker: BenchWorker, ds: Dataset, size: int, runs: int, plain: float
+) -> dict[str, Any]:
+    """What a leaf that reads stored events costs per lead it reads for: a ``where`` on
+    attended (every lead with one is read; the dataset has no metadata, so ``exists:
+    false`` keeps them all), and a sequence with ``sameKey`` (attended then purchase: both
+    types read for every lead with both; no pair, as no event has the key). Each over the
+    baseline send's time, per candidate."""
+    leads: dict[str, set[int]] = {ATTENDED: set(), PURCHASE: set(), OPT_OUT: set()}
+    for lead, event_type, _ in ds.events:
+        if lead < size and event_type in leads:
+            leads[event_type].add(lead)
+    attended = leads[ATTENDED] - leads[OPT_OUT]
+    both = attended & leads[PURCHASE]
+    where = {"event": ATTENDED, "where": {"room": {"exists": False}}}
+    sequence = {
+        "sequence": {
+            "first": {"event": ATTENDED},
+            "then": {"event": PURCHASE},
+            "withinMinutes": DAY_MINUTES,
+            "sameKey": "session",
+        }
+    }
+    everyone = size - len(leads[OPT_OUT])
+    split = {
+        "holdout": {"percent": 10},
+        "splits": [{"name": "a", "percent": 50}, {"name": "b", "percent": 50}],
+    }
+    out: dict[str, Any] = {}
+    for name, controls, candidates, want in (
+        ("where", {"conditions": where}, len(attended), len(attended)),
+        ("sequence_same_key", {"conditions": sequence}, len(both), 0),
+        # Every lead but the opted out is hashed; about 10% are held out.
+        ("holdout_splits", split, everyone, None),
+    ):
+        took: list[float] = []
+        for run in range(runs):
+            seconds, count = _send(
+                worker,
+                size,
+                "tree",
+                f"cond-{name}-{run}-{time.time_ns()}",
+                scheduled_for=ds.fire_ms,
+                controls=controls,
+            )
+            if want is None:  # the holdout: a tenth of the leads, give or take
+                want = count if abs(count - 0.9 * candidates) < 0.01 * candidates + 50 else -1
+            if count != want:
+                raise RuntimeError(f"{name} send: {count} recipients, expected {want}")
+            took.append(seconds)
+        median = statistics.median(took)
+        out[name] = {
+            "seconds": median,
+            "candidates": candidates,
+            "us_per_candidate": 1e6 * max(0.0, median - plain) / max(1, candidates),
+            "runs": took,
+        }
+        print(f"  conditions, {name}: {took} s over {candidates:,} candidates", flush=True)
+    return out

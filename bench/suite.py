@@ -571,6 +571,19 @@ def _conditions_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
             "<= 1.5x the row above",
             tree <= 1.5 * plain,
         ),
+        *(
+            _alone(
+                f"{what}: µs per lead, over the baseline ({c[key]['candidates']:,} leads)",
+                round(c[key]["us_per_candidate"], 2),
+                "µs",
+            )
+            for key, what in (
+                ("where", "a where leaf (stored events read)"),
+                ("sequence_same_key", "a sequence with sameKey (two types read)"),
+                ("holdout_splits", "holdout 10% + two splits (a keyed hash per lead)"),
+            )
+            if key in c
+        ),
     ]
 
 

@@ -271,3 +271,67 @@ def test_a_regex_runs_in_time_linear_in_the_value() -> None:
 def test_parse_conditions_alone() -> None:
     parsed = parse_conditions({"event": "a"})
     assert [path for _, path, _ in parsed.paths] == ["conditions"]
+
+
+def test_cli_flags_write_conditions_holdout_splits_and_the_policy(tmp_path: Any) -> None:
+    from leadstream.client.publish import build_trigger
+
+    tree = {"any": [{"event": "registered"}, {"inCampaign": "vip"}]}
+    saved = tmp_path / "tree.json"
+    saved.write_text(msgspec.json.encode(tree).decode())
+    common = {
+        "organization_id": "org",
+        "campaign_id": "c",
+        "send_id": "s",
+        "scheduled_for": "2026-06-15T12:00:00Z",
+        "filters": [],
+        "audience_filter": False,
+    }
+    for given in (str(saved), msgspec.json.encode(tree).decode()):
+        doc = build_trigger(
+            **common,
+            conditions=given,
+            holdout="10:spring",
+            splits=["copy-a=50", "copy=b=50"],
+            quiet_hours="21:00-08:00@America/New_York+us-tcpa",
+        )
+        assert doc["conditions"] == tree
+        assert doc["holdout"] == {"percent": 10, "salt": "spring"}
+        assert doc["splits"] == [
+            {"name": "copy-a", "percent": 50},
+            {"name": "copy=b", "percent": 50},
+        ]
+        assert doc["quietHours"] == {
+            "start": "21:00",
+            "end": "08:00",
+            "timeZone": "America/New_York",
+            "policy": "us-tcpa",
+        }
+        trigger = parse_trigger(doc)
+        assert trigger.holdout is not None and trigger.holdout.salt == "spring"
+        assert trigger.quiet_hours is not None and trigger.quiet_hours.policy == "us-tcpa"
+    assert build_trigger(**common, quiet_hours="us-tcpa")["quietHours"] == {"policy": "us-tcpa"}
+    assert build_trigger(**common, holdout="5")["holdout"] == {"percent": 5}
+    for bad in (
+        {"conditions": str(tmp_path / "missing.json")},
+        {"conditions": "{not json"},
+        {"holdout": "ten"},
+        {"splits": ["a"]},
+        {"splits": ["a=x"]},
+        {"quiet_hours": "us-tcpa+later"},
+    ):
+        with pytest.raises(ValueError):
+            build_trigger(**common, **bad)
+
+
+@pytest.mark.parametrize(
+    ("quiet", "field"),
+    [
+        ({"policy": "eu-gdpr"}, "quietHours.policy"),
+        ({"policy": "us-tcpa", "start": "21:00"}, None),  # start without end: invalid_json
+    ],
+)
+def test_bad_quiet_hours_policies(quiet: dict[str, Any], field: str | None) -> None:
+    with pytest.raises(RowError) as info:
+        parse_trigger(trigger(quietHours=quiet))
+    assert info.value.field == field
