@@ -501,8 +501,11 @@ def test_invalid_triggers_filters_and_members_go_to_rejects(sends: Stack) -> Non
     sends.trigger(
         organizationId=ORG, campaignId="bad", sendId="nooffset", scheduledFor="2026-05-12T18:00:00"
     )
-    # Misspelled, the filter would be ignored and the send would reach the purchasers; and
-    # conditions this version does not evaluate are refused, not dropped.
+    deep: dict = {"event": "purchase"}
+    for _ in range(9):
+        deep = {"not": deep}
+    # Misspelled, the filter would be ignored and the send would reach the purchasers; a
+    # tree deeper than the contract allows is refused whole, not evaluated in part.
     sends.trigger(
         organizationId=ORG,
         campaignId="bad",
@@ -515,7 +518,7 @@ def test_invalid_triggers_filters_and_members_go_to_rejects(sends: Stack) -> Non
         campaignId="bad",
         sendId="tree",
         scheduledFor=iso(now + timedelta(hours=1)),
-        conditions={"not": {"event": "purchase"}},
+        conditions=deep,
     )
     sends.send(
         sends.topics.audience_filters,
@@ -545,7 +548,7 @@ def test_invalid_triggers_filters_and_members_go_to_rejects(sends: Stack) -> Non
     ]
     details = {r["detail"] for r in by_source[sends.topics.send_triggers]}
     assert "eventFilters[0].whithin is not a field of a send trigger" in details
-    assert "conditions is not evaluated by this version of leadstream" in details
+    assert any(d.startswith("conditions.not.not") and "8 operators deep" in d for d in details)
     assert [r["reason"] for r in by_source[sends.topics.audience_filters]] == ["invalid_json"]
     members = sorted(by_source[sends.topics.audience_members], key=lambda r: r["index"])
     assert [(r["index"], r["reason"]) for r in members] == [

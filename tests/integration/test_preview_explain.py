@@ -358,7 +358,7 @@ def test_an_invalid_preview_is_a_json_error_with_its_reason(world, body, status,
             "eventFilters[0].whithin",
         ),
         ({"quietHours": {"start": "21:00", "end": "08:00", "tz": "UTC"}}, "quietHours.tz"),
-        ({"conditions": {"not": {"event": "purchase"}}}, "conditions"),
+        ({"conditions": {"not": {"event": "purchase", "windw": 5}}}, "conditions.not.windw"),
         ({"audienceFilter": {"mode": "exclude", "leads": [], "op": "x"}}, "audienceFilter.op"),
     ],
 )

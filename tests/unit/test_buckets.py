@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from leadstream.domain.buckets import (
@@ -12,10 +13,13 @@ from leadstream.domain.buckets import (
     Allocation,
     Holdout,
     Split,
+    bucket_key,
     bucket_of,
+    buckets_of,
     organization_secret,
     parse_holdout,
     parse_splits,
+    siphash24,
 )
 from leadstream.domain.rejects import Reason, RowError
 
@@ -31,8 +35,26 @@ def phones(n: int = PHONES) -> list[str]:
 @pytest.fixture(scope="module")
 def buckets() -> dict[str, list[int]]:
     secret = organization_secret(KEY, "org")
-    all_phones = phones()
-    return {salt: [bucket_of(secret, "org", p, salt) for p in all_phones] for salt in ("", "b")}
+    numbers = np.array([int(p[1:]) for p in phones()], np.int64)
+    return {
+        salt: buckets_of(bucket_key(secret, "org", salt), numbers).tolist() for salt in ("", "b")
+    }
+
+
+def test_siphash_matches_the_reference_vector() -> None:
+    """SipHash-2-4, key 00..0f, message 00..07: the reference implementation's vector."""
+    key = (int.from_bytes(bytes(range(8)), "little"), int.from_bytes(bytes(range(8, 16)), "little"))
+    word = np.array([int.from_bytes(bytes(range(8)), "little")], np.uint64)
+    assert int(siphash24(key, word)[0]) == 0x93F5F5799A932462
+
+
+def test_one_lead_and_a_whole_send_hash_alike() -> None:
+    secret = organization_secret(KEY, "org")
+    sample = phones(500)
+    numbers = np.array([int(p[1:]) for p in sample], np.int64)
+    for salt in ("", "s"):
+        together = buckets_of(bucket_key(secret, "org", salt), numbers).tolist()
+        assert together == [bucket_of(secret, "org", p, salt) for p in sample]
 
 
 def chi_square(observed: list[int], expected: float) -> float:
@@ -71,6 +93,12 @@ def test_a_bucket_depends_on_the_secret_the_organization_and_the_phone() -> None
         bucket_of(secret, "org", p, "") == bucket_of(other_key, "org", p, "") for p in sample
     )
     assert same < 10  # 2000 / 10000 expected by chance
+    # Another organization under the same partition key draws other buckets too.
+    other_org = organization_secret(KEY, "org2")
+    same = sum(
+        bucket_of(secret, "org", p, "") == bucket_of(other_org, "org2", p, "") for p in sample
+    )
+    assert same < 10
 
 
 def test_a_bucket_is_the_same_every_time() -> None:

@@ -2,12 +2,17 @@
 a keyed hash of (organizationId, phone, salt), so that a control group or a copy's share
 stays the same lead after lead, send after send.
 
-The key is the organization's secret in the partition that holds the lead: derived from
-a random key the partition makes once (``Q``, logged with its other keys, so a restore, a
+The secret is the organization's in the partition that holds the lead: derived from a
+random key the partition makes once (``Q``, logged with its other keys, so a restore, a
 standby or a rebuild has the same) and never leaves the worker's state. Nobody outside
 can compute a lead's bucket, so nobody can choose phones into or out of a control group.
 A lead lives in one partition for good (the partition count is fixed), so its bucket is
 stable; the buckets of two salts are independent.
+
+The hash: a SipHash-2-4 key from a keyed BLAKE2b of (organizationId, salt) under the
+secret, then SipHash-2-4 of the phone's digits as one 64-bit word, modulo 10,000. SipHash
+on one word is a few dozen additions, rotations and xors, done here with numpy for a
+whole send's leads at once (a million in tens of milliseconds).
 
 The holdout takes buckets ``[0, 100 * percent)``; the splits share the rest in
 consecutive ranges, in list order, in proportion to their percents.
@@ -22,6 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from leadstream.domain.rejects import Reason, RowError
 
 __all__ = [
@@ -30,11 +38,14 @@ __all__ = [
     "Allocation",
     "Holdout",
     "Split",
+    "bucket_key",
     "bucket_of",
+    "buckets_of",
     "new_partition_key",
     "organization_secret",
     "parse_holdout",
     "parse_splits",
+    "siphash24",
 ]
 
 BUCKETS = 10_000
@@ -148,10 +159,66 @@ def organization_secret(partition_key: bytes, org: str) -> bytes:
     return hmac.digest(partition_key, b"leadstream bucket\x00" + org.encode(), "sha256")
 
 
-def bucket_of(secret: bytes, org: str, phone: str, salt: str) -> int:
-    """The lead's bucket 0..9999 under ``salt`` (a keyed BLAKE2b of its parts, each
-    length-prefixed so that no two (org, phone, salt) share a message)."""
-    parts = [p.encode() for p in (org, phone, salt)]
+def bucket_key(secret: bytes, org: str, salt: str) -> tuple[int, int]:
+    """The SipHash key of an organization's buckets under ``salt`` (both parts
+    length-prefixed, so that no two (org, salt) share a message)."""
+    parts = [p.encode() for p in (org, salt)]
     message = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
-    digest = hashlib.blake2b(message, key=secret, digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    digest = hashlib.blake2b(message, key=secret, digest_size=16, person=b"leadstream-bkt").digest()
+    return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
+
+
+_U64 = np.uint64
+
+
+def _rotl(x: npt.NDArray[np.uint64], b: int) -> npt.NDArray[np.uint64]:
+    return (x << _U64(b)) | (x >> _U64(64 - b))
+
+
+def siphash24(key: tuple[int, int], words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """SipHash-2-4 of each of ``words`` as an 8-byte message (the word little-endian)."""
+    k0, k1 = _U64(key[0]), _U64(key[1])
+    n = len(words)
+    v0 = np.full(n, k0 ^ _U64(0x736F6D6570736575), np.uint64)
+    v1 = np.full(n, k1 ^ _U64(0x646F72616E646F6D), np.uint64)
+    v2 = np.full(n, k0 ^ _U64(0x6C7967656E657261), np.uint64)
+    v3 = np.full(n, k1 ^ _U64(0x7465646279746573), np.uint64)
+
+    def rounds(count: int) -> None:
+        nonlocal v0, v1, v2, v3
+        for _ in range(count):
+            v0 = v0 + v1
+            v1 = _rotl(v1, 13) ^ v0
+            v0 = _rotl(v0, 32)
+            v2 = v2 + v3
+            v3 = _rotl(v3, 16) ^ v2
+            v0 = v0 + v3
+            v3 = _rotl(v3, 21) ^ v0
+            v2 = v2 + v1
+            v1 = _rotl(v1, 17) ^ v2
+            v2 = _rotl(v2, 32)
+
+    with np.errstate(over="ignore"):
+        v3 = v3 ^ words
+        rounds(2)
+        v0 = v0 ^ words
+        last = _U64(8 << 56)  # the message's length, in the last block
+        v3 = v3 ^ last
+        rounds(2)
+        v0 = v0 ^ last
+        v2 = v2 ^ _U64(0xFF)
+        rounds(4)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def buckets_of(key: tuple[int, int], numbers: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The buckets of phones given as their E.164 digits (``+12125550100`` is
+    12125550100), at once."""
+    hashed = siphash24(key, numbers.astype(np.uint64))
+    return (hashed % _U64(BUCKETS)).astype(np.int64)
+
+
+def bucket_of(secret: bytes, org: str, phone: str, salt: str) -> int:
+    """One lead's bucket 0..9999 under ``salt`` (``phone`` in E.164)."""
+    number = np.array([int(phone[1:])], np.int64)
+    return int(buckets_of(bucket_key(secret, org, salt), number)[0])

@@ -21,15 +21,18 @@ from its history; the property tests hold the two equal.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import cast
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 from pyroaring import BitMap
 
-from leadstream.domain.buckets import Allocation, bucket_of, organization_secret
+from leadstream.domain.buckets import Allocation, bucket_key, buckets_of, organization_secret
 from leadstream.domain.conditions import (
     AllOf,
     AnyOf,
@@ -228,27 +231,26 @@ def _allocate(
     allocation: Allocation,
     leads: BitMap,
 ) -> tuple[BitMap, dict[str, BitMap]]:
-    """The ``leads`` held out, and the others by split: one keyed hash a lead."""
+    """The ``leads`` held out, and the others by split: every lead's bucket at once, from
+    the digits of its phone (the partition keeps the names as integers)."""
     org = trigger.organization_id
-    secret = organization_secret(partition_key(store, partition), org)
-    salt = trigger.salt
-    held = BitMap()
-    ranges = allocation.ranges
-    by_split: list[list[int]] = [[] for _ in ranges]
-    phone_of = index.phone_of
-    for lead in leads:
-        phone = phone_of(lead)
-        if phone is None:  # every member has its name
-            continue
-        bucket = bucket_of(secret, org, phone, salt)
-        if bucket < allocation.held:
-            held.add(lead)
-            continue
-        for i, (_, start, end) in enumerate(ranges):
-            if start <= bucket < end:
-                by_split[i].append(lead)
-                break
-    return held, {name: BitMap(ids) for (name, _, _), ids in zip(ranges, by_split, strict=True)}
+    key = bucket_key(organization_secret(partition_key(store, partition), org), org, trigger.salt)
+    ids = np.frombuffer(leads.to_array(), dtype=np.uint32)
+    numbers = index.ids.phone_numbers(ids)
+    odd = np.flatnonzero(numbers < 0)
+    for at in odd:  # names not kept as integers: from the member's entry
+        phone = index.phone_of(int(ids[at]))
+        numbers[at] = int(phone[1:]) if phone is not None else 0
+    buckets = buckets_of(key, numbers)
+
+    def leads_in(mask: npt.NDArray[np.bool_]) -> BitMap:
+        return BitMap(array("I", ids[mask].tobytes()))
+
+    held = leads_in(buckets < allocation.held)
+    return held, {
+        name: leads_in((buckets >= start) & (buckets < end))
+        for name, start, end in allocation.ranges
+    }
 
 
 def policy_quiet(

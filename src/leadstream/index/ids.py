@@ -350,6 +350,17 @@ class LeadIds:
             return None
         return self._orgs[key >> _PHONE_BITS], f"+{key & _PHONE_MASK}"
 
+    def phone_numbers(self, leads: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
+        """The E.164 digits of each of ``leads`` as one integer (``+12125550100`` is
+        12125550100), at once; -1 for an id whose name is not kept as an integer (ask
+        :meth:`name_of`) or that has no name."""
+        if not len(leads):
+            return np.empty(0, np.int64)
+        inside = leads < self._n
+        keys = np.full(len(leads), ERASED, np.int64)
+        keys[inside] = self._by_id[leads[inside]]
+        return np.where(keys >= 0, keys & _PHONE_MASK, -1)
+
     def items(self) -> Iterator[tuple[tuple[str, str], int]]:
         """((organization, phone), id) of every lead, by id."""
         by_id = self._by_id[: self._n].tolist()
