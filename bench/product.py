@@ -468,15 +468,22 @@ def materialize(
 
 
 def _preview(
-    client: httpx.Client, url: str, size: int, kind: str, scheduled_for: int
+    client: httpx.Client,
+    url: str,
+    size: int,
+    kind: str,
+    scheduled_for: int,
+    controls: dict[str, Any] | None = None,
 ) -> tuple[float, int]:
-    """POST one preview of the send of ``kind`` to campaign ``c<size>``: the client's wall
-    seconds for the request, and the recipientCount it answered."""
+    """POST one preview of the send of ``kind`` to campaign ``c<size>`` (``controls``: more
+    trigger fields): the client's wall seconds for the request, and the recipientCount it
+    answered."""
     body = {
         "organizationId": ORG,
         "campaignId": f"c{size}",
         "scheduledFor": format_ms(scheduled_for),
-        "eventFilter": FILTERS[kind],
+        **({"eventFilter": FILTERS[kind]} if kind in FILTERS else {}),
+        **(controls or {}),
         "sample": PREVIEW_SAMPLE,
     }
     start = time.perf_counter()
@@ -1018,13 +1025,29 @@ def conditions_sends(worker: BenchWorker, ds: Dataset, size: int, runs: int) -> 
             raise RuntimeError(f"conditions send: {count} recipients, expected {want}")
         conditioned.append(took)
     print(f"  conditions: one filter {plain} s, tree {conditioned} s", flush=True)
+    # The same two as previews: the evaluation alone, without writing the recipients (the
+    # one-filter send has about three times the tree's).
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    previews: dict[str, list[float]] = {"plain": [], "tree": []}
+    with httpx.Client(timeout=600, headers=headers) as client:
+        url = f"{worker.url}{PREVIEW}"
+        _preview(client, url, size, "sticky_exclude", ds.fire_ms)
+        for _ in range(runs):
+            previews["plain"].append(_preview(client, url, size, "sticky_exclude", ds.fire_ms)[0])
+            took, count = _preview(client, url, size, "tree", ds.fire_ms, tree)
+            if count != want:
+                raise RuntimeError(f"conditions preview: {count} recipients, expected {want}")
+            previews["tree"].append(took)
+    print(f"  conditions, previews: {previews}", flush=True)
     costs = _per_candidate_costs(worker, ds, size, runs, statistics.median(plain))
     return {
         "size": size,
         "recipients": want,
         "plain_seconds": statistics.median(plain),
         "tree_seconds": statistics.median(conditioned),
-        "runs": {"plain": plain, "tree": conditioned},
+        "preview_plain_seconds": statistics.median(previews["plain"]),
+        "preview_tree_seconds": statistics.median(previews["tree"]),
+        "runs": {"plain": plain, "tree": conditioned, "previews": previews},
         **costs,
     }
 

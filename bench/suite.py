@@ -572,6 +572,22 @@ def _conditions_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
             tree <= 1.5 * plain,
         ),
         *(
+            [
+                _alone(f"preview {n} leads, one event filter", c["preview_plain_seconds"], "s"),
+                _row(
+                    f"preview {n} leads, the same tree (evaluation only)",
+                    c["preview_tree_seconds"],
+                    None,
+                    "s",
+                    round(c["preview_tree_seconds"] / c["preview_plain_seconds"], 2),
+                    "<= 1.5x the row above",
+                    c["preview_tree_seconds"] <= 1.5 * c["preview_plain_seconds"],
+                ),
+            ]
+            if "preview_tree_seconds" in c
+            else []
+        ),
+        *(
             _alone(
                 f"{what}: µs per lead, over the baseline ({c[key]['candidates']:,} leads)",
                 round(c[key]["us_per_candidate"], 2),

@@ -12,6 +12,7 @@ for the phone's bytes.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from pyroaring import BitMap
 
 from leadstream.domain.audience import MemberOp
+from leadstream.domain.buckets import Holdout, Split
 from leadstream.domain.controls import FrequencyCap
 from leadstream.domain.erase import Erased, erase_lead
 from leadstream.domain.evaluate import Evaluation, evaluate
@@ -614,3 +616,24 @@ def test_erase_counts_an_event_both_folded_and_restored_once() -> None:
     store.drop([P])
     assert history(store, VICTIM).count(b"buy") == 1
     assert erase_lead(store, P, ORG, VICTIM, now_ms=NOW) == Erased(1, 0, False)
+
+
+def test_an_erased_lead_leaves_the_holdout_of_the_recorded_sends() -> None:
+    """Every bitmap of a send's record loses the erased lead, the holdout's too."""
+    store = indexed_memory()
+    phones = [f"+1212555{i:04d}" for i in range(200)]
+    members(store, *(add(p) for p in phones))
+    trigger = dataclasses.replace(
+        SendTrigger(ORG, "c1", "held", T), holdout=Holdout(50), splits=(Split("a", 100),)
+    )
+    evaluation = run_send(store, trigger, deliver=True)
+    assert evaluation.held_out and evaluation.recipients
+    lead = next(iter(evaluation.held_out))
+    name = store.index(P).name_of(lead)
+    assert name is not None
+    phone = name[1]
+    assert explain(store, "held", phone)[0] == Step.HELD_OUT
+    erase_lead(store, P, ORG, phone, now_ms=NOW)
+    record = read_send_record(store, P, ORG, "held")
+    assert record is not None and lead not in BitMap.deserialize(record.held_out)
+    assert explain(store, "held", phone)[0] == Step.NOT_IN_AUDIENCE

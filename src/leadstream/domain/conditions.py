@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -262,6 +262,11 @@ class EventLeaf:
     max_count: int | None = None
     window: tuple[int, int] | None = None
     where: tuple[Predicate, ...] = ()
+    # ``where`` compiled once (its regexes too), for every event of every lead.
+    test: MetadataTest = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test", MetadataTest(self.where))
 
     def bounds(self, at: int) -> tuple[int, int] | None:
         """``[lo, hi]`` of the window at the moment ``at`` (ms); None when sticky."""
@@ -280,6 +285,10 @@ class Side:
 
     event_type: str
     where: tuple[Predicate, ...] = ()
+    test: MetadataTest = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test", MetadataTest(self.where))
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,7 +523,7 @@ def count_events(
     leaf: EventLeaf, events: Sequence[tuple[int, bytes | None]], at: int, limit: int
 ) -> int:
     """The leaf's matching event keys among ``events``, at most ``limit``."""
-    test = MetadataTest(leaf.where)
+    test = leaf.test
     bounds = leaf.bounds(at)
     count = 0
     for ts, metadata in events:
@@ -569,7 +578,7 @@ def sequence_holds(
     at: int,
 ) -> bool:
     """The sequence leaf on one lead's event keys of its two types (ascending)."""
-    first_test, then_test = MetadataTest(leaf.first.where), MetadataTest(leaf.then.where)
+    first_test, then_test = leaf.first.test, leaf.then.test
     key = leaf.same_key
     since = -1 if leaf.first_within is None else at - leaf.first_within * MINUTE_MS
     starts: list[tuple[int, tuple[str, Any] | None]] = []

@@ -159,6 +159,7 @@ def _forget_in_sends(store: PartitionStore, partition: int, org: str, lead: int)
                 "audience_filter_named",
                 "dropped_by_frequency_cap",
                 "dropped_by_quiet_hours",
+                "held_out",
             )
         }
         changed = msgspec.structs.replace(record, **fields)

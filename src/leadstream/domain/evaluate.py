@@ -119,13 +119,23 @@ class Evaluation:
         campaign = self.campaign
         for lead in recipients & campaign.with_external:
             gathered[recipients.rank(lead) - 1] = campaign.entries[lead]
-        for name, members in self.variants.items():
-            tail = b',"variant":' + msgspec.json.encode(name) + b"}"
-            for lead in members:
-                at = recipients.rank(lead) - 1
-                gathered[at] = cast("bytes", gathered[at])[:-1] + tail
         # Every member has its plain entry: no None is gathered.
-        return cast("list[bytes]", gathered)
+        entries = cast("list[bytes]", gathered)
+        if self.variants:
+            entries = self._with_variants(np.frombuffer(ids, dtype=np.uint32), entries)
+        return entries
+
+    def _with_variants(self, ids: npt.NDArray[np.uint32], entries: list[bytes]) -> list[bytes]:
+        """Each entry with its split's name: the recipients' splits found at once (a
+        sorted search per split), then one pass that ends each entry with its name."""
+        which = np.zeros(len(ids), np.int64)
+        tails = [b"}"]
+        for name, members in self.variants.items():
+            tails.append(b',"variant":' + msgspec.json.encode(name) + b"}")
+            if members:
+                found = np.frombuffer(members.to_array(), dtype=np.uint32)
+                which[np.searchsorted(ids, found)] = len(tails) - 1
+        return [entry[:-1] + tails[k] for entry, k in zip(entries, which.tolist(), strict=True)]
 
     def sample(self, n: int) -> list[tuple[str, str | None, str | None]]:
         """``(phoneE164, externalId, variant)`` of the first ``n`` recipients (in lead-id
