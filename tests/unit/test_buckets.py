@@ -208,3 +208,69 @@ def test_good_holdout_and_splits() -> None:
     assert parse_holdout({"percent": 0, "salt": "spring"}) == Holdout(0, "spring")
     ten = [{"name": f"v{i}", "percent": 10} for i in range(10)]
     assert [s.name for s in parse_splits(ten)] == [f"v{i}" for i in range(10)]
+
+
+def test_the_secret_appears_in_nothing_a_send_writes_or_explains() -> None:
+    """The partition's bucket key and the organization's secret derived from it are in the
+    partition's state only: not in a chunk, a done report, a send's record, nor in explain."""
+    import dataclasses
+    import json
+
+    from leadstream.domain.audience import MemberOp
+    from leadstream.domain.evaluate import evaluate, partition_key
+    from leadstream.domain.explain import explain_lead, read_send_record, record_send
+    from leadstream.domain.send_state import apply_members
+    from leadstream.domain.sends import SendRules, SendTrigger
+    from leadstream.wire.records import done_record, encode_chunks, encode_json
+    from tests.support.stores import indexed_memory
+
+    store = indexed_memory()
+    phones = [f"+1212555{i:04d}" for i in range(300)]
+    apply_members(store, 0, [MemberOp("org", "c", p, None) for p in phones], group=1)
+    trigger = dataclasses.replace(
+        SendTrigger("org", "c", "s", 1_780_000_000_000),
+        holdout=Holdout(20, "x"),
+        splits=(Split("a", 50), Split("b", 50)),
+    )
+    rules = SendRules(trigger, None, "opted_out", "opted_in")
+    evaluation = evaluate(store.index(0), rules, store=store, partition=0)
+    record_send(store, 0, rules, evaluation, materialized_at=0)
+    written = b"".join(encode_chunks(trigger, 0, evaluation.entries(), 100))
+    written += encode_json(
+        done_record(
+            trigger,
+            partition=0,
+            late=False,
+            materialized_at=0,
+            recipient_count=len(evaluation.recipients),
+            counts=evaluation.counts(),
+            chunk_count=1,
+            late_audience_filters=0,
+            received_at=0,
+            variants={n: len(m) for n, m in evaluation.variants.items()},
+        )
+    )
+    record = read_send_record(store, 0, "org", "s")
+    assert record is not None
+    written += msgspec_encode(record)
+    for phone in phones[:50]:
+        why = explain_lead(
+            store,
+            0,
+            store.index(0),
+            record,
+            phone,
+            opt_out_type="opted_out",
+            opt_in_type="opted_in",
+        )
+        written += json.dumps([why.detail, why.now_detail]).encode()
+    key = partition_key(store, 0)
+    for secret in (key, organization_secret(key, "org")):
+        for form in (secret, secret.hex().encode(), secret[:8], secret.hex()[:16].encode()):
+            assert form not in written
+
+
+def msgspec_encode(value: object) -> bytes:
+    import msgspec
+
+    return msgspec.msgpack.encode(value)
