@@ -274,3 +274,24 @@ def msgspec_encode(value: object) -> bytes:
     import msgspec
 
     return msgspec.msgpack.encode(value)
+
+
+def test_a_partition_whose_members_came_before_holdouts_gets_its_key_once() -> None:
+    """Members written by a version without holdouts left no key: the materializer makes
+    one when it takes the partition, and never another."""
+    from leadstream.domain.audience import MemberOp
+    from leadstream.domain.evaluate import partition_key
+    from leadstream.domain.send_state import apply_members, ensure_bucket_key
+    from leadstream.state import keys
+    from tests.support.stores import indexed_memory
+
+    store = indexed_memory()
+    apply_members(store, 0, [MemberOp("org", "c", "+12125550100", None)], group=1)
+    store.delete(0, keys.bucket_key_key())  # as an older version left it
+    with pytest.raises(ValueError, match="no bucket key"):
+        partition_key(store, 0)
+    ensure_bucket_key(store, 0)
+    made = partition_key(store, 0)
+    ensure_bucket_key(store, 0)
+    apply_members(store, 0, [MemberOp("org", "c", "+12125550101", None)], group=2)
+    assert partition_key(store, 0) == made

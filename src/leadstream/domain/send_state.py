@@ -33,6 +33,7 @@ __all__ = [
     "apply_members",
     "audience_filter_for",
     "claim_trigger",
+    "ensure_bucket_key",
     "decide_filter",
     "due_sends",
     "finish_send",
@@ -148,10 +149,17 @@ def _apply_members(
             index.member_set(org, campaign, lead, op.phone, op.external_id)
     if writes:
         store.put_memberships(partition, list(writes.items()), group=group)
-        if store.get(partition, keys.bucket_key_key()) is None:
-            # The key of the partition's holdout buckets, before any send can need it.
-            store.put(partition, keys.bucket_key_key(), new_partition_key())
+        # The key of the partition's holdout buckets, before any send can need it.
+        ensure_bucket_key(store, partition)
     return len(ops)
+
+
+def ensure_bucket_key(store: PartitionStore, partition: int) -> None:
+    """Make the partition's key of holdout buckets if it has none: with its first
+    membership, or (a partition whose members came before holdouts existed) when the
+    materializer first takes the partition."""
+    if store.get(partition, keys.bucket_key_key()) is None:
+        store.put(partition, keys.bucket_key_key(), new_partition_key())
 
 
 def relog_memberships(

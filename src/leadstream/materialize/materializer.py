@@ -50,6 +50,7 @@ from leadstream.domain.send_state import (
     PendingRecord,
     audience_filter_for,
     due_sends,
+    ensure_bucket_key,
     finish_send,
     held_sends,
     ready_at,
@@ -138,6 +139,8 @@ class Materializer:
         # more each): not at a send's moment, and the partitions' all at once, not one
         # after another. (Their indexes are built ahead too: leadstream.materialize.warmup.)
         await asyncio.gather(*(self.output.ready(role, p) for p in sorted(active) for role in Role))
+        for partition in sorted(active):  # members kept before holdouts existed
+            ensure_bucket_key(store, partition)
         # Partitions side by side: one's transaction commits while the next is computed.
         await asyncio.gather(*(self._materialize_due(p) for p in sorted(active)))
         held = [r for p in sorted(active) for r in held_sends(store, p)]
