@@ -25,6 +25,7 @@ from typing import Any, Literal
 import msgspec
 import re2
 
+from leadstream.domain.controls import tagged
 from leadstream.domain.normalize import normalize_event_type, normalize_id
 from leadstream.domain.rejects import Reason, RowError
 
@@ -559,16 +560,8 @@ class _Keyed:
     def of(doc: Any, key: str) -> tuple[str, Any] | None:
         if not isinstance(doc, dict) or key not in doc:
             return None
-        value = doc[key]
-        if value is None:
-            return ("null", None)
-        if isinstance(value, bool):
-            return ("bool", value)
-        if isinstance(value, int | float):
-            return ("number", value)
-        if isinstance(value, str):
-            return ("string", value)
-        return _UNPAIRED
+        found = tagged(doc[key])  # equality's identity of a value (controls.py)
+        return _UNPAIRED if found is None else found
 
 
 def sequence_holds(

@@ -31,6 +31,7 @@ __all__ = [
     "parse_quiet_hours",
     "parse_where",
     "phone_zones",
+    "tagged",
     "where_matches",
 ]
 
@@ -306,7 +307,7 @@ def parse_where(doc: Any) -> Where:
     return tuple(out)
 
 
-def _tagged(value: Any) -> tuple[str, Any] | None:
+def tagged(value: Any) -> tuple[str, Any] | None:
     """A value's identity for matching: numbers by value (1 equals 1.0), booleans apart
     from numbers; objects and arrays never match."""
     if value is None:
@@ -331,7 +332,7 @@ class WhereMatcher:
     def __init__(self, where: Where) -> None:
         # Not cached across calls: as dict keys 1 and True are the same.
         self._conditions = tuple(
-            (key, frozenset(_tagged(v) for v in values)) for key, values in where
+            (key, frozenset(tagged(v) for v in values)) for key, values in where
         )
 
     def __call__(self, metadata: bytes | None) -> bool:
@@ -345,7 +346,7 @@ class WhereMatcher:
             return False
         if not isinstance(doc, dict):
             return False
-        return all(key in doc and _tagged(doc[key]) in ok for key, ok in self._conditions)
+        return all(key in doc and tagged(doc[key]) in ok for key, ok in self._conditions)
 
 
 def where_matches(where: Where, metadata: bytes | None) -> bool:
