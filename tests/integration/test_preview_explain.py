@@ -31,10 +31,14 @@ pytestmark = pytest.mark.integration
 ORG, OTHER = "42", "7"
 CAMPAIGN = "pv"
 PREVIEW = "/api/v1/sends/preview"
-# Every scenario's send fires here: the window filter's edges are placed around it.
-_now = datetime.now(UTC)
-NOW = _now.replace(microsecond=_now.microsecond // 1000 * 1000)  # as the API cuts instants
-T = NOW + timedelta(minutes=30)
+
+
+def clock() -> datetime:
+    """Now, cut to the millisecond as the API cuts instants. Taken when a world is seeded,
+    never at import: a module collected half an hour before it runs would place its sends
+    past the audience filters' deadline (5 minutes before the send)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def phone(i: int) -> str:
@@ -43,11 +47,18 @@ def phone(i: int) -> str:
 
 @dataclass
 class Seeded:
-    """What the test wrote: the members (phone -> externalId) and every event."""
+    """What the test wrote: the members (phone -> externalId) and every event, around
+    ``now``; every scenario's send fires at ``t`` (the window filter's edges are placed
+    around it)."""
 
+    now: datetime = field(default_factory=clock)
     members: dict[str, str | None] = field(default_factory=dict)
     events: Reference = field(default_factory=Reference)
     rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def t(self) -> datetime:
+        return self.now + timedelta(minutes=30)
 
     def event(self, p: str, event_type: str, at: datetime) -> None:
         self.rows.append({"phoneE164": p, "eventType": event_type, "occurredAt": iso(at)})
@@ -115,7 +126,7 @@ _EDGES = (
 
 def seed(stack: Stack, leads: int, *, rng_seed: int) -> Seeded:
     """A campaign of ``leads`` members (most with an externalId) and their events: opt-outs
-    (some undone), purchases, confirmations, attendance around T's 120-minute window edge,
+    (some undone), purchases, confirmations, attendance around t's 120-minute window edge,
     and events of phones outside the campaign."""
     rng = random.Random(rng_seed)
     seeded = Seeded()
@@ -123,20 +134,20 @@ def seed(stack: Stack, leads: int, *, rng_seed: int) -> Seeded:
         p = phone(i)
         seeded.members[p] = f"x{i}" if rng.random() < 0.8 else None
         if rng.random() < 0.1:
-            seeded.event(p, "opted_out", NOW - timedelta(days=2))
+            seeded.event(p, "opted_out", seeded.now - timedelta(days=2))
             if rng.random() < 0.3:
-                seeded.event(p, "opted_in", NOW - timedelta(days=1))
+                seeded.event(p, "opted_in", seeded.now - timedelta(days=1))
         if rng.random() < 0.25:
-            seeded.event(p, "purchase", NOW - timedelta(days=rng.randint(1, 30)))
+            seeded.event(p, "purchase", seeded.now - timedelta(days=rng.randint(1, 30)))
         if rng.random() < 0.4:
-            seeded.event(p, "doi_confirmed", NOW - timedelta(hours=rng.randint(1, 90)))
+            seeded.event(p, "doi_confirmed", seeded.now - timedelta(hours=rng.randint(1, 90)))
         if rng.random() < 0.2:
-            seeded.event(p, "doi_confirmed", NOW - timedelta(hours=rng.randint(1, 90)))
-        if rng.random() < 0.4:  # around the start of T's 120-minute window, both sides
+            seeded.event(p, "doi_confirmed", seeded.now - timedelta(hours=rng.randint(1, 90)))
+        if rng.random() < 0.4:  # around the start of t's 120-minute window, both sides
             offset = rng.choice(_EDGES)
-            seeded.event(p, "attended", T - timedelta(minutes=120) + offset)
+            seeded.event(p, "attended", seeded.t - timedelta(minutes=120) + offset)
     for i in range(leads, leads + 20):  # not members: they count nowhere
-        seeded.event(phone(i), "purchase", NOW - timedelta(days=1))
+        seeded.event(phone(i), "purchase", seeded.now - timedelta(days=1))
     stack.members(
         ORG,
         CAMPAIGN,
@@ -245,7 +256,7 @@ def test_preview_counts_what_the_send_materializes_and_the_reference(world, name
     body = {
         "organizationId": ORG,
         "campaignId": CAMPAIGN,
-        "scheduledFor": iso(T),
+        "scheduledFor": iso(seeded.t),
         **SCENARIOS[name],
     }
     before = end_offsets(stack.kafka, stack.topics.send_recipients)
@@ -260,7 +271,7 @@ def test_preview_counts_what_the_send_materializes_and_the_reference(world, name
     assert preview["recipientCount"] == len(expected)
     assert 0 < len(expected) < len(seeded.members), "a scenario that keeps all or none tests little"
     assert (preview["organizationId"], preview["campaignId"]) == (ORG, CAMPAIGN)
-    assert preview["scheduledFor"] == format_ms(parse_rfc3339_ms(iso(T)))
+    assert preview["scheduledFor"] == format_ms(parse_rfc3339_ms(iso(seeded.t)))
     assert len(preview["sample"]) == 7
     assert {s["phoneE164"]: s["externalId"] for s in preview["sample"]}.items() <= expected.items()
 
@@ -285,11 +296,11 @@ def test_preview_sample_defaults_to_none_and_is_cut_at_the_recipients(world) -> 
 
 
 def test_preview_of_some_partitions_sums_to_the_whole(world) -> None:
-    stack, worker, _ = world
+    stack, worker, seeded = world
     body = {
         "organizationId": ORG,
         "campaignId": CAMPAIGN,
-        "scheduledFor": iso(T),
+        "scheduledFor": iso(seeded.t),
         **SCENARIOS["window"],
     }
     whole = post_preview(worker, body, bearer(stack)).json()
@@ -449,8 +460,10 @@ EX = "ex"
 
 @pytest.fixture(scope="module")
 def explained_send(world) -> tuple[Stack, WorkerProcess, dict[str, str]]:
-    """Send ``ex-1`` of campaign ``ex``: exclude purchasers; who is where."""
-    stack, worker, _ = world
+    """Send ``ex-1`` of campaign ``ex``, at the world's ``now`` + 1 hour: exclude
+    purchasers; who is where."""
+    stack, worker, seeded = world
+    now = seeded.now
     who = {
         "recipient": "+16670000001",
         "opted_out": "+16670000002",
@@ -460,14 +473,14 @@ def explained_send(world) -> tuple[Stack, WorkerProcess, dict[str, str]]:
         "filtered": "+16670000006",
     }
     stack.members(ORG, EX, [{"phoneE164": p} for k, p in who.items() if k != "outsider"])
-    bought = NOW - timedelta(days=3)
+    bought = now - timedelta(days=3)
     stack.send_events(
         [
             {
                 "organizationId": ORG,
                 "eventType": "opted_out",
                 "phoneE164": who["opted_out"],
-                "occurredAt": iso(NOW - timedelta(days=1)),
+                "occurredAt": iso(now - timedelta(days=1)),
             },
             {
                 "organizationId": ORG,
@@ -506,7 +519,7 @@ def explained_send(world) -> tuple[Stack, WorkerProcess, dict[str, str]]:
         organizationId=ORG,
         campaignId=EX,
         sendId="ex-1",
-        scheduledFor=iso(NOW + timedelta(hours=1)),
+        scheduledFor=iso(now + timedelta(hours=1)),
         eventFilter={"mode": "exclude", "eventType": "purchase"},
         audienceFilter={"enabled": True},
     )
@@ -525,8 +538,11 @@ def explained_send(world) -> tuple[Stack, WorkerProcess, dict[str, str]]:
         ("outsider", False, "notInAudience"),
     ],
 )
-def test_explain_names_the_step_a_lead_left_the_send(explained_send, who, sent, step) -> None:
+def test_explain_names_the_step_a_lead_left_the_send(
+    world, explained_send, who, sent, step
+) -> None:
     stack, worker, leads = explained_send
+    now = world[2].now
     answer = explain(worker, stack, "ex-1", leads[who])
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -534,17 +550,17 @@ def test_explain_names_the_step_a_lead_left_the_send(explained_send, who, sent, 
     assert "now" not in body
     assert (body["organizationId"], body["sendId"], body["campaignId"]) == (ORG, "ex-1", EX)
     assert body["phoneE164"] == leads[who]
-    assert body["scheduledFor"] == format_ms(parse_rfc3339_ms(iso(NOW + timedelta(hours=1))))
+    assert body["scheduledFor"] == format_ms(parse_rfc3339_ms(iso(now + timedelta(hours=1))))
     assert parse_rfc3339_ms(body["materializedAt"]) <= time.time() * 1000
     assert body["detail"]["message"]
 
 
-def test_explain_of_an_event_filter_names_the_filter_and_the_events(explained_send) -> None:
+def test_explain_of_an_event_filter_names_the_filter_and_the_events(world, explained_send) -> None:
     stack, worker, leads = explained_send
     detail = explain(worker, stack, "ex-1", leads["purchaser"]).json()["detail"]
     assert detail["eventFilter"] == {"mode": "exclude", "eventType": "purchase", "minCount": 1}
     assert detail["matchingEvents"] == 2
-    bought = NOW - timedelta(days=3)
+    bought = world[2].now - timedelta(days=3)
     assert sorted(detail["occurredAt"]) == sorted(
         format_ms(parse_rfc3339_ms(iso(t))) for t in (bought, bought - timedelta(days=1))
     )
@@ -601,7 +617,7 @@ def test_two_workers_preview_the_same_counts_as_one(kafka_bootstrap: str, tmp_pa
             body = {
                 "organizationId": ORG,
                 "campaignId": CAMPAIGN,
-                "scheduledFor": iso(T),
+                "scheduledFor": iso(seeded.t),
                 **SCENARIOS[name],
                 "sample": 50,
             }
