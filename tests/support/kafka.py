@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -31,8 +32,9 @@ def docker_answers() -> bool:
 @contextmanager
 def broker() -> Iterator[str]:
     """``LEADSTREAM_KAFKA_BOOTSTRAP`` if set, else a testcontainers broker where Docker
-    answers, else the project's local broker (started here, stopped at the end if we
-    started it)."""
+    answers, else the project's local broker, shared by every test process of the run
+    (pytest-xdist workers): the first starts it, the last one out stops it if the tests
+    started it (:func:`_shared_local_broker`)."""
     env = os.environ.get("LEADSTREAM_KAFKA_BOOTSTRAP")
     if env:
         yield env
@@ -43,19 +45,61 @@ def broker() -> Iterator[str]:
         with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from leadstream.kafka.local import LocalKafka
-
     home = Path(
         os.environ.get("LEADSTREAM_TEST_KAFKA_HOME", Path.cwd() / ".leadstream" / "test-kafka")
     )
-    local = LocalKafka(home, LOCAL_TEST_BOOTSTRAP)
-    was_running = local.status().running
-    local.start(timeout=300)
-    try:
+    with _shared_local_broker(home):
         yield LOCAL_TEST_BOOTSTRAP
+
+
+@contextmanager
+def _shared_local_broker(home: Path) -> Iterator[None]:
+    """The local broker under ``home``, used by this process until the block ends.
+
+    Test processes register under ``home/users`` while a lock (``home/users.lock``) keeps
+    the start and the stop to one process at a time. The broker is stopped by the last
+    user to leave, and only if a test process started it (``home/started-by-tests``): a
+    broker a developer had running before the run is left running.
+    """
+    from leadstream.kafka.local import LocalKafka
+
+    local = LocalKafka(home, LOCAL_TEST_BOOTSTRAP)
+    users = home / "users"
+    users.mkdir(parents=True, exist_ok=True)
+    marker, me = home / "started-by-tests", users / str(os.getpid())
+    with _locked(home / "users.lock"):
+        if not local.status().running:
+            local.start(timeout=300)
+            marker.touch()
+        me.touch()
+    try:
+        yield
     finally:
-        if not was_running:
-            local.stop()
+        with _locked(home / "users.lock"):
+            me.unlink(missing_ok=True)
+            if marker.exists() and not any(_alive(int(u.name)) for u in users.iterdir()):
+                local.stop()
+                marker.unlink()
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # Where a helper connects: a plaintext bootstrap, or a connection with its security.
