@@ -85,7 +85,7 @@ def command(markdown: str, marker: str) -> str:
 
 def test_the_readme_and_ci_install_from_the_locks_and_agree() -> None:
     readme = (ROOT / "README.md").read_text()
-    tests = command(readme, ".venv/bin/pytest")
+    tests = command(readme, ".venv/bin/pytest -n 3 --dist loadfile")
     worker = command(readme, "worker --local-kafka")
     assert "--require-hashes -r requirements/test.txt" in tests
     assert "--require-hashes -r requirements/runtime.txt" in worker
