@@ -111,7 +111,12 @@ def create_app(
         send_soon=lambda: materializer.send_due_within(_ZONES_CLEAR_MS),
     )
     ingress = StreamIngress(
-        topo, replies, connection, routing=router.routing, healthy=lifecycle.healthy
+        topo,
+        replies,
+        connection,
+        routing=router.routing,
+        healthy=lifecycle.healthy,
+        progress=materializer.progress,
     )
     readiness = Readiness(ingress.ready_partitions)
     serve(app, _web_context(settings, ingress, readiness, metrics, lifecycle.fault), metrics)

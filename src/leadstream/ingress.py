@@ -20,9 +20,17 @@ from leadstream.domain.policies.us_tcpa import policy_file
 from leadstream.domain.sends import AudienceFilterSpec, Counts, SendId, SendRules, SendTrigger
 from leadstream.kafka.admin import broker_reachable
 from leadstream.kafka.config import KafkaConnection
+from leadstream.materialize.progress import ProgressView
 from leadstream.streams.replies import ReplyWaiter
 from leadstream.streams.topology import Topology
-from leadstream.web.ingress import Erasure, Explained, LeadState, NotServedHere, PreviewShare
+from leadstream.web.ingress import (
+    Erasure,
+    Explained,
+    LeadState,
+    NotServedHere,
+    PreviewShare,
+    SendReports,
+)
 from leadstream.wire.commands import (
     ApplyReply,
     EraseLead,
@@ -51,8 +59,10 @@ class StreamIngress:
         connection: KafkaConnection,
         routing: Callable[[], bool],
         healthy: Callable[[], bool],
+        progress: ProgressView,
     ) -> None:
         self._topo = topo
+        self._progress = progress  # the materializer's view of the progress topic
         self._replies = replies
         self._routing = routing  # is the lead-events router running?
         self._healthy = healthy  # no environment fault (lifecycle.py)?
@@ -202,6 +212,11 @@ class StreamIngress:
             policy=policy_file(s.quiet_hours_policy_file),
         )
         return Explained(record, explanation)
+
+    def sends_reported(self, org: str) -> list[SendReports]:
+        return [
+            SendReports(dones, summarized) for dones, summarized in self._progress.sends_of(org)
+        ]
 
     async def ready_partitions(self) -> list[int] | None:
         reachable = await asyncio.get_running_loop().run_in_executor(

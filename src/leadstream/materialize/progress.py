@@ -107,6 +107,16 @@ class ProgressView:
         with self._lock:
             return send in self._summarized
 
+    def sends_of(self, org: str) -> list[tuple[list[PartitionDone], bool]]:
+        """The organization's sends read so far: each one's done reports, in partition
+        order, and whether its summary is committed."""
+        with self._lock:
+            return [
+                ([parts[p] for p in sorted(parts)], send in self._summarized)
+                for send, parts in self._done.items()
+                if send.organization_id == org
+            ]
+
     def complete(self) -> Iterator[tuple[SendId, list[PartitionDone]]]:
         """Sends every partition has reported on and no summary was emitted for."""
         with self._lock:

@@ -13,8 +13,17 @@ from leadstream.domain.audience import MemberOp
 from leadstream.domain.explain import Explanation, SendRecord
 from leadstream.domain.ingest import LeadEvent
 from leadstream.domain.sends import AudienceFilterSpec, Counts, SendId, SendTrigger
+from leadstream.wire.records import PartitionDone
 
-__all__ = ["Erasure", "Explained", "Ingress", "LeadState", "NotServedHere", "PreviewShare"]
+__all__ = [
+    "Erasure",
+    "Explained",
+    "Ingress",
+    "LeadState",
+    "NotServedHere",
+    "PreviewShare",
+    "SendReports",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,15 @@ class Explained:
     explanation: Explanation
 
 
+@dataclass(frozen=True, slots=True)
+class SendReports:
+    """A send as the progress topic tells it: the done report of each partition whose
+    share is committed (in partition order), and whether its summary is committed."""
+
+    dones: list[PartitionDone]
+    summarized: bool
+
+
 class Ingress(Protocol):
     """The worker's side of every HTTP endpoint. A write returns once Kafka has it (and,
     for events and filters, once it is applied); ``TimeoutError`` or ``OSError`` when
@@ -115,6 +133,11 @@ class Ingress(Protocol):
     def explain(self, org: str, send: str, phone: str) -> Explained | NotServedHere | None:
         """What send ``send`` did to the lead, from the lead's partition; None when that
         partition holds no record of the send (unknown, not materialized, or expired)."""
+        ...
+
+    def sends_reported(self, org: str) -> list[SendReports]:
+        """The organization's sends with at least one partition's share committed, every
+        partition's report included: the progress topic, which every worker reads whole."""
         ...
 
     async def ready_partitions(self) -> list[int] | None:
