@@ -19,7 +19,16 @@ from tests.support.worker import WorkerProcess
 pytestmark = pytest.mark.integration
 
 OWNER, OTHER = "42", "7"
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+PUBLIC = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    # The send console: static files, no tenant data (it reads the routes above with a key).
+    "/console",
+    "/console/console.js",
+    "/console/console.css",
+}
 
 
 @pytest.fixture(scope="module")

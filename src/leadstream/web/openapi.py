@@ -14,7 +14,9 @@ from leadstream.domain.conditions import MAX_DEPTH
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
 from leadstream.domain.rejects import Reason
 from leadstream.domain.sends import MAX_CONDITIONS
+from leadstream.web.console import CONSOLE_FILES
 from leadstream.web.http import MAX_LISTED_REJECTS
+from leadstream.web.send_list import DEFAULT_LIMIT, MAX_LIMIT, OrganizationSendList
 from leadstream.web.sends import MAX_INLINE_FILTER_LEADS, MAX_SAMPLE
 from leadstream.wire.models import (
     E164,
@@ -344,6 +346,7 @@ _MODELS: list[type[BaseModel]] = [
     PreviewBody,
     SendPreview,
     SendLeadExplanation,
+    OrganizationSendList,
     Health,
     Readiness,
 ]
@@ -458,7 +461,13 @@ def openapi_document() -> dict[str, Any]:
             "schemas": schemas.get("$defs", {}),
             "securitySchemes": _security_schemes(),
         },
-        "paths": {**_ingest_paths(), **_lead_paths(), **_send_paths(), **_public_paths()},
+        "paths": {
+            **_ingest_paths(),
+            **_lead_paths(),
+            **_send_paths(),
+            **_public_paths(),
+            **_console_paths(),
+        },
     }
 
 
@@ -671,7 +680,7 @@ def _lead_paths() -> dict[str, Any]:
 
 def _send_paths() -> dict[str, Any]:
     """The routes that read what a send would do, or did."""
-    return {**_preview_path(), **_explain_path()}
+    return {**_preview_path(), **_explain_path(), **_organization_sends_path()}
 
 
 def _preview_path() -> dict[str, Any]:
@@ -811,4 +820,71 @@ def _public_paths() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+def _organization_sends_path() -> dict[str, Any]:
+    """An organization's recent sends (web/send_list.py)."""
+    return {
+        "/api/v1/organizations/{organizationId}/sends": {
+            "get": {
+                "summary": "The organization's recent sends, latest scheduledFor first, each "
+                "with its summary's counts summed over the partitions that committed their "
+                "share so far (complete: every partition, the summary's counts exactly), for a "
+                "key of that organization (a signature is of the empty body). Answered by any "
+                "worker alone, from the progress topic: listed as long as it keeps them.",
+                "security": _SECURITY,
+                "parameters": [
+                    {
+                        "name": "organizationId",
+                        "in": "path",
+                        "required": True,
+                        "example": "42",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": f"How many sends, at most (400 invalid_limit beyond"
+                        f" {MAX_LIMIT}).",
+                        "example": 10,
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_LIMIT,
+                            "default": DEFAULT_LIMIT,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "The sends", "content": _json(OrganizationSendList)},
+                    **_errors(400, *_GUARDED),
+                },
+            }
+        },
+    }
+
+
+def _console_paths() -> dict[str, Any]:
+    """The send console's page and its two files (web/console.py): no tenant data, open to
+    anyone; the page signs in with an API key and reads the routes above."""
+    return {
+        path: {
+            "get": {
+                "summary": "The send console in the browser."
+                if name == "index.html"
+                else f"The send console's {name}.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "A static file of the package, with a"
+                        " Content-Security-Policy",
+                        "content": {media: {"schema": {"type": "string"}}},
+                    },
+                    **_errors(429, 503),
+                },
+            }
+        }
+        for path, (name, media) in CONSOLE_FILES.items()
     }

@@ -6,7 +6,9 @@ import faust
 
 from leadstream.metrics import Metrics
 from leadstream.web.audience import AudienceUpload
+from leadstream.web.console import ConsolePage, ConsoleScript, ConsoleStyle
 from leadstream.web.http import Context, ServedView, guard_routes
+from leadstream.web.send_list import OrganizationSends
 from leadstream.web.sends import SendLead, SendPreview
 from leadstream.web.server import GuardedWeb
 from leadstream.web.views import Health, Lead, MetricsView, OpenApi, Ready
@@ -26,6 +28,10 @@ ROUTES: dict[str, type[ServedView]] = {
     "/api/v1/campaigns/{campaignId}/audience": AudienceUpload,
     "/api/v1/sends/preview": SendPreview,
     "/api/v1/sends/{organizationId}/{sendId}/leads/{phone}": SendLead,
+    "/api/v1/organizations/{organizationId}/sends": OrganizationSends,
+    "/console": ConsolePage,
+    "/console/console.js": ConsoleScript,
+    "/console/console.css": ConsoleStyle,
 }
 
 
