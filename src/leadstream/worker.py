@@ -10,6 +10,7 @@ from typing import Any
 import faust
 from faust.worker import Worker
 
+from leadstream import tracing
 from leadstream.app import create_app
 from leadstream.kafka.admin import ensure_topics
 from leadstream.kafka.config import KafkaConnection
@@ -61,6 +62,8 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
             update={"instance_id": stored_instance_id(settings.data_dir)}
         )
     logger.info("group instance id %s (static membership)", settings.group_instance_id)
+    if tracing.configure():
+        logger.info("tracing on: spans exported as the OTEL_* variables say")
     lifecycle = Lifecycle(settings.shutdown_seconds)
     app = create_app(settings, lifecycle, connection=connection)
     worker = BoundedStopWorker(
@@ -75,7 +78,10 @@ def run_worker(settings: Settings, *, local_kafka: bool = False) -> None:
     if settings.log_format == "json":
         # faust's terminal spinner (log levels from WARN up) writes escape codes to stdout.
         worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        tracing.shutdown()
 
 
 def stored_instance_id(data_dir: Path) -> str:

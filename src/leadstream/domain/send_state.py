@@ -54,10 +54,13 @@ class PendingRecord(msgspec.Struct, array_like=True, frozen=True):
     trigger: SendTrigger
     received_at: int
     late: bool
+    # The W3C traceparent the send's spans are children of (empty: not traced; absent
+    # from records held before traces).
+    trace: str = ""
 
     @classmethod
-    def on_receipt(cls, trigger: SendTrigger, received_at: int) -> PendingRecord:
-        return cls(trigger, received_at, received_at > trigger.scheduled_for)
+    def on_receipt(cls, trigger: SendTrigger, received_at: int, trace: str = "") -> PendingRecord:
+        return cls(trigger, received_at, received_at > trigger.scheduled_for, trace)
 
 
 _pending_decoder = msgspec.msgpack.Decoder(PendingRecord)

@@ -3,7 +3,7 @@ client of the product."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
@@ -19,11 +19,14 @@ def produce(
     *,
     partition: int | None = None,
     on_delivery: Callable[[Any, Any], None] | None = None,
+    headers: Sequence[tuple[str, bytes]] | None = None,
 ) -> None:
     """``producer.produce``, waiting for room when the local queue is full."""
     kwargs: dict[str, Any] = {"value": value, "key": key}
     if partition is not None:
         kwargs["partition"] = partition
+    if headers:
+        kwargs["headers"] = list(headers)
     if on_delivery is not None:
         kwargs["on_delivery"] = on_delivery
     while True:

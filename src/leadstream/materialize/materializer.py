@@ -42,6 +42,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from opentelemetry.trace import Span
+
+from leadstream import tracing
 from leadstream.domain.evaluate import evaluate
 from leadstream.domain.explain import deliver_send, record_send
 from leadstream.domain.partitioning import send_partition
@@ -71,6 +74,7 @@ from leadstream.wire.records import (
     done_record,
     encode_chunks,
     encode_json,
+    send_headers,
     send_key,
     summary_record,
 )
@@ -178,7 +182,17 @@ class Materializer:
         )
 
     async def _materialize(self, partition: int, record: PendingRecord) -> None:
-        """Steps 3 to 7 of the protocol above, for one send and one partition."""
+        """Steps 3 to 7 of the protocol above, for one send and one partition, in a span
+        that is a child of the trigger's (leadstream.tracing)."""
+        trigger = record.trigger
+        with tracing.start(
+            "materialize",
+            parent=record.trace,
+            attributes=_send_attributes(trigger.organization_id, trigger.send_id, partition),
+        ) as span:
+            await self._materialize_share(partition, record, span)
+
+    async def _materialize_share(self, partition: int, record: PendingRecord, span: Span) -> None:
         store, settings = self._store, self._settings
         trigger = record.trigger
         send = SendId(trigger.organization_id, trigger.send_id)
@@ -209,14 +223,27 @@ class Materializer:
             late_audience_filters=late_filters,
             received_at=record.received_at,
             variants={s.name: len(evaluation.variants.get(s.name, ())) for s in trigger.splits},
+            trace=record.trace,
         )
         key = send_key(*send).encode()
-        messages = [OutMessage(settings.topics.send_recipients, key, chunk) for chunk in chunks]
+        carried = tracing.kafka_headers()
+        messages = [
+            OutMessage(
+                settings.topics.send_recipients,
+                key,
+                chunk,
+                headers=[*send_headers(*send, "recipients", index), *carried],
+            )
+            for index, chunk in enumerate(chunks)
+        ]
         messages.append(
             OutMessage(settings.topics.send_progress, key, encode_json(done), partition)
         )
+        span.set_attribute("leadstream.recipients", len(recipients))
+        span.set_attribute("leadstream.chunks", len(chunks))
         computed = time.perf_counter()
-        await self.output.commit(Role.SHARE, partition, messages)  # 6
+        with tracing.start("commit", attributes={"leadstream.messages": len(messages)}):
+            await self.output.commit(Role.SHARE, partition, messages)  # 6
         self.progress.record_done(send, done)
         deliver_send(store, partition, *send)  # 7
         finish_send(store, partition, *send)
@@ -242,14 +269,23 @@ class Materializer:
         summary = summary_record(dones)
         key = send_key(*send).encode()
         marker = encode_json(Summarized(*send))
-        await self.output.commit(
-            Role.SUMMARY,
-            home,
-            [
-                OutMessage(self._settings.topics.send_recipients, key, encode_json(summary)),
-                OutMessage(self._settings.topics.send_progress, key, marker, home),
-            ],
-        )
+        with tracing.start(
+            "summary", parent=dones[0].trace, attributes=_send_attributes(*send, home)
+        ):
+            headers = [*send_headers(*send, "summary"), *tracing.kafka_headers()]
+            await self.output.commit(
+                Role.SUMMARY,
+                home,
+                [
+                    OutMessage(
+                        self._settings.topics.send_recipients,
+                        key,
+                        encode_json(summary),
+                        headers=headers,
+                    ),
+                    OutMessage(self._settings.topics.send_progress, key, marker, home),
+                ],
+            )
         delay = summary_delay_seconds(dones, lead_ms=self._lead_ms, committed_at=now_ms())
         self._metrics.send_summary_seconds.observe(delay)
         self.progress.record_summarized(send)
@@ -260,6 +296,10 @@ class Materializer:
             delay,
             extra=log_fields(organization=send.organization_id, send_id=send.send_id),
         )
+
+
+def _send_attributes(org: str, send: str, partition: int) -> dict[str, str | int]:
+    return {tracing.ORGANIZATION: org, tracing.SEND: send, tracing.PARTITION: partition}
 
 
 def summary_delay_seconds(

@@ -36,6 +36,7 @@ class OutMessage(NamedTuple):
     key: bytes
     value: bytes
     partition: int | None = None  # None: the topic's partitioner decides (by key)
+    headers: Sequence[tuple[str, bytes]] | None = None
 
 
 class TransactionalOutput:
@@ -82,6 +83,7 @@ class TransactionalOutput:
                         message.value,
                         message.key,
                         partition=message.partition,
+                        headers=message.headers,
                     )
                 producer.commit_transaction(60)
             except KafkaException:

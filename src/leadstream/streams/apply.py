@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from leadstream import tracing
 from leadstream.domain.explain import expire_send_records
 from leadstream.domain.ingest import retention_horizon
 from leadstream.domain.lead_index import compact_partition
@@ -24,8 +25,10 @@ from leadstream.logs import log_fields
 from leadstream.streams.handlers import ApplyRules, Arrival, Effects, handle
 from leadstream.streams.topology import Topology, now_ms, received_ms
 from leadstream.wire.commands import (
+    ClaimTrigger,
     EraseLead,
     EventsBatch,
+    MembersBatch,
     Reply,
     decode_command,
     encode_reply,
@@ -86,27 +89,63 @@ async def _apply_one(
 ) -> None:
     command = decode_command(msg.value)
     at = Arrival(msg.partition, msg.offset, received_ms(msg), now_ms())
-    started = time.perf_counter()
-    effects = handle(topo.store, at, command, rules)
-    activity.applied()
-    if isinstance(command, EventsBatch):
-        topo.metrics.apply_seconds.observe(time.perf_counter() - started)
-    if isinstance(command, EraseLead) and effects.erased is not None:
-        erased = effects.erased
-        # The audit record: the request, the organization and what was removed; never
-        # the phone.
-        logger.info(
-            "erase request %s: organization %s, partition %d: %d events, %d memberships"
-            " removed; suppression kept: %s",
-            command.reply_to,
-            command.organization_id,
-            at.partition,
-            erased.events,
-            erased.memberships,
-            erased.suppression_kept,
-            extra=log_fields(organization=command.organization_id, request_id=command.reply_to),
-        )
-    await _carry_out(topo, effects, on_held, deliver)
+    # A child of the context the command carries (leadstream.tracing); with tracing off
+    # the headers are not even looked at.
+    parent = tracing.context_of(tracing.headers_of(msg.headers)) if tracing.enabled() else None
+    with tracing.start(
+        "apply",
+        parent=parent,
+        kind=tracing.SpanKind.CONSUMER,
+        attributes=_attributes(command, msg.partition) if tracing.enabled() else None,
+    ) as span:
+        started = time.perf_counter()
+        effects = handle(topo.store, at, command, rules)
+        activity.applied()
+        if isinstance(command, EventsBatch):
+            topo.metrics.apply_seconds.observe(time.perf_counter() - started)
+            span.set_attribute("leadstream.inserted", effects.inserted)
+            span.set_attribute("leadstream.duplicates", effects.duplicates)
+        if isinstance(command, EraseLead) and effects.erased is not None:
+            erased = effects.erased
+            # The audit record: the request, the organization and what was removed; never
+            # the phone.
+            logger.info(
+                "erase request %s: organization %s, partition %d: %d events, %d memberships"
+                " removed; suppression kept: %s",
+                command.reply_to,
+                command.organization_id,
+                at.partition,
+                erased.events,
+                erased.memberships,
+                erased.suppression_kept,
+                extra=log_fields(organization=command.organization_id, request_id=command.reply_to),
+            )
+        await _carry_out(topo, effects, on_held, deliver)
+
+
+def _attributes(command: Any, partition: int) -> dict[str, Any]:
+    """What an apply span says of its command: the partition, the command's kind, its
+    organizations (one, or up to 20 of a mixed batch) and send; never a phone."""
+    rows = (
+        command.events
+        if isinstance(command, EventsBatch)
+        else command.ops
+        if isinstance(command, MembersBatch)
+        else ()
+    )
+    orgs = sorted({row.organization_id for row in rows})
+    send = command.send.trigger if isinstance(command, ClaimTrigger) else command
+    org = getattr(send, "organization_id", None)
+    attributes: dict[str, Any] = {
+        tracing.PARTITION: partition,
+        "leadstream.command": type(command).__name__,
+        tracing.SEND: getattr(send, "send_id", None),
+    }
+    if len(orgs) > 1:
+        attributes["leadstream.organization_ids"] = orgs[:20]
+    else:
+        attributes[tracing.ORGANIZATION] = orgs[0] if orgs else org
+    return attributes
 
 
 async def _carry_out(

@@ -56,6 +56,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka import TopicPartition as LibrdkafkaPartition
 
+from leadstream import tracing
 from leadstream.domain.audience import MemberOp, parse_audience_members_message
 from leadstream.domain.decode import decode_json
 from leadstream.domain.ingest import IngestRules, LeadEvent, Rejected, parse_lead_events_message
@@ -78,7 +79,7 @@ from leadstream.wire.commands import (
     filter_commands,
     row_slices,
 )
-from leadstream.wire.records import encode_json, reject_record
+from leadstream.wire.records import encode_json, reject_headers, reject_record
 
 __all__ = ["InputRouter", "RouterProcess", "routed_topics", "router_group", "size_slices"]
 
@@ -132,7 +133,7 @@ class _Routed:
 
     events: list[LeadEvent] = field(default_factory=list)
     members: list[MemberOp] = field(default_factory=list)
-    commands: Sequence[tuple[int, Command]] = ()
+    commands: list[tuple[int, Command]] = field(default_factory=list)
     rejects: list[Rejected] = field(default_factory=list)
     rows: int = 1
 
@@ -298,54 +299,102 @@ class InputRouter:
     def _route(
         self, producer: Producer, msgs: list[ConsumerRecord[Any, Any]], batch: _InFlight
     ) -> None:
-        """Produce the batch's commands and rejects; ``batch`` counts their deliveries."""
+        """Produce the batch's commands and rejects; ``batch`` counts their deliveries.
+
+        With tracing on, the batch is a span linked to each traced message, and a traced
+        message is routed in a span of its own, a child of the producer's: its commands are
+        produced apart from the others', carrying that span's context (leadstream.tracing).
+        """
         now = time.time_ns() // 1_000_000
-        events: list[LeadEvent] = []
-        members: list[MemberOp] = []
-        commands: list[tuple[int, Command]] = []
-        for msg in msgs:
-            routed = self._parse(msg, now)
-            events.extend(routed.events)
-            members.extend(routed.members)
-            commands.extend(routed.commands)
-            if not routed.rejects:
-                continue
-            topic, partition, offset = _position(msg)
-            if isinstance(msg.value, bounds.OversizeBatch):
-                offset = msg.value.first_offset  # named where a reader finds the batch
-            for rejected in routed.rejects:
-                record = reject_record(rejected, source=topic, partition=partition, offset=offset)
-                batch.waiting += 1
-                produce(
-                    producer,
-                    self._topics.rejects,
-                    encode_json(record),
-                    _reject_key(msg.key),
-                    on_delivery=batch.delivered,
-                )
-            self._on_rejected(topic, Counter(r.reason for r in routed.rejects))
-            logger.info(
-                "%s[%s]@%s: %d of %d rows rejected",
-                topic,
-                partition,
-                offset,
-                len(routed.rejects),
-                routed.rows,
+        parents = (
+            [tracing.context_of(tracing.headers_of(msg.headers)) for msg in msgs]
+            if tracing.enabled()
+            else [None] * len(msgs)
+        )
+        with tracing.start(
+            "route batch",
+            links=tracing.links_of([p for p in parents if p is not None]),
+            attributes={"messaging.batch.message_count": len(msgs)},
+        ) as batch_span:
+            untraced = _Routed()
+            for msg, parent in zip(msgs, parents, strict=True):
+                if parent is None:
+                    self._route_one(producer, msg, now, batch, into=untraced)
+                    continue
+                with tracing.start(
+                    "route",
+                    parent=parent,
+                    kind=tracing.SpanKind.CONSUMER,
+                    links=[tracing.Link(batch_span.get_span_context())],
+                    attributes={
+                        "messaging.destination.name": msg.topic,
+                        "messaging.destination.partition.id": str(msg.partition),
+                        "messaging.kafka.offset": msg.offset,
+                    },
+                ):
+                    own = _Routed()
+                    self._route_one(producer, msg, now, batch, into=own)
+                    self._produce_commands(producer, own, batch)
+            self._produce_commands(producer, untraced, batch)
+
+    def _route_one(
+        self,
+        producer: Producer,
+        msg: ConsumerRecord[Any, Any],
+        now: int,
+        batch: _InFlight,
+        *,
+        into: _Routed,
+    ) -> None:
+        """Parse ``msg``: its rejects are produced, what it became is added to ``into``."""
+        routed = self._parse(msg, now)
+        into.events.extend(routed.events)
+        into.members.extend(routed.members)
+        into.commands.extend(routed.commands)
+        if not routed.rejects:
+            return
+        topic, partition, offset = _position(msg)
+        if isinstance(msg.value, bounds.OversizeBatch):
+            offset = msg.value.first_offset  # named where a reader finds the batch
+        for rejected in routed.rejects:
+            record = reject_record(rejected, source=topic, partition=partition, offset=offset)
+            batch.waiting += 1
+            produce(
+                producer,
+                self._topics.rejects,
+                encode_json(record),
+                _reject_key(msg.key),
+                on_delivery=batch.delivered,
+                headers=reject_headers(topic, rejected.reason),
             )
+        self._on_rejected(topic, Counter(r.reason for r in routed.rejects))
+        logger.info(
+            "%s[%s]@%s: %d of %d rows rejected",
+            topic,
+            partition,
+            offset,
+            len(routed.rejects),
+            routed.rows,
+        )
+
+    def _produce_commands(self, producer: Producer, routed: _Routed, batch: _InFlight) -> None:
+        """``routed``'s rows grouped by partition into commands, and its own commands, on
+        the lead-keyed topic, with the current span's context."""
         partitions = self._settings.partitions
         by_partition = (
             [
                 (partition, encode_command(EventsBatch(part)))
-                for partition, rows in group_by_partition(events, partitions).items()
+                for partition, rows in group_by_partition(routed.events, partitions).items()
                 for part in row_slices(rows)
             ]
             + [
                 (partition, encode_command(MembersBatch(part)))
-                for partition, rows in group_by_partition(members, partitions).items()
+                for partition, rows in group_by_partition(routed.members, partitions).items()
                 for part in row_slices(rows)
             ]
-            + [(partition, encode_command(command)) for partition, command in commands]
+            + [(partition, encode_command(command)) for partition, command in routed.commands]
         )
+        headers = tracing.kafka_headers()
         for partition, command in by_partition:
             batch.waiting += 1
             produce(
@@ -354,6 +403,7 @@ class InputRouter:
                 command,
                 partition=partition,
                 on_delivery=batch.delivered,
+                headers=headers,
             )
 
     def _parse(self, msg: ConsumerRecord[Any, Any], now: int) -> _Routed:
@@ -410,7 +460,8 @@ class InputRouter:
             trigger = parse_trigger(decode_json(raw))
         except RowError as err:
             return _Routed(rejects=[Rejected(err.reason, err.detail, raw=raw)])
-        pending = PendingRecord.on_receipt(trigger, _received_ms(msg, now))
+        # Its send's spans are children of the span it is routed in (leadstream.tracing).
+        pending = PendingRecord.on_receipt(trigger, _received_ms(msg, now), tracing.traceparent())
         home = send_partition(trigger.organization_id, trigger.send_id, self._settings.partitions)
         return _Routed(commands=[(home, ClaimTrigger(pending))])
 
@@ -432,7 +483,7 @@ class InputRouter:
             seq=(msg.partition << 48) | msg.offset,
             partitions=self._settings.partitions,
         )
-        return _Routed(commands=parts)
+        return _Routed(commands=list(parts))
 
     def _note_lags(self, consumer: Any, next_offsets: dict[tuple[str, int], int]) -> None:
         lags = {}
@@ -713,6 +764,7 @@ def _serve(
 ) -> None:
     """The child process: run the router until SIGTERM or until the parent is gone."""
     configure_logging(settings.log_level, settings.log_format)
+    tracing.configure()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     # Ctrl-C in a terminal reaches the whole process group: the worker decides, via SIGTERM.
@@ -740,3 +792,4 @@ def _serve(
             failing.value = 1 if router.failing() else 0
     finally:
         router.stop()
+        tracing.shutdown()

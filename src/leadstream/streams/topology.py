@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import faust
 
+from leadstream import tracing
 from leadstream.domain.ingest import Rejected
 from leadstream.index.table import IndexedStore
 from leadstream.lifecycle import environment_cause
@@ -16,7 +17,7 @@ from leadstream.metrics import Metrics
 from leadstream.settings import Settings
 from leadstream.streams.retry import EnvironmentFault, with_retries_async
 from leadstream.wire.commands import Command, encode_command, row_slices
-from leadstream.wire.records import encode_json, reject_record
+from leadstream.wire.records import encode_json, reject_headers, reject_record
 
 if TYPE_CHECKING:
     from faust.assignor.partition_assignor import PartitionAssignor
@@ -89,8 +90,14 @@ class Topology:
 
     async def send_command(self, partition: int, command: Command, *, wait: bool = False) -> None:
         """Queue ``command`` for ``partition``; with ``wait``, until the broker acknowledged it
-        (acks=all)."""
-        fut = await self.by_lead.send(key=None, value=encode_command(command), partition=partition)
+        (acks=all). It carries the current span's ``traceparent``, if any (the HTTP request
+        that wrote it, the command applied that led to it)."""
+        fut = await self.by_lead.send(
+            key=None,
+            value=encode_command(command),
+            partition=partition,
+            headers=tracing.kafka_headers() or None,
+        )
         if wait:
             await fut
 
@@ -144,5 +151,9 @@ class Topology:
         record = reject_record(
             rejected, source=msg.topic, partition=msg.partition, offset=msg.offset
         )
-        await self.rejects.send(key=msg.key, value=encode_json(record))
+        await self.rejects.send(
+            key=msg.key,
+            value=encode_json(record),
+            headers=reject_headers(msg.topic, rejected.reason),
+        )
         self.metrics.count_rejects(msg.topic, {rejected.reason: 1})

@@ -11,6 +11,7 @@ from leadstream.web.http import Context, ServedView, guard_routes
 from leadstream.web.send_list import OrganizationSends
 from leadstream.web.sends import SendLead, SendPreview
 from leadstream.web.server import GuardedWeb
+from leadstream.web.traced import trace_requests
 from leadstream.web.views import Health, Lead, MetricsView, OpenApi, Ready
 from leadstream.web.webhooks import AudienceFilter, LeadEvents
 
@@ -44,5 +45,7 @@ def serve(app: faust.App, context: Context, metrics: Metrics) -> None:
         raise TypeError("the worker's app serves through leadstream.web.server.GuardedWeb")
     for path, view in ROUTES.items():
         app.page(path)(type(view.__name__, (view,), {"context": context}))
+    # Outermost: a refused request is traced too (leadstream.tracing; off by default).
+    web.web_app.middlewares.insert(0, trace_requests)
     web.web_app.middlewares.append(guard_routes(OpenApi.document, context, metrics))
     web.guard(context.connections)

@@ -35,7 +35,9 @@ __all__ = [
     "encode_json",
     "decode_recipient",
     "encode_recipient",
+    "reject_headers",
     "reject_record",
+    "send_headers",
     "send_key",
     "summary_record",
 ]
@@ -143,6 +145,27 @@ def encode_chunks(
     return out
 
 
+def send_headers(
+    organization_id: str, send_id: str, kind: str, chunk: int | None = None
+) -> list[tuple[str, bytes]]:
+    """The Kafka headers of a ``send-recipients`` record, so that a dispatcher routes it
+    without parsing its JSON: ``organizationId``, ``sendId``, ``type`` (``recipients`` or
+    ``summary``, as in the value) and, on a chunk, ``chunk`` (its index, decimal)."""
+    headers = [
+        ("organizationId", organization_id.encode()),
+        ("sendId", send_id.encode()),
+        ("type", kind.encode()),
+    ]
+    if chunk is not None:
+        headers.append(("chunk", str(chunk).encode()))
+    return headers
+
+
+def reject_headers(source: str, reason: str) -> list[tuple[str, bytes]]:
+    """The Kafka headers of a ``rejects`` record: ``sourceTopic`` and ``reason``."""
+    return [("sourceTopic", source.encode()), ("reason", reason.encode())]
+
+
 # -- the progress topic (internal) -----------------------------------------------------------
 
 
@@ -167,6 +190,8 @@ class PartitionDone(msgspec.Struct, rename="camel", tag_field="type", tag="done"
     received_at: int = 0
     # Recipients by split name (empty without splits).
     variants: dict[str, int] = msgspec.field(default_factory=dict)
+    # The trigger's traceparent, which the summary's span is a child of (empty: none).
+    trace: str = ""
 
 
 class Summarized(msgspec.Struct, rename="camel", tag_field="type", tag="summarized"):
@@ -197,6 +222,7 @@ def done_record(
     late_audience_filters: int,
     received_at: int,
     variants: dict[str, int] | None = None,
+    trace: str = "",
 ) -> PartitionDone:
     """What one partition reports once its chunks are committed."""
     return PartitionDone(
@@ -221,6 +247,7 @@ def done_record(
         late_audience_filters,
         received_at,
         dict(variants or {}),
+        trace,
     )
 
 
