@@ -5,6 +5,7 @@ commits and the summary; recipient and reject records carry their headers."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -19,12 +20,15 @@ from confluent_kafka import Producer
 
 from leadstream.domain.partitioning import lead_partition
 from tests.support.kafka import client_config, read_topic
-from tests.support.otlp import Collected, Collector
+from tests.support.otlp import Collected, Collector, waterfall_svg
 from tests.support.reference import iso
 from tests.support.stack import Stack
 from tests.support.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
+
+# Set to a directory, the traces drawn for the README are written there (docs/images).
+DRAW_TO = os.environ.get("LEADSTREAM_DRAW_TRACES")
 
 ORG = "42"
 SERVER, CONSUMER = 2, 5  # OTLP span kinds
@@ -118,6 +122,9 @@ def test_a_webhook_post_is_one_trace_to_the_applied_events(traced) -> None:
     assert sum(s.attributes["leadstream.inserted"] for s in applies) == 6
     assert all(s.attributes["leadstream.organization_id"] == ORG for s in applies)
     no_phone_anywhere(collector.spans)
+    if DRAW_TO:
+        title = "POST /api/v1/webhooks/lead-events -> applied events"
+        Path(DRAW_TO, "trace-webhook.svg").write_text(waterfall_svg(spans, title))
 
 
 def test_a_message_on_an_input_topic_is_routed_and_applied_in_its_trace(traced) -> None:
@@ -193,6 +200,9 @@ def test_a_trigger_is_one_trace_to_every_share_commit_and_the_summary(traced) ->
     [summary] = [s for s in spans if s.name == "summary"]
     assert summary.parent_id == route.span_id
     no_phone_anywhere(collector.spans)
+    if DRAW_TO:
+        title = "send trigger -> shares, commits, summary"
+        Path(DRAW_TO, "trace-send.svg").write_text(waterfall_svg(spans, title))
 
     # Each record of the send carries its headers: a dispatcher continues the trace from
     # a chunk's share, and routes without parsing the JSON.

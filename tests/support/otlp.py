@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-__all__ = ["Collected", "Collector"]
+__all__ = ["Collected", "Collector", "waterfall_svg"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class Collected:
     attributes: dict[str, Any]
     links: list[tuple[str, str]]
     service: str
+    start_ns: int = 0
+    end_ns: int = 0
 
     @property
     def traceparent(self) -> str:
@@ -100,6 +102,8 @@ class Collector:
                             attributes={a.key: _value(a.value) for a in s.attributes},
                             links=[(link.trace_id.hex(), link.span_id.hex()) for link in s.links],
                             service=str(attrs.get("service.name", "")),
+                            start_ns=s.start_time_unix_nano,
+                            end_ns=s.end_time_unix_nano,
                         )
                     )
         with self._lock:
@@ -119,3 +123,57 @@ class Collector:
                 names = sorted({s.name for s in spans})
                 raise TimeoutError(f"the spans never sufficed; {len(spans)} came: {names}")
             time.sleep(0.2)
+
+
+def waterfall_svg(spans: list[Collected], title: str) -> str:
+    """One trace drawn as a trace viewer does: a row per span, children under their
+    parent, each bar from its start to its end on a shared time axis."""
+    by_parent: dict[str, list[Collected]] = {}
+    ids = {s.span_id for s in spans}
+    for s in sorted(spans, key=lambda s: s.start_ns):
+        by_parent.setdefault(s.parent_id if s.parent_id in ids else "", []).append(s)
+    rows: list[tuple[int, Collected]] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for child in by_parent.get(parent, []):
+            rows.append((depth, child))
+            walk(child.span_id, depth + 1)
+
+    walk("", 0)
+    start = min(s.start_ns for s in spans)
+    end = max(s.end_ns for s in spans)
+    width, label_w, row_h, top = 1000, 430, 22, 44
+    scale = (width - label_w - 20) / max(1, end - start)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{top + row_h * len(rows) + 30}" font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="10" y="20" font-size="14" font-weight="bold">{_escape(title)}</text>',
+        f'<text x="{label_w}" y="36" fill="#555">0 ms</text>',
+        f'<text x="{width - 20}" y="36" fill="#555" text-anchor="end">'
+        f"{(end - start) / 1e6:.1f} ms</text>",
+    ]
+    for i, (depth, s) in enumerate(rows):
+        y = top + i * row_h
+        detail = ", ".join(
+            f"{k.removeprefix('leadstream.')}={v}"
+            for k, v in s.attributes.items()
+            if k in ("leadstream.partition", "leadstream.send_id", "http.response.status_code")
+        )
+        label = f"{s.name}" + (f" ({detail})" if detail else "")
+        x = label_w + (s.start_ns - start) * scale
+        w = max(2.0, (s.end_ns - s.start_ns) * scale)
+        fill = "#4a7fd4" if s.kind != 2 else "#d4874a"
+        out.append(f'<text x="{10 + depth * 14}" y="{y + 15}">{_escape(label)}</text>')
+        out.append(
+            f'<rect x="{x:.1f}" y="{y + 4}" width="{w:.1f}" height="{row_h - 8}" fill="{fill}"/>'
+        )
+    out.append(
+        f'<text x="10" y="{top + row_h * len(rows) + 20}" fill="#555">one trace id: '
+        f"{spans[0].trace_id}; links not drawn</text></svg>"
+    )
+    return "\n".join(out)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
