@@ -52,7 +52,13 @@ class BenchWorker:
     (or, given ``settings``, on those of an earlier worker: a restart)."""
 
     def __init__(
-        self, bootstrap: str, workdir: Path, settings: Settings | None = None, **overrides: Any
+        self,
+        bootstrap: str,
+        workdir: Path,
+        settings: Settings | None = None,
+        *,
+        executable: str = sys.executable,
+        **overrides: Any,
     ) -> None:
         if settings is None:
             run = uuid.uuid4().hex[:8]
@@ -79,7 +85,8 @@ class BenchWorker:
         self.log = workdir / f"{settings.app_id}-{time.time_ns()}.log"
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "leadstream.cli", "worker"],
+            # Another checkout's interpreter runs that version (bench/tracing.py).
+            [executable, "-m", "leadstream.cli", "worker"],
             env=env,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,

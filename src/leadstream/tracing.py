@@ -37,6 +37,7 @@ __all__ = [
     "SpanKind",
     "configure",
     "context_of",
+    "current",
     "enabled",
     "exporters",
     "headers_of",
@@ -120,6 +121,11 @@ def shutdown() -> None:
     provider = trace.get_tracer_provider()
     if _enabled and hasattr(provider, "shutdown"):
         provider.shutdown()
+
+
+def current() -> Span:
+    """The current span (an invalid one when there is none)."""
+    return trace.get_current_span()
 
 
 def tracer() -> trace.Tracer:

@@ -128,7 +128,7 @@ def test_a_webhook_post_is_one_trace_to_the_applied_events(traced) -> None:
 
 
 def test_a_message_on_an_input_topic_is_routed_and_applied_in_its_trace(traced) -> None:
-    stack, _, collector = traced
+    stack, worker, collector = traced
     parent, trace_id, caller = traceparent()
     now = datetime.now(UTC)
     good = [{"phoneE164": p, "occurredAt": iso(now - timedelta(minutes=1))} for p in PHONES[6:9]]
@@ -153,6 +153,14 @@ def test_a_message_on_an_input_topic_is_routed_and_applied_in_its_trace(traced) 
     applies = [s for s in mine if s.name == "apply"]
     assert {s.parent_id for s in applies} == {route.span_id}
     assert sum(s.attributes["leadstream.inserted"] for s in applies) == len(good)
+    # A caller that did not sample its trace: the message is routed with the batch's rows,
+    # applied, and nothing of it is recorded.
+    unsampled = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+    late = {"phoneE164": PHONES[9], "eventType": "open", "occurredAt": iso(now)}
+    produce_traced(stack, stack.topics.lead_events, {"organizationId": ORG, **late}, unsampled)
+    stack.wait_caught_up()
+    assert [e["eventType"] for e in worker.lead(ORG, PHONES[9])["events"]] == ["open"]
+    assert not in_trace(collector.spans, unsampled.split("-")[1])
     # The bad row's reject says where it came from and why, in its headers.
     [reject] = read_topic(stack.kafka, stack.topics.rejects, expect=1, timeout=60)
     headers = dict(reject.headers() or [])

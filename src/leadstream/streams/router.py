@@ -315,27 +315,43 @@ class InputRouter:
             "route batch",
             links=tracing.links_of([p for p in parents if p is not None]),
             attributes={"messaging.batch.message_count": len(msgs)},
-        ) as batch_span:
+        ):
             untraced = _Routed()
             for msg, parent in zip(msgs, parents, strict=True):
-                if parent is None:
+                if parent is None or not self._route_traced(producer, msg, parent, now, batch):
                     self._route_one(producer, msg, now, batch, into=untraced)
-                    continue
-                with tracing.start(
-                    "route",
-                    parent=parent,
-                    kind=tracing.SpanKind.CONSUMER,
-                    links=[tracing.Link(batch_span.get_span_context())],
-                    attributes={
-                        "messaging.destination.name": msg.topic,
-                        "messaging.destination.partition.id": str(msg.partition),
-                        "messaging.kafka.offset": msg.offset,
-                    },
-                ):
-                    own = _Routed()
-                    self._route_one(producer, msg, now, batch, into=own)
-                    self._produce_commands(producer, own, batch)
             self._produce_commands(producer, untraced, batch)
+
+    def _route_traced(
+        self,
+        producer: Producer,
+        msg: ConsumerRecord[Any, Any],
+        parent: Any,
+        now: int,
+        batch: _InFlight,
+    ) -> bool:
+        """Route ``msg`` in a span of its own, child of ``parent`` and linked to the batch's
+        (the current span), its commands apart from the batch's; False, having done
+        nothing, when the sampler does not record it (it then costs what an untraced
+        message does)."""
+        batch_span = tracing.current()
+        with tracing.start(
+            "route",
+            parent=parent,
+            kind=tracing.SpanKind.CONSUMER,
+            links=[tracing.Link(batch_span.get_span_context())],
+            attributes={
+                "messaging.destination.name": msg.topic,
+                "messaging.destination.partition.id": str(msg.partition),
+                "messaging.kafka.offset": msg.offset,
+            },
+        ) as span:
+            if not span.is_recording():
+                return False
+            own = _Routed()
+            self._route_one(producer, msg, now, batch, into=own)
+            self._produce_commands(producer, own, batch)
+        return True
 
     def _route_one(
         self,
