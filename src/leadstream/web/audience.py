@@ -23,21 +23,26 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import IO, Any
+from typing import IO, Any, ClassVar, Literal
 
 import ijson
 from faust.web import Request, Response
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from leadstream.domain.audience import MemberOp, parse_member_row
 from leadstream.domain.decode import MAX_JSON_DEPTH, decode_json
 from leadstream.domain.ingest import MAX_BATCH_EVENTS
-from leadstream.domain.normalize import normalize_id
+from leadstream.domain.normalize import SAFE_ID_PATTERN, normalize_id
 from leadstream.domain.rejects import Reason, RowError
 from leadstream.lifecycle import environment_cause
 from leadstream.logs import log_fields
 from leadstream.web.http import (
     MAX_LISTED_REJECTS,
+    OMITTED,
+    REJECTED,
+    REJECTS,
     BodyError,
+    RowReject,
     ServedView,
     admission_of,
     answer_reject,
@@ -47,12 +52,17 @@ from leadstream.web.http import (
     unavailable,
 )
 from leadstream.web.ingress import Ingress
+from leadstream.web.spec import Answer, Body, Media, Operation, Param, answer
+from leadstream.web.views import PHONE_EXAMPLE
 
 __all__ = [
     "MAX_AUDIENCE_MEMBERS",
-    "BodyError",
-    "json_members_prefix",
+    "AudienceAccepted",
     "AudienceUpload",
+    "BodyError",
+    "MembersDocument",
+    "UploadJson",
+    "json_members_prefix",
     "member_outcomes",
     "upload_rows",
 ]
@@ -66,7 +76,32 @@ _MEDIA_TYPES = {"text/csv": "csv", "application/x-ndjson": "ndjson", "applicatio
 _ROWS_PER_STEP = 10_000
 
 # One member's outcome: the operation to send, or its reject as the answer lists it.
-Outcome = MemberOp | dict[str, Any]
+Outcome = MemberOp | RowReject
+
+_ROWS = (
+    "Members {phoneE164, externalId?, op?} (schemas/audience-members.json's"
+    " AudienceMemberRow), each checked on its own: a bad one is answered in rejects."
+)
+
+
+class MembersDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    members: list[Any] = Field(description=_ROWS)
+
+
+class UploadJson(RootModel[list[Any] | MembersDocument]):
+    """A JSON upload: an array of members, or {members: [...]}. Its shape is checked as it
+    streams, by :func:`json_members_prefix` (tests hold the two together)."""
+
+
+class AudienceAccepted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["accepted"]
+    received: int
+    accepted: int
+    rejected: int = Field(description=REJECTED)
+    rejects: list[RowReject] = Field(max_length=MAX_LISTED_REJECTS, description=REJECTS)
+    rejectsOmitted: int = Field(ge=0, description=OMITTED)
 
 
 def upload_rows(
@@ -196,6 +231,34 @@ def json_members_prefix(body: IO[bytes]) -> str:
 
 
 class AudienceUpload(ServedView):
+    operations: ClassVar = {
+        "post": Operation(
+            "postAudience",
+            "Upload up to 1,000,000 members (CSV phoneE164,externalId[,op], NDJSON, or a JSON"
+            " array or {members: [...]}), read as a stream; answers after Kafka has every row.",
+            {200: Answer("Accepted", AudienceAccepted)},
+            params=(
+                Param("campaignId", "path", "mastery", pattern=f"^{SAFE_ID_PATTERN}$"),
+                Param(
+                    "organizationId",
+                    "query",
+                    "42",
+                    "If given, must be the credential's organization.",
+                ),
+            ),
+            body=Body(
+                {
+                    "text/csv": Media(None, f"phoneE164,externalId\n{PHONE_EXAMPLE},crm-123\n"),
+                    "application/x-ndjson": Media(None),
+                    "application/json": Media(
+                        UploadJson, {"members": [{"phoneE164": PHONE_EXAMPLE}]}
+                    ),
+                }
+            ),
+            errors=(400, 413, 415, 422),
+        )
+    }
+
     async def post(self, request: Request, **params: Any) -> Response:
         context = self.context
         kind = _MEDIA_TYPES.get(media_type(request))
@@ -233,7 +296,7 @@ class AudienceUpload(ServedView):
                     extra=log_fields(organization=org),
                 )
                 return unavailable(self, "Kafka did not confirm in time; retry the upload")
-        return self.json(tally.answer())
+        return answer(self, tally.answer())
 
 
 @dataclass(slots=True)
@@ -242,20 +305,20 @@ class _Tally:
     accepted: int = 0
     rejected: int = 0
     # The first MAX_LISTED_REJECTS only: a million bad rows are counted, not kept.
-    rejects: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[RowReject] = field(default_factory=list)
 
-    def reject(self, outcome: dict[str, Any]) -> None:
+    def reject(self, outcome: RowReject) -> None:
         self.rejected += 1
         if len(self.rejects) < MAX_LISTED_REJECTS:
             self.rejects.append(outcome)
 
-    def answer(self) -> dict[str, Any]:
-        return {
-            "status": "accepted",
-            "received": self.received,
-            "accepted": self.accepted,
+    def answer(self) -> AudienceAccepted:
+        return AudienceAccepted(
+            status="accepted",
+            received=self.received,
+            accepted=self.accepted,
             **listed_rejects(self.rejects, self.rejected),
-        }
+        )
 
 
 async def _send(ingress: Ingress, outcomes: Iterator[Outcome]) -> _Tally:

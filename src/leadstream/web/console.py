@@ -17,6 +17,7 @@ from typing import ClassVar
 from faust.web import Request, Response
 
 from leadstream.web.http import ServedView
+from leadstream.web.spec import PUBLIC, Answer, Operation
 
 __all__ = [
     "CONSOLE_FILES",
@@ -45,6 +46,24 @@ def _read(name: str) -> str:
     return (resources.files("leadstream.web") / "console" / name).read_text(encoding="utf-8")
 
 
+def _declared(path: str, operation_id: str) -> dict[str, Operation]:
+    """The GET of one console file, as /openapi.json describes it (web/spec.py)."""
+    name, media = CONSOLE_FILES[path]
+    summary = (
+        "The send console in the browser" if name == "index.html" else f"The send console's {name}."
+    )
+    described = "A static file of the package, with a Content-Security-Policy"
+    return {
+        "get": Operation(
+            operation_id,
+            summary,
+            {200: Answer(described, None, media=media)},
+            security=PUBLIC,
+            errors=(429, 503),
+        )
+    }
+
+
 class _ConsoleFile(ServedView):
     """One of the console's files, read once (they are part of the package)."""
 
@@ -64,6 +83,7 @@ class _ConsoleFile(ServedView):
 
 class ConsolePage(_ConsoleFile):
     path = "/console"
+    operations: ClassVar = _declared(path, "getConsole")
 
     async def get(self, request: Request) -> Response:
         return self.file()
@@ -71,6 +91,7 @@ class ConsolePage(_ConsoleFile):
 
 class ConsoleScript(_ConsoleFile):
     path = "/console/console.js"
+    operations: ClassVar = _declared(path, "getConsoleScript")
 
     async def get(self, request: Request) -> Response:
         return self.file()
@@ -78,6 +99,7 @@ class ConsoleScript(_ConsoleFile):
 
 class ConsoleStyle(_ConsoleFile):
     path = "/console/console.css"
+    operations: ClassVar = _declared(path, "getConsoleStyle")
 
     async def get(self, request: Request) -> Response:
         return self.file()

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, TypeVar
 import yarl
 from aiohttp import web as aio
 from faust.web import Request, Response, View
+from pydantic import BaseModel, ConfigDict
 
 from leadstream.domain.auth import (
     AuthError,
@@ -59,12 +60,17 @@ from leadstream.web.ingress import Ingress
 from leadstream.web.keys import AuthFile
 from leadstream.web.limits import Refusal, RequestLimits, Ticket
 from leadstream.web.readiness import Readiness
+from leadstream.web.spec import Operation, answer, error_answer
 
 __all__ = [
     "MAX_LISTED_REJECTS",
+    "OMITTED",
+    "REJECTED",
+    "REJECTS",
     "OFF_LOOP_BYTES",
     "RETRY_AFTER_SECONDS",
     "Admission",
+    "RowReject",
     "BodyError",
     "Context",
     "Offload",
@@ -83,7 +89,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Json = dict[str, Any]
 
 # Bodies above this size are decoded and parsed in a thread, so that one large request
 # never holds up the others (or health checks) on the event loop.
@@ -124,9 +129,12 @@ class Context:
 
 
 class ServedView(View):
-    """A view of the worker's API; ``context`` is bound when the routes are served."""
+    """A view of the worker's API; ``context`` is bound when the routes are served.
+    ``operations`` declares each method it serves (web/spec.py): /openapi.json is made of
+    them, and the route guard serves nothing else."""
 
     context: ClassVar[Context]
+    operations: ClassVar[Mapping[str, Operation]] = {}
 
 
 def error_response(
@@ -134,13 +142,7 @@ def error_response(
 ) -> Response:
     """``{"error": {"code", "message", "field"?}}``: ``field`` is the JSON path of the
     request's value at fault, when one is."""
-    error = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    response = view.json({"error": error}, status=status)
-    for name, value in headers.items():
-        response.headers[name.replace("_", "-")] = value
-    return response
+    return answer(view, error_answer(code, message, field), status=status, **headers)
 
 
 def unavailable(view: View, message: str) -> Response:
@@ -181,12 +183,31 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def answer_reject(index: int | None, phone: str | None, reason: Reason, detail: str) -> Json:
-    """One entry of an answer's ``rejects``: the row's index, its phone as written, why."""
-    return {"index": index, "phoneE164": phone, "reason": reason.value, "detail": detail}
+class RowReject(BaseModel):
+    """One refused row of a body: its index, its phone as written, why."""
+
+    model_config = ConfigDict(extra="forbid")
+    index: int | None
+    phoneE164: str | None
+    reason: Reason
+    detail: str
 
 
-def listed_rejects(rejects: list[Json], total: int) -> Json:
+REJECTED = "Every row refused, counted."
+REJECTS = (
+    f"The first {MAX_LISTED_REJECTS} refused rows, in order; the others are only counted"
+    " (rejectsOmitted)."
+)
+OMITTED = "How many refused rows rejects leaves out: rejected minus the length of rejects."
+
+
+def answer_reject(index: int | None, phone: str | None, reason: Reason, detail: str) -> RowReject:
+    """One entry of an answer's ``rejects``: the row's index, its phone as written, why.
+    Built unchecked (an upload may refuse a million rows; its fields are typed here)."""
+    return RowReject.model_construct(index=index, phoneE164=phone, reason=reason, detail=detail)
+
+
+def listed_rejects(rejects: list[RowReject], total: int) -> dict[str, Any]:
     """An answer's reject fields: ``rejected`` (all of them), the first
     :data:`MAX_LISTED_REJECTS` in ``rejects`` and how many were left out."""
     listed = rejects[:MAX_LISTED_REJECTS]
@@ -423,7 +444,8 @@ _STATUS_CODES = {
 
 
 def _json_error(status: int, code: str, message: str, **headers: str) -> aio.Response:
-    response = aio.json_response({"error": {"code": code, "message": message}}, status=status)
+    body = error_answer(code, message).model_dump_json(exclude_unset=True)
+    response = aio.Response(text=body, status=status, content_type="application/json")
     for name, value in headers.items():
         response.headers[name.replace("_", "-")] = value
     return response

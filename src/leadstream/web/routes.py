@@ -8,6 +8,7 @@ from leadstream.metrics import Metrics
 from leadstream.web.audience import AudienceUpload
 from leadstream.web.console import ConsolePage, ConsoleScript, ConsoleStyle
 from leadstream.web.http import Context, ServedView, guard_routes
+from leadstream.web.openapi import openapi_document
 from leadstream.web.send_list import OrganizationSends
 from leadstream.web.sends import SendLead, SendPreview
 from leadstream.web.server import GuardedWeb
@@ -17,7 +18,8 @@ from leadstream.web.webhooks import AudienceFilter, LeadEvents
 
 __all__ = ["ROUTES", "serve"]
 
-# The same paths as /openapi.json describes (a test holds them together).
+# Every route, by its path; each view declares its operations (web/spec.py), from which
+# /openapi.json is generated (web/openapi.py).
 ROUTES: dict[str, type[ServedView]] = {
     "/healthz": Health,
     "/readyz": Ready,
@@ -43,9 +45,13 @@ def serve(app: faust.App, context: Context, metrics: Metrics) -> None:
     web = app.web
     if not isinstance(web, GuardedWeb):
         raise TypeError("the worker's app serves through leadstream.web.server.GuardedWeb")
+    document = openapi_document(ROUTES)
     for path, view in ROUTES.items():
-        app.page(path)(type(view.__name__, (view,), {"context": context}))
+        bound: dict[str, object] = {"context": context}
+        if issubclass(view, OpenApi):
+            bound["document"] = document
+        app.page(path)(type(view.__name__, (view,), bound))
     # Outermost: a refused request is traced too (leadstream.tracing; off by default).
     web.web_app.middlewares.insert(0, trace_requests)
-    web.web_app.middlewares.append(guard_routes(OpenApi.document, context, metrics))
+    web.web_app.middlewares.append(guard_routes(document, context, metrics))
     web.guard(context.connections)

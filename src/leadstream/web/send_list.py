@@ -15,7 +15,7 @@ retention, the broker's default).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import ClassVar
 
 import msgspec
 from faust.web import Request, Response
@@ -30,6 +30,7 @@ from leadstream.web.http import (
     error_response,
 )
 from leadstream.web.ingress import SendReports
+from leadstream.web.spec import Answer, Operation, Param, answer
 from leadstream.wire.models import SendCounts as SendCountsModel
 from leadstream.wire.models import SplitName, UtcMillisTimestamp
 from leadstream.wire.records import SendCounts, summary_record
@@ -113,33 +114,6 @@ def _limit(raw: str | None) -> int:
     )
 
 
-class OrganizationSends(ServedView):
-    """``GET /api/v1/organizations/{organizationId}/sends``: 401 without a key, 403 with
-    another organization's (both from the headers: web/http.py), 400 for a bad limit, 503
-    while the worker is not ready."""
-
-    async def get(self, request: Request, **path: str) -> Response:
-        context = self.context
-        org = admission_of(request).acting_org(None)
-        try:
-            limit = _limit(request.query.get("limit"))
-        except BodyError as err:
-            return err.answer(self)
-        if context.readiness.partitions() is None:
-            return error_response(
-                self,
-                503,
-                "not_ready",
-                "this worker is not ready; retry",
-                **{"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        sends = recent_sends(
-            context.ingress.sends_reported(org), context.settings.partitions, limit
-        )
-        answer: dict[str, Any] = {"organizationId": org, "sends": msgspec.to_builtins(sends)}
-        return self.json(answer)
-
-
 # -- the answer, as /openapi.json describes it ---------------------------------------------
 
 
@@ -173,3 +147,58 @@ class OrganizationSendList(BaseModel):
     model_config = ConfigDict(extra="forbid")
     organizationId: str
     sends: list[SendListing] = Field(max_length=MAX_LIMIT)
+
+
+class OrganizationSends(ServedView):
+    """``GET /api/v1/organizations/{organizationId}/sends``: 401 without a key, 403 with
+    another organization's (both from the headers: web/http.py), 400 for a bad limit, 503
+    while the worker is not ready."""
+
+    operations: ClassVar = {
+        "get": Operation(
+            "getOrganizationSends",
+            "The organization's recent sends, latest scheduledFor first, each with its"
+            " summary's counts summed over the partitions that committed their share so far"
+            " (complete: every partition, the summary's counts exactly), for a key of that"
+            " organization (a signature is of the empty body). Answered by any worker alone,"
+            " from the progress topic: listed as long as it keeps them.",
+            {200: Answer("The sends", OrganizationSendList)},
+            params=(
+                Param("organizationId", "path", "42"),
+                Param(
+                    "limit",
+                    "query",
+                    10,
+                    f"How many sends, at most (400 invalid_limit beyond {MAX_LIMIT}).",
+                    schema={
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_LIMIT,
+                        "default": DEFAULT_LIMIT,
+                    },
+                ),
+            ),
+            errors=(400,),
+        )
+    }
+
+    async def get(self, request: Request, **path: str) -> Response:
+        context = self.context
+        org = admission_of(request).acting_org(None)
+        try:
+            limit = _limit(request.query.get("limit"))
+        except BodyError as err:
+            return err.answer(self)
+        if context.readiness.partitions() is None:
+            return error_response(
+                self,
+                503,
+                "not_ready",
+                "this worker is not ready; retry",
+                **{"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        sends = recent_sends(
+            context.ingress.sends_reported(org), context.settings.partitions, limit
+        )
+        listed = {"organizationId": org, "sends": msgspec.to_builtins(sends)}
+        return answer(self, OrganizationSendList.model_validate(listed))

@@ -21,15 +21,17 @@ import re
 import time
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
 import aiohttp
-import msgspec
 import yarl
-from faust.web import Request, Response, View
+from faust.web import Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from leadstream.domain.auth import CLUSTER_KEY_ID, RequestLine, signed_headers
+from leadstream.domain.buckets import BUCKETS
 from leadstream.domain.decode import MAX_JSON_BYTES, decode_json
 from leadstream.domain.normalize import (
     format_ms,
@@ -60,12 +62,30 @@ from leadstream.web.http import (
     now_ms,
 )
 from leadstream.web.ingress import Explained, NotServedHere, PreviewShare
-from leadstream.wire.records import SendCounts
+from leadstream.web.spec import (
+    Answer,
+    Body,
+    ErrorBody,
+    Invalid,
+    Link,
+    Media,
+    Operation,
+    Param,
+    answer,
+    validated,
+)
+from leadstream.web.views import PHONE_EXAMPLE, not_here
+from leadstream.wire import models as wire
+from leadstream.wire.models import E164, Id, Rfc3339Timestamp, SplitName, UtcMillisTimestamp
 
 __all__ = [
     "MAX_INLINE_FILTER_LEADS",
     "MAX_SAMPLE",
+    "InlineAudienceFilter",
+    "PreviewAnswer",
+    "PreviewBody",
     "SendLead",
+    "SendLeadExplanation",
     "SendPreview",
     "not_here",
     "share_request",
@@ -92,25 +112,178 @@ _PARTITIONS_PARAM = re.compile(r"[0-9]{1,4}(?:,[0-9]{1,4})*")
 _MAX_SHARE_BYTES = 1 << 20
 
 
-class SampleRecipient(msgspec.Struct, rename="camel", omit_defaults=True):
-    """A recipient of a preview's sample: as in a chunk."""
+class InlineAudienceFilter(BaseModel):
+    """The audience filter to preview with, inline (not a trigger's {enabled} switch)."""
 
-    phone_e164: str
-    external_id: str | None
-    variant: str | None = None
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["include", "exclude"]
+    leads: list[wire.AudienceFilterLead] = Field(
+        max_length=MAX_INLINE_FILTER_LEADS,
+        description=f"Each {{externalId}} or {{phoneE164}}; at most {MAX_INLINE_FILTER_LEADS}"
+        " (413 too_many_leads beyond).",
+    )
 
 
-class PreviewAnswer(msgspec.Struct, rename="camel", omit_defaults=True):
-    """The preview's answer; also how a worker reads another worker's share."""
+class PreviewBody(wire.SendTrigger):
+    """A send trigger's fields, sendId and scheduledFor optional, the audience filter
+    inline, and how many recipients to list; nothing is stored or emitted."""
 
-    organization_id: str
-    campaign_id: str
-    scheduled_for: str
-    recipient_count: int
-    counts: SendCounts
-    sample: list[SampleRecipient]
-    # Recipients by split name (absent without splits).
-    variants: dict[str, int] | None = None
+    # Absent or null: no audience filter step.
+    _NOT_NULL: ClassVar[tuple[str, ...]] = (  # type: ignore[assignment]
+        "eventFilter",
+        "eventFilters",
+        "frequencyCap",
+        "quietHours",
+        "conditions",
+        "holdout",
+        "splits",
+    )
+
+    organizationId: Id = Field(description="Must be the credential's organization.")
+    sendId: Id | SkipJsonSchema[None] = Field(  # type: ignore[assignment]
+        None, description="Optional: checked as a trigger's, and stored nowhere."
+    )
+    scheduledFor: Rfc3339Timestamp | SkipJsonSchema[None] = Field(  # type: ignore[assignment]
+        None, description="When the send would fire (its filters' windows end there); default: now."
+    )
+    eventFilters: (
+        Annotated[list[wire.EventFilter], Field(max_length=MAX_CONDITIONS)] | SkipJsonSchema[None]
+    ) = Field(
+        None,
+        description=f"Event filters, all ANDed, at most {MAX_CONDITIONS} (413"
+        " too_many_conditions beyond). Never together with eventFilter.",
+    )
+    audienceFilter: InlineAudienceFilter | None = Field(  # type: ignore[assignment]
+        None, description="Absent or null: no audience filter step."
+    )
+    sample: int | None = Field(
+        0, ge=0, le=MAX_SAMPLE, description="How many recipients to list (null: 0)."
+    )
+
+
+class PreviewAnswer(BaseModel):
+    """What the send would be now: the counts a materialization on the same state gives.
+    Also how a worker reads another worker's share."""
+
+    model_config = ConfigDict(extra="forbid")
+    organizationId: str
+    campaignId: str
+    scheduledFor: UtcMillisTimestamp
+    recipientCount: int
+    counts: wire.SendCounts = Field(description="lateAudienceFilters is always 0 in a preview.")
+    sample: list[wire.Recipient] = Field(description="Up to `sample` of the recipients.")
+    variants: dict[SplitName, Annotated[int, Field(ge=0)]] | SkipJsonSchema[None] = Field(
+        None, description="Recipients per split name, as in a summary; only with splits."
+    )
+
+
+Step = Literal[
+    "notInAudience",
+    "optedOut",
+    "audienceFilter",
+    "eventFilter",
+    "frequencyCap",
+    "quietHours",
+    "heldOut",
+    "recipient",
+]
+
+
+class ConditionVerdict(BaseModel):
+    """One leaf of the send's conditions, for this lead."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="The leaf's JSON path (conditions.all[1]).")
+    condition: dict[str, Any] = Field(description="The leaf as the trigger wrote it.")
+    holds: bool
+    matchingEvents: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
+        None, description="Event leaves only: how many events it counted."
+    )
+
+
+_RULE = (
+    "With a policy: the id of the policy's rule that decided (federal, a state's rule such as"
+    " us-fl, or unknown-zone for a number it cannot place in time)."
+)
+
+
+class QuietHoursFacts(BaseModel):
+    """What quiet hours saw: the window's start and end, the deciding rule, zone and local
+    time."""
+
+    model_config = ConfigDict(extra="allow")
+    rule: str | None = Field(None, description=_RULE)
+
+
+class ExplainDetail(BaseModel):
+    """A message, and the facts that decided; the keys depend on the step."""
+
+    model_config = ConfigDict(extra="allow")
+    message: str | SkipJsonSchema[None] = None
+    bucket: Annotated[int, Field(ge=0, le=BUCKETS - 1)] | SkipJsonSchema[None] = Field(
+        None, description="The lead's bucket under the send's salt (with a holdout or splits)."
+    )
+    variant: SplitName | None = Field(
+        None, description="The lead's split (with splits); null when it has none."
+    )
+    conditions: list[ConditionVerdict] | SkipJsonSchema[None] = Field(
+        None, description="Each leaf of the send's conditions, in the order of its JSON."
+    )
+    rule: str | None = Field(None, description=f"quietHours step. {_RULE}")
+    quietHours: QuietHoursFacts | SkipJsonSchema[None] = Field(
+        None, description="Past quiet hours: what they saw."
+    )
+
+
+class StepToday(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    step: Step
+    detail: ExplainDetail
+
+
+class SendLeadExplanation(BaseModel):
+    """What a materialized send did to one lead, and the facts that decided it."""
+
+    model_config = ConfigDict(extra="forbid")
+    organizationId: str
+    sendId: str
+    campaignId: str
+    phoneE164: E164
+    sent: bool
+    step: Step = Field(description="Where the lead left the send (recipient: it did not).")
+    detail: ExplainDetail = Field(
+        description="A message, and the deciding facts: an event filter's eventFilter, "
+        "matchingEvents and the matching events' occurredAt; the conditions' leaf verdicts; "
+        "the frequency cap's maxSends, withinHours and sends [{sendId, scheduledFor}] (the "
+        "counted earlier sends that messaged the lead); quiet hours' rule, timeZone (the zone "
+        "that decided), localTime (HH:MM), start and end; the lead's bucket and variant."
+    )
+    consistent: bool = Field(description="false when today's state gives another step.")
+    scheduledFor: UtcMillisTimestamp
+    materializedAt: UtcMillisTimestamp
+    now: StepToday | SkipJsonSchema[None] = Field(
+        None, description="Only when consistent is false: the step and facts of today's state."
+    )
+
+
+_PREVIEW_EXAMPLE = {
+    "organizationId": 42,
+    "campaignId": "mastery",
+    "scheduledFor": "2026-05-13T18:00:00Z",
+    "eventFilter": {
+        "mode": "exclude",
+        "eventType": "mastery_purchase",
+        "where": {"product": {"in": ["mastery", "mastery-plus"]}},
+    },
+    "audienceFilter": {"mode": "exclude", "leads": [{"externalId": "crm-123"}]},
+    "frequencyCap": {"maxSends": 2, "withinHours": 24},
+    "quietHours": {"start": "21:00", "end": "08:00"},
+    "sample": 5,
+}
+# A preview's refusals are 400s (its fields are checked as a trigger's).
+_PREVIEW_BODY = Body(
+    {"application/json": Media(PreviewBody, _PREVIEW_EXAMPLE)}, Invalid(400, "invalid_body")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +314,54 @@ class SendPreview(ServedView):
     """``POST /api/v1/sends/preview``; ``?partitions=`` (between workers) answers for those
     partitions of this worker only and never asks another."""
 
+    operations: ClassVar = {
+        "post": Operation(
+            "postPreview",
+            "What a send with these fields would be if materialized now (or at scheduledFor):"
+            " its counts and a sample of its recipients. Nothing is written.",
+            {
+                200: Answer(
+                    "The preview",
+                    PreviewAnswer,
+                    links={
+                        "ExplainSampled": Link(
+                            "getSendLead",
+                            {
+                                "organizationId": "$response.body#/organizationId",
+                                "sendId": "$request.body#/sendId",
+                                "phone": "$response.body#/sample/0/phoneE164",
+                            },
+                            "A sampled recipient in the send of that id, once materialized"
+                            " (404 unknown_send before).",
+                        )
+                    },
+                ),
+                421: Answer("Another worker holds the partition (owner names it)", ErrorBody),
+            },
+            params=(
+                Param(
+                    "partitions",
+                    "query",
+                    "0,1",
+                    "Used between workers: answer for these lead-state partitions of this"
+                    " worker only (comma-separated), and ask no other worker. Without it the"
+                    " worker asked sums every partition's share.",
+                    pattern="^[0-9]{1,4}(,[0-9]{1,4})*$",
+                ),
+                Param(
+                    "to",
+                    "query",
+                    "http://leadstream-1.leadstream-headless:6066",
+                    "Used between workers: the URL of the worker asked, as the group knows it."
+                    " A request signed with the cluster's key (X-Leadstream-Key-Id: cluster)"
+                    " is taken only with partitions and the worker's own URL here.",
+                ),
+            ),
+            body=_PREVIEW_BODY,
+            errors=(400, 413, 415),
+        )
+    }
+
     async def post(self, request: Request, **params: Any) -> Response:
         context = self.context
         try:
@@ -154,7 +375,7 @@ class SendPreview(ServedView):
             )
             if isinstance(share, NotServedHere):
                 return not_here(self, share)
-            return self.json(_answer(asked, [share]))
+            return answer(self, _answer(asked, [share]))
         try:
             shares = await _every_share(asked, context)
         except _NotReady as err:
@@ -169,13 +390,46 @@ class SendPreview(ServedView):
                 "other workers hold some of the partitions, and this one cannot ask them for"
                 " their shares: set LEADSTREAM_CLUSTER_SECRET, the same on every worker",
             )
-        return self.json(_answer(asked, shares))
+        return answer(self, _answer(asked, shares))
 
 
 class SendLead(ServedView):
     """``GET /api/v1/sends/{organizationId}/{sendId}/leads/{phone}``: as the lead view, 401
     without a key, 403 with another organization's, 421 when another worker holds the
     lead's partition; 404 when that partition has no record of the send."""
+
+    operations: ClassVar = {
+        "get": Operation(
+            "getSendLead",
+            "Whether a materialized send messaged the lead, at which step it left it"
+            " (notInAudience, optedOut, audienceFilter, eventFilter, frequencyCap, quietHours,"
+            " heldOut, recipient) and why, for a key of its organization (a signature is of"
+            " the empty body). Sends are kept LEADSTREAM_SEND_RETENTION_DAYS.",
+            {
+                200: Answer(
+                    "The lead in the send",
+                    SendLeadExplanation,
+                    links={
+                        "ReadLead": Link(
+                            "getLead",
+                            {
+                                "organizationId": "$response.body#/organizationId",
+                                "phone": "$response.body#/phoneE164",
+                            },
+                            "The lead's stored events today.",
+                        )
+                    },
+                ),
+                421: Answer("Another worker holds the partition (owner names it)", ErrorBody),
+            },
+            params=(
+                Param("organizationId", "path", "42"),
+                Param("sendId", "path", "day2"),
+                Param("phone", "path", PHONE_EXAMPLE),
+            ),
+            errors=(400, 404),
+        )
+    }
 
     async def get(self, request: Request, **path: str) -> Response:
         try:
@@ -193,19 +447,7 @@ class SendLead(ServedView):
                 f"this lead's partition has no record of send {send}: unknown, not "
                 "materialized yet, or older than LEADSTREAM_SEND_RETENTION_DAYS",
             )
-        return self.json(_explained(org, phone, found))
-
-
-def not_here(view: View, state: NotServedHere) -> Response:
-    """421 naming the worker that holds the partition, or 503 while this one is not ready."""
-    body = {
-        "error": {
-            "code": "not_here",
-            "message": f"partition {state.partition} is not active on this worker",
-        },
-        "owner": state.owner,
-    }
-    return view.json(body, status=421 if state.ready else 503)
+        return answer(self, _explained(org, phone, found))
 
 
 # -- preview: the request ------------------------------------------------------------------
@@ -236,6 +478,11 @@ async def _preview_request(request: Request, context: Context) -> PreviewAsked:
         )
     except RowError as err:
         raise BodyError(400, err.reason.value, err.detail, field=err.field) from None
+    # The domain's checks above answer with their own codes; the body's documented type
+    # holds for whatever they took.
+    await context.offload.run(
+        _inline_leads(doc) * _ROW_BYTES, partial(validated, PreviewBody, doc, _PREVIEW_BODY.invalid)
+    )
     return PreviewAsked(body, org, trigger, audience_filter, sample)
 
 
@@ -387,10 +634,10 @@ async def _remote_shares(
             return_exceptions=True,
         )
     shares: list[PreviewShare] = []
-    for answer in answers:
-        if isinstance(answer, BaseException):
-            raise answer
-        shares.append(answer)
+    for got in answers:
+        if isinstance(got, BaseException):
+            raise got
+        shares.append(got)
     return shares
 
 
@@ -427,8 +674,8 @@ async def _ask_owner(
             url, data=asked.body, headers=headers, allow_redirects=False
         ) as response:
             raw = await _share_body(response)
-        answer = msgspec.convert(decode_json(raw), PreviewAnswer)
-    except (_BadShare, aiohttp.ClientError, TimeoutError, RowError, msgspec.ValidationError) as exc:
+        share = PreviewAnswer.model_validate(decode_json(raw))
+    except (_BadShare, aiohttp.ClientError, TimeoutError, RowError, ValidationError) as exc:
         # The type only: an error's text could quote the answer, which names leads.
         logger.warning(
             "preview: the worker at %s gave no share of partitions %s: %s",
@@ -442,10 +689,10 @@ async def _ask_owner(
         ) from None
     return PreviewShare(
         partitions,
-        _counts(answer.counts),
-        answer.recipient_count,
-        [(r.phone_e164, r.external_id, r.variant) for r in answer.sample],
-        dict(answer.variants or {}),
+        _counts(share.counts),
+        share.recipientCount,
+        [(r.phoneE164, r.externalId, r.variant) for r in share.sample],
+        dict(share.variants or {}),
     )
 
 
@@ -463,7 +710,7 @@ async def _share_body(response: aiohttp.ClientResponse) -> bytes:
 # -- preview: the answer -------------------------------------------------------------------
 
 
-def _answer(asked: PreviewAsked, shares: list[PreviewShare]) -> Any:
+def _answer(asked: PreviewAsked, shares: list[PreviewShare]) -> PreviewAnswer:
     """The shares summed, with the first ``sample`` recipients (in partition order)."""
     counts = Counts()
     recipient_count = 0
@@ -476,36 +723,44 @@ def _answer(asked: PreviewAsked, shares: list[PreviewShare]) -> Any:
         sample += share.sample
         for name, count in share.variants.items():
             variants[name] = variants.get(name, 0) + count
-    answer = PreviewAnswer(
-        trigger.organization_id,
-        trigger.campaign_id,
-        format_ms(trigger.scheduled_for),
-        recipient_count,
-        SendCounts(
-            counts.audience,
-            counts.opted_out,
-            counts.dropped_by_audience_filter,
-            counts.dropped_by_event_filter,
-            0,  # a preview receives no audience filter, so none is late
-            counts.dropped_by_frequency_cap,
-            counts.dropped_by_quiet_hours,
-            counts.held_out,
+    preview = PreviewAnswer(
+        organizationId=trigger.organization_id,
+        campaignId=trigger.campaign_id,
+        scheduledFor=format_ms(trigger.scheduled_for),
+        recipientCount=recipient_count,
+        counts=wire.SendCounts(
+            audience=counts.audience,
+            optedOut=counts.opted_out,
+            droppedByAudienceFilter=counts.dropped_by_audience_filter,
+            droppedByEventFilter=counts.dropped_by_event_filter,
+            lateAudienceFilters=0,  # a preview receives no audience filter, so none is late
+            droppedByFrequencyCap=counts.dropped_by_frequency_cap,
+            droppedByQuietHours=counts.dropped_by_quiet_hours,
+            heldOut=counts.held_out,
         ),
-        [SampleRecipient(*recipient) for recipient in sample[: asked.sample]],
-        variants if trigger.splits else None,
+        sample=[_recipient(*recipient) for recipient in sample[: asked.sample]],
     )
-    return msgspec.to_builtins(answer)
+    if trigger.splits:
+        preview.variants = variants
+    return preview
 
 
-def _counts(counts: SendCounts) -> Counts:
+def _recipient(phone: str, external_id: str | None, variant: str | None) -> wire.Recipient:
+    """A sampled recipient; ``variant`` only with splits, as in a chunk."""
+    if variant is None:
+        return wire.Recipient(phoneE164=phone, externalId=external_id)
+    return wire.Recipient(phoneE164=phone, externalId=external_id, variant=variant)
+
+
+def _counts(counts: wire.SendCounts) -> Counts:
     return Counts(
         counts.audience,
-        counts.opted_out,
-        counts.dropped_by_audience_filter,
-        counts.dropped_by_event_filter,
-        counts.dropped_by_frequency_cap,
-        counts.dropped_by_quiet_hours,
-        counts.held_out,
+        counts.optedOut,
+        counts.droppedByAudienceFilter,
+        counts.droppedByEventFilter,
+        counts.droppedByFrequencyCap,
+        counts.droppedByQuietHours,
+        counts.heldOut,
     )
 
 
@@ -529,21 +784,21 @@ def _explain_target(
     return org, send, phone
 
 
-def _explained(org: str, phone: str, found: Explained) -> dict[str, Any]:
+def _explained(org: str, phone: str, found: Explained) -> SendLeadExplanation:
     """The answer: what the send did, why, and today's answer too when it differs."""
     trigger, why = found.record.trigger, found.explanation
-    answer: dict[str, Any] = {
-        "organizationId": org,
-        "sendId": trigger.send_id,
-        "campaignId": trigger.campaign_id,
-        "phoneE164": phone,
-        "sent": why.sent,
-        "step": why.step,
-        "detail": why.detail,
-        "consistent": why.consistent,
-        "scheduledFor": format_ms(trigger.scheduled_for),
-        "materializedAt": format_ms(found.record.materialized_at),
-    }
+    explanation = SendLeadExplanation(
+        organizationId=org,
+        sendId=trigger.send_id,
+        campaignId=trigger.campaign_id,
+        phoneE164=phone,
+        sent=why.sent,
+        step=why.step,
+        detail=ExplainDetail.model_validate(why.detail),
+        consistent=why.consistent,
+        scheduledFor=format_ms(trigger.scheduled_for),
+        materializedAt=format_ms(found.record.materialized_at),
+    )
     if not why.consistent:
-        answer["now"] = {"step": why.now_step, "detail": why.now_detail}
-    return answer
+        explanation.now = StepToday.model_validate({"step": why.now_step, "detail": why.now_detail})
+    return explanation
