@@ -41,6 +41,7 @@ __all__ = [
     "enabled",
     "exporters",
     "headers_of",
+    "http_headers",
     "kafka_headers",
     "links_of",
     "shutdown",
@@ -173,6 +174,12 @@ def kafka_headers(parent: str = "") -> list[tuple[str, bytes]]:
     when there is no real span."""
     value = parent or traceparent()
     return [(TRACEPARENT, value.encode())] if value else []
+
+
+def http_headers() -> dict[str, str]:
+    """HTTP headers that carry the current span's ``traceparent`` (none without one)."""
+    value = traceparent()
+    return {TRACEPARENT: value} if value else {}
 
 
 def links_of(parents: Sequence[otel_context.Context]) -> list[Link]:

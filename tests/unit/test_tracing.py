@@ -140,3 +140,11 @@ def test_output_and_reject_headers_name_what_a_dispatcher_routes_on() -> None:
         ("sourceTopic", b"lead-events"),
         ("reason", b"invalid_phone"),
     ]
+
+
+def test_a_request_to_another_worker_carries_the_current_span(spans) -> None:
+    assert tracing.http_headers() == {}
+    with tracing.start("HTTP POST /api/v1/sends/preview", parent=PARENT) as span:
+        carried = tracing.http_headers()
+    mine = span.get_span_context()
+    assert carried == {"traceparent": f"00-{TRACE_ID:032x}-{mine.span_id:016x}-01"}

@@ -30,6 +30,7 @@ from faust.web import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
+from leadstream import tracing
 from leadstream.domain.auth import CLUSTER_KEY_ID, RequestLine, signed_headers
 from leadstream.domain.buckets import BUCKETS
 from leadstream.domain.decode import MAX_JSON_BYTES, decode_json
@@ -667,6 +668,8 @@ async def _ask_owner(
 ) -> PreviewShare:
     """``owner``'s share of ``partitions``, or :class:`_NotReady`."""
     url, headers = share_request(owner, partitions, asked.body, secret, now_s=time.time())
+    # The other worker's request span is a child of this one's (leadstream.tracing).
+    headers.update(tracing.http_headers())
     query = {"partitions": ",".join(map(str, partitions))}
     try:
         # No redirect is followed: a member's advertised URL answers itself, or not at all.
