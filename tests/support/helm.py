@@ -33,6 +33,7 @@ __all__ = [
     "cache_dir",
     "helm_command",
     "lint",
+    "notes",
     "start_build",
     "template",
 ]
@@ -165,7 +166,7 @@ def start_build() -> None:
         return
     log = cache.parent / f".{cache.name}.log"
     cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
+    with open(log, "a") as out:
         subprocess.Popen(  # noqa: S603 - this interpreter, this module
             [sys.executable, "-m", __name__],
             cwd=Path(__file__).resolve().parents[2],
@@ -209,6 +210,18 @@ def lint(
 ) -> subprocess.CompletedProcess[str]:
     """``helm lint --strict`` (warnings fail too), its output whatever it says."""
     return _run([helm, "lint", "--strict", str(chart), *_values_args(values, set_values)])
+
+
+def notes(
+    helm: str, chart: Path, *, release: str = "leadstream", values: tuple[Path, ...] = ()
+) -> str:
+    """What ``helm install`` prints after installing (NOTES.txt), from a client-side dry
+    run: no cluster is asked."""
+    argv = [helm, "install", release, str(chart), "--dry-run=client", *_values_args(values, {})]
+    done = _run(argv)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(argv)}` failed:\n{done.stderr}")
+    return done.stdout.split("\nNOTES:\n", 1)[1]
 
 
 def _values_args(values: tuple[Path, ...], set_values: Mapping[str, str]) -> list[str]:

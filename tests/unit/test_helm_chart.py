@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import subprocess
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,7 +39,10 @@ RELEASE = "leadstream"
 
 # The build of the pinned helm (minutes on a clean machine) starts as soon as this module
 # is collected and runs while the rest of the suite does; the `helm` fixture waits for it.
+# Under pytest-xdist's `--dist loadgroup` these tests share one worker, so that a wait for
+# the build holds up one worker, not each.
 helm_support.start_build()
+pytestmark = pytest.mark.xdist_group("helm")
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,13 @@ def _kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 def _worker(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (worker,) = _kind(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"]
     return worker
+
+
+def test_the_helm_that_renders_is_the_pinned_one(helm: str) -> None:
+    done = subprocess.run(
+        [helm, "version", "--template", "{{.Version}}"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == helm_support.HELM_VERSION
 
 
 # --- every documented values combination ----------------------------------------------
@@ -555,21 +566,9 @@ def test_the_network_policy_is_valid_where_the_values_say_more(helm: str, tmp_pa
 
 
 def test_the_notes_name_the_secrets_to_create(helm: str) -> None:
-    done = helm_support._run(  # noqa: SLF001 - the same environment as every other run
-        [
-            helm,
-            "install",
-            RELEASE,
-            str(CHART),
-            "--dry-run=client",
-            "--values",
-            str(EXAMPLES / "managed-kafka.yaml"),
-            "--values",
-            str(EXAMPLES / "kafka-private-ca.yaml"),
-        ]
+    notes = helm_support.notes(
+        helm, CHART, values=(EXAMPLES / "managed-kafka.yaml", EXAMPLES / "kafka-private-ca.yaml")
     )
-    assert done.returncode == 0, done.stderr
-    notes = done.stdout.split("NOTES:", 1)[1]
     for secret in (
         "leadstream-auth",
         "leadstream-cluster-secret",
