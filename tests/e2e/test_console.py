@@ -58,7 +58,9 @@ def los_angeles(i: int) -> str:
 class World:
     """What the test wrote, and the two real sends: ``warmup`` (no filters) and then
     ``launch``, which caps at one send a day, keeps out of quiet hours around New York's
-    time, excludes purchasers, holds 10% out and splits the rest."""
+    time, excludes purchasers, holds 20% out and splits the rest. The holdout's buckets are
+    keyed by each partition's own random key: enough leads reach it (about 35) that some are
+    held out whatever the keys."""
 
     stack: Stack
     worker: WorkerProcess
@@ -103,7 +105,7 @@ def world(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         now = datetime.now(UTC).replace(microsecond=0)
         w = World(stack, worker, now + timedelta(minutes=30))
         rng = random.Random(5)
-        w.launch = [new_york(i) for i in range(30)] + [los_angeles(i) for i in range(30)]
+        w.launch = [new_york(i) for i in range(30)] + [los_angeles(i) for i in range(60)]
         w.warmup = rng.sample(w.launch, 20)
         events = []
         for phone in w.launch:
@@ -140,7 +142,7 @@ def world(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "eventFilters": [{"mode": "exclude", "eventType": "purchase"}],
             "frequencyCap": {"maxSends": 1, "withinHours": 24},
             "quietHours": quiet_window(w.t),
-            "holdout": {"percent": 10},
+            "holdout": {"percent": 20},
             "splits": [{"name": "copy-a", "percent": 50}, {"name": "copy-b", "percent": 50}],
         }
         stack.trigger(**w.launch_body, sendId="launch-1")
