@@ -626,3 +626,15 @@ def test_every_value_is_documented_with_its_default() -> None:
     assert top <= set(schema["properties"]), top - set(schema["properties"])
     readme = (ROOT / "deploy" / "helm" / "README.md").read_text()
     assert not [key for key in top if f"`{key}" not in readme]
+
+
+def test_tracing_values_become_otel_variables_and_nothing_else(helm: str) -> None:
+    monitoring = template(helm, EXAMPLES / "monitoring.yaml")
+    data = _kind(monitoring, "ConfigMap")["data"]
+    assert data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.monitoring:4318"
+    egress = _kind(monitoring, "NetworkPolicy")["spec"]["egress"]
+    assert {"protocol": "TCP", "port": 4318} in [p for r in egress for p in r.get("ports", [])]
+    assert not [k for k in _kind(template(helm), "ConfigMap")["data"] if k.startswith("OTEL_")]
+    # A LEADSTREAM_ name is a setting: the schema keeps tracing to OTEL_ ones.
+    with pytest.raises(RuntimeError, match="OTEL_"):
+        template(helm, tracing__LEADSTREAM_APP_ID="x")
