@@ -136,9 +136,12 @@ def test_a_message_on_an_input_topic_is_routed_and_applied_in_its_trace(traced) 
     value = {"organizationId": ORG, "eventType": "open", "events": [*good, bad]}
     produce_traced(stack, stack.topics.lead_events, value, parent)
 
+    partitions = {lead_partition(ORG, r["phoneE164"], stack.settings.partitions) for r in good}
+
     def complete(spans: list[Collected]) -> bool:
         mine = in_trace(spans, trace_id)
-        return any(s.name == "route" for s in mine) and any(s.name == "apply" for s in mine)
+        applied = {s.attributes["leadstream.partition"] for s in mine if s.name == "apply"}
+        return any(s.name == "route" for s in mine) and applied >= partitions
 
     spans = collector.wait_for(complete)
     mine = in_trace(spans, trace_id)
@@ -152,6 +155,7 @@ def test_a_message_on_an_input_topic_is_routed_and_applied_in_its_trace(traced) 
     assert (trace_id, caller) in batch.links
     applies = [s for s in mine if s.name == "apply"]
     assert {s.parent_id for s in applies} == {route.span_id}
+    assert {s.attributes["leadstream.partition"] for s in applies} == partitions
     assert sum(s.attributes["leadstream.inserted"] for s in applies) == len(good)
     # A caller that did not sample its trace: the message is routed with the batch's rows,
     # applied, and nothing of it is recorded.

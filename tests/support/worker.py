@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,23 +26,34 @@ def _copy(source: Any, log: Any) -> None:
             log.flush()
 
 
+# Ports a test server listens on are drawn below the kernel's ephemeral range: a port
+# picked there (bind to 0) is free when picked, but any outgoing connection of the run's
+# other processes (three test processes, brokers, workers) may take it before the server
+# binds it; below the range, only another listener could.
+_FIRST_PORT = 15_000
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_broker_port(1)
 
 
 def free_broker_port(ports: int = 2) -> int:
-    """A free port whose ``ports - 1`` successors are free too: a local broker takes
-    port + 1 for its controller (and a cluster three ports per node)."""
+    """A free port whose ``ports - 1`` successors are free too (a local broker takes port +
+    1 for its controller, and a cluster three ports per node), below the ephemeral range."""
+    last = max(_FIRST_PORT + 1_000, _ephemeral_start()) - ports
     while True:
-        port = free_port()
-        if port + ports > 65535:
-            continue
+        port = random.randint(_FIRST_PORT, last)
         try:
             with contextlib.ExitStack() as held:
-                for successor in range(port + 1, port + ports):
-                    held.enter_context(socket.create_server(("127.0.0.1", successor)))
+                for candidate in range(port, port + ports):
+                    held.enter_context(socket.create_server(("127.0.0.1", candidate)))
             return port
         except OSError:
             continue
