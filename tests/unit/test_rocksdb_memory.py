@@ -31,8 +31,11 @@ def test_partitions_share_one_bounded_cache_and_their_memtables_are_charged_to_i
         for i, (key, value) in enumerate(written.items()):
             assert bytes(dbs[i % 4][key]) == value
         usage = memory.usage(dbs)
-        # One cache: what the four DBs read (and their memtables' share) fits the budget.
-        assert 0 < usage["block_cache"] <= BUDGET, usage
+        # One cache: what the four DBs read (and their memtables' share) fits the budget,
+        # give or take one memtable: the limit is RocksDB's soft one, and a memtable being
+        # flushed in the background keeps its charge while reads fill the cache (9.6 MiB of
+        # 8 seen with three test processes on two cores).
+        assert 0 < usage["block_cache"] <= BUDGET + memory.memtable_bytes, usage
         assert usage["memtables"] <= BUDGET, usage
     finally:
         for db in dbs:

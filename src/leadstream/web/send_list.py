@@ -30,7 +30,7 @@ from leadstream.web.http import (
     error_response,
 )
 from leadstream.web.ingress import SendReports
-from leadstream.web.spec import Answer, Operation, Param, answer
+from leadstream.web.spec import Answer, Link, Operation, Param, answer
 from leadstream.wire.models import SendCounts as SendCountsModel
 from leadstream.wire.models import SplitName, UtcMillisTimestamp
 from leadstream.wire.records import SendCounts, summary_record
@@ -162,7 +162,23 @@ class OrganizationSends(ServedView):
             " (complete: every partition, the summary's counts exactly), for a key of that"
             " organization (a signature is of the empty body). Answered by any worker alone,"
             " from the progress topic: listed as long as it keeps them.",
-            {200: Answer("The sends", OrganizationSendList)},
+            {
+                200: Answer(
+                    "The sends",
+                    OrganizationSendList,
+                    links={
+                        "ExplainListed": Link(
+                            "getSendLead",
+                            {
+                                "organizationId": "$response.body#/organizationId",
+                                "sendId": "$response.body#/sends/0/sendId",
+                            },
+                            "A lead (any phone) in the latest send listed: why it was or was"
+                            " not messaged.",
+                        )
+                    },
+                )
+            },
             params=(
                 Param("organizationId", "path", "42"),
                 Param(
