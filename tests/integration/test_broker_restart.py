@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from leadstream.kafka.local import LocalKafka
 from tests.conftest import new_stack
+from tests.support.kafka import producer
 from tests.support.worker import WorkerProcess, free_broker_port
 
 pytestmark = pytest.mark.integration
@@ -67,6 +69,7 @@ def test_the_worker_recovers_by_itself_when_its_broker_comes_back(
 
     def flow() -> None:
         """A batch of 100 new events every 0.2 s, until told to stop."""
+        out = producer(stack.kafka)
         batch = 0
         try:
             while not stop.is_set():
@@ -74,7 +77,11 @@ def test_the_worker_recovers_by_itself_when_its_broker_comes_back(
                     {"phoneE164": f"+1212{batch:04d}{i:03d}", "occurredAt": "2026-05-12T18:34:00Z"}
                     for i in range(100)
                 ]
-                stack.send_events([{"organizationId": ORG, "eventType": "x", "events": events}])
+                # Held by the producer while the broker is away, as long as it takes to
+                # come back (its start is slow on a loaded machine): counted once acked.
+                value = {"organizationId": ORG, "eventType": "x", "events": events}
+                out.produce(stack.topics.lead_events, msgspec.json.encode(value))
+                assert out.flush(300) == 0
                 sent.append(len(events))
                 batch += 1
                 time.sleep(0.2)

@@ -141,7 +141,7 @@ class QuietHours:
         elif zones:
             chosen = zones
         else:
-            return QuietDecision(True, None, None)
+            return QuietDecision(True, None, None, _WINDOW)  # the window's safe side
         for zone in chosen:
             if self.zone_is_quiet(zone, at_ms):
                 return QuietDecision(True, zone, _clock(zone, at_ms), _WINDOW)
