@@ -12,7 +12,9 @@ What must hold throughout (liveness bounds, not timings):
 * every request of the quiet organization is served (200, each event applied exactly
   once), none refused for the greedy one's sake; the greedy organization is held to its
   limits (429) and served within them;
-* ``/healthz`` and ``/readyz`` answer 200 within 1 s, every time they are asked;
+* ``/healthz`` and ``/readyz`` answer 200 every time they are asked, each within the
+  timeout the deployed probes give them (:func:`probe_timeout`, read from the manifest):
+  Kubernetes never sees the worker down or unready for the flood's sake;
 * every hostile request is answered as the contract says (401 from the headers, 408 for a
   stalled body or slow headers, 503 beyond the limits), never left hanging.
 
@@ -38,6 +40,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import yaml
 
 from tests.conftest import new_stack
 
@@ -50,6 +53,20 @@ FLOOD_SECONDS = 20
 # 512 connections' buffers, the greedy organization's 16 requests in flight.
 RSS_BOUND_MB = 200
 REPO = Path(__file__).resolve().parents[2]
+
+
+def probe_timeout() -> float:
+    """The shortest timeoutSeconds of the worker's probes in the Kubernetes manifest."""
+    manifest = yaml.safe_load((REPO / "deploy/kubernetes/base/statefulset.yaml").read_text())
+    (container,) = [
+        c for c in manifest["spec"]["template"]["spec"]["containers"] if c["name"] == "worker"
+    ]
+    return float(
+        min(
+            container[probe]["timeoutSeconds"]
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe")
+        )
+    )
 
 
 def memory_mb(pid: int, field: str) -> float:
@@ -141,12 +158,14 @@ def test_a_flood_leaves_memory_bounded_health_answering_and_every_organization_s
             pass
         before = memory_mb(pid, "VmRSS")
 
+        timeout = probe_timeout()
+
         def probe() -> tuple[str, float]:
             outcomes = []
             started = time.monotonic()
             for path in ("/healthz", "/readyz"):
                 try:
-                    answer = httpx.get(worker.url + path, timeout=1.0)
+                    answer = httpx.get(worker.url + path, timeout=timeout)
                     why = "" if answer.status_code == 200 else f" {answer.text[:80]}"
                     outcomes.append(f"{path} {answer.status_code}{why}")
                 except httpx.TransportError as exc:
@@ -202,7 +221,7 @@ def test_a_flood_leaves_memory_bounded_health_answering_and_every_organization_s
         print(f"quiet organization: {dict(statuses)}, {retried} retried after a lost connection")
 
         assert worker.alive()
-        # Health: every probe answered 200 within its 1 s timeout.
+        # Health: every probe answered 200 within the deployed probes' timeout.
         failed = [outcome for outcome, _ in probes if outcome != "/healthz 200, /readyz 200"]
         assert not failed, failed[:10]
         # Memory: bounded by what the limits let in, whatever the flood declared.

@@ -4,11 +4,13 @@ bound parsed."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
 import pytest
-from aiokafka.structs import ConsumerRecord
+from aiokafka.errors import NotCoordinatorForGroupError
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +21,7 @@ from leadstream.settings import Settings
 from leadstream.streams.router import (
     MAX_REJECT_KEY_BYTES,
     InputRouter,
+    _Commits,
     _InFlight,
     _next_offsets,
     _reject_key,
@@ -179,3 +182,139 @@ def test_an_oversize_batch_is_one_reject_named_by_its_first_offset_and_committed
     claims = [v for topic, _, v in producer.sent if topic == T.by_lead]
     assert len(claims) == 1 and isinstance(decode_command(claims[0]), ClaimTrigger)
     assert batch.waiting == 2 and batch.offsets == {(T.send_triggers, 3): 22}
+
+
+# -- commits: one at a time, never an older offset after a newer one ----------------------
+
+
+class _Deliveries:
+    """A producer whose every message is delivered (poll and flush serve nothing)."""
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+    def flush(self, _timeout: float) -> int:
+        return 0
+
+
+class _Group:
+    """A consumer's commit as aiokafka's behaves when the coordinator moves: each commit
+    waits until the test lets it through, and may fail; the group keeps the offsets of
+    the commits that succeed, in the order they land."""
+
+    def __init__(self, assigned: set[tuple[str, int]]) -> None:
+        self.assigned = assigned
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.asked: list[dict[tuple[str, int], int]] = []
+        self.gates: list[asyncio.Future[BaseException | None]] = []
+        self.under_way = 0
+        self.most_under_way = 0
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(topic, p) for topic, p in self.assigned}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.asked.append({(tp.topic, tp.partition): o for tp, o in offsets.items()})
+        gate: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self.gates.append(gate)
+        self.under_way += 1
+        self.most_under_way = max(self.most_under_way, self.under_way)
+        try:
+            failure = await gate
+        finally:
+            self.under_way -= 1
+        if failure is not None:
+            raise failure
+        self.offsets.update({(tp.topic, tp.partition): o for tp, o in offsets.items()})
+
+
+def settled(offsets: dict[tuple[str, int], int]) -> _InFlight:
+    return _InFlight(offsets)  # waiting == 0: every message of it delivered
+
+
+async def _turn() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def test_a_commit_settled_while_another_is_under_way_waits_for_it_and_carries_the_newest() -> None:
+    async def run() -> None:
+        group = _Group({("in", 2), ("in", 5)})
+        commits = _Commits(group, _Deliveries())  # type: ignore[arg-type]
+        commits.in_flight.append(settled({("in", 2): 100}))
+        await commits.settle(wait=False)
+        await _turn()
+        assert group.asked == [{("in", 2): 100}]
+        # Two more batches settle while the first commit is held (a coordinator moving).
+        commits.in_flight.append(settled({("in", 2): 103}))
+        await commits.settle(wait=False)
+        commits.in_flight.append(settled({("in", 5): 7}))
+        await commits.settle(wait=False)
+        await _turn()
+        assert len(group.asked) == 1, "a second commit started while the first was under way"
+        group.gates[0].set_result(None)
+        await _turn()
+        await commits.settle(wait=False)
+        await _turn()
+        assert group.asked[1] == {("in", 2): 103, ("in", 5): 7}
+        group.gates[1].set_result(None)
+        await _turn()
+        assert group.offsets == {("in", 2): 103, ("in", 5): 7}
+        assert group.most_under_way == 1
+
+    asyncio.run(run())
+
+
+def test_a_failed_commit_goes_again_with_the_next_for_partitions_still_assigned() -> None:
+    async def run() -> None:
+        group = _Group({("in", 2)})
+        commits = _Commits(group, _Deliveries())  # type: ignore[arg-type]
+        commits.in_flight.append(settled({("in", 2): 100, ("in", 6): 40}))
+        await commits.settle(wait=False)
+        await _turn()
+        commits.in_flight.append(settled({("in", 2): 120}))
+        await commits.settle(wait=False)
+        group.gates[0].set_result(NotCoordinatorForGroupError())
+        await _turn()
+        await commits.settle(wait=False)
+        await _turn()
+        # The newer offset of partition 2, and nothing of partition 6 (no longer here).
+        assert group.asked[1] == {("in", 2): 120}
+        group.gates[1].set_result(None)
+        await _turn()
+        assert group.offsets == {("in", 2): 120}
+
+        # Alone, a failed commit's offsets are the next commit.
+        commits.in_flight.append(settled({("in", 2): 130}))
+        await commits.settle(wait=False)
+        await _turn()
+        group.gates[2].set_result(NotCoordinatorForGroupError())
+        await _turn()
+        await commits.settle(wait=False)
+        await _turn()
+        assert group.asked[3] == {("in", 2): 130}
+        group.gates[3].set_result(None)
+        await _turn()
+        assert group.offsets == {("in", 2): 130}
+
+    asyncio.run(run())
+
+
+def test_settling_with_wait_returns_once_every_settled_offset_is_committed() -> None:
+    async def run() -> None:
+        group = _Group({("in", 1)})
+        commits = _Commits(group, _Deliveries())  # type: ignore[arg-type]
+        commits.in_flight.append(settled({("in", 1): 10}))
+        await commits.settle(wait=False)
+        await _turn()
+        commits.in_flight.append(settled({("in", 1): 20}))
+        waiting = asyncio.ensure_future(commits.settle(wait=True))
+        await _turn()
+        group.gates[0].set_result(None)
+        await _turn()
+        assert not waiting.done()  # the second commit is under way
+        group.gates[1].set_result(None)
+        assert await waiting == 1
+        assert group.offsets == {("in", 1): 20}
+
+    asyncio.run(run())

@@ -570,7 +570,13 @@ class _Commits:
     """Routed batches in the order they were read; each one's offsets are committed once
     it and every batch before it are delivered. Delivery reports are served on the
     router's own thread only (producer.poll and flush there), so the counts above are
-    never touched by two threads."""
+    never touched by two threads.
+
+    One commit is under way at a time; what is settled meanwhile waits, merged, for the
+    next. aiokafka holds a group's commit lock for one attempt only: a commit that meets a
+    moving coordinator (or a group still loading) lets go, backs off and tries again, so a
+    later commit can land first and the earlier one then move the group's offset back,
+    for good where no more messages come (seen when a broker was killed)."""
 
     def __init__(self, consumer: Any, producer: Producer) -> None:
         self._consumer = consumer
@@ -578,35 +584,66 @@ class _Commits:
         self.in_flight: deque[_InFlight] = deque()
         self._lock = asyncio.Lock()
         self._committing: asyncio.Future[Any] | None = None
+        # Settled offsets not yet handed to a commit, the highest per partition.
+        self._unsent: dict[tuple[str, int], int] = {}
 
     async def settle(self, *, wait: bool) -> int:
         """Commit, in order, the offsets of the batches whose every message is delivered;
-        with ``wait``, first wait for all deliveries (and for the commit). Returns how many
-        batches were settled; a batch whose delivery failed raises."""
+        with ``wait``, first wait for all deliveries, then for every commit. Returns how
+        many batches were settled; a batch whose delivery failed raises, and so does a
+        failed commit waited for."""
         async with self._lock:
             if wait:
                 await _deliver_all(self._producer, DELIVERY_SECONDS)
             self._producer.poll(0)
-            offsets: dict[tuple[str, int], int] = {}
             settled = 0
             while self.in_flight and self.in_flight[0].waiting == 0:
                 batch = self.in_flight.popleft()
                 if batch.error is not None:
                     raise KafkaException(batch.error)
-                offsets.update(batch.offsets)  # in order: a later batch's offset is higher
+                self._unsent.update(batch.offsets)  # in order: a later batch's offset is higher
                 settled += 1
-            if offsets:
-                # aiokafka sends a group's commits one at a time, in order.
-                commit = asyncio.ensure_future(
-                    self._consumer.commit(
-                        {TopicPartition(topic, p): o for (topic, p), o in offsets.items()}
-                    )
-                )
-                commit.add_done_callback(_log_failed_commit)
-                self._committing = commit
-            if wait and self._committing is not None:
-                await self._committing
+            self._commit_next()
+            while wait and self._committing is not None:
+                committing = self._committing
+                try:
+                    await committing
+                finally:
+                    if self._committing is committing:
+                        self._committing = None
+                self._commit_next()
             return settled
+
+    def _commit_next(self) -> None:
+        """Start committing what is settled, unless a commit is still under way."""
+        if self._committing is not None:
+            if not self._committing.done():
+                return
+            self._committing = None
+        if not self._unsent:
+            return
+        offsets, self._unsent = self._unsent, {}
+        commit = asyncio.ensure_future(
+            self._consumer.commit(
+                {TopicPartition(topic, p): o for (topic, p), o in offsets.items()}
+            )
+        )
+        commit.add_done_callback(lambda done: self._failed(done, offsets))
+        self._committing = commit
+
+    def _failed(self, commit: asyncio.Future[Any], offsets: dict[tuple[str, int], int]) -> None:
+        """A failed commit's offsets go with the next commit, for the partitions still
+        assigned here (one that moved is read again by its next reader, from the group's
+        offset)."""
+        if commit.cancelled() or commit.exception() is None:
+            return
+        logger.warning(
+            "input router: commit failed (tried again with the next one): %s", commit.exception()
+        )
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        for key, offset in offsets.items():
+            if key in assigned:
+                self._unsent.setdefault(key, offset)  # a later settled offset is higher
 
 
 async def _deliver_all(producer: Producer, seconds: float) -> None:
@@ -664,14 +701,6 @@ def _next_offsets(msgs: list[ConsumerRecord[Any, Any]]) -> dict[tuple[str, int],
 
 def _position(msg: ConsumerRecord[Any, Any]) -> tuple[str, int, int]:
     return msg.topic, msg.partition, msg.offset
-
-
-def _log_failed_commit(commit: asyncio.Future[Any]) -> None:
-    if not commit.cancelled() and commit.exception() is not None:
-        logger.warning(
-            "input router: commit failed (the batch will be routed again): %s",
-            commit.exception(),
-        )
 
 
 class RouterProcess:
