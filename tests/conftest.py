@@ -12,8 +12,18 @@ from typing import Any
 
 import pytest
 
+from tests.support import alone
 from tests.support.kafka import broker
 from tests.support.stack import Stack
+
+
+@pytest.fixture(autouse=True)
+def _turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test in the session's room; one marked ``alone`` with nobody else in it."""
+    worker_input = getattr(request.config, "workerinput", None)
+    run_id = worker_input["testrunuid"] if worker_input is not None else None
+    with alone.turn(run_id, alone=request.node.get_closest_marker("alone") is not None):
+        yield
 
 
 @pytest.fixture(scope="session")
