@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 import msgspec
 from pyroaring import BitMap
@@ -41,6 +41,7 @@ __all__ = [
     "Explanation",
     "SendRecord",
     "Step",
+    "StepName",
     "deliver_send",
     "explain_lead",
     "received_sends",
@@ -52,17 +53,29 @@ __all__ = [
 DAY_MS = 86_400_000
 
 
+StepName = Literal[
+    "notInAudience",
+    "optedOut",
+    "audienceFilter",
+    "eventFilter",
+    "frequencyCap",
+    "quietHours",
+    "heldOut",
+    "recipient",
+]
+
+
 class Step:
     """Where a lead left a send (the contract's names)."""
 
-    NOT_IN_AUDIENCE = "notInAudience"
-    OPTED_OUT = "optedOut"
-    AUDIENCE_FILTER = "audienceFilter"
-    EVENT_FILTER = "eventFilter"
-    FREQUENCY_CAP = "frequencyCap"
-    QUIET_HOURS = "quietHours"
-    HELD_OUT = "heldOut"
-    RECIPIENT = "recipient"
+    NOT_IN_AUDIENCE: Final[StepName] = "notInAudience"
+    OPTED_OUT: Final[StepName] = "optedOut"
+    AUDIENCE_FILTER: Final[StepName] = "audienceFilter"
+    EVENT_FILTER: Final[StepName] = "eventFilter"
+    FREQUENCY_CAP: Final[StepName] = "frequencyCap"
+    QUIET_HOURS: Final[StepName] = "quietHours"
+    HELD_OUT: Final[StepName] = "heldOut"
+    RECIPIENT: Final[StepName] = "recipient"
 
 
 class SendRecord(msgspec.Struct, array_like=True, frozen=True):
@@ -84,7 +97,7 @@ class SendRecord(msgspec.Struct, array_like=True, frozen=True):
     def named_by_filter(self, lead: int | None) -> bool:
         return lead is not None and lead in BitMap.deserialize(self.audience_filter_named)
 
-    def step_of(self, lead: int | None) -> str:
+    def step_of(self, lead: int | None) -> StepName:
         """What the send did to lead id ``lead`` (None: a phone this partition never saw)."""
         if lead is None:
             return Step.NOT_IN_AUDIENCE
@@ -200,11 +213,11 @@ def expire_send_records(
 @dataclass(frozen=True, slots=True)
 class Explanation:
     sent: bool
-    step: str
+    step: StepName
     detail: dict[str, Any]
     consistent: bool
     # Today's evaluation, when it differs from what the send did.
-    now_step: str | None = None
+    now_step: StepName | None = None
     now_detail: dict[str, Any] | None = None
 
 
@@ -262,7 +275,7 @@ class _Today:
 
     def evaluate(
         self, member: bool, dropped_by_filter: bool, filter_mode: str | None
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[StepName, dict[str, Any]]:
         step, detail = _evaluate_today(
             self.rules, self.history, member, dropped_by_filter, filter_mode, self.member_of
         )
@@ -325,7 +338,7 @@ def _evaluate_today(
     dropped_by_filter: bool,
     filter_mode: str | None,
     member_of: Callable[[str], bool],
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[StepName, dict[str, Any]]:
     """The lead's step for the send on today's state, and the facts that decide it, up to
     the event filters. The audience filter is the one the send applied, as the leads it
     named then (a lead that joined the campaign since with a named externalId is not among

@@ -34,6 +34,7 @@ from leadstream import tracing
 from leadstream.domain.auth import CLUSTER_KEY_ID, RequestLine, signed_headers
 from leadstream.domain.buckets import BUCKETS
 from leadstream.domain.decode import MAX_JSON_BYTES, decode_json
+from leadstream.domain.explain import StepName
 from leadstream.domain.normalize import (
     format_ms,
     normalize_id,
@@ -178,18 +179,6 @@ class PreviewAnswer(BaseModel):
     )
 
 
-Step = Literal[
-    "notInAudience",
-    "optedOut",
-    "audienceFilter",
-    "eventFilter",
-    "frequencyCap",
-    "quietHours",
-    "heldOut",
-    "recipient",
-]
-
-
 class ConditionVerdict(BaseModel):
     """One leaf of the send's conditions, for this lead."""
 
@@ -238,7 +227,7 @@ class ExplainDetail(BaseModel):
 
 class StepToday(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    step: Step
+    step: StepName
     detail: ExplainDetail
 
 
@@ -251,7 +240,7 @@ class SendLeadExplanation(BaseModel):
     campaignId: str
     phoneE164: E164
     sent: bool
-    step: Step = Field(description="Where the lead left the send (recipient: it did not).")
+    step: StepName = Field(description="Where the lead left the send (recipient: it did not).")
     detail: ExplainDetail = Field(
         description="A message, and the deciding facts: an event filter's eventFilter, "
         "matchingEvents and the matching events' occurredAt; the conditions' leaf verdicts; "
